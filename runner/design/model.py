@@ -1,0 +1,70 @@
+"""Numeric design of one model: what an engine needs and nothing about YAML or files.
+
+`design/` turns a `ModelFormula` and a cleaned DataFrame into these arrays; engines
+(`lme`, `statsmodels`) consume them and never look at the DataFrame or the formula text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from runner.formula.model import Covariance
+
+
+@dataclass
+class RandomBlock:
+    """One random-effects term evaluated on the data: a template repeated per level.
+
+    Blocks are listed in lme4's order (decreasing number of levels, ties in formula
+    order, as mkReTrms sorts them), which is the order of theta and of reports.
+    """
+
+    id: str  # lme4's name for the term: "Subject", and "Subject.1" for a second term on Subject
+    group: str  # grouping factor as lme4 names it: "cask:batch"
+    covariance: Covariance
+    column_names: list[str]  # lhs columns as lme4 names them: "(Intercept)", "Days", "sexM"
+    codes: np.ndarray  # (n,) int64 level index of each row, 0 .. nlevels-1
+    levels: list[str]  # level labels in lme4's (sorted factor) order
+    X: np.ndarray  # (n, p) lhs model matrix, float64
+    factor_columns: tuple[str, ...] = ()  # data columns whose interaction is the group
+    lhs_variables: tuple[str, ...] = ()  # data columns used on the lhs (for validate's `||` warning)
+    lhs_is_factor: bool = False  # lhs contains a factor (its columns stay correlated under `||`)
+
+    @property
+    def nlevels(self) -> int:
+        return len(self.levels)
+
+    @property
+    def ncols(self) -> int:
+        return self.X.shape[1]
+
+
+@dataclass
+class FixedColumn:
+    """Names of one fixed-effect column in the three vocabularies users meet."""
+
+    term: str  # formulaic's name: "Intercept", "sex[T.M]", "age:sex[T.M]"
+    lme4_name: str  # lme4's name: "(Intercept)", "sexM", "age:sexM"
+    variable: str | None  # the data column (None for the intercept; "age:sex" for interactions)
+    level: str | None  # the factor level this column codes, when it codes one
+
+
+@dataclass
+class Design:
+    """y, X and the random blocks of one model on its rows, plus prior weights and offset."""
+
+    response: str
+    y: np.ndarray  # (n,)
+    X: np.ndarray  # (n, p), rank-deficient columns already dropped
+    fixed: list[FixedColumn]
+    blocks: list[RandomBlock]  # lme4 order
+    weights: np.ndarray | None = None  # prior weights, (n,), all > 0 after cleaning
+    offset: np.ndarray | None = None  # (n,)
+    dropped_fixed: list[str] = field(default_factory=list)  # rank-deficient columns, lme4 pivot order
+    warnings: list[str] = field(default_factory=list)  # e.g. lme4's check.scaleX message
+
+    @property
+    def nobs(self) -> int:
+        return int(self.y.shape[0])

@@ -1,0 +1,113 @@
+"""The engine-agnostic result of fitting one model.
+
+Every engine returns a `Fit`; compare, run and report read only this. It is a
+pydantic model, so it serializes to results.json and its JSON Schema is generated,
+never hand-written. Numbers follow lme4's conventions (objective = REML criterion or
+deviance; AIC/BIC of a REML fit from the REML criterion; theta in lme4's order).
+Per-row and per-level arrays live in `FitArrays`, which is excluded from JSON and
+written to the `fits/<model>.parquet` sidecar instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class FitWarning(BaseModel):
+    """A warning attached to a fit; `code` is stable for tools, `message` for people."""
+
+    model_config = ConfigDict(extra="forbid")
+    code: str  # e.g. "singular", "convergence", "rank_deficient", "scale_x", "few_levels", "boundary"
+    message: str
+
+
+class FixedEffect(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    term: str
+    lme4_name: str
+    variable: str | None = None
+    level: str | None = None
+    estimate: float
+    std_error: float | None
+    statistic: float | None
+    df: float | None = None
+    p_value: float | None
+    ci_low: float | None
+    ci_high: float | None
+
+
+class RandomEffect(BaseModel):
+    """One row of lme4's VarCorr table: a variance/SD, or a covariance/correlation pair."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: str
+    group: str
+    term: str
+    term2: str | None = None
+    variance: float | None = None
+    sd: float | None = None
+    covariance: float | None = None
+    corr: float | None = None
+
+
+class Convergence(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    converged: bool
+    optimizer: str
+    message: str = ""
+    evaluations: int = 0
+    max_abs_gradient: float | None = None  # lme4's scaled gradient, projected at active bounds
+    hessian_min_eigenvalue: float | None = None
+
+
+@dataclass
+class RanefBlock:
+    """Conditional modes (BLUPs) of one random term and their conditional SDs."""
+
+    id: str
+    group: str
+    columns: list[str]
+    levels: list[str]
+    modes: np.ndarray  # (nlevels, ncols)
+    cond_sd: np.ndarray  # (nlevels, ncols)
+
+
+@dataclass
+class FitArrays:
+    """Per-row and per-level output, for plots and the parquet sidecar (not JSON)."""
+
+    fitted: np.ndarray
+    residuals: np.ndarray
+    ranef: list[RanefBlock] = field(default_factory=list)
+
+
+class Fit(BaseModel):
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    engine: Literal["lme", "statsmodels"]
+    method: Literal["REML", "ML"]
+    formula: str
+    nobs: int
+    npar: int  # fixed effects + covariance parameters + residual (lme4's df of logLik)
+    ngroups: dict[str, int]
+    theta: list[float]
+    theta_names: list[str]
+    sigma: float
+    loglik: float
+    objective: float  # REML criterion or deviance (-2 logLik), as lme4 reports
+    aic: float
+    bic: float
+    p_method: str = "wald-z"
+    ci_method: str = "wald"
+    fixed_effects: list[FixedEffect]
+    random_effects: list[RandomEffect]
+    converged: bool
+    singular: bool
+    convergence: Convergence
+    warnings: list[FitWarning] = Field(default_factory=list)
+    fit_seconds: float = 0.0
+    arrays: FitArrays | None = Field(default=None, exclude=True)

@@ -1,0 +1,61 @@
+"""The parsed model: what every layer after `formula/` works from.
+
+A `ModelFormula` is plain, hashable data. Two spellings of one model (lme4 text,
+glmmTMB's covariance syntax, the structured YAML form) parse to equal objects, so
+variants, caching and nesting checks compare models by value, not by text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Covariance = Literal["unstructured", "diagonal", "identity", "compound_symmetry"]
+COVARIANCES: tuple[str, ...] = ("unstructured", "diagonal", "identity", "compound_symmetry")
+
+
+@dataclass(frozen=True)
+class RandomTerm:
+    """One random-effects term `(lhs | group)`.
+
+    The lhs columns share one covariance template, repeated for every level of the
+    grouping factor. `group` lists the factors whose interaction is the grouping
+    factor, in lme4's naming order: `(1|batch/cask)` gives the terms with group
+    ("batch",) and ("cask", "batch") (lme4 names the latter `cask:batch`).
+    """
+
+    group: tuple[str, ...]
+    intercept: bool = True
+    terms: tuple[str, ...] = ()  # non-intercept lhs terms in formulaic syntax, e.g. ("age",)
+    covariance: Covariance = "unstructured"
+    double_bar: bool = False  # produced by expanding `(x||g)`; kept for rendering and warnings
+
+    @property
+    def group_name(self) -> str:
+        """The grouping factor's name as lme4 prints it (`cask:batch`)."""
+        return ":".join(self.group)
+
+    @property
+    def lhs(self) -> str:
+        """The lhs as a formulaic right-hand side, e.g. `1 + age` or `0 + f`."""
+        parts = ["1" if self.intercept else "0", *self.terms]
+        return " + ".join(parts)
+
+
+@dataclass(frozen=True)
+class ModelFormula:
+    """`response ~ fixed + random` with the fixed part kept as formulaic terms.
+
+    `fixed_terms` are the top-level `+`-separated terms exactly as written
+    (`a*b`, `C(x)`, `I(x**2)` stay whole), so variants can add and drop them.
+    """
+
+    response: str
+    fixed_terms: tuple[str, ...] = ()
+    intercept: bool = True
+    random: tuple[RandomTerm, ...] = ()
+
+    @property
+    def fixed_rhs(self) -> str:
+        """The fixed part as a formulaic right-hand side (`1 + age + sex`)."""
+        return " + ".join(["1" if self.intercept else "0", *self.fixed_terms])
