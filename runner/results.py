@@ -1,0 +1,177 @@
+"""The results.json contract: pydantic models, so the JSON Schema is generated.
+
+Everything outside `run` is a pure function of spec, data, package versions and git
+commit, so a rerun gives byte-identical output there (timings live only in `run`).
+Floats that are NaN or infinite are written as null (see `runner.run.record`).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from runner.fit import Convergence, FitWarning, FixedEffect, RandomEffect
+
+SCHEMA_VERSION = 1
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SpecInfo(_Strict):
+    name: str
+    title: str | None = None
+    path: str
+    sha256: str
+
+
+class DataInfo(_Strict):
+    source: str  # human description with credentials redacted, e.g. "example: students"
+    sha256: str
+    rows: int  # rows loaded
+    rows_used: int  # rows after filter and NA handling (na: common); per model see ModelRecord.nobs
+    dropped: dict[str, int] = Field(default_factory=dict)  # reason -> rows, e.g. {"filter": 3, "missing": 2}
+    na: Literal["common", "per_model"] = "common"
+
+
+class Environment(_Strict):
+    mixspec: str
+    python: str
+    numpy: str
+    scipy: str
+    pandas: str
+    statsmodels: str | None = None
+    formulaic: str | None = None
+    git_commit: str | None = None
+
+
+class FactorInfo(_Strict):
+    levels: list[str]
+    reference: str | None = None
+    contrast: str = "treatment"
+
+
+class MLRefit(_Strict):
+    """ML values of a REML-fitted model, used for ranking and likelihood-ratio tests."""
+
+    loglik: float
+    deviance: float
+    aic: float
+    bic: float
+    npar: int
+
+
+class VerifyRecord(_Strict):
+    """Cross-check of the model against a second engine (`verify: statsmodels`)."""
+
+    engine: str
+    status: Literal["ok", "failed", "inexpressible"]
+    message: str | None = None
+    max_rel_diff: dict[str, float | None] = Field(default_factory=dict)  # objective, fixed_effects, sds
+    flagged: bool = False  # any difference above 1e-4
+
+
+class ModelRecord(_Strict):
+    """One model of the spec: the fields of its `Fit` flattened, plus run bookkeeping."""
+
+    status: Literal["ok", "failed"]
+    error: str | None = None
+    source: str = "model"  # "model" or "variant of <name>"
+    formula: str
+    engine: str
+    method: Literal["REML", "ML"]
+    nobs: int | None = None
+    npar: int | None = None
+    ngroups: dict[str, int] = Field(default_factory=dict)
+    theta: list[float] = Field(default_factory=list)
+    theta_names: list[str] = Field(default_factory=list)
+    sigma: float | None = None
+    loglik: float | None = None
+    objective: float | None = None
+    aic: float | None = None
+    bic: float | None = None
+    ml_refit: MLRefit | None = None
+    p_method: str | None = None
+    ci_method: str | None = None
+    fixed_effects: list[FixedEffect] = Field(default_factory=list)
+    random_effects: list[RandomEffect] = Field(default_factory=list)
+    converged: bool | None = None
+    singular: bool | None = None
+    convergence: Convergence | None = None
+    warnings: list[FitWarning] = Field(default_factory=list)
+    verify: VerifyRecord | None = None
+    sidecar: str | None = None  # relative path of fits/<model>.parquet
+
+
+class RankingRow(_Strict):
+    model: str
+    criterion: Literal["AIC", "BIC", "AICc"]
+    method: Literal["REML", "ML"]  # which fit the value comes from
+    fit_used: Literal["own", "ml_refit"]  # own fit, or the ML refit of a REML fit
+    value: float
+    delta: float
+    weight: float
+    loglik: float
+    npar: int
+    best: bool = False
+
+
+class RankingGroup(_Strict):
+    """Models ranked together: same response and the same rows."""
+
+    models: list[str]
+    rows: list[RankingRow]
+    note: str | None = None  # why some models are absent (different rows, failed)
+
+
+class TestRecord(_Strict):
+    small: str
+    large: str
+    source: Literal["listed", "auto"] = "listed"
+    refit_ml: bool
+    method: Literal["REML", "ML"]
+    npar: list[int]  # [small, large]
+    loglik: list[float]  # [small, large]
+    chisq: float
+    df: int
+    p_value: float | None
+    p_value_boundary: float | None = None
+    boundary_note: str | None = None  # structured reason when p_value_boundary is null, or the mixture used
+    warnings: list[str] = Field(default_factory=list)
+
+
+class ExpectationRecord(_Strict):
+    text: str
+    passed: bool
+    detail: str
+
+
+class Timing(_Strict):
+    fit_seconds: float
+    cached: bool
+
+
+class RunInfo(_Strict):
+    started: str
+    finished: str | None = None
+    jobs: int = 1
+    executor: str = "local"
+    timings: dict[str, Timing] = Field(default_factory=dict)
+
+
+class ResultsRecord(_Strict):
+    """The whole results.json of one spec run."""
+
+    schema_version: int = SCHEMA_VERSION
+    spec: SpecInfo
+    data: DataInfo
+    environment: Environment
+    factors: dict[str, FactorInfo] = Field(default_factory=dict)
+    models: dict[str, ModelRecord]
+    ranking: list[RankingGroup] = Field(default_factory=list)
+    tests: list[TestRecord] = Field(default_factory=list)
+    expectations: list[ExpectationRecord] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)  # spec/data level warnings (validate's)
+    run: RunInfo
