@@ -29,11 +29,14 @@ class RandomTerm:
     terms: tuple[str, ...] = ()  # non-intercept lhs terms in formulaic syntax, e.g. ("age",)
     covariance: Covariance = "unstructured"
     double_bar: bool = False  # produced by expanding `(x||g)`; kept for rendering and warnings
+    # lme4's name for the grouping factor when it is not ":".join(group): the
+    # expansion of `(1|a/b/c)` names its innermost term `c:(b:a)`; None otherwise.
+    label: str | None = None
 
     @property
     def group_name(self) -> str:
-        """The grouping factor's name as lme4 prints it (`cask:batch`)."""
-        return ":".join(self.group)
+        """The grouping factor's name as lme4 prints it (`cask:batch`, `c:(b:a)`)."""
+        return self.label if self.label is not None else ":".join(self.group)
 
     @property
     def lhs(self) -> str:

@@ -1,0 +1,504 @@
+"""lme4 formula text -> ModelFormula: a small tokenizer and a recursive-descent parser.
+
+formulaic parses Wilkinson formulas but knows nothing of `(x | g)` bars, so this
+module finds the structure lme4 adds (bars, `||`, `a/b` nesting, glmmTMB covariance
+functions) itself and hands every fixed-effect and random-lhs expression to
+formulaic for validation. Expansions follow lme4 1.1's `expandDoubleVerts` and
+`expandSlash` term for term, so term order and group names match lme4's.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Union
+
+from formulaic import Formula
+
+from runner.formula.errors import FormulaError
+from runner.formula.model import Covariance, ModelFormula, RandomTerm
+
+# glmmTMB's covariance functions that mixspec supports, and the ones it does not.
+COVARIANCE_FUNCTIONS: dict[str, Covariance] = {
+    "us": "unstructured",
+    "diag": "diagonal",
+    "homdiag": "identity",
+    "homcs": "compound_symmetry",
+}
+FUNCTION_OF_COVARIANCE: dict[str, str] = {v: k for k, v in COVARIANCE_FUNCTIONS.items()}
+_UNSUPPORTED_FUNCTIONS = ("cs", "hetar1", "ar1", "ou", "exp", "gau", "mat", "toep", "rr", "propto", "equalto")
+
+_NAME = re.compile(r"[^\W\d][\w.]*")
+_NUMBER = re.compile(r"(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?[jJ]?")
+_OPS2 = ("||", "**", "==", "!=", "<=", ">=", "//")
+_OPEN = {"(": ")", "[": "]", "{": "}"}
+_CLOSE = {v: k for k, v in _OPEN.items()}
+_BARS = ("|", "||")
+# Operators written with a space on each side in canonical text (as R deparses them).
+_SPACED = {"+", "-", "*", "/", "~", "|", "||", "==", "!=", "<=", ">=", "<", ">", "//", "%", "&"}
+
+
+@dataclass(frozen=True)
+class Token:
+    """One lexeme: kind is name | number | string | op; `pos` indexes the formula text."""
+
+    kind: str
+    text: str
+    pos: int
+
+
+def tokenize(text: str) -> list[Token]:
+    """Split formula text into tokens; backtick-quoted names become name tokens (quotes kept)."""
+    tokens: list[Token] = []
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c.isspace():
+            i += 1
+            continue
+        if m := _NAME.match(text, i):
+            tokens.append(Token("name", m.group(), i))
+            i = m.end()
+        elif c.isdigit() or (c == "." and i + 1 < n and text[i + 1].isdigit()):
+            m = _NUMBER.match(text, i)
+            assert m is not None
+            tokens.append(Token("number", m.group(), i))
+            i = m.end()
+        elif c in "'\"`":
+            j = i + 1
+            while j < n and text[j] != c:
+                j += 2 if text[j] == "\\" and c != "`" else 1
+            if j >= n:
+                what = "quoted name" if c == "`" else "string"
+                raise FormulaError(f"this {what} is never closed (missing {c})", text, i)
+            tokens.append(Token("name" if c == "`" else "string", text[i : j + 1], i))
+            i = j + 1
+        else:
+            two = text[i : i + 2]
+            op = two if two in _OPS2 else c
+            tokens.append(Token("op", op, i))
+            i += len(op)
+    return tokens
+
+
+# A grouping-factor expression: a factor name, (left, right) for `left:right`, or
+# (inner,) for parentheses as written, which R keeps in the name: `(b:c):a`.
+GroupExpr = Union[str, tuple["GroupExpr", "GroupExpr"], tuple["GroupExpr"]]
+
+
+def quote_name(name: str) -> str:
+    """A factor name as formula text: bare when it is a plain name, else in backticks."""
+    return name if _NAME.fullmatch(name) else f"`{name}`"
+
+
+def group_leaves(expr: GroupExpr) -> tuple[str, ...]:
+    """The factor names of an interaction, left to right (`c:(b:a)` -> c, b, a)."""
+    if isinstance(expr, str):
+        return (expr,)
+    return tuple(name for part in expr for name in group_leaves(part))
+
+
+def deparse_group(expr: GroupExpr) -> str:
+    """The grouping factor as R deparses it, which is the name lme4 gives it."""
+    if isinstance(expr, str):
+        return quote_name(expr)
+    if len(expr) == 1:
+        return f"({deparse_group(expr[0])})"
+    left, right = expr
+    right_text = deparse_group(right)
+    if isinstance(right, tuple) and len(right) == 2:
+        right_text = f"({right_text})"  # `:` is left-associative, so R parenthesizes a right interaction
+    return f"{deparse_group(left)}:{right_text}"
+
+
+def expand_nesting(parts: list[GroupExpr]) -> list[GroupExpr]:
+    """`a/b/c` as lme4's expandSlash gives it: [c:(b:a), b:a, a] (innermost first)."""
+    chain = [parts[0]]
+    for part in parts[1:]:
+        chain.append((part, chain[-1]))
+    return chain[::-1]
+
+
+def random_term(
+    group: GroupExpr,
+    intercept: bool,
+    terms: tuple[str, ...],
+    covariance: Covariance = "unstructured",
+    double_bar: bool = False,
+) -> RandomTerm:
+    """Build a RandomTerm for a group expression, recording lme4's name when it differs."""
+    leaves = group_leaves(group)
+    name = deparse_group(group)
+    label = None if name == ":".join(leaves) else name
+    return RandomTerm(leaves, intercept, terms, covariance, double_bar, label)
+
+
+@lru_cache(maxsize=4096)
+def formulaic_terms(text: str) -> tuple[str, ...]:
+    """formulaic's terms of an expression, intercept left out; raises on bad syntax.
+
+    Python-evaluated factors are compiled too, so `I(x**)` fails here, not at fit time.
+    """
+    formula = Formula(text)
+    for term in formula:
+        for factor in term.factors:
+            if factor.eval_method.value == "python":
+                compile(str(factor.expr), "<formula>", "eval")
+    return tuple(str(t) for t in formula if str(t) != "1")
+
+
+def expand_double_bar(intercept: bool, terms: tuple[str, ...]) -> list[tuple[bool, tuple[str, ...]]]:
+    """lme4's expandDoubleVert: `1` (if any) then one `0 + t` per term of the lhs.
+
+    The terms are those of R's `terms()`, which expands `a*b` and orders by degree;
+    formulaic does the same, and a term written as itself keeps its spelling.
+    """
+    written = {}
+    for t in terms:
+        expanded = formulaic_terms(t)
+        if len(expanded) == 1:
+            written.setdefault(expanded[0], t)
+    out: list[tuple[bool, tuple[str, ...]]] = [(True, ())] if intercept else []
+    if terms:
+        for label in formulaic_terms(" + ".join(terms)):
+            out.append((False, (written.get(label) or canonical_text(label),)))
+    return out
+
+
+def canonical_text(text: str) -> str:
+    """An expression in the parser's canonical spacing (formulaic writes `I(x ** 2)`)."""
+    parser = _Parser(text)
+    return parser.canon(0, len(parser.toks))
+
+
+@dataclass
+class Rhs:
+    """The terms of a right-hand side; `intercept` is None when not mentioned."""
+
+    fixed: list[str]
+    intercept: bool | None
+    random: list[RandomTerm]
+
+
+class _Parser:
+    """Recursive descent over the token list of one formula text."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.toks = tokenize(text)
+        self.match: dict[int, int] = {}
+        self.depth: list[int] = []
+        self._match_brackets()
+
+    # -- helpers -----------------------------------------------------------------
+    def error(self, message: str, position: int) -> FormulaError:
+        return FormulaError(message, self.text, position)
+
+    def pos(self, i: int) -> int:
+        """Text position of token i, or the end of the text past the last token."""
+        return self.toks[i].pos if i < len(self.toks) else len(self.text.rstrip())
+
+    def _match_brackets(self) -> None:
+        stack: list[int] = []
+        for i, t in enumerate(self.toks):
+            self.depth.append(len(stack))
+            if t.kind != "op":
+                continue
+            if t.text in _OPEN:
+                stack.append(i)
+            elif t.text in _CLOSE:
+                if not stack:
+                    raise self.error(f"unmatched '{t.text}'", t.pos)
+                j = stack.pop()
+                if self.toks[j].text != _CLOSE[t.text]:
+                    raise self.error(f"'{t.text}' does not close '{self.toks[j].text}'", t.pos)
+                self.match[j] = i
+                self.depth[-1] = len(stack)
+        if stack:
+            t = self.toks[stack[-1]]
+            raise self.error(f"'{t.text}' is never closed", t.pos)
+
+    def top(self, lo: int, hi: int) -> list[int]:
+        """Indices of the tokens in [lo, hi) outside any bracket pair within the range."""
+        out, i = [], lo
+        while i < hi:
+            out.append(i)
+            i = self.match[i] + 1 if i in self.match else i + 1
+        return out
+
+    def op_at(self, i: int, *ops: str) -> bool:
+        return i < len(self.toks) and self.toks[i].kind == "op" and self.toks[i].text in ops
+
+    def wrapped(self, lo: int, hi: int) -> bool:
+        """True when tokens [lo, hi) are one bracket pair `( ... )`."""
+        return hi - lo >= 2 and self.op_at(lo, "(") and self.match.get(lo) == hi - 1
+
+    def bars(self, lo: int, hi: int) -> list[int]:
+        return [i for i in self.top(lo, hi) if self.op_at(i, *_BARS)]
+
+    def canon(self, lo: int, hi: int) -> str:
+        """Tokens [lo, hi) as canonical text, so spacing never makes two terms differ.
+
+        Binary operators get a space on each side as R deparses them (`a * b`,
+        `x - 1`); `:`, `**`, `^`, calls and unary signs stay tight (`x:z`, `I(-x**2)`).
+        """
+        out: list[str] = []
+        prev: Token | None = None
+        prev_unary = False
+        for t in self.toks[lo:hi]:
+            is_op = t.kind == "op"
+            unary = is_op and t.text in ("+", "-") and (prev is None or (prev.kind == "op" and prev.text not in _CLOSE))
+            if prev is not None:
+                if (is_op and t.text in _SPACED and not unary) or (
+                    prev.kind == "op" and ((prev.text in _SPACED and not prev_unary) or prev.text == ",")
+                ):
+                    out.append(" ")
+                elif not is_op and prev.kind != "op":
+                    out.append(" ")
+            out.append(t.text)
+            prev, prev_unary = t, unary
+        return "".join(out)
+
+    def check_expression(self, lo: int, hi: int, what: str) -> str:
+        """Validate tokens [lo, hi) with formulaic and return their canonical text."""
+        for i in range(lo, hi):
+            if self.op_at(i, *_BARS):
+                raise self.error("'|' may only appear inside a random-effects term such as (x | g)", self.pos(i))
+            if self.op_at(i, "~"):
+                raise self.error("'~' may only separate the response from the terms", self.pos(i))
+        text = self.canon(lo, hi)
+        try:
+            labels = formulaic_terms(text)
+        except Exception as exc:  # formulaic raises several types; all mean bad syntax
+            detail = (str(exc).splitlines() or [type(exc).__name__])[0].split(". ")[0].rstrip(".")
+            if text == ".":
+                detail = "'.' (all other columns) needs the data; list the terms instead"
+            raise self.error(f"{what} '{text}' is not valid formula syntax: {detail}", self.pos(lo)) from None
+        if not labels:
+            raise self.error(f"{what} '{text}' adds no columns (write 1 or 0 for the intercept)", self.pos(lo))
+        return text
+
+    def split_terms(self, lo: int, hi: int) -> list[tuple[str, int, int]]:
+        """Split [lo, hi) at top-level + and -: (sign, start, end) per term."""
+        cuts = [i for i in self.top(lo, hi) if self.op_at(i, "+", "-")]
+        pieces: list[tuple[str, int, int]] = []
+        start, sign = lo, "+"
+        for c in cuts:
+            if c == start and not pieces and start == lo:
+                sign = self.toks[c].text  # a leading sign, as in `-1 + x`
+                start = c + 1
+                continue
+            if c == start:
+                raise self.error(f"expected a term after '{self.toks[c - 1].text}'", self.pos(c))
+            pieces.append((sign, start, c))
+            sign, start = self.toks[c].text, c + 1
+        if start >= hi:
+            raise self.error(f"expected a term after '{sign}'", self.pos(hi))
+        pieces.append((sign, start, hi))
+        return pieces
+
+    # -- grammar -----------------------------------------------------------------
+    def formula(self) -> ModelFormula:
+        if not self.toks:
+            raise self.error("the formula is empty; write it as response ~ terms", 0)
+        for i, t in enumerate(self.toks):
+            if self.op_at(i, "~") and self.depth[i] > 0:
+                raise self.error("'~' may only separate the response from the terms", t.pos)
+        tildes = [i for i in range(len(self.toks)) if self.op_at(i, "~")]
+        if not tildes:
+            self.rhs(0, len(self.toks))  # report a broken term first: `(1|)` says what is wrong in it
+            raise self.error(
+                "a formula needs '~' between the response and the terms, e.g. y ~ x + (1 | g)",
+                len(self.text.rstrip()),
+            )
+        if len(tildes) > 1:
+            raise self.error("a formula has exactly one '~'", self.pos(tildes[1]))
+        t = tildes[0]
+        if t == 0:
+            raise self.error("expected a response before '~'", self.pos(t))
+        if t + 1 == len(self.toks):
+            raise self.error("expected terms after '~'", len(self.text.rstrip()))
+        response = self.check_expression(0, t, "the response")
+        if len(formulaic_terms(response)) > 1:
+            raise self.error("the response must be one variable or expression", self.pos(0))
+        rhs = self.rhs(t + 1, len(self.toks))
+        intercept = True if rhs.intercept is None else rhs.intercept
+        return ModelFormula(response, tuple(rhs.fixed), intercept, tuple(rhs.random))
+
+    def rhs(self, lo: int, hi: int) -> Rhs:
+        fixed: list[str] = []
+        intercept: bool | None = None
+        random: list[RandomTerm] = []
+        for sign, a, b in self.split_terms(lo, hi):
+            if b - a == 1 and self.toks[a].text in ("0", "1"):
+                intercept = (self.toks[a].text == "1") == (sign == "+")
+                continue
+            bar_term = self.random_terms(a, b)
+            if bar_term is not None:
+                if sign == "-":
+                    raise self.error("a random-effects term cannot be removed with '-'", self.pos(a - 1))
+                for term in bar_term:
+                    if term in random:
+                        raise self.error(
+                            f"the random-effects term {_show(term)} appears twice (after expanding '/' and '||')",
+                            self.pos(a),
+                        )
+                    random.append(term)
+                continue
+            if sign == "-":
+                raise self.error(
+                    "only the intercept can be removed with '-' (write y ~ x - 1 or y ~ 0 + x)", self.pos(a - 1)
+                )
+            text = self.check_expression(a, b, "the term")
+            if text not in fixed:
+                fixed.append(text)
+        return Rhs(fixed, intercept, random)
+
+    def random_terms(self, lo: int, hi: int) -> list[RandomTerm] | None:
+        """The terms of `(lhs | g)` or `fn(lhs | g)` in [lo, hi), or None for a fixed term."""
+        a, b = lo, hi
+        while self.wrapped(a, b) and self.wrapped(a + 1, b - 1):
+            a, b = a + 1, b - 1  # lme4 looks through redundant parentheses: ((1 | g))
+        if self.wrapped(a, b) and self.bars(a + 1, b - 1):
+            return self.bar(a + 1, b - 1, None)
+        if self.toks[a].kind == "name" and self.wrapped(a + 1, b) and self.bars(a + 2, b - 1):
+            name = self.toks[a].text
+            if name in COVARIANCE_FUNCTIONS:
+                return self.bar(a + 2, b - 1, name)
+            supported = ", ".join(f"{f}()" for f in COVARIANCE_FUNCTIONS)
+            if name in _UNSUPPORTED_FUNCTIONS:
+                raise self.error(f"covariance structure {name}() is not supported; use one of {supported}", self.pos(a))
+            raise self.error(f"unknown covariance function '{name}'; expected one of {supported}", self.pos(a))
+        if self.op_at(a, "(") and self.bars(a + 1, self.match[a]) and self.match[a] < b - 1:
+            message = "a random-effects term (x | g) must stand alone between '+' signs"
+            raise self.error(message, self.pos(self.match[a] + 1))
+        return None
+
+    def bar(self, lo: int, hi: int, function: str | None) -> list[RandomTerm]:
+        """`lhs | group` or `lhs || group` in [lo, hi), expanded as lme4's findbars does."""
+        bars = self.bars(lo, hi)
+        if len(bars) > 1:
+            raise self.error("a random-effects term has one '|'", self.pos(bars[1]))
+        b = bars[0]
+        double = self.toks[b].text == "||"
+        if double and function is not None:
+            raise self.error(
+                f"'||' cannot be used inside {function}(); write {function}(x | g)"
+                + (" (diag() already makes the terms independent)" if function == "diag" else ""),
+                self.pos(b),
+            )
+        if b == lo:
+            raise self.error(f"expected the random-effects terms before '{self.toks[b].text}'", self.pos(b))
+        if b + 1 == hi:
+            raise self.error(f"expected a grouping factor after '{self.toks[b].text}'", self.pos(hi))
+        intercept, terms = self.lhs(lo, b)
+        groups = self.group(b + 1, hi)
+        covariance = COVARIANCE_FUNCTIONS[function] if function else "unstructured"
+        lhss = expand_double_bar(intercept, terms) if double else [(intercept, terms)]
+        return [random_term(g, i, t, covariance, double) for i, t in lhss for g in groups]
+
+    def lhs(self, lo: int, hi: int) -> tuple[bool, tuple[str, ...]]:
+        intercept = True
+        terms: list[str] = []
+        for sign, a, b in self.split_terms(lo, hi):
+            if b - a == 1 and self.toks[a].text in ("0", "1"):
+                intercept = (self.toks[a].text == "1") == (sign == "+")
+                continue
+            if sign == "-":
+                raise self.error("only the intercept can be removed with '-' (write 0 + x)", self.pos(a - 1))
+            text = self.check_expression(a, b, "the random-effects term")
+            if text not in terms:
+                terms.append(text)
+        if not intercept and not terms:
+            raise self.error("this random-effects term has no columns; write (1 | g) for an intercept", self.pos(lo))
+        return intercept, tuple(terms)
+
+    def group(self, lo: int, hi: int) -> list[GroupExpr]:
+        """A grouping factor: `g`, `a:b`, or the nesting `a/b/c`, expanded."""
+        cuts = [i for i in self.top(lo, hi) if self.op_at(i, "/")]
+        parts: list[GroupExpr] = []
+        start = lo
+        for c in [*cuts, hi]:
+            if c == start:
+                if c < hi:
+                    raise self.error("expected a grouping factor before '/'", self.pos(c))
+                raise self.error("expected a grouping factor after '/'", self.pos(c))
+            parts.append(self.interaction(start, c))
+            start = c + 1
+        return expand_nesting(parts)
+
+    def interaction(self, lo: int, hi: int) -> GroupExpr:
+        cuts = [i for i in self.top(lo, hi) if self.op_at(i, ":")]
+        expr: GroupExpr | None = None
+        start = lo
+        for c in [*cuts, hi]:
+            if c == start:
+                where = f"after '{self.toks[c - 1].text}'" if c > lo else f"before '{self.toks[c].text}'"
+                raise self.error(f"expected a grouping factor {where}", self.pos(c))
+            piece = self.factor(start, c)
+            expr = piece if expr is None else (expr, piece)
+            start = c + 1
+        assert expr is not None
+        return expr
+
+    def factor(self, lo: int, hi: int) -> GroupExpr:
+        if self.wrapped(lo, hi):
+            inner = [i for i in self.top(lo + 1, hi - 1) if self.op_at(i, "/")]
+            if inner:
+                raise self.error("'/' cannot be used inside parentheses in a grouping factor", self.pos(inner[0]))
+            if hi - lo == 2:
+                raise self.error("expected a grouping factor inside '()'", self.pos(hi - 1))
+            return (self.interaction(lo + 1, hi - 1),)
+        t = self.toks[lo]
+        if hi - lo != 1 or t.kind != "name":
+            bad = lo if t.kind != "name" else lo + 1
+            raise self.error(
+                "a grouping factor must be a column name (or names joined by ':' or '/')", self.pos(bad)
+            )
+        name = t.text[1:-1] if t.text.startswith("`") else t.text
+        if not name.strip():
+            raise self.error("a grouping factor name cannot be empty", t.pos)
+        return name
+
+
+def _show(term: RandomTerm) -> str:
+    """A short lme4 spelling of one term, for messages."""
+    lhs = term.lhs.replace("1 + ", "") if term.intercept and term.terms else term.lhs
+    return f"({lhs} | {term.label or ':'.join(map(quote_name, term.group))})"
+
+
+def parse_formula(text: str) -> ModelFormula:
+    """Parse lme4 / glmmTMB formula text into a ModelFormula.
+
+    Raises FormulaError (a ValueError) with a caret under the offending character.
+    """
+    if not isinstance(text, str):
+        raise FormulaError(f"a formula must be text, not {type(text).__name__}", "", 0)
+    return _Parser(text).formula()
+
+
+def parse_group_chain(text: str) -> list[GroupExpr]:
+    """`province/school` -> [province, school]: the factors of a nesting, outer first, unexpanded."""
+    parser = _Parser(text)
+    n = len(parser.toks)
+    if not n:
+        raise parser.error("expected a grouping factor", 0)
+    cuts = [-1, *(i for i in parser.top(0, n) if parser.op_at(i, "/")), n]
+    for a, b in zip(cuts, cuts[1:]):
+        if b == a + 1:
+            raise parser.error("expected a grouping factor", parser.pos(b))
+    return [parser.interaction(a + 1, b) for a, b in zip(cuts, cuts[1:])]
+
+
+def parse_rhs(text: str) -> Rhs:
+    """Parse `+`-separated terms without response or '~' (for variants' add/drop)."""
+    if not isinstance(text, str):
+        raise FormulaError(f"a term must be text, not {type(text).__name__}", "", 0)
+    parser = _Parser(text)
+    if not parser.toks:
+        raise parser.error("expected a term", 0)
+    for i, t in enumerate(parser.toks):
+        if parser.op_at(i, "~"):
+            raise parser.error("a term cannot contain '~'", t.pos)
+    return parser.rhs(0, len(parser.toks))
