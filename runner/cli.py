@@ -1,0 +1,207 @@
+"""The `mixspec` command: thin typer wrappers over functions a Python user can call too.
+
+User mistakes (spec, formula, column, data) are caught here and printed as
+`file:line:col: path: message` lines on stderr with exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from runner.spec.errors import IssueError, SpecIssue
+
+app = typer.Typer(
+    name="mixspec",
+    help="Declarative linear mixed-effects models: YAML specs, lme4 formulas, lme4-exact fits, reports.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+
+
+def _err(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
+def _print_issues(issues: list[SpecIssue]) -> None:
+    for issue in issues:
+        _err(str(issue))
+
+
+def _table(validated) -> Table:  # noqa: ANN001 - runner.validate.ValidatedSpec, imported lazily
+    data = validated.data
+    title = (f"{validated.loaded.file}: {validated.loaded.name} — {data.rows} rows, "
+             f"{data.rows_used} used ({data.na})")
+    table = Table(title=Text(title), title_justify="left", show_lines=False)
+    for header, justify in (("model", "left"), ("formula", "left"), ("nobs", "right"), ("groups", "left")):
+        table.add_column(header, justify=justify)  # type: ignore[arg-type]
+    for s in validated.summaries.values():
+        groups = ", ".join(f"{g} ({n})" for g, n in s.groups.items()) or "-"
+        name = s.name if s.source == "model" else f"{s.name} ({s.source})"
+        table.add_row(Text(name), Text(s.formula), Text(str(s.nobs)), Text(groups))
+    return table
+
+
+@app.command()
+def validate(
+    specs: Annotated[list[Path], typer.Argument(help="Spec files (YAML)", show_default=False)],
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only problems")] = False,
+) -> None:
+    """Check specs and their data without fitting: exit 0 when valid, 2 with every problem listed."""
+    from runner.validate import validate_spec
+
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+    code = EXIT_OK
+    for path in specs:
+        try:
+            validated = validate_spec(path)
+        except IssueError as exc:
+            _print_issues(exc.issues)
+            code = EXIT_INVALID
+            continue
+        for warning in validated.warnings:
+            _err(str(warning))
+        if not quiet:
+            console.print(_table(validated))
+    raise typer.Exit(code)
+
+
+@app.command()
+def schema(
+    results: Annotated[bool, typer.Option("--results", help="The results.json schema instead of the spec's")] = False,
+) -> None:
+    """Print the JSON Schema of spec files (for editor completion) or of results.json."""
+    if results:
+        try:
+            from runner.results import ResultsRecord
+        except ImportError as exc:
+            _err(f"mixspec schema: the results schema is not available in this installation ({exc})")
+            raise typer.Exit(EXIT_FAILED) from None
+        document = ResultsRecord.model_json_schema()
+        document.setdefault("title", "mixspec results.json")
+    else:
+        from runner.spec.models import Spec
+
+        document = Spec.model_json_schema()
+        document.setdefault("title", "mixspec spec")
+    document = {"$schema": "https://json-schema.org/draft/2020-12/schema", **document}
+    sys.stdout.write(json.dumps(document, indent=2) + "\n")
+
+
+@app.command()
+def run(
+    specs: Annotated[list[Path], typer.Argument(help="Spec files (YAML)", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder")] = Path("reports"),
+    jobs: Annotated[int | None, typer.Option("--jobs", "-j", help="Parallel fits (default: cores)")] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Refit even if cached")] = False,
+    verify: Annotated[bool, typer.Option("--verify", help="Also fit with statsmodels and compare")] = False,
+    executor: Annotated[str, typer.Option(help="local | processes | dask")] = "local",
+    scheduler: Annotated[str | None, typer.Option(help="Dask scheduler address, e.g. tcp://host:8786")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print results.json to stdout")] = False,
+    cache_dir: Annotated[Path | None, typer.Option(help="Cache folder (default .mixspec-cache)")] = None,
+) -> None:
+    """Fit every model of the specs, compare them, write results.json and the HTML report."""
+    if executor not in ("local", "processes", "dask"):
+        _err(f"mixspec run: --executor must be local, processes or dask, not {executor!r}")
+        raise typer.Exit(EXIT_INVALID)
+    from runner.run.commands import run_command
+
+    try:
+        code = run_command(list(specs), out, jobs, no_cache, verify, executor, scheduler, quiet, json_out, cache_dir)
+    except IssueError as exc:
+        _print_issues(exc.issues)
+        code = EXIT_INVALID
+    raise typer.Exit(code)
+
+
+@app.command()
+def report(
+    results: Annotated[list[Path], typer.Argument(help="results.json files", show_default=False)],
+) -> None:
+    """Re-render HTML reports from results.json (and fits/ sidecars) without refitting."""
+    from pydantic import ValidationError
+
+    from runner.report.api import render_index, render_spec_report
+
+    code = EXIT_OK
+    folders: set[Path] = set()
+    for path in results:
+        try:
+            page = render_spec_report(path)
+        except FileNotFoundError:
+            _err(f"{path}: file not found")
+            code = EXIT_INVALID
+            continue
+        except (ValidationError, ValueError) as exc:
+            _err(f"{path}: not a valid results.json: {str(exc).splitlines()[0]}")
+            code = EXIT_INVALID
+            continue
+        folders.add(Path(path).resolve().parent.parent)
+        _err(str(page))
+    for folder in sorted(folders):
+        render_index(folder)
+    raise typer.Exit(code)
+
+
+@app.command()
+def diff(
+    old: Annotated[Path, typer.Argument(help="Earlier results.json", show_default=False)],
+    new: Annotated[Path, typer.Argument(help="Later results.json", show_default=False)],
+    rtol: Annotated[float, typer.Option(help="Relative tolerance for numbers")] = 1e-6,
+) -> None:
+    """What changed between two runs of a spec; exit 1 when anything did."""
+    from runner.run.commands import diff_command
+
+    raise typer.Exit(diff_command(old, new, rtol))
+
+
+@app.command()
+def simulate(
+    out: Annotated[Path, typer.Argument(help="CSV file to write", show_default=False)],
+    seed: Annotated[int, typer.Option(help="Seed of numpy's default_rng")] = 20261125,
+    provinces: Annotated[int, typer.Option(help="Number of provinces")] = 8,
+    schools: Annotated[int, typer.Option(help="Schools per province")] = 6,
+    classrooms: Annotated[int, typer.Option(help="Classrooms per school")] = 4,
+    students: Annotated[int, typer.Option(help="Students per classroom")] = 20,
+    scores: Annotated[int, typer.Option(help="Scores per student")] = 3,
+) -> None:
+    """Write the simulated students data set (defaults give the shipped `students` example)."""
+    from pydantic import ValidationError
+
+    from runner.data.simulate import simulate_students
+    from runner.spec.models import SimulateSource
+
+    try:
+        params = SimulateSource(seed=seed, provinces=provinces, schools=schools, classrooms=classrooms,
+                                students=students, scores=scores)
+    except ValidationError as exc:
+        for e in exc.errors(include_url=False):
+            _err(f"mixspec simulate: --{e['loc'][0]}: {e['msg']}")
+        raise typer.Exit(EXIT_INVALID) from None
+    frame = simulate_students(params)
+    try:
+        frame.to_csv(out, index=False)
+    except OSError as exc:
+        _err(f"mixspec simulate: cannot write {out}: {exc.strerror}")
+        raise typer.Exit(EXIT_INVALID) from None
+    _err(f"{out}: {len(frame)} rows")
+
+
+def main() -> None:
+    """Console entry point (`mixspec`, `python -m runner`)."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,141 @@
+"""Proofs that one model is nested in another, from the design matrices themselves.
+
+A likelihood-ratio test is valid only for nested models: same response and rows,
+the small model's fixed-effect columns in the column span of the large model's
+(checked numerically, so `x` within `poly(x, 2)` or a recoded factor are found), and
+each random term's covariance space contained in the large model's. Containment
+rules (per grouping factor, on evaluated column names):
+
+- a term with a full (unstructured) covariance needs a large unstructured term holding
+  all its columns (`(1|g)` within `(age|g)`);
+- a term with independent columns (diagonal, or one column) needs each column inside a
+  large unstructured or diagonal term (`(x||g)` within `(x|g)`, diagonal within
+  unstructured), or a one-column identity;
+- identity needs the same columns in a large identity, compound-symmetry, diagonal or
+  unstructured term; compound symmetry needs the same columns in compound symmetry or
+  a large unstructured term.
+
+Anything else is reported as not proven, with the reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from runner.compare.shapes import TermShape, by_group
+
+SPAN_RTOL = 1e-7
+
+
+@dataclass(frozen=True)
+class NestSide:
+    """What a nesting proof needs from one model (built before fitting)."""
+
+    name: str
+    response: str
+    rows_key: str  # hash of the rows used and the response values
+    X: np.ndarray
+    terms: tuple[TermShape, ...]
+    npar: int  # fixed + covariance parameters + residual
+
+
+@dataclass(frozen=True)
+class Nesting:
+    nested: bool
+    reason: str
+
+
+def in_span(small: np.ndarray, large: np.ndarray, rtol: float = SPAN_RTOL) -> list[int]:
+    """Indices of the small matrix's columns that are not in the column span of `large`."""
+    if small.shape[1] == 0:
+        return []
+    if large.shape[1] == 0:
+        return [j for j in range(small.shape[1]) if np.linalg.norm(small[:, j]) > 0]
+    coef, *_ = np.linalg.lstsq(large, small, rcond=None)
+    resid = small - large @ coef
+    bad = []
+    for j in range(small.shape[1]):
+        scale = max(np.linalg.norm(small[:, j]), 1e-300)
+        if np.linalg.norm(resid[:, j]) > rtol * scale:
+            bad.append(j)
+    return bad
+
+
+def _free(c: str, big: TermShape) -> bool:
+    """Column c has a free variance (and may have zero covariances) in the large term."""
+    return c in big.columns and (big.covariance in ("unstructured", "diagonal") or len(big.columns) == 1)
+
+
+def _term_within(t: TermShape, large_terms: list[TermShape]) -> bool:
+    """Is the small term's covariance space inside the large terms' (same grouping factor)?"""
+    cols = set(t.columns)
+    if len(cols) > 1 and t.covariance in ("unstructured", "compound_symmetry"):
+        for big in large_terms:
+            if big.covariance == "unstructured" and cols <= set(big.columns):
+                return True
+            if t.covariance == "compound_symmetry" and big.covariance == "compound_symmetry" and cols == set(big.columns):
+                return True
+        return False
+    if t.covariance == "identity" and len(cols) > 1:
+        if any(big.covariance in ("identity", "compound_symmetry") and cols == set(big.columns) for big in large_terms):
+            return True
+    # a diagonal covariance (own or tied variances, no covariances): each column free somewhere
+    return all(any(_free(c, big) for big in large_terms) for c in t.columns)
+
+
+def random_contained(small: tuple[TermShape, ...], large: tuple[TermShape, ...]) -> str | None:
+    """None when the small random part is within the large one; else the reason."""
+    lg = by_group(large)
+    for g, terms in by_group(small).items():
+        if g not in lg:
+            return f"random term on {g} has no counterpart in the larger model"
+        cols = [c for t in terms for c in t.columns]
+        if len(cols) != len(set(cols)):
+            return f"random terms on {g} repeat a column"
+        for t in terms:
+            if not _term_within(t, lg[g]):
+                lhs = " + ".join(t.columns)
+                return f"random term ({lhs} | {g}, {t.covariance}) is not within the larger model's terms on {g}"
+        # two small terms inside one large identity would force equal variances: not contained
+        for big in lg[g]:
+            if big.covariance == "identity" and len(big.columns) > 1:
+                inside = [t for t in terms if set(t.columns) & set(big.columns)]
+                if len(inside) > 1:
+                    return f"several random terms on {g} inside one identity term of the larger model"
+    return None
+
+
+def check_nested(small: NestSide, large: NestSide) -> Nesting:
+    """Prove `small` nested in `large`, or say why not."""
+    if small.response != large.response:
+        return Nesting(False, f"different responses ({small.response} vs {large.response})")
+    if small.rows_key != large.rows_key:
+        return Nesting(False, "fitted to different rows (missing values differ): likelihoods are not comparable")
+    if small.npar >= large.npar:
+        return Nesting(False, f"{small.name} has {small.npar} parameters, not fewer than {large.name}'s {large.npar}")
+    if small.X.shape[0] != large.X.shape[0]:
+        return Nesting(False, "different numbers of rows")
+    bad = in_span(small.X, large.X)
+    if bad:
+        return Nesting(False, f"fixed-effect column(s) {', '.join(str(j) for j in bad)} of {small.name} are not in the span of {large.name}'s fixed effects")
+    why = random_contained(small.terms, large.terms)
+    if why:
+        return Nesting(False, why)
+    return Nesting(True, "nested")
+
+
+def fixed_column_names_not_in_span(small: NestSide, large: NestSide, names: list[str]) -> list[str]:
+    """Readable names of the small model's fixed columns outside the large model's span."""
+    return [names[j] for j in in_span(small.X, large.X)]
+
+
+def auto_pairs(sides: list[NestSide]) -> list[tuple[str, str]]:
+    """Every (small, large) pair proven nested, in spec order (small first, then large)."""
+    out = []
+    for a in sides:
+        for b in sides:
+            if a is not b and a.npar < b.npar and check_nested(a, b).nested:
+                out.append((a.name, b.name))
+    return out

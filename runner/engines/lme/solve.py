@@ -1,0 +1,92 @@
+"""At the optimum only: beta, conditional modes and their conditional variances.
+
+From the blocked factor: the tail's last row gives [u_t; beta] by one triangular
+solve; block 1's modes follow per level, u_1c = M_c^{-1} T_1' (Z_1'y - Z_1' Z_t b_t - Z_1' X beta)_c.
+Conditional variances are sigma^2 Lambda (L_ZZ L_ZZ')^{-1} Lambda' (given beta, as
+lme4's condVar), only their diagonal blocks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.linalg import solve_triangular
+
+from runner.engines.lme.factor import Factor, sandwich
+from runner.engines.lme.structure import Problem
+
+
+@dataclass
+class Solution:
+    beta: np.ndarray  # (p,)
+    vcov_unscaled: np.ndarray  # (R_X' R_X)^{-1}, multiply by sigma^2
+    modes: list[np.ndarray]  # internal order: (l_i, p_i) conditional modes b
+    cond_var: list[np.ndarray]  # internal order: (l_i, p_i) conditional variances / sigma^2
+
+
+def _tail_blocks(vec: np.ndarray, problem: Problem, factors: list[np.ndarray]) -> list[np.ndarray]:
+    """Split a tail vector into (l, p) per random tail block (slab layout -> level rows)."""
+    out = []
+    for start, q, T in zip(problem.tail_start, problem.tail_q, factors[1:]):
+        p = T.shape[0]
+        out.append(vec[start:start + q].reshape(p, q // p).T)
+    return out
+
+
+def solve(problem: Problem, f: Factor) -> Solution:
+    m, p, nt = problem.m_rand, problem.p, problem.nt
+    L = np.tril(f.Ltail)
+    ell = L[nt - 1, : nt - 1]
+    x = solve_triangular(L[: nt - 1, : nt - 1], ell, lower=True, trans="T")
+    u_t, beta = x[:m], x[m:m + p]
+    T1 = f.factors[0]
+    # b_t = Lambda_t u_t, per tail block
+    b_tail = [uu @ T.T for uu, T in zip(_tail_blocks(u_t, problem, f.factors), f.factors[1:])]
+    v = np.concatenate([np.concatenate([b.T.ravel() for b in b_tail]) if b_tail else np.zeros(0),
+                        beta, [-1.0]])
+    resid1 = -(problem.A_t1.T @ v)  # Z_1'(y - Z_t b_t - X beta), level-major (l1 * p1)
+    l1, p1 = problem.l1, problem.p1
+    rhs = resid1.reshape(l1, p1) @ T1  # rows: T1' r_c
+    Minv = np.linalg.inv(f.L11 @ np.swapaxes(f.L11, 1, 2))  # (l1, p1, p1)
+    u1 = np.einsum("cab,cb->ca", Minv, rhs)
+    b1 = u1 @ T1.T
+
+    Lxx = L[m:m + p, m:m + p]
+    Lxx_inv = solve_triangular(Lxx, np.eye(p), lower=True)
+    vcov = Lxx_inv.T @ Lxx_inv
+
+    # conditional variances / sigma^2
+    if m:
+        Lrr_inv = solve_triangular(L[:m, :m], np.eye(m), lower=True)
+        Sinv = Lrr_inv.T @ Lrr_inv
+    else:
+        Sinv = np.zeros((0, 0))
+    var_t = []
+    for start, q, T in zip(problem.tail_start, problem.tail_q, f.factors[1:]):
+        pp, ll = T.shape[0], q // T.shape[0]
+        idx = start + np.arange(pp)[:, None] * ll + np.arange(ll)[None, :]  # (p, l)
+        blk = Sinv[idx[:, None, :], idx[None, :, :]]  # (p, p, l)
+        blk = np.moveaxis(blk, 2, 0)
+        var_t.append(np.diagonal(T @ blk @ T.T, axis1=1, axis2=2).copy())
+    # block 1: M^{-1} + M^{-1} T1' (A_1t Q A_t1)_c T1 M^{-1}, Q = Lambda_t Sinv Lambda_t'
+    Q = np.zeros((nt, nt))
+    if m:
+        Q[:m, :m] = Sinv
+        sandwich(Q[:m, :m], problem, f.factors, transpose=False)
+    if problem.S.shape[0]:
+        qt = Q.reshape(-1)[problem.targets]
+        if problem.scalar_tail:  # lower triangle only: halve the diagonal, add the transpose
+            rows = problem.targets // nt
+            cols = problem.targets % nt
+            qt = np.where(rows == cols, 0.5 * qt, qt)
+            W = (problem.S.T @ qt).reshape(l1, p1, p1)
+            Fq = W + np.swapaxes(W, 1, 2)
+        else:
+            Fq = (problem.S.T @ qt).reshape(l1, p1, p1)
+    else:
+        Fq = np.zeros((l1, p1, p1))
+    G = Minv @ (T1.T @ Fq @ T1) @ Minv
+    V1 = T1 @ (Minv + G) @ T1.T
+    var1 = np.diagonal(V1, axis1=1, axis2=2).copy()
+    return Solution(beta=beta, vcov_unscaled=vcov, modes=[b1, *b_tail], cond_var=[var1, *var_t])

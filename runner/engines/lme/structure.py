@@ -1,0 +1,192 @@
+"""The once-per-model precomputation: every O(n) product the criterion needs.
+
+Terms are ordered internally by q_i = l_i p_i, largest first. The first term's
+diagonal block A_11 is uniform block diagonal ((l_1, p_1, p_1) array). Everything
+after it (the other random terms and W = [X y]) forms the "tail" of size nt.
+Eliminating block 1 changes the tail by
+
+    L_t1 L_t1' = Lambda_t' A_t1 B A_1t Lambda_t,   B = blockdiag_c Lambda_1 M_c^{-1} Lambda_1'
+
+which is linear in vec(B) with a fixed sparsity pattern: `S @ vec(B)` gives it at the
+tail's lower-triangle positions `targets` (MixedModels.jl's rankUpdate of the first
+block, done as one sparse product). The tail is then scaled and factored densely.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from runner.design.model import Design, RandomBlock
+from runner.engines.lme.templates import Template
+
+
+@dataclass
+class Stage:
+    """A tail block whose diagonal block stays level-block-diagonal after the updates
+    from the blocks before it (its factor is nested in theirs): factored batched."""
+
+    start: int
+    l: int
+    p: int
+    rows: np.ndarray  # (l, p, p) tail row of entry (c, a, b) in slab layout
+    cols: np.ndarray  # (l, p, p) tail column of that entry
+
+
+@dataclass
+class Problem:
+    """Precomputed blocked Gram matrix of one design (no per-row data after this)."""
+
+    n: int
+    p: int
+    ldw: float  # sum(log w): lme4 subtracts it from the criterion
+    templates: list[Template]  # internal order
+    order: list[int]  # internal position -> lme4 block index
+    theta_slices: list[slice]  # internal position -> slice of theta (lme4 order)
+    lower: np.ndarray  # bounds of theta (lme4 order)
+    start: np.ndarray
+    # first block
+    l1: int
+    p1: int
+    A11: np.ndarray  # (l1, p1, p1)
+    # tail
+    tail_q: list[int]  # q_i of random tail blocks (internal order 2..k)
+    nt: int  # tail size: sum(tail_q) + p + 1
+    A_tt: np.ndarray  # (nt, nt), symmetric
+    A_t1: sp.csr_matrix  # (nt, q1)
+    S: sp.csr_matrix  # (len(targets), l1 * p1 * p1)
+    targets: np.ndarray  # flat indices of tail lower-triangle positions
+    tail_start: list[int]  # first tail row of each random tail block
+    scalar_tail: bool  # every random tail block has p_i == 1 (Lambda_t is diagonal)
+    stages: list["Stage"]  # leading tail blocks that stay block diagonal (nested factors)
+    dense_start: int  # first tail row of the dense remainder
+
+    @property
+    def m_rand(self) -> int:
+        return int(sum(self.tail_q))
+
+
+def _z(block: RandomBlock, sw: np.ndarray | None, slab: bool = False) -> sp.csc_matrix:
+    """Z_i (n x l_i p_i): columns level-major as lme4 lays them out, or column-major
+    ("slab": all levels of column 0, then of column 1) where Lambda_i = T_i (x) I."""
+    n, p = block.X.shape
+    vals = block.X if sw is None else block.X * sw[:, None]
+    if slab:
+        cols = np.arange(p)[None, :] * block.nlevels + block.codes[:, None]
+    else:
+        cols = block.codes[:, None] * p + np.arange(p)[None, :]
+    rows = np.repeat(np.arange(n), p)
+    return sp.csc_matrix((vals.ravel(), (rows, cols.ravel())), shape=(n, block.nlevels * p))
+
+
+def _block_diag_gram(block: RandomBlock, sw: np.ndarray | None) -> np.ndarray:
+    """A_11 as (l, p, p): per level, the sum of x x' over its rows."""
+    X = block.X if sw is None else block.X * sw[:, None]
+    l, p = block.nlevels, X.shape[1]
+    out = np.empty((l, p, p))
+    for a in range(p):
+        for b in range(a, p):
+            s = np.bincount(block.codes, weights=X[:, a] * X[:, b], minlength=l)
+            out[:, a, b] = s
+            out[:, b, a] = s
+    return out
+
+
+def _ragged_pairs(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """All ordered pairs (e, f) of entries within each group of consecutive entries."""
+    starts = np.cumsum(counts) - counts
+    per_entry = np.repeat(counts, counts)  # group size, for each entry
+    entry_start = np.repeat(starts, counts)
+    e = np.repeat(np.arange(per_entry.size), per_entry)
+    offsets = np.repeat(np.cumsum(per_entry) - per_entry, per_entry)
+    f = np.repeat(entry_start, per_entry) + (np.arange(e.size) - offsets)
+    return e, f
+
+
+def _update_matrix(A_1t: sp.csr_matrix, l1: int, p1: int, nt: int,
+                   both: bool) -> tuple[sp.csr_matrix, np.ndarray]:
+    """S and targets with (S @ vec B)[k] = (A_t1 B A_1t)[targets[k]] on the lower
+    triangle, or on both triangles when `both` (needed before a non-diagonal scaling)."""
+    A_1t = A_1t.tocsr()
+    A_1t.sort_indices()
+    indptr = A_1t.indptr
+    counts = indptr[p1::p1] - indptr[0:-1:p1]  # entries per level (all p1 rows of the level)
+    row_of_entry = np.repeat(np.arange(l1 * p1), np.diff(indptr))
+    level = row_of_entry // p1
+    a = row_of_entry % p1
+    r = A_1t.indices.astype(np.int64)
+    v = A_1t.data
+    e, f = _ragged_pairs(counts.astype(np.int64))
+    if not both:
+        keep = r[e] >= r[f]
+        e, f = e[keep], f[keep]
+    target = r[e] * nt + r[f]
+    col = level[e] * (p1 * p1) + a[e] * p1 + a[f]
+    targets, inv = np.unique(target, return_inverse=True)
+    S = sp.csr_matrix((v[e] * v[f], (inv.ravel(), col)), shape=(targets.size, l1 * p1 * p1))
+    S.sum_duplicates()
+    return S, targets
+
+
+
+def _stages(A_tt: np.ndarray, targets: np.ndarray, tail_q: list[int], ps: list[int]) -> list[Stage]:
+    """Symbolic elimination: which leading tail blocks keep a block-diagonal pattern."""
+    nt = A_tt.shape[0]
+    pattern = A_tt != 0
+    flat = pattern.reshape(-1)
+    flat[targets] = True
+    pattern |= pattern.T
+    stages: list[Stage] = []
+    start = 0
+    for q, p in zip(tail_q, ps):
+        l = q // p
+        local = np.arange(q)
+        block = pattern[start:start + q, start:start + q]
+        same_level = (local[:, None] % l) == (local[None, :] % l)
+        if np.any(block & ~same_level):
+            break
+        c, a, b = np.meshgrid(np.arange(l), np.arange(p), np.arange(p), indexing="ij")
+        stages.append(Stage(start=start, l=l, p=p, rows=start + a * l + c, cols=start + b * l + c))
+        rest = slice(start + q, nt)
+        P = pattern[rest, start:start + q].astype(np.float64)
+        pattern[rest, rest] |= (P @ P.T) > 0
+        start += q
+    return stages
+
+
+def build_problem(design: Design) -> Problem:
+    """All Gram products of [Z_1 .. Z_k, X, y] with sqrt prior weights and offset applied."""
+    blocks = design.blocks
+    n, p = design.X.shape
+    sw = None if design.weights is None else np.sqrt(design.weights)
+    y = design.y if design.offset is None else design.y - design.offset
+    W = np.column_stack([design.X, y])
+    if sw is not None:
+        W = W * sw[:, None]
+    templates_lme4 = [Template(b.covariance, b.ncols, b.group, tuple(b.column_names)) for b in blocks]
+    sizes = [t.ntheta for t in templates_lme4]
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+    q = [b.nlevels * b.ncols for b in blocks]
+    order = sorted(range(len(blocks)), key=lambda i: -q[i])  # stable: ties keep lme4 order
+    first, rest = blocks[order[0]], [blocks[i] for i in order[1:]]
+    Z1 = _z(first, sw)
+    tail = sp.hstack([*(_z(b, sw, slab=True) for b in rest), sp.csc_matrix(W)], format="csc")
+    nt = tail.shape[1]
+    A_tt = (tail.T @ tail).toarray()
+    A_t1 = (tail.T @ Z1).tocsr()
+    scalar_tail = all(b.ncols == 1 for b in rest)
+    S, targets = _update_matrix(A_t1.T.tocsr(), first.nlevels, first.ncols, nt, both=not scalar_tail)
+    tail_q = [b.nlevels * b.ncols for b in rest]
+    stages = _stages(A_tt, targets, tail_q, [b.ncols for b in rest])
+    return Problem(
+        n=n, p=p, ldw=0.0 if design.weights is None else float(np.sum(np.log(design.weights))),
+        templates=[templates_lme4[i] for i in order], order=order,
+        theta_slices=[slice(offsets[i], offsets[i + 1]) for i in order],
+        lower=np.concatenate([t.lower() for t in templates_lme4]),
+        start=np.concatenate([t.start() for t in templates_lme4]),
+        l1=first.nlevels, p1=first.ncols, A11=_block_diag_gram(first, sw),
+        tail_q=tail_q, nt=nt, A_tt=np.ascontiguousarray(A_tt), A_t1=A_t1, S=S, targets=targets,
+        tail_start=[int(x) for x in np.cumsum([0, *tail_q])[:-1]], scalar_tail=scalar_tail,
+        stages=stages, dense_start=sum(s.l * s.p for s in stages))

@@ -1,0 +1,164 @@
+"""MixedLM results -> mixspec's engine-agnostic `Fit`, in lme4's conventions.
+
+statsmodels reports covariances in data units and per MixedLM parameter; lme4 (and
+the native engine) report theta = relative Cholesky factor per term in lme4's
+order, the REML criterion as objective, AIC/BIC from it even under REML (statsmodels
+gives NaN), and VarCorr rows per group and term. This module does that mapping
+from the `Plan` that said where each Design block went.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy.stats import norm
+
+from runner.design.model import Design, RandomBlock
+from runner.engines.lme.templates import Template
+from runner.engines.statsmodels.translate import Plan
+from runner.fit import FitArrays, FixedEffect, RandomEffect, RanefBlock
+
+Z975 = float(norm.ppf(0.975))
+SINGULAR_TOL = 1e-4  # lme4's isSingular tolerance on theta entries bounded below by 0
+
+
+def psd_cholesky(a: np.ndarray) -> np.ndarray:
+    """Lower Cholesky factor of a positive semi-definite matrix (zero columns where singular)."""
+    p = a.shape[0]
+    low = np.zeros_like(a, dtype=float)
+    for j in range(p):
+        d = a[j, j] - low[j, :j] @ low[j, :j]
+        if d <= 1e-14 * max(1.0, abs(a[j, j])):
+            continue
+        low[j, j] = math.sqrt(d)
+        low[j + 1 :, j] = (a[j + 1 :, j] - low[j + 1 :, :j] @ low[j, :j]) / low[j, j]
+    return low
+
+
+def block_covariances(plan: Plan, cov_re: np.ndarray, vcomp: np.ndarray, design: Design) -> list[np.ndarray]:
+    """Each Design block's covariance matrix (data units) from cov_re and the variance components.
+
+    Undoes the column scaling of the translation: Sigma = S cov_re S, variance = v / scale^2.
+    """
+    covs = [np.zeros((b.ncols, b.ncols)) for b in design.blocks]
+    for s in plan.re_slots:
+        sub = np.array(cov_re[s.start : s.stop, s.start : s.stop], dtype=float)
+        covs[s.block] = sub / np.outer(s.scales, s.scales)
+        if design.blocks[s.block].covariance == "diagonal":
+            covs[s.block] = np.diag(np.diag(covs[s.block]))
+    for j, s in enumerate(plan.vc_slots):
+        v = float(vcomp[j]) / s.scale**2
+        cols = list(s.cols)
+        if s.kind == "cs_common":
+            covs[s.block][np.ix_(cols, cols)] += v
+        else:
+            covs[s.block][cols, cols] += v
+    return covs
+
+
+def template_of(block: RandomBlock) -> Template:
+    """The native engine's template of this block: one source for theta names and bounds."""
+    return Template(block.covariance, block.ncols, block.group, tuple(block.column_names))
+
+
+def theta_of(block: RandomBlock, cov: np.ndarray, sigma: float) -> list[float]:
+    """lme4-style theta of one block (relative covariance factor), as the native engine orders it.
+
+    unstructured: lower Cholesky factor of cov / sigma^2 by column; diagonal: relative SDs;
+    identity: the one relative SD; compound symmetry: (shared, own) with
+    cov / sigma^2 = shared^2 J + own^2 I, as runner.engines.lme.templates defines it.
+    """
+    p = block.ncols
+    rel = cov / sigma**2 if sigma > 0 else cov * np.nan
+    if block.covariance == "unstructured":
+        low = psd_cholesky(rel)
+        return [float(low[i, j]) for j in range(p) for i in range(j, p)]
+    if block.covariance == "diagonal":
+        return [float(math.sqrt(max(rel[i, i], 0.0))) for i in range(p)]
+    if block.covariance == "identity":
+        return [float(math.sqrt(max(rel[0, 0], 0.0)))]
+    shared = float(rel[0, 1]) if p > 1 else 0.0
+    return [math.sqrt(max(shared, 0.0)), math.sqrt(max(float(rel[0, 0]) - shared, 0.0))]
+
+
+def is_singular(block: RandomBlock, theta: list[float]) -> bool:
+    """lme4's rule: some theta entry with lower bound 0 is below 1e-4."""
+    lower = template_of(block).lower()
+    return any(t < SINGULAR_TOL for t, lo in zip(theta, lower) if lo == 0.0)
+
+
+def varcorr_rows(block: RandomBlock, cov: np.ndarray) -> list[RandomEffect]:
+    """lme4's VarCorr rows of one block: variances, then covariance/correlation pairs."""
+    cols = block.column_names
+    sds = np.sqrt(np.clip(np.diag(cov), 0.0, None))
+    rows = [
+        RandomEffect(id=block.id, group=block.group, term=c, variance=float(cov[i, i]), sd=float(sds[i]))
+        for i, c in enumerate(cols)
+    ]
+    if block.covariance in ("unstructured", "compound_symmetry"):
+        for i in range(len(cols)):
+            for j in range(i + 1, len(cols)):
+                denom = sds[i] * sds[j]
+                corr = float(cov[i, j] / denom) if denom > 0 else float("nan")
+                rows.append(
+                    RandomEffect(
+                        id=block.id, group=block.group, term=cols[i], term2=cols[j], covariance=float(cov[i, j]), corr=corr
+                    )
+                )
+    return rows
+
+
+def fixed_effects(design: Design, beta: np.ndarray, se: np.ndarray) -> list[FixedEffect]:
+    """Wald z tests and 95% intervals, named in all three vocabularies of Design.fixed."""
+    out = []
+    for col, b, s in zip(design.fixed, beta, se):
+        z = float(b / s) if s > 0 else float("nan")
+        out.append(
+            FixedEffect(
+                term=col.term,
+                lme4_name=col.lme4_name,
+                variable=col.variable,
+                level=col.level,
+                estimate=float(b),
+                std_error=float(s),
+                statistic=z,
+                df=None,
+                p_value=float(2 * norm.sf(abs(z))),
+                ci_low=float(b - Z975 * s),
+                ci_high=float(b + Z975 * s),
+            )
+        )
+    return out
+
+
+def arrays_from_group_vectors(
+    design: Design, plan: Plan, beta: np.ndarray, vectors: list[np.ndarray], covs: list[np.ndarray], zmats: list
+) -> FitArrays:
+    """BLUPs, conditional SDs, fitted values and residuals from per-group statsmodels vectors.
+
+    `vectors`/`covs` are on MixedLM's (scaled) columns `zmats`; the modes are unscaled here.
+    """
+    fitted = plan.exog @ beta
+    ranef = [
+        RanefBlock(
+            id=b.id,
+            group=b.group,
+            columns=list(b.column_names),
+            levels=list(b.levels),
+            modes=np.full((b.nlevels, b.ncols), np.nan),
+            cond_sd=np.full((b.nlevels, b.ncols), np.nan),
+        )
+        for b in design.blocks
+    ]
+    for g, rows in enumerate(plan.group_rows):
+        fitted[rows] += np.asarray(zmats[g] @ vectors[g]).ravel()
+        sc = plan.group_scales[g]
+        vec, cov = vectors[g] / sc, covs[g] / np.outer(sc, sc)
+        for c in plan.coefs[g]:
+            pos = c.positions
+            ranef[c.block].modes[c.level, c.col] = float(vec[pos].sum())
+            ranef[c.block].cond_sd[c.level, c.col] = math.sqrt(max(float(cov[np.ix_(pos, pos)].sum()), 0.0))
+    if design.offset is not None:
+        fitted = fitted + design.offset
+    return FitArrays(fitted=fitted, residuals=design.y - fitted, ranef=ranef)

@@ -1,0 +1,312 @@
+"""What the report shows, computed from a ResultsRecord: rows of formatted cells, warnings, ICCs.
+
+Pure functions of the record (no files, no plots), shared by the HTML page and the
+Markdown summary so both say the same thing. Templates only lay these out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from runner.report.format import (
+    MISSING,
+    fmt_ci,
+    fmt_fixed,
+    fmt_int,
+    fmt_num,
+    fmt_p,
+    fmt_weight,
+    raw,
+)
+from runner.results import ModelRecord, RankingGroup, RankingRow, ResultsRecord
+
+INTERCEPT_NAMES = frozenset({"Intercept", "(Intercept)"})
+
+
+@dataclass(frozen=True)
+class Cell:
+    """A table cell: the text people read, the exact value sorting reads, a CSS class."""
+
+    text: str
+    v: str = ""
+    cls: str = ""
+
+
+def num(x: float | None, sig: int = 4) -> Cell:
+    return Cell(fmt_num(x, sig), raw(x), "n")
+
+
+def fixed(x: float | None, decimals: int = 2) -> Cell:
+    return Cell(fmt_fixed(x, decimals), raw(x), "n")
+
+
+def pval(p: float | None) -> Cell:
+    return Cell(fmt_p(p), raw(p), "n")
+
+
+def count(n: int | None) -> Cell:
+    return Cell(fmt_int(n), raw(n), "n")
+
+
+def text(s: str | None, cls: str = "") -> Cell:
+    return Cell(s if s is not None else MISSING, "", cls)
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A warning shown at the top of the page: level 'error' (fails CI) or 'warn'."""
+
+    level: str
+    text: str
+    model: str | None = None
+
+
+@dataclass
+class RankingView:
+    caption: str
+    note: str | None
+    criterion: str
+    header: list[str]
+    rows: list[list[Cell]]
+    best_flags: list[bool]
+    best: list[str]
+
+
+@dataclass
+class IccRow:
+    id: str
+    group: str
+    variance: float
+    icc: float
+
+
+@dataclass
+class IccView:
+    rows: list[IccRow] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def fit_label(row: RankingRow) -> str:
+    """'ML refit', 'ML' or 'REML': which fit a ranking row's numbers come from."""
+    return "ML refit" if row.fit_used == "ml_refit" else row.method
+
+
+def ranking_caption(group: RankingGroup) -> str:
+    """Say which fits the numbers come from: the classic trap is comparing REML criteria."""
+    kinds = {fit_label(r) for r in group.rows}
+    crit = group.rows[0].criterion if group.rows else "AIC"
+    if kinds == {"ML refit"}:
+        src = "ML refits of the REML fits (as lme4's anova() does); the REML estimates are in the model sections"
+    elif kinds == {"ML"}:
+        src = "each model's own ML fit"
+    elif kinds == {"REML"}:
+        src = "the models' own REML fits (refit: false); REML criteria compare only models with identical fixed effects"
+    else:
+        src = "ML: refits for the models fitted by REML, own fits for those fitted by ML (column 'fit')"
+    return f"Ranked by {crit}; logLik, AIC and BIC come from {src}."
+
+
+def _criteria(model: ModelRecord | None, row: RankingRow) -> tuple[float | None, float | None]:
+    if model is None:
+        return None, None
+    if row.fit_used == "ml_refit" and model.ml_refit is not None:
+        return model.ml_refit.aic, model.ml_refit.bic
+    return model.aic, model.bic
+
+
+def ranking_views(record: ResultsRecord) -> list[RankingView]:
+    """One comparison table per ranking group (models fitted to the same rows)."""
+    views = []
+    for group in record.ranking:
+        crit = group.rows[0].criterion if group.rows else "AIC"
+        header = ["model", "formula", "fit", "npar", "logLik", "AIC", "BIC"]
+        if crit == "AICc":
+            header.append("AICc")
+        header += [f"Δ{crit}", "weight"]
+        rows, flags = [], []
+        for r in group.rows:
+            m = record.models.get(r.model)
+            aic, bic = _criteria(m, r)
+            cells = [
+                Cell(r.model + (" ★" if r.best else ""), r.model, "name"),
+                text(m.formula if m else None, "formula"),
+                text(fit_label(r)),
+                count(r.npar),
+                fixed(r.loglik),
+                fixed(aic),
+                fixed(bic),
+            ]
+            if crit == "AICc":
+                cells.append(fixed(r.value))
+            cells += [fixed(r.delta), Cell(fmt_weight(r.weight), raw(r.weight), "n")]
+            rows.append(cells)
+            flags.append(r.best)
+        best = [r.model for r in group.rows if r.best]
+        views.append(RankingView(ranking_caption(group), group.note, crit, header, rows, flags, best))
+    return views
+
+
+TEST_HEADER = ["small", "large", "source", "fits", "npar", "logLik small", "logLik large",
+               "χ²", "df", "p (naive)", "p (boundary)", "note"]
+
+
+def test_rows(record: ResultsRecord) -> list[list[Cell]]:
+    """Likelihood-ratio tests: naive chi-square p beside the boundary-corrected one."""
+    rows = []
+    for t in record.tests:
+        note = "; ".join([t.boundary_note or "", *t.warnings]).strip("; ")
+        rows.append([
+            Cell(t.small, t.small, "name"),
+            Cell(t.large, t.large, "name"),
+            text(t.source),
+            text("ML refits" if t.refit_ml else t.method),
+            Cell(" → ".join(fmt_int(n) for n in t.npar), raw(t.npar[-1] if t.npar else None), "n"),
+            fixed(t.loglik[0] if t.loglik else None),
+            fixed(t.loglik[1] if len(t.loglik) > 1 else None),
+            fixed(t.chisq, 3),
+            count(t.df),
+            pval(t.p_value),
+            pval(t.p_value_boundary),
+            text(note or "", "note"),
+        ])
+    return rows
+
+
+def fixed_effect_rows(model: ModelRecord) -> tuple[list[str], list[list[Cell]]]:
+    """Fixed effects as lme4's summary() shows them, plus the interval."""
+    stat = "t" if model.p_method and model.p_method.lower() not in {"wald-z", "z"} else "z"
+    header = ["term", "estimate", "SE", stat, "df", "p", "95% CI"]
+    rows = [
+        [
+            Cell(f.term, f.term, "name"),
+            num(f.estimate),
+            num(f.std_error),
+            num(f.statistic),
+            num(f.df),
+            pval(f.p_value),
+            Cell(fmt_ci(f.ci_low, f.ci_high), raw(f.ci_low), "n"),
+        ]
+        for f in model.fixed_effects
+    ]
+    return header, rows
+
+
+def fixed_caption(model: ModelRecord) -> str | None:
+    """Say how p-values and intervals were computed, when the record says so."""
+    parts = []
+    if model.p_method:
+        parts.append(f"p-values: {model.p_method}")
+    if model.ci_method:
+        parts.append(f"95% intervals: {model.ci_method}")
+    return "; ".join(parts) + "." if parts else None
+
+
+def random_effect_rows(model: ModelRecord) -> list[list[Cell]]:
+    """VarCorr: variance and SD per term, correlation rows, the residual last."""
+    rows = []
+    for r in model.random_effects:
+        levels = model.ngroups.get(r.group)
+        group = r.group if r.id in (r.group, "Residual") else f"{r.group} ({r.id})"
+        if r.term2 is not None:
+            rows.append([text(group), text(f"{r.term} ↔ {r.term2}"), count(levels),
+                         text(""), text(""), num(r.corr)])
+        else:
+            rows.append([text(group), text(r.term or ""), count(levels) if r.group != "Residual" else text(""),
+                         num(r.variance), num(r.sd), text("")])
+    return rows
+
+
+def icc_view(model: ModelRecord) -> IccView:
+    """ICC per intercept-only grouping factor: var_g / (sum of intercept variances + residual).
+
+    With a random slope on a factor its variance share changes with the covariate, so
+    that factor gets no ICC, and the page says why.
+    """
+    view = IccView()
+    resid = next((r.variance for r in model.random_effects if r.group == "Residual" and r.term2 is None), None)
+    terms: dict[str, list[str]] = {}
+    group_of: dict[str, str] = {}
+    intercepts: dict[str, float] = {}
+    for r in model.random_effects:
+        if r.group == "Residual" or r.term2 is not None:
+            continue
+        terms.setdefault(r.id, []).append(r.term)
+        group_of[r.id] = r.group
+        if r.term in INTERCEPT_NAMES and r.variance is not None:
+            intercepts[r.id] = r.variance
+    if resid is None or not terms:
+        return view
+    sloped_groups = {group_of[i] for i, ts in terms.items() if any(t not in INTERCEPT_NAMES for t in ts)}
+    denom = resid + sum(intercepts.values())
+    for i, ts in terms.items():
+        g = group_of[i]
+        if g in sloped_groups:
+            slopes = [t for ts2 in (terms[j] for j in terms if group_of[j] == g) for t in ts2
+                      if t not in INTERCEPT_NAMES]
+            view.notes.append(
+                f"No ICC for {i}: it has random slopes ({', '.join(dict.fromkeys(slopes))}), so its share "
+                "of the variance depends on the covariate values (the origin)."
+            )
+        elif i in intercepts and denom > 0:
+            view.rows.append(IccRow(i, g, intercepts[i], intercepts[i] / denom))
+    if sloped_groups and view.rows:
+        view.notes.append("With slopes in the model, the denominator uses the variances at covariate value 0.")
+    return view
+
+
+def notices(record: ResultsRecord) -> list[Notice]:
+    """Everything a reader must see before trusting the numbers, errors first."""
+    errors: list[Notice] = []
+    warns: list[Notice] = []
+    for name, m in record.models.items():
+        if m.status == "failed":
+            errors.append(Notice("error", f"Model {name} failed: {m.error or 'no message'}", name))
+    for e in record.expectations:
+        if not e.passed:
+            errors.append(Notice("error", f"Expectation failed: {e.text} — {e.detail}"))
+    dropped = {why: n for why, n in record.data.dropped.items() if n}
+    if dropped:
+        parts = ", ".join(f"{fmt_int(n)} {why}" for why, n in sorted(dropped.items()))
+        total = sum(dropped.values())
+        warns.append(Notice("warn", f"{fmt_int(total)} of {fmt_int(record.data.rows)} rows dropped ({parts}); "
+                                    f"{fmt_int(record.data.rows_used)} rows used."))
+    for w in record.warnings:
+        warns.append(Notice("warn", w))
+    for name, m in record.models.items():
+        if m.status != "ok":
+            continue
+        if m.converged is False:
+            msg = m.convergence.message if m.convergence and m.convergence.message else "see the model section"
+            warns.append(Notice("warn", f"Model {name} did not converge: {msg}", name))
+        if m.singular:
+            warns.append(Notice("warn", f"Model {name}: singular fit (a variance at 0 or a correlation at ±1); "
+                                        "consider a simpler random-effects structure.", name))
+        for w in m.warnings:
+            if (w.code == "singular" and m.singular) or (w.code == "convergence" and m.converged is False):
+                continue
+            warns.append(Notice("warn", f"Model {name} [{w.code}]: {w.message}", name))
+        if record.data.na == "per_model" and m.nobs is not None and m.nobs != record.data.rows_used:
+            warns.append(Notice("warn", f"Model {name} used {fmt_int(m.nobs)} rows (na: per_model); it is "
+                                        "compared only with models fitted to the same rows.", name))
+        v = m.verify
+        if v is not None and (v.flagged or v.status == "failed"):
+            diffs = ", ".join(f"{k} {fmt_num(x, 2)}" for k, x in sorted(v.max_rel_diff.items()) if x is not None)
+            detail = v.message or (f"largest relative differences: {diffs}" if diffs else v.status)
+            warns.append(Notice("warn", f"Model {name}: verification with {v.engine} differs ({detail}).", name))
+    return errors + warns
+
+
+def best_models(record: ResultsRecord) -> list[str]:
+    return [r.model for g in record.ranking for r in g.rows if r.best]
+
+
+def status_of(record: ResultsRecord) -> tuple[str, str]:
+    """('ok'|'failed', human text) for the index page and the summary headline."""
+    failed = [n for n, m in record.models.items() if m.status == "failed"]
+    broken = [e for e in record.expectations if not e.passed]
+    parts = []
+    if failed:
+        parts.append(f"{len(failed)} failed model{'s' if len(failed) > 1 else ''}")
+    if broken:
+        parts.append(f"{len(broken)} expectation{'s' if len(broken) > 1 else ''} failed")
+    return ("failed", ", ".join(parts)) if parts else ("ok", "ok")

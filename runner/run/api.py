@@ -1,0 +1,308 @@
+"""`mixspec run`: validate, fit every model (cached, in parallel), compare, write results.
+
+The order is fixed so failures stay contained: everything that can be found before
+fitting raises exit 2 with nothing fitted; then fits run (one model's failure is
+recorded, the others go on); then comparisons, expectations, and files written
+atomically (sidecars, results.json, summary.md, HTML report).
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+from runner.compare.expectations import evaluate_expectations
+from runner.compare.lrt import LRTSide, likelihood_ratio_test
+from runner.compare.ranking import Candidate, FitStats, rank_models
+from runner.fit import Fit, FitWarning
+from runner.results import (
+    DataInfo,
+    FactorInfo,
+    ModelRecord,
+    ResultsRecord,
+    RunInfo,
+    SpecInfo,
+    TestRecord,
+    Timing,
+)
+from runner.run import record as rec
+from runner.run.cache import FitCache
+from runner.run.executors import default_jobs, run_tasks
+from runner.run.plan import ModelPlan, Plan, make_plan, prepared_of
+from runner.run.progress import Progress
+from runner.run.tasks import TaskResult
+from runner.spec.errors import IssueError
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+
+
+@dataclass
+class RunOutcome:
+    """What a run gives back: the record (None on exit 2), the exit code, where it was written."""
+
+    record: ResultsRecord | None
+    exit_code: int
+    results_path: Path | None
+    errors: list[str] = field(default_factory=list)  # printable problems (exit 2) or failures (exit 1)
+    spec_path: Path | None = None
+
+
+class Terminated(SystemExit):
+    """SIGTERM turned into an exception, so worker processes are stopped before exiting."""
+
+
+@contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Terminated(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def describe_source(data: Any) -> str:
+    """A human description of the data source, never a credential."""
+    if getattr(data, "example", None):
+        return f"example: {data.example}"
+    if getattr(data, "path", None):
+        return f"path: {data.path}"
+    sql = getattr(data, "sql", None)
+    if sql is not None:
+        where = f"env {sql.url_env}" if sql.url_env else (sql.url or "").split("://", 1)[0] + "://…"
+        what = f"table {sql.table}" if sql.table else "query"
+        return f"sql: {what} from {where}"
+    if getattr(data, "simulate", None) is not None:
+        return "simulate: students design"
+    return "unknown"
+
+
+def _fit_stats(fit: Fit) -> FitStats:
+    return FitStats(fit.loglik, fit.npar, fit.nobs, fit.method)
+
+
+def _ml_fit(m: ModelPlan, fits: dict[str, Fit]) -> Fit | None:
+    own = fits.get(m.name)
+    if own is None:
+        return None
+    return own if own.method == "ML" else fits.get(f"{m.name}#ml")
+
+
+def _side(m: ModelPlan, fit: Fit) -> LRTSide:
+    return LRTSide(m.name, fit.loglik, fit.npar, fit.method, singular=fit.singular, converged=fit.converged,
+                   terms=m.terms, ngroups=dict(fit.ngroups), fixed_key=m.fixed_key,
+                   independent_clusters=m.independent_clusters)
+
+
+def compare_models(plan: Plan, fits: dict[str, Fit]) -> tuple[list, list[TestRecord], list[str]]:
+    """Ranking groups, test records and record-level warnings from the fits that succeeded."""
+    cands = []
+    for m in plan.models.values():
+        own = fits.get(m.name)
+        ml = _ml_fit(m, fits)
+        cands.append(Candidate(m.name, own is not None, _fit_stats(own) if own else None,
+                               _fit_stats(ml) if ml else None, m.rows_key, m.fixed_key))
+    ranking = rank_models(cands, plan.criterion, plan.refit)
+    tests: list[TestRecord] = []
+    warnings: list[str] = []
+    for t in plan.tests:
+        ms, ml_ = plan.models[t.small], plan.models[t.large]
+        if t.refit_ml:
+            fs, fl = _ml_fit(ms, fits), _ml_fit(ml_, fits)
+        else:
+            fs, fl = fits.get(t.small), fits.get(t.large)
+        if fs is None or fl is None:
+            missing = [n for n, f in ((t.small, fs), (t.large, fl)) if f is None]
+            warnings.append(f"test [{t.small}, {t.large}] not computed: no {'ML ' if t.refit_ml else ''}fit of "
+                            f"{', '.join(missing)}")
+            continue
+        r = likelihood_ratio_test(_side(ms, fs), _side(ml_, fl), refit_ml=t.refit_ml and
+                                  (ms.method == "REML" or ml_.method == "REML"), source=t.source)
+        r.warnings = t.warnings + r.warnings
+        tests.append(r)
+    return ranking, tests, warnings
+
+
+def _aic_ranking(plan: Plan, fits: dict[str, Fit], ranking: list) -> list:
+    if plan.criterion == "AIC":
+        return ranking
+    cands = [Candidate(m.name, fits.get(m.name) is not None,
+                       _fit_stats(fits[m.name]) if m.name in fits else None,
+                       _fit_stats(f) if (f := _ml_fit(m, fits)) else None, m.rows_key, m.fixed_key)
+             for m in plan.models.values()]
+    return rank_models(cands, "AIC", plan.refit)
+
+
+def _fit_all(plan: Plan, cache: FitCache, executor: str, jobs: int, scheduler: str | None,
+             progress: Progress) -> dict[str, TaskResult]:
+    tasks = plan.tasks()
+    results: dict[str, TaskResult] = {}
+    todo = []
+    for t in tasks:
+        hit = cache.get(t.key)
+        if isinstance(hit, TaskResult) and hit.fit is not None:
+            hit.id, hit.cached = t.id, True
+            results[t.id] = hit
+        else:
+            todo.append(t)
+    progress.start(len(tasks))
+    for t in tasks:
+        if t.id in results:
+            progress.done(t.id, True, results[t.id].seconds, True)
+    # identical fits (same key: e.g. a REML model's ML refit and an ML model of the same formula) run once
+    by_key: dict[str, list[str]] = {}
+    unique = []
+    for t in todo:
+        if t.key not in by_key:
+            unique.append(t)
+        by_key.setdefault(t.key, []).append(t.id)
+    keys = {t.id: t.key for t in unique}
+
+    def on_result(r: TaskResult) -> None:
+        if r.fit is not None:
+            cache.put(keys[r.id], TaskResult(r.id, r.fit, None, r.seconds, verify=r.verify))
+        for tid in by_key[keys[r.id]]:
+            results[tid] = TaskResult(tid, r.fit, r.error, r.seconds, verify=r.verify)
+            progress.done(tid, r.fit is not None, r.seconds, False)
+
+    try:
+        run_tasks(unique, on_result, executor=executor, jobs=jobs, scheduler=scheduler)
+    finally:
+        progress.close()
+    return results
+
+
+def build_record(plan: Plan, results: dict[str, TaskResult], out: Path, *, started: str, jobs: int,
+                 executor: str) -> tuple[ResultsRecord, list[str]]:
+    """The ResultsRecord, writing fit sidecars as it goes; also the failure messages."""
+    loaded, prepared = plan.validated.loaded, prepared_of(plan.validated)
+    fits: dict[str, Fit] = {k: r.fit for k, r in results.items() if r.fit is not None}
+    models: dict[str, ModelRecord] = {}
+    failures: list[str] = []
+    timings: dict[str, Timing] = {}
+    for name, m in plan.models.items():
+        rm = m.resolved
+        primary = results.get(name)
+        ml_res = results.get(f"{name}#ml")
+        parts = [r for r in (primary, ml_res) if r is not None]
+        timings[name] = Timing(fit_seconds=sum(r.seconds for r in parts), cached=bool(parts) and all(r.cached for r in parts))
+        if primary is None or primary.fit is None:
+            err = primary.error if primary is not None else "not fitted"
+            failures.append(f"{name}: {err}")
+            models[name] = rec.failed_record(formula=rm.formula_text, engine=m.engine, method=m.method,
+                                             source=rm.source, error=err, nobs=m.design.nobs if m.design else None)
+            continue
+        extra: list[FitWarning] = []
+        ml_fit = None
+        if m.need_ml and m.method == "REML":
+            if ml_res is not None and ml_res.fit is not None:
+                ml_fit = ml_res.fit
+            else:
+                err = ml_res.error if ml_res is not None else "not fitted"
+                failures.append(f"{name} (ML refit): {err}")
+                extra.append(FitWarning(code="ml_refit_failed", message=f"ML refit failed: {err}"))
+        sidecar = None
+        try:
+            sidecar = rec.write_sidecars(primary.fit, out, name, m.row_ids)
+        except Exception as exc:  # a sidecar is for plots; the numbers stand without it
+            extra.append(FitWarning(code="sidecar", message=f"sidecar not written: {exc}"))
+        models[name] = rec.model_record(primary.fit, source=rm.source, ml=ml_fit, verify=primary.verify,
+                                        sidecar=sidecar, extra_warnings=extra)
+    ranking, tests, test_warnings = compare_models(plan, fits)
+    expectations = evaluate_expectations(plan.expectations, models, ranking, _aic_ranking(plan, fits, ranking))
+    spec = loaded.spec
+    warnings = [str(w) for w in getattr(plan.validated, "warnings", [])]
+    warnings += test_warnings
+    factors = {k: FactorInfo(levels=list(v.levels), reference=v.reference, contrast=v.contrast)
+               for k, v in getattr(prepared, "factors", {}).items()}
+    record = ResultsRecord(
+        spec=SpecInfo(name=plan.name, title=spec.title, path=str(loaded.file), sha256=loaded.sha256),
+        data=DataInfo(source=describe_source(spec.data), sha256=prepared.sha256, rows=prepared.rows,
+                      rows_used=prepared.rows_used, dropped=dict(prepared.dropped), na=prepared.na),
+        environment=rec.environment(Path(loaded.path).resolve().parent),
+        factors=factors,
+        models=models,
+        ranking=ranking,
+        tests=tests,
+        expectations=expectations,
+        warnings=warnings,
+        run=RunInfo(started=started, finished=_now(), jobs=jobs, executor=executor, timings=timings),
+    )
+    return record, failures
+
+
+def _render_report(results_path: Path, progress: Progress) -> None:
+    try:
+        from runner.report.api import render_spec_report
+    except ImportError as exc:
+        progress.log(f"mixspec: HTML report skipped (report module unavailable: {exc})")
+        return
+    try:
+        render_spec_report(results_path)
+    except Exception as exc:  # a broken report never changes the run's result
+        print(f"mixspec: HTML report failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+
+
+def run_spec(path: str | Path, out_dir: str | Path = "reports", jobs: int | None = None, use_cache: bool = True,
+             verify: bool = False, executor: str = "local", scheduler: str | None = None, quiet: bool = False,
+             cache_dir: str | Path | None = None, report: bool = True) -> RunOutcome:
+    """Run one spec end to end; never raises for invalid specs or failed fits (see exit_code)."""
+    started = _now()
+    jobs = jobs or default_jobs()
+    with _sigterm_raises():
+        try:
+            plan = make_plan(path, verify=verify)
+        except IssueError as exc:
+            errors = [str(i) for i in exc.issues]
+            if not quiet:
+                for e in errors:
+                    print(e, file=sys.stderr)
+            return RunOutcome(None, EXIT_INVALID, None, errors, Path(path))
+        progress = Progress(plan.name, quiet=quiet)
+        cache = FitCache(cache_dir, enabled=use_cache)
+        results = _fit_all(plan, cache, executor, jobs, scheduler, progress)
+        out = Path(out_dir) / plan.name
+        record, failures = build_record(plan, results, out, started=started, jobs=jobs, executor=executor)
+        results_path = rec.write_results(record, out)
+        rec.write_summary(record, out)
+        if report:
+            _render_report(results_path, progress)
+    failed_expect = [f"expectation failed: {e.text}: {e.detail}" for e in record.expectations if not e.passed]
+    errors = failures + failed_expect
+    if not quiet:
+        for e in errors:
+            print(f"mixspec: {plan.name}: {e}", file=sys.stderr)
+    return RunOutcome(record, EXIT_FAILED if errors else EXIT_OK, results_path, errors, Path(path))
+
+
+def run_specs(paths: list[str | Path], out_dir: str | Path = "reports", **kwargs: Any) -> list[RunOutcome]:
+    """Run several specs, then the index page over `out_dir`; the CLI exits with the worst code."""
+    outcomes = [run_spec(p, out_dir, **kwargs) for p in paths]
+    if kwargs.get("report", True) and any(o.results_path for o in outcomes):
+        try:
+            from runner.report.api import render_index
+
+            render_index(Path(out_dir))
+        except Exception as exc:  # the index is a convenience
+            print(f"mixspec: report index skipped: {type(exc).__name__}: {exc}", file=sys.stderr)
+    return outcomes
+
+
+def exit_code(outcomes: list[RunOutcome]) -> int:
+    return max((o.exit_code for o in outcomes), default=EXIT_OK)

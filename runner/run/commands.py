@@ -1,0 +1,49 @@
+"""The `run` and `diff` commands as plain functions returning exit codes.
+
+`runner.cli` (typer) wraps these; `python -m runner.run` (argparse) does too, so the
+runner works even where the CLI module is not importable. Messages go to stderr;
+`--json` prints results records to stdout.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from runner.run.api import exit_code, run_specs
+from runner.run.diff import diff_files
+from runner.run.record import record_json
+
+
+def run_command(specs: list[str | Path], out: str | Path = "reports", jobs: int | None = None, no_cache: bool = False,
+                verify: bool = False, executor: str = "local", scheduler: str | None = None, quiet: bool = False,
+                json_out: bool = False, cache_dir: str | Path | None = None) -> int:
+    """Run specs; 0 ok, 1 a model or an expectation failed, 2 an invalid spec or data."""
+    outcomes = run_specs(list(specs), out, jobs=jobs, use_cache=not no_cache, verify=verify, executor=executor,
+                         scheduler=scheduler, quiet=quiet or json_out, cache_dir=cache_dir)
+    if json_out:
+        records = [o.record for o in outcomes if o.record is not None]
+        if len(records) == 1:
+            sys.stdout.write(record_json(records[0]))
+        elif records:
+            sys.stdout.write("[\n" + ",\n".join(record_json(r).rstrip("\n") for r in records) + "\n]\n")
+        for o in outcomes:  # with --json the run is quiet, but errors still belong on stderr
+            for e in o.errors:
+                print(f"mixspec: {o.spec_path}: {e}", file=sys.stderr)
+    elif not quiet:
+        for o in outcomes:
+            if o.results_path is not None:
+                state = "ok" if o.exit_code == 0 else "FAILED"
+                print(f"{o.results_path} ({state})", file=sys.stderr)
+    return exit_code(outcomes)
+
+
+def diff_command(old: str | Path, new: str | Path, rtol: float = 1e-6) -> int:
+    """Print what changed between two results.json files; 1 when anything did."""
+    try:
+        report = diff_files(old, new, rtol)
+    except (OSError, ValueError) as exc:
+        print(f"mixspec diff: {exc}", file=sys.stderr)
+        return 2
+    sys.stdout.write(report.text())
+    return report.exit_code

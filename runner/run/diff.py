@@ -1,0 +1,146 @@
+"""`mixspec diff OLD.json NEW.json`: what changed between two runs of a spec.
+
+For CI on a pull request: models added or removed, status changes, estimates, SDs,
+variances, theta, objective and logLik moved beyond a relative tolerance, ranking
+order and best model, test p-values, expectation results. The `run` section
+(timings) is ignored. Exit 1 when anything changed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class DiffReport:
+    changes: list[str] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.changes)
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.changes else 0
+
+    def text(self) -> str:
+        if not self.changes:
+            return "no changes\n"
+        return "".join(f"- {c}\n" for c in self.changes)
+
+
+def _moved(a: Any, b: Any, rtol: float, atol: float = 1e-12) -> bool:
+    if a is None or b is None:
+        return (a is None) != (b is None)
+    if isinstance(a, bool) or isinstance(b, bool) or not isinstance(a, (int, float)) or not isinstance(b, (int, float)):
+        return a != b
+    if math.isnan(a) or math.isnan(b):
+        return not (math.isnan(a) and math.isnan(b))
+    return abs(a - b) > atol + rtol * max(abs(a), abs(b))
+
+
+def _num(label: str, a: Any, b: Any, rtol: float, out: list[str]) -> None:
+    if _moved(a, b, rtol):
+        out.append(f"{label}: {a!r} -> {b!r}")
+
+
+def _keyed(rows: list[dict[str, Any]], key: tuple[str, ...]) -> dict[tuple[Any, ...], dict[str, Any]]:
+    return {tuple(r.get(k) for k in key): r for r in rows}
+
+
+def _model(name: str, old: dict[str, Any], new: dict[str, Any], rtol: float, out: list[str]) -> None:
+    if old.get("status") != new.get("status"):
+        out.append(f"{name}: status {old.get('status')} -> {new.get('status')}"
+                   + (f" ({new.get('error')})" if new.get("error") else ""))
+        return
+    for k in ("formula", "engine", "method", "nobs", "npar", "converged", "singular"):
+        if old.get(k) != new.get(k):
+            out.append(f"{name}: {k} {old.get(k)!r} -> {new.get(k)!r}")
+    for k in ("objective", "loglik", "aic", "bic", "sigma"):
+        _num(f"{name}: {k}", old.get(k), new.get(k), rtol, out)
+    for k in ("loglik", "aic", "bic"):
+        _num(f"{name}: ml_refit.{k}", (old.get("ml_refit") or {}).get(k), (new.get("ml_refit") or {}).get(k), rtol, out)
+    t_old, t_new = old.get("theta") or [], new.get("theta") or []
+    if len(t_old) != len(t_new):
+        out.append(f"{name}: theta has {len(t_old)} -> {len(t_new)} values")
+    else:
+        for i, (a, b) in enumerate(zip(t_old, t_new)):
+            _num(f"{name}: theta[{i}]", a, b, rtol, out)
+    fo, fn = _keyed(old.get("fixed_effects") or [], ("term",)), _keyed(new.get("fixed_effects") or [], ("term",))
+    for k in fo.keys() - fn.keys():
+        out.append(f"{name}: fixed effect {k[0]} removed")
+    for k in fn.keys() - fo.keys():
+        out.append(f"{name}: fixed effect {k[0]} added")
+    for k in [k for k in fo if k in fn]:
+        for f in ("estimate", "std_error"):
+            _num(f"{name}: {k[0]} {f}", fo[k].get(f), fn[k].get(f), rtol, out)
+    key = ("id", "group", "term", "term2")
+    ro, rn = _keyed(old.get("random_effects") or [], key), _keyed(new.get("random_effects") or [], key)
+    for k in ro.keys() ^ rn.keys():
+        label = f"{k[1]} {k[2]}" + (f"/{k[3]}" if k[3] else "")
+        out.append(f"{name}: random effect {label} {'removed' if k in ro else 'added'}")
+    for k in [k for k in ro if k in rn]:
+        label = f"{k[1]} {k[2] or 'residual'}" + (f"/{k[3]}" if k[3] else "")
+        for f in ("sd", "variance", "corr"):
+            _num(f"{name}: {label} {f}", ro[k].get(f), rn[k].get(f), rtol, out)
+
+
+def _ranking(old: list[dict[str, Any]], new: list[dict[str, Any]], rtol: float, out: list[str]) -> None:
+    def orders(groups: list[dict[str, Any]]) -> list[list[str]]:
+        return [[r["model"] for r in g.get("rows", [])] for g in groups]
+
+    if orders(old) != orders(new):
+        out.append(f"ranking order: {orders(old)} -> {orders(new)}")
+        return
+    for go, gn in zip(old, new):
+        for ro, rn in zip(go.get("rows", []), gn.get("rows", [])):
+            _num(f"ranking {ro['model']} delta", ro.get("delta"), rn.get("delta"), rtol, out)
+            if ro.get("criterion") != rn.get("criterion") or ro.get("method") != rn.get("method"):
+                out.append(f"ranking {ro['model']}: {ro.get('criterion')}/{ro.get('method')} -> "
+                           f"{rn.get('criterion')}/{rn.get('method')}")
+
+
+def _tests(old: list[dict[str, Any]], new: list[dict[str, Any]], rtol: float, out: list[str]) -> None:
+    to, tn = _keyed(old, ("small", "large")), _keyed(new, ("small", "large"))
+    for k in to.keys() ^ tn.keys():
+        out.append(f"test {k[0]} vs {k[1]} {'removed' if k in to else 'added'}")
+    for k in [k for k in to if k in tn]:
+        for f in ("chisq", "df", "p_value", "p_value_boundary"):
+            _num(f"test {k[0]} vs {k[1]} {f}", to[k].get(f), tn[k].get(f), rtol, out)
+
+
+def diff_results(old: dict[str, Any], new: dict[str, Any], rtol: float = 1e-6) -> DiffReport:
+    """Everything that changed between two results.json records, beyond `rtol`."""
+    out: list[str] = []
+    if old.get("schema_version") != new.get("schema_version"):
+        out.append(f"schema_version {old.get('schema_version')} -> {new.get('schema_version')}")
+    if (old.get("data") or {}).get("sha256") != (new.get("data") or {}).get("sha256"):
+        out.append("data sha256 changed")
+    mo, mn = old.get("models") or {}, new.get("models") or {}
+    for name in mo:
+        if name not in mn:
+            out.append(f"model {name} removed")
+    for name in mn:
+        if name not in mo:
+            out.append(f"model {name} added")
+    for name in mo:
+        if name in mn:
+            _model(name, mo[name], mn[name], rtol, out)
+    _ranking(old.get("ranking") or [], new.get("ranking") or [], rtol, out)
+    _tests(old.get("tests") or [], new.get("tests") or [], rtol, out)
+    eo = {e["text"]: e.get("passed") for e in old.get("expectations") or []}
+    en = {e["text"]: e.get("passed") for e in new.get("expectations") or []}
+    for text in sorted(eo.keys() | en.keys()):
+        if eo.get(text) != en.get(text):
+            state = {True: "pass", False: "fail", None: "absent"}
+            out.append(f"expectation {text!r}: {state[eo.get(text)]} -> {state[en.get(text)]}")
+    return DiffReport(out)
+
+
+def diff_files(old_path: str | Path, new_path: str | Path, rtol: float = 1e-6) -> DiffReport:
+    """`diff_results` of two results.json files."""
+    return diff_results(json.loads(Path(old_path).read_text()), json.loads(Path(new_path).read_text()), rtol)

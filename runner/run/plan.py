@@ -1,0 +1,225 @@
+"""Everything decided before fitting: designs, test pairs, which ML refits, cache keys.
+
+All problems found here (spec, data, a design the data cannot give, a listed test
+pair that is not nested) are collected and raised together as a `PlanError`, which
+the run turns into exit 2 before any model is fitted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from runner.compare.nesting import NestSide, auto_pairs, check_nested
+from runner.compare.shapes import TermShape, shapes_of
+from runner.design.model import Design
+from runner.run.cache import fit_key
+from runner.run.tasks import FitTask
+from runner.spec.errors import IssueError, SpecIssue
+
+
+class PlanError(IssueError):
+    """Problems found before fitting (exit 2)."""
+
+
+@dataclass
+class ModelPlan:
+    name: str
+    resolved: Any  # runner.spec.load.ResolvedModel
+    design: Design | None
+    engine: str
+    method: str
+    verify: bool
+    rows_key: str = ""
+    fixed_key: str = ""
+    npar: int = 0
+    terms: tuple[TermShape, ...] = ()
+    independent_clusters: bool = True
+    row_ids: np.ndarray | None = None
+    need_ml: bool = False
+
+
+@dataclass
+class TestPlan:
+    small: str
+    large: str
+    source: str  # "listed" | "auto"
+    refit_ml: bool
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Plan:
+    validated: Any  # runner.validate.ValidatedSpec
+    name: str
+    spec_path: Path
+    models: dict[str, ModelPlan]
+    tests: list[TestPlan]
+    criterion: str
+    refit: bool
+    expectations: list[Any]
+    data_sha256: str
+
+    def tasks(self) -> list[FitTask]:
+        out = []
+        for m in self.models.values():
+            if m.design is None:
+                continue
+            kinds = [("primary", m.method)] + ([("ml_refit", "ML")] if m.need_ml else [])
+            for kind, method in kinds:
+                key = fit_key(m.design, method=method, engine=m.engine, formula_repr=repr(m.resolved.formula),
+                              formula_text=m.resolved.formula_text, data_sha256=self.data_sha256,
+                              verify=m.verify and kind == "primary")
+                out.append(FitTask(id=m.name if kind == "primary" else f"{m.name}#ml", model=m.name, kind=kind,
+                                   design=m.design, method=method, engine=m.engine,
+                                   formula_text=m.resolved.formula_text, verify=m.verify and kind == "primary",
+                                   key=key))
+        return out
+
+
+def _hash(*parts: Any) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        if isinstance(p, np.ndarray):
+            a = np.ascontiguousarray(p)
+            h.update(f"{a.dtype.str}{a.shape}".encode())
+            h.update(a.tobytes())
+        else:
+            h.update(repr(p).encode())
+    return h.hexdigest()
+
+
+def nested_factors(design: Design) -> bool:
+    """True when every pair of grouping factors is nested (the data splits into independent clusters)."""
+    groups: dict[str, np.ndarray] = {}
+    for b in design.blocks:
+        groups.setdefault(b.group, np.asarray(b.codes, dtype=np.int64))
+    items = list(groups.values())
+    for i in range(len(items)):
+        for j in range(i + 1, len(items)):
+            a, b = items[i], items[j]
+            fine, coarse = (a, b) if len(np.unique(a)) >= len(np.unique(b)) else (b, a)
+            pairs = np.unique(fine * (int(coarse.max()) + 1) + coarse)
+            if len(pairs) != len(np.unique(fine)):
+                return False
+    return True
+
+
+def engine_name(engine: str) -> str:
+    return "lme" if engine in ("auto", "", None) else engine
+
+
+def _nest_side(m: ModelPlan) -> NestSide:
+    assert m.design is not None
+    return NestSide(m.name, m.design.response, m.rows_key, m.design.X, m.terms, m.npar)
+
+
+def prepared_of(validated: Any) -> Any:
+    """The PreparedData of a ValidatedSpec (`.data`; `.prepared` in older drafts)."""
+    return getattr(validated, "data", None) or getattr(validated, "prepared")
+
+
+def _validate(path: Path) -> Any:
+    from runner.validate import validate_spec
+
+    return validate_spec(path)
+
+
+def _issue(loaded: Any, path: tuple[Any, ...] | str, message: str) -> SpecIssue:
+    try:
+        return loaded.issue(path, message)
+    except Exception:  # a location is a courtesy
+        return SpecIssue(str(getattr(loaded, "file", "")), None, None,
+                         path if isinstance(path, str) else ".".join(map(str, path)), message)
+
+
+def make_plan(path: str | Path, verify: bool = False) -> Plan:
+    """Validate the spec and data, build designs, prove nesting of test pairs; PlanError on problems."""
+    from runner.design.build import build_design
+
+    validated = _validate(Path(path))
+    loaded, prepared = validated.loaded, prepared_of(validated)
+    built = getattr(validated, "designs", None) or {}
+    spec = loaded.spec
+    issues: list[SpecIssue] = []
+    models: dict[str, ModelPlan] = {}
+    for name, rm in loaded.models.items():
+        mp = ModelPlan(name=name, resolved=rm, design=None, engine=engine_name(rm.engine), method=rm.method,
+                       verify=bool(verify or rm.verify))
+        try:
+            mp.design = built.get(name) or build_design(rm.formula, prepared.frame_for(name), weights=rm.weights,
+                                                        offset=rm.offset)
+        except Exception as exc:  # DesignError and formulaic's errors: the data cannot give this model
+            issues.append(_issue(loaded, tuple(rm.spec_path), f"{type(exc).__name__}: {exc}"
+                                 if not isinstance(exc, ValueError) else str(exc)))
+            models[name] = mp
+            continue
+        d = mp.design
+        mask = getattr(prepared, "masks", {}).get(name)
+        mp.row_ids = np.flatnonzero(mask) if mask is not None else np.arange(d.nobs)
+        mp.rows_key = _hash(d.response, d.y, mp.row_ids, d.weights if d.weights is not None else "w")
+        mp.fixed_key = _hash(d.X)
+        mp.terms = shapes_of(d)
+        mp.npar = d.X.shape[1] + sum(t.nparams for t in mp.terms) + 1
+        mp.independent_clusters = nested_factors(d)
+        models[name] = mp
+    if issues:
+        raise PlanError(issues)
+
+    compare = spec.compare
+    tests: list[TestPlan] = []
+    if compare.tests == "auto":
+        sides = [_nest_side(m) for m in models.values()]
+        pairs = [(a, b, "auto") for a, b in auto_pairs(sides)]
+    else:
+        pairs = [(a, b, "listed") for a, b in compare.tests]
+    for i, (small, large, source) in enumerate(pairs):
+        if small not in models or large not in models:
+            issues.append(_issue(loaded, ("compare", "tests", i), f"unknown model in test [{small}, {large}]"))
+            continue
+        ms, ml = models[small], models[large]
+        if source == "listed":
+            why = check_nested(_nest_side(ms), _nest_side(ml))
+            if not why.nested:
+                issues.append(_issue(loaded, ("compare", "tests", i),
+                                     f"{small} is not nested in {large}: {why.reason}; a likelihood-ratio test needs "
+                                     "nested models"))
+                continue
+        same_fixed = ms.fixed_key == ml.fixed_key and ms.method == ml.method
+        refit_ml = compare.refit or not same_fixed
+        t = TestPlan(small, large, source, refit_ml)
+        if not compare.refit and not same_fixed:
+            if source == "listed":
+                issues.append(_issue(loaded, ("compare", "tests", i),
+                                     f"refit: false keeps REML fits only when the fixed-effect matrices (and methods) "
+                                     f"of {small} and {large} are identical; they are not: set refit: true"))
+                continue
+            t.warnings.append("refit: false, but the fixed effects differ: both refitted with ML")
+        tests.append(t)
+    if issues:
+        raise PlanError(issues)
+
+    # ML refits: for the ranking (groups of comparable models) and for tests
+    by_rows: dict[str, list[ModelPlan]] = {}
+    for m in models.values():
+        by_rows.setdefault(m.rows_key, []).append(m)
+    for group in by_rows.values():
+        if len(group) < 2:
+            continue
+        uniform = len({m.fixed_key for m in group}) == 1 and len({m.method for m in group}) == 1
+        if compare.refit or not uniform:
+            for m in group:
+                m.need_ml = m.need_ml or m.method == "REML"
+    for t in tests:
+        if t.refit_ml:
+            for n in (t.small, t.large):
+                models[n].need_ml = models[n].need_ml or models[n].method == "REML"
+
+    sha = getattr(prepared, "sha256", "") or ""
+    return Plan(validated=validated, name=loaded.name, spec_path=Path(path), models=models, tests=tests,
+                criterion=compare.criterion, refit=compare.refit, expectations=list(loaded.expectations),
+                data_sha256=sha)

@@ -1,0 +1,96 @@
+"""One unit of work (a fit of one design) and the function every executor runs.
+
+Tasks are plain picklable data so the same function runs inline, in a process pool
+or on a Dask worker. Any exception inside a fit becomes a failed result with its
+message, so one model's numerical failure never loses the others.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from runner.design.model import Design
+from runner.fit import Fit
+
+BLAS_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")
+
+
+@dataclass
+class FitTask:
+    """Fit `design` with `method`; `kind` is "primary" or "ml_refit"."""
+
+    id: str  # "<model>" or "<model>#ml"
+    model: str
+    kind: str
+    design: Design
+    method: str
+    engine: str
+    formula_text: str
+    verify: bool
+    key: str  # cache key
+
+
+@dataclass
+class TaskResult:
+    id: str
+    fit: Fit | None
+    error: str | None
+    seconds: float
+    verify: Any | None = None  # VerifyRecord
+    cached: bool = False
+
+
+def _fit(design: Design, method: str, engine: str, formula_text: str) -> Fit:
+    """The engine call (a seam: tests replace it to make one model fail)."""
+    from runner.engines.base import fit_design
+
+    return fit_design(design, method, engine=engine, formula_text=formula_text)
+
+
+def _verify(design: Design, method: str, fit: Fit) -> Any:
+    from runner.engines.verify import verify_fit
+
+    return verify_fit(design, method, fit)
+
+
+def execute_task(task: FitTask) -> TaskResult:
+    """Fit one task; never raises for a numerical failure (the result says failed)."""
+    t0 = time.perf_counter()
+    try:
+        fit = _fit(task.design, task.method, task.engine, task.formula_text)
+    except Exception as exc:  # EngineError, LinAlgError, anything inside a fit
+        return TaskResult(task.id, None, f"{type(exc).__name__}: {exc}", time.perf_counter() - t0)
+    verify = None
+    if task.verify:
+        try:
+            verify = _verify(task.design, task.method, fit)
+        except Exception as exc:  # a broken cross-check is reported, the fit stands
+            from runner.results import VerifyRecord
+
+            verify = VerifyRecord(engine="statsmodels", status="failed", message=f"{type(exc).__name__}: {exc}")
+    return TaskResult(task.id, fit, None, time.perf_counter() - t0, verify=verify)
+
+
+def limit_blas_threads() -> None:
+    """One BLAS thread per worker: with N workers on N cores, more threads only oversubscribe."""
+    for name in BLAS_ENV:
+        os.environ[name] = "1"
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=1)
+    except Exception:  # threadpoolctl missing or no BLAS found: env vars are the fallback
+        pass
+
+
+def execute_task_single_thread(task: FitTask) -> TaskResult:
+    """`execute_task` under a one-thread BLAS limit (for Dask workers, which we do not start)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return execute_task(task)
+    with threadpool_limits(limits=1):
+        return execute_task(task)

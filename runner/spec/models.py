@@ -1,0 +1,307 @@
+"""The spec file's schema: pydantic models are the single source of truth.
+
+Everything a spec may say is declared here with a description, so `mixspec schema`
+gives editors completion and hover help, and unknown keys are errors
+(`extra="forbid"`), never silently ignored.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+    model_validator,
+)
+
+Method = Literal["REML", "ML"]
+EngineName = Literal["auto", "lme", "statsmodels"]
+Verify = Literal["statsmodels"]
+CovarianceName = Literal["unstructured", "diagonal", "identity", "compound_symmetry"]
+
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+_WINDOWS_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)),
+                     *(f"lpt{i}" for i in range(1, 10))}
+
+
+def check_safe_name(value: str, what: str = "name") -> str:
+    """Reject names that would be unsafe as file names (they become report paths).
+
+    Allowed: letters, digits, `_`, `-`, `.`, starting with a letter or digit, no `..`.
+    """
+    if not isinstance(value, str) or not _SAFE_NAME.fullmatch(value) or ".." in value:
+        raise ValueError(
+            f"{what} {value!r} is not a safe file name: use letters, digits, '_', '-' or '.', "
+            "start with a letter or digit, no path separators or '..' (at most 100 characters)"
+        )
+    if value.split(".")[0].lower() in _WINDOWS_RESERVED:
+        raise ValueError(f"{what} {value!r} is a reserved device name on Windows")
+    return value
+
+
+def safe_name(text: str) -> str:
+    """Turn any text (a file stem) into a safe name by replacing unsafe characters."""
+    cleaned = re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("._-")
+    cleaned = re.sub(r"\.{2,}", ".", cleaned)[:100] or "spec"
+    if cleaned.split(".")[0].lower() in _WINDOWS_RESERVED:
+        cleaned = f"spec_{cleaned}"
+    return cleaned
+
+
+class Strict(BaseModel):
+    """Base: unknown keys are errors, so a typo never passes silently."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+# ----------------------------------------------------------------------------- data
+
+
+class SqlSource(Strict):
+    """Rows from a database: a SQLite or DuckDB file, or any SQLAlchemy URL.
+
+    Give the URL in the spec only when it holds no password; otherwise name an
+    environment variable in `url_env` (credentials never belong in a spec).
+    """
+
+    url: str | None = Field(None, description="SQLAlchemy URL, e.g. sqlite:///scores.db or "
+                            "duckdb:///scores.duckdb (relative file paths are relative to the spec)")
+    url_env: str | None = Field(None, description="Name of an environment variable holding the URL")
+    query: str | None = Field(None, description="SQL query returning the rows")
+    table: str | None = Field(None, description="Table to read whole (instead of query)")
+
+    @model_validator(mode="after")
+    def _one_each(self) -> SqlSource:
+        if (self.url is None) == (self.url_env is None):
+            raise ValueError("give exactly one of 'url' or 'url_env'")
+        if (self.query is None) == (self.table is None):
+            raise ValueError("give exactly one of 'query' or 'table'")
+        if self.url_env is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.url_env):
+            raise ValueError(f"url_env {self.url_env!r} is not an environment variable name")
+        return self
+
+
+class SimulateSource(Strict):
+    """Students with repeated test scores in classrooms, schools and provinces, with known truth.
+
+    The defaults reproduce the shipped `students` example exactly.
+    """
+
+    provinces: int = Field(8, ge=1, description="Number of provinces")
+    schools: int = Field(6, ge=1, description="Schools per province")
+    classrooms: int = Field(4, ge=1, description="Classrooms per school")
+    students: int = Field(20, ge=1, description="Students per classroom")
+    scores: int = Field(3, ge=1, description="Test scores per student (one per year of age)")
+    sd_province: float = Field(3.0, ge=0, description="SD of province intercepts")
+    sd_school: float = Field(4.0, ge=0, description="SD of school intercepts")
+    sd_classroom: float = Field(5.0, ge=0, description="SD of classroom intercepts")
+    sd_classroom_age: float = Field(0.8, ge=0, description="SD of classroom slopes of age")
+    corr_classroom: float = Field(0.3, ge=-1, le=1, description="Correlation of classroom intercept and age slope")
+    sd_student: float = Field(6.0, ge=0, description="SD of student intercepts")
+    sd_residual: float = Field(8.0, gt=0, description="Residual SD")
+    intercept: float = Field(50.0, description="Mean score at age 11 for sex F")
+    age: float = Field(2.0, description="Fixed effect of age (per year)")
+    sex_m: float = Field(-1.5, description="Fixed effect of sex M relative to F")
+    seed: int = Field(20261125, ge=0, description="Seed of numpy's default_rng")
+
+
+class CategoricalSpec(Strict):
+    """How a column becomes a factor: its reference level and optionally its level order."""
+
+    reference: str | int | float | None = Field(
+        None, description="Reference (baseline) level; default: the first level")
+    levels: list[str | int | float] | None = Field(
+        None, description="Level order; values outside it are an error")
+
+
+class CenterSpec(Strict):
+    """Centre (and optionally scale) a numeric predictor before fitting."""
+
+    center: float | Literal["mean"] = Field("mean", description="Value subtracted, or 'mean'")
+    scale: bool = Field(False, description="Also divide by the standard deviation (as R's scale())")
+
+
+class DataSpec(Strict):
+    """Where the rows come from (exactly one source) and how they are prepared."""
+
+    path: str | None = Field(None, description="CSV, Parquet or xlsx file, relative to the spec file")
+    sheet: str | int | None = Field(None, description="Sheet of an xlsx file (name or 0-based index)")
+    sql: SqlSource | None = Field(None, description="Rows from a database")
+    example: str | None = Field(None, description="A data set shipped with mixspec: sleepstudy, "
+                                "penicillin, pastes, dyestuff, dyestuff2, students")
+    simulate: SimulateSource | None = Field(None, description="Simulated students design")
+    filter: str | None = Field(None, description="Row filter in pandas query syntax, e.g. \"age >= 9\"")
+    na: Literal["common", "per_model"] = Field(
+        "common", description="common: drop rows with a missing value in any column any model "
+        "uses (models stay comparable); per_model: drop per model as lme4 does")
+    categorical: dict[str, CategoricalSpec] = Field(
+        default_factory=dict, description="Columns to treat as factors, with reference levels")
+    center: dict[str, float | Literal["mean"] | CenterSpec] = Field(
+        default_factory=dict, description="Columns to centre: a number, 'mean', or {center, scale}")
+    sha256: str | None = Field(None, description="Pin: fail if the loaded data's hash differs")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataSpec:
+        given = [k for k in ("path", "sql", "example", "simulate") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one data source: path, sql, example or simulate"
+                             + (f" (got {', '.join(given)})" if given else ""))
+        return self
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        digest = value.removeprefix("sha256:").strip().lower()
+        if not re.fullmatch(r"[0-9a-f]{64}", digest):
+            raise ValueError("sha256 must be 64 hexadecimal digits")
+        return digest
+
+    @property
+    def source_kind(self) -> str:
+        """Which source is given: path, sql, example or simulate."""
+        return next(k for k in ("path", "sql", "example", "simulate") if getattr(self, k) is not None)
+
+
+# ----------------------------------------------------------------------------- models
+
+
+class Defaults(Strict):
+    """Options every model inherits unless it says otherwise."""
+
+    method: Method = Field("REML", description="REML or ML")
+    engine: EngineName = Field("auto", description="auto (the native lme engine), lme or statsmodels")
+    verify: Verify | None = Field(None, description="Also fit with statsmodels and report the difference")
+
+
+class ModelOptions(Strict):
+    """Per-model options shared by both model forms."""
+
+    weights: str | None = Field(None, description="Column of prior weights (non-negative, finite)")
+    offset: str | None = Field(None, description="Numeric column added to the linear predictor")
+    method: Method | None = Field(None, description="REML or ML (default: defaults.method)")
+    engine: EngineName | None = Field(None, description="Engine (default: defaults.engine)")
+    verify: Verify | None = Field(None, description="Cross-check with statsmodels")
+
+
+class FormulaModel(ModelOptions):
+    """A model written as an lme4 formula: `y ~ x + (x|g) + (1|a/b)`."""
+
+    formula: str = Field(description="lme4 formula; glmmTMB's diag()/homdiag()/homcs() for other covariances")
+
+
+class RandomSpec(Strict):
+    """One grouping level of the structured form."""
+
+    group: str = Field(description="Grouping column")
+    within: str | None = Field(None, description="Enclosing grouping column: the group is nested in it")
+    terms: list[str | int] = Field(default_factory=lambda: [1],
+                                   description="Random-effect terms: 1 for the intercept, column names for slopes")
+    covariance: CovarianceName = Field("unstructured", description="Covariance of the terms")
+
+
+class StructuredModel(ModelOptions):
+    """A model written as response, fixed terms and a list of grouping levels."""
+
+    response: str = Field(description="Response column")
+    fixed: list[str] = Field(default_factory=list, description="Fixed-effect terms (formulaic syntax)")
+    intercept: bool = Field(True, description="Include a fixed intercept")
+    random: list[RandomSpec] = Field(default_factory=list, description="Grouping levels")
+
+
+def _model_form(value: Any) -> str:
+    """Pick the model form from its keys, so errors speak of one form, not both."""
+    keys = value.keys() if isinstance(value, dict) else vars(value).keys() if hasattr(value, "__dict__") else ()
+    if "formula" in keys:
+        return "formula"
+    if {"response", "fixed", "random"} & set(keys):
+        return "structured"
+    return "formula"
+
+
+ModelSpec = Annotated[
+    Annotated[FormulaModel, Tag("formula")] | Annotated[StructuredModel, Tag("structured")],
+    Discriminator(_model_form),
+]
+#: Tags of the model union; they appear in pydantic error locations and are skipped there.
+MODEL_FORM_TAGS = ("formula", "structured")
+
+
+class VariantSpec(ModelOptions):
+    """A model derived from another (or from another variant) by adding or dropping terms."""
+
+    base: str = Field(alias="from", description="Model or variant this one starts from")
+    add: list[str] = Field(default_factory=list, description="Terms to add, e.g. \"(1|student_id)\"")
+    drop: list[str] = Field(default_factory=list, description="Terms to drop, e.g. sex or \"(1|school)\"")
+
+
+class CompareSpec(Strict):
+    """How models are ranked and tested."""
+
+    criterion: Literal["AIC", "BIC", "AICc"] = Field("AIC", description="Ranking criterion")
+    refit: bool = Field(True, description="Refit REML fits with ML for ranking and tests (as lme4's anova())")
+    tests: list[tuple[str, str]] | Literal["auto"] = Field(
+        default_factory=list, description="Likelihood-ratio tests as [small, large] pairs, or 'auto'")
+
+
+class ExpectSpec(Strict):
+    """Checks evaluated after fitting; a failing one makes the run exit 1.
+
+    The shapes are declared here for editors; the condition grammar is parsed by
+    `runner.spec.expect.parse_expectations` (never by eval).
+    """
+
+    best: str | None = Field(None, description="The model expected to rank first")
+    fixed: str | list[str] | dict[str, str | list[str]] | None = Field(
+        None, description="Fixed-effect conditions: [\"age > 0\", \"sex[T.M] in [-3, 0]\"], "
+        "or per model {NAME: [...]}")
+    converged: Literal["all"] | list[str] | None = Field(
+        None, description="'all' or a list of models that must converge")
+    singular: Literal["none"] | list[str] | None = Field(
+        None, description="'none' or a list of models that must not be singular")
+    delta_aic: dict[str, str | float] | None = Field(
+        None, description="Bounds on a model's criterion delta: {NAME: \"< 2\"}")
+
+
+class ReportSpec(Strict):
+    """Options of the HTML report."""
+
+    title: str | None = Field(None, description="Report title (default: the spec's title)")
+    caterpillar_max_levels: int | None = Field(
+        None, ge=1, description="Show at most this many levels per caterpillar plot")
+
+
+_NameKey = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")]  # no dots: paths are dotted
+
+
+class Spec(Strict):
+    """A mixspec spec: data, models, variants, comparisons and expectations."""
+
+    name: str | None = Field(None, description="Report folder name; default: the spec file's stem")
+    title: str | None = Field(None, description="Human title")
+    data: DataSpec
+    defaults: Defaults = Field(default_factory=Defaults)
+    models: dict[_NameKey, ModelSpec] = Field(min_length=1, description="Models by name")
+    variants: dict[_NameKey, VariantSpec] = Field(default_factory=dict, description="Derived models by name")
+    compare: CompareSpec = Field(default_factory=CompareSpec)
+    expect: ExpectSpec | None = None
+    report: ReportSpec = Field(default_factory=ReportSpec)
+
+    @field_validator("name")
+    @classmethod
+    def _safe(cls, value: str | None) -> str | None:
+        return None if value is None else check_safe_name(value)
+
+    @field_validator("models", "variants")
+    @classmethod
+    def _safe_keys(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for key in value:
+            check_safe_name(key, "model name")
+        return value

@@ -1,0 +1,97 @@
+"""Everything checked before fitting: spec, data, and each model against the data.
+
+`validate_spec` is what `mixspec validate` prints and what `mixspec run` calls
+before any fit, so both find the same problems. Every problem is located in the
+spec file and all of them are raised together (SpecError or DataError).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from runner.data.errors import DataError
+from runner.data.prepare import PreparedData, count_levels, prepare
+from runner.data.sources import load_frame
+from runner.spec.errors import IssueError, SpecIssue
+from runner.spec.load import LoadedSpec, load_spec
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    """One row of validate's table."""
+
+    name: str
+    formula: str  # lme4 text
+    source: str  # "model" or "variant of X"
+    method: str
+    engine: str
+    nobs: int
+    groups: dict[str, int]  # grouping factor (lme4 name) -> levels in the rows used
+
+
+@dataclass
+class ValidatedSpec:
+    """A spec ready to fit: loaded, its data prepared, every model checked."""
+
+    loaded: LoadedSpec
+    data: PreparedData
+    summaries: dict[str, ModelSummary]
+    warnings: list[SpecIssue] = field(default_factory=list)
+    designs: dict[str, Any] = field(default_factory=dict)  # model -> runner.design.model.Design, when built
+
+
+def _groups(data: PreparedData, name: str, model: Any) -> dict[str, int]:
+    frame = data.frame.loc[data.masks[name]]
+    out: dict[str, int] = {}
+    for term in model.formula.random:
+        if term.group_name in out:
+            continue
+        out[term.group_name] = count_levels(frame, term.group)
+    return out
+
+
+def _build_designs(loaded: LoadedSpec, data: PreparedData) -> tuple[dict[str, Any], list[SpecIssue]]:
+    """Build each model's design when the design layer is available (rank, lme4's checks)."""
+    try:
+        from runner.design.build import DesignError, build_design
+    except ImportError:
+        return {}, []
+    designs: dict[str, Any] = {}
+    issues: list[SpecIssue] = []
+    for name, model in loaded.models.items():
+        try:
+            designs[name] = build_design(model.formula, data.frame_for(name),
+                                         weights=model.weights, offset=model.offset)
+        except DesignError as exc:
+            issues.append(loaded.issue(model.spec_path, str(exc)))
+    return designs, issues
+
+
+def validate_spec(path: str | Path, *, build_designs: bool = True) -> ValidatedSpec:
+    """Load a spec and its data and check every model; raise SpecError/DataError with all issues."""
+    loaded = load_spec(path)
+    try:
+        frame = load_frame(loaded.spec.data, loaded.base_dir)
+        data = prepare(frame, loaded.spec.data, loaded.models)
+    except DataError as exc:
+        raise DataError([loaded.locate(i) for i in exc.issues]) from None
+    warnings = [loaded.locate(w) for w in [*loaded.warnings, *data.warnings]]
+    designs: dict[str, Any] = {}
+    if build_designs:
+        designs, issues = _build_designs(loaded, data)
+        if issues:
+            raise DataError([*issues, *warnings])
+        for name, design in designs.items():
+            for message in getattr(design, "warnings", []) or []:
+                warnings.append(loaded.issue(loaded.models[name].spec_path, message, "warning"))
+    summaries = {
+        name: ModelSummary(name=name, formula=m.formula_text, source=m.source, method=m.method,
+                           engine=m.engine, nobs=data.nobs(name), groups=_groups(data, name, m))
+        for name, m in loaded.models.items()
+    }
+    return ValidatedSpec(loaded=loaded, data=data, summaries=summaries, warnings=warnings, designs=designs)
+
+
+__all__ = ["IssueError", "ModelSummary", "ValidatedSpec", "validate_spec"]

@@ -1,0 +1,211 @@
+"""The native engine beyond the reference cases: a dense oracle, weights and offsets
+against lme4 (tests/reference_extra, made by lme4_extra.R there), templates,
+rank deficiency, BLUPs and determinism."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from runner.design.build import build_design
+from runner.engines import EngineError, fit_design, get_engine
+from runner.engines.lme.criterion import Criterion
+from runner.engines.lme.structure import build_problem
+from runner.engines.lme.templates import Template
+from runner.formula import parse_formula
+
+ROOT = Path(__file__).resolve().parents[1]
+EXTRA = ROOT / "tests" / "reference_extra"
+EXAMPLES = ROOT / "runner" / "data" / "examples"
+
+
+def sleepstudy() -> pd.DataFrame:
+    d = pd.read_csv(EXAMPLES / "sleepstudy.csv")
+    d["w"] = 1 + (d["Days"] % 3) / 2  # as tests/reference_extra/lme4_extra.R
+    d["off"] = 2.0 * d["Days"]
+    return d
+
+
+def synthetic(n: int = 240, seed: int = 1) -> pd.DataFrame:
+    """a nested in b (slope on b), c crossed with both, positive weights, an offset."""
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, 40, n)
+    b = a // 5  # 8 levels, a nested in b
+    c = rng.integers(0, 5, n)
+    x = rng.normal(size=n)
+    y = 1 + 0.5 * x + rng.normal(size=40)[a] + rng.normal(size=8)[b] * (1 + x) + rng.normal(size=5)[c] \
+        + rng.normal(size=n)
+    return pd.DataFrame({"y": y, "x": x, "a": a, "b": b, "c": c, "f": rng.choice(["u", "v", "w"], n),
+                         "w": rng.uniform(0.5, 2.0, n), "off": rng.normal(size=n)})
+
+
+def dense_criterion(design, theta: np.ndarray, method: str) -> float:
+    """Marginal likelihood of y ~ N(X beta, sigma^2 (Z Lambda Lambda' Z' + W^-1)), profiled."""
+    n, p = design.X.shape
+    w = np.ones(n) if design.weights is None else design.weights
+    y = design.y - (0 if design.offset is None else design.offset)
+    Zs, Ls, k = [], [], 0
+    for b in design.blocks:
+        t = Template(b.covariance, b.ncols, b.group, tuple(b.column_names))
+        T = t.factor(theta[k:k + t.ntheta])
+        k += t.ntheta
+        Z = np.zeros((n, b.nlevels * b.ncols))
+        for a in range(b.ncols):
+            Z[np.arange(n), b.codes * b.ncols + a] = b.X[:, a]
+        Zs.append(Z)
+        Ls.append(np.kron(np.eye(b.nlevels), T))
+    Z = np.hstack(Zs)
+    Lam = np.zeros((Z.shape[1], Z.shape[1]))
+    o = 0
+    for L in Ls:
+        Lam[o:o + L.shape[0], o:o + L.shape[0]] = L
+        o += L.shape[0]
+    V = Z @ Lam @ Lam.T @ Z.T + np.diag(1 / w)
+    Vi = np.linalg.inv(V)
+    XtViX = design.X.T @ Vi @ design.X
+    beta = np.linalg.solve(XtViX, design.X.T @ Vi @ y)
+    r = y - design.X @ beta
+    r2 = r @ Vi @ r
+    logdetV = np.linalg.slogdet(V)[1]
+    if method == "ML":
+        return logdetV + n * (1 + np.log(2 * np.pi * r2 / n))
+    return logdetV + np.linalg.slogdet(XtViX)[1] + (n - p) * (1 + np.log(2 * np.pi * r2 / (n - p)))
+
+
+@pytest.mark.parametrize("method", ["REML", "ML"])
+@pytest.mark.parametrize("formula,weights,offset", [
+    ("y ~ x + (1|a) + (x|b) + (1|c)", None, None),
+    ("y ~ x + f + (1|a) + (x|b) + (1|c)", "w", "off"),
+    ("y ~ x + (x|a) + (1|c)", "w", None),
+    ("y ~ x + (1|c) + homcs(0 + f|b) + diag(x|a)", None, "off"),
+])
+def test_criterion_equals_dense_marginal_likelihood(formula, weights, offset, method) -> None:
+    design = build_design(parse_formula(formula), synthetic(), weights=weights, offset=offset)
+    problem = build_problem(design)
+    crit = Criterion(problem, method)
+    rng = np.random.default_rng(7)
+    for _ in range(3):
+        theta = problem.start + rng.uniform(-0.4, 0.6, problem.start.size)
+        theta = np.maximum(theta, problem.lower)
+        assert crit(theta) == pytest.approx(dense_criterion(design, theta, method), rel=1e-10, abs=1e-9)
+
+
+@pytest.mark.parametrize("kind", ["weights", "offset"])
+@pytest.mark.parametrize("method", ["REML", "ML"])
+def test_weights_and_offset_match_lme4(kind: str, method: str) -> None:
+    ref = json.loads((EXTRA / f"sleepstudy_{kind}_{method.lower()}.json").read_text())
+    design = build_design(parse_formula(ref["formula"]), sleepstudy(),
+                          weights="w" if kind == "weights" else None,
+                          offset="off" if kind == "offset" else None)
+    crit = Criterion(build_problem(design), method)
+    assert crit(np.asarray(ref["theta"])) == pytest.approx(ref["objective"], rel=1e-8)
+    fit = fit_design(design, method)
+    assert fit.objective <= ref["objective"] + 1e-4
+    for mine, theirs in zip(fit.fixed_effects, ref["fixed"], strict=True):
+        assert abs(mine.estimate - theirs["estimate"]) <= 1e-3 * theirs["std_error"]
+        assert mine.std_error == pytest.approx(theirs["std_error"], rel=1e-3)
+    assert fit.sigma == pytest.approx(ref["sigma"], rel=1e-3)
+
+
+def test_conditional_modes_and_sds_match_lme4() -> None:
+    ref = json.loads((EXTRA / "sleepstudy_weights_reml.json").read_text())
+    design = build_design(parse_formula(ref["formula"]), sleepstudy(), weights="w")
+    fit = fit_design(design, "REML")
+    block = fit.arrays.ranef[0]
+    assert block.levels[:3] == ["308", "309", "310"]
+    # the two optima differ by ~1e-5 in theta: compare on the scale of the conditional SDs (~12)
+    np.testing.assert_allclose(block.modes[:3, 0], ref["ranef_first"], atol=1e-3 * 12)
+    np.testing.assert_allclose(block.cond_sd[:3, 0], ref["condsd_first"], rtol=2e-3)
+
+
+def test_conditional_sds_of_a_nested_second_term_match_dense() -> None:
+    """Check cond. variances of every block against sigma^2 Lambda (Lambda'Z'WZ Lambda + I)^-1 Lambda'."""
+    design = build_design(parse_formula("y ~ x + (1|a) + (x|b) + (1|c)"), synthetic())
+    fit = fit_design(design, "REML")
+    theta = np.asarray(fit.theta)
+    n = design.nobs
+    Zs, Ls, k = [], [], 0
+    for b in design.blocks:
+        t = Template(b.covariance, b.ncols, b.group, tuple(b.column_names))
+        T = t.factor(theta[k:k + t.ntheta])
+        k += t.ntheta
+        Z = np.zeros((n, b.nlevels * b.ncols))
+        for a in range(b.ncols):
+            Z[np.arange(n), b.codes * b.ncols + a] = b.X[:, a]
+        Zs.append(Z)
+        Ls.append(np.kron(np.eye(b.nlevels), T))
+    Z = np.hstack(Zs)
+    q = Z.shape[1]
+    Lam = np.zeros((q, q))
+    o = 0
+    for L in Ls:
+        Lam[o:o + L.shape[0], o:o + L.shape[0]] = L
+        o += L.shape[0]
+    C = fit.sigma**2 * Lam @ np.linalg.inv(Lam.T @ Z.T @ Z @ Lam + np.eye(q)) @ Lam.T
+    expected = np.sqrt(np.diag(C))
+    got = np.concatenate([blk.cond_sd.ravel() for blk in fit.arrays.ranef])
+    np.testing.assert_allclose(got, expected, rtol=1e-8)
+    # BLUPs: fitted values reproduce X beta + Z b
+    beta = np.array([fe.estimate for fe in fit.fixed_effects])
+    b = np.concatenate([blk.modes.ravel() for blk in fit.arrays.ranef])
+    np.testing.assert_allclose(fit.arrays.fitted, design.X @ beta + Z @ b, rtol=1e-10, atol=1e-10)
+
+
+def test_compound_symmetry_equals_intercepts_on_g_and_g_by_f() -> None:
+    d = synthetic(seed=3)
+    cs = fit_design(build_design(parse_formula("y ~ x + homcs(0 + f|b)"), d), "REML")
+    nested = fit_design(build_design(parse_formula("y ~ x + (1|b) + (1|b:f)"), d), "REML")
+    assert cs.objective == pytest.approx(nested.objective, abs=1e-6)
+    assert cs.npar == nested.npar
+    rows = {(r.term, r.term2): r for r in cs.random_effects if r.id == "b"}
+    assert rows[("fu", "fv")].corr >= 0
+
+
+def test_identity_template_has_one_parameter_and_equals_its_expansion() -> None:
+    d = synthetic(seed=4)
+    ident = fit_design(build_design(parse_formula("y ~ x + homdiag(0 + f|b)"), d), "ML")
+    assert len(ident.theta) == 1
+    sds = [r.sd for r in ident.random_effects if r.id == "b"]
+    assert max(sds) - min(sds) < 1e-12
+    # (0+f|b) with one shared variance: same as (1|b:f) since f's cells are independent
+    cell = fit_design(build_design(parse_formula("y ~ x + (1|b:f)"), d), "ML")
+    assert ident.objective == pytest.approx(cell.objective, abs=1e-6)
+
+
+def test_rank_deficient_column_dropped_with_its_name() -> None:
+    d = sleepstudy()
+    d["Days2"] = 2 * d["Days"]
+    design = build_design(parse_formula("Reaction ~ Days + Days2 + (1|Subject)"), d)
+    assert design.dropped_fixed == ["Days2"]
+    assert [c.lme4_name for c in design.fixed] == ["(Intercept)", "Days"]
+    fit = fit_design(design, "ML")
+    assert "rank_deficient" in {w.code for w in fit.warnings}
+    assert fit.npar == 4
+
+
+def test_deterministic_bit_identical() -> None:
+    design = build_design(parse_formula("y ~ x + (1|a) + (x|b) + (1|c)"), synthetic())
+    a, b = fit_design(design, "REML"), fit_design(design, "REML")
+    assert a.theta == b.theta and a.objective == b.objective
+    assert [f.estimate for f in a.fixed_effects] == [f.estimate for f in b.fixed_effects]
+
+
+def test_few_levels_note_and_wald_p_values() -> None:
+    fit = fit_design(build_design(parse_formula("Reaction ~ Days + (Days|Subject)"), sleepstudy()), "REML")
+    assert fit.p_method == "wald-z"
+    assert "few_levels" in {w.code for w in fit.warnings}
+    days = fit.fixed_effects[1]
+    assert days.statistic == pytest.approx(days.estimate / days.std_error)
+    assert days.ci_low == pytest.approx(days.estimate - 1.959964 * days.std_error, rel=1e-6)
+    assert 0 < days.p_value < 1e-6
+
+
+def test_engine_dispatch() -> None:
+    assert get_engine("auto").name == "lme"
+    with pytest.raises(ValueError, match="unknown engine"):
+        get_engine("nope")
+    assert issubclass(EngineError, RuntimeError)

@@ -1,0 +1,311 @@
+"""The HTML report and the Markdown summary, rendered from results.json + sidecars.
+
+Inputs are realistic records built by `runner.report.samples` (lme4's numbers for the
+students models, simulated residuals and modes). The page is checked through its DOM
+(html5lib, strict), not by grepping: a number must sit in the right table cell.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+from xml.etree import ElementTree as ET
+
+import html5lib
+import numpy as np
+import pandas as pd
+import pytest
+
+from runner.report import plots
+from runner.report.api import render_index, render_spec_report
+from runner.report.format import fmt_fixed, fmt_int, fmt_num, fmt_p, fmt_weight, raw
+from runner.report.markdown import md, md_code, summary_markdown
+from runner.report.samples import EVIL, insteval_results, sleepstudy_results, students_results
+from runner.report.views import icc_view
+from runner.results import ResultsRecord
+
+NS = "{http://www.w3.org/1999/xhtml}"
+
+
+def parse_strict(html: str) -> ET.Element:
+    """html5lib strict parsing: raises on any parse error."""
+    return html5lib.HTMLParser(strict=True, namespaceHTMLElements=True).parse(html)
+
+
+def text_of(el: ET.Element) -> str:
+    return "".join(el.itertext()).strip()
+
+
+def table_rows(doc: ET.Element, cls: str) -> list[list[ET.Element]]:
+    """Body rows (as lists of td elements) of the tables with a class."""
+    out = []
+    for table in doc.iter(f"{NS}table"):
+        if cls in (table.get("class") or "").split():
+            for tr in table.iter(f"{NS}tr"):
+                tds = list(tr.iter(f"{NS}td"))
+                if tds:
+                    out.append(tds)
+    return out
+
+
+@pytest.fixture(scope="module")
+def students(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, ResultsRecord]:
+    out = tmp_path_factory.mktemp("students")
+    results = students_results(out, failed_model=True)
+    page = render_spec_report(results)
+    record = ResultsRecord.model_validate_json(results.read_text())
+    return page, page.read_text(encoding="utf-8"), record
+
+
+# ----------------------------------------------------------------- formatting
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(25.5958267673007, "25.60"), (0.0948556233001239, "0.09486"), (612.100158, "612.1"), (86491.91, "86,492"),
+     (-1.7913952462845, "-1.791"), (0.0, "0"), (1.23e-7, "1.230e-07"), (None, "—"), (float("nan"), "—"),
+     (12345678.0, "1.235e+07")],
+)
+def test_fmt_num(value: float | None, expected: str) -> None:
+    assert fmt_num(value) == expected
+
+
+def test_fmt_p_weight_int_fixed() -> None:
+    assert fmt_p(7.07e-10) == "< 0.001"
+    assert fmt_p(0.0014453723194209) == "0.0014"
+    assert fmt_p(0.800418431994874) == "0.800"
+    assert fmt_p(None) == "—"
+    assert fmt_weight(1e-20) == "< 0.001" and fmt_weight(0.98943) == "0.989" and fmt_weight(0.0) == "0.000"
+    assert fmt_int(73421) == "73,421"
+    assert fmt_fixed(-43231.4794423503) == "-43,231.48"
+    assert raw(0.1) == "0.1" and raw(None) == "" and raw(7) == "7"
+
+
+# ----------------------------------------------------------------- the spec page
+
+
+def test_page_is_strict_valid_html(students: tuple[Path, str, ResultsRecord]) -> None:
+    _, html, _ = students
+    doc = parse_strict(html)
+    assert doc.find(f"{NS}head/{NS}title") is not None
+    assert len(re.findall(r"<script\b", html)) == 1  # only the sort script
+    assert "http://" not in html.replace("http://www.w3.org/", "") and "https://" not in html  # no network
+
+
+def test_ranking_numbers_equal_results(students: tuple[Path, str, ResultsRecord]) -> None:
+    _, html, record = students
+    rows = table_rows(parse_strict(html), "ranking")
+    group = record.ranking[0]
+    assert len(rows) == len(group.rows) == 2
+    for tds, r in zip(rows, group.rows):
+        m = record.models[r.model]
+        assert m.ml_refit is not None
+        assert text_of(tds[0]).removesuffix(" ★") == r.model
+        assert text_of(tds[2]) == "ML refit"
+        assert text_of(tds[4]) == fmt_fixed(r.loglik) and float(tds[4].get("data-v")) == r.loglik
+        assert text_of(tds[5]) == fmt_fixed(m.ml_refit.aic)  # the ML refit's AIC, not the REML one
+        assert text_of(tds[6]) == fmt_fixed(m.ml_refit.bic)
+        assert text_of(tds[7]) == fmt_fixed(r.delta)
+        assert text_of(tds[8]) == fmt_weight(r.weight)
+    # literal values from lme4 (tests/reference/lrt.json): slopes best, AIC 86480.96 vs 86490.04
+    best = rows[0]
+    assert text_of(best[0]) == "slopes ★" and text_of(best[5]) == "86,480.96" and text_of(best[7]) == "0.00"
+    assert text_of(rows[1][5]) == "86,490.04" and text_of(rows[1][7]) == "9.08"
+    assert "ML refits of the REML fits" in html
+
+
+def test_lrt_and_expectations(students: tuple[Path, str, ResultsRecord]) -> None:
+    _, html, record = students
+    doc = parse_strict(html)
+    (tds,) = table_rows(doc, "tests")
+    t = record.tests[0]
+    assert text_of(tds[7]) == "13.079"  # lme4: chisq 13.0787766602152
+    assert text_of(tds[9]) == "0.0014"  # lme4: p 0.0014453723194209
+    assert text_of(tds[10]) == fmt_p(t.p_value_boundary) == "< 0.001"
+    exp = table_rows(doc, "expectations")
+    assert [text_of(r[1]) for r in exp] == ["pass", "pass"]
+
+
+def test_fixed_and_random_effects_tables(students: tuple[Path, str, ResultsRecord]) -> None:
+    _, html, _ = students
+    doc = parse_strict(html)
+    fixed = table_rows(doc, "fixed")
+    intercept = fixed[0]  # first model: intercepts
+    assert [text_of(td) for td in intercept[:3]] == ["Intercept", "25.60", "1.786"]
+    assert text_of(fixed[2][0]) == "sex[T.M]" and text_of(fixed[2][1]) == "-1.791"
+    assert text_of(intercept[5]) == "< 0.001"
+    assert text_of(intercept[6]) == "[22.10, 29.10]"  # 25.5958 -+ 1.96 * 1.7859
+    rand = table_rows(doc, "random")
+    assert [text_of(td) for td in rand[0]] == ["classroom", "Intercept", "192", "26.94", "5.190", ""]
+    corr = next(r for r in rand if "↔" in text_of(r[1]))
+    assert text_of(corr[5]) == "-0.8442"  # lme4: corr -0.844181514390997
+    icc = table_rows(doc, "icc")
+    # classroom ICC = 26.94 / (26.94 + 15.39 + 12.17 + 101.09) = 0.1732 (intercepts model)
+    assert [text_of(td) for td in icc[0]] == ["classroom", "26.94", "0.173"]
+    assert "No ICC for classroom: it has random slopes (age)" in html
+
+
+def test_icc_values() -> None:
+    rec = ResultsRecord.model_validate_json(students_results(Path(_tmp()) / "icc").read_text())
+    view = icc_view(rec.models["intercepts"])
+    total = 26.9407473980027 + 15.3854091071258 + 12.1699366082458 + 101.088383359767
+    assert [r.id for r in view.rows] == ["classroom", "school", "province"]
+    assert view.rows[0].icc == pytest.approx(26.9407473980027 / total, rel=1e-12)
+    sloped = icc_view(rec.models["slopes"])
+    assert [r.id for r in sloped.rows] == ["school", "province"]
+    assert sloped.rows[0].icc == pytest.approx(15.4171919262938 / (87.3107120181322 + 15.4171919262938
+                                                                   + 12.2943507306948 + 100.453636541429))
+
+
+def _tmp() -> str:
+    import tempfile
+
+    return tempfile.mkdtemp(prefix="mixspec-report-")
+
+
+def test_warnings_on_top_and_failed_model(students: tuple[Path, str, ResultsRecord]) -> None:
+    _, html, _ = students
+    doc = parse_strict(html)
+    notices = [li for ul in doc.iter(f"{NS}ul") if ul.get("class") == "notices" for li in ul]
+    first = text_of(notices[0])
+    assert first.startswith("Error: Model all_slopes failed: LinAlgError: Cholesky")
+    texts = [text_of(li) for li in notices]
+    assert any("3 of 11,523 rows dropped (3 missing); 11,520 rows used." in t for t in texts)
+    assert any("[scale_x]" in t for t in texts)
+    # warnings come before the comparison table
+    assert html.index("Model all_slopes failed") < html.index('id="comparison"')
+    assert '<div class="error-box">LinAlgError: Cholesky factor not positive definite at theta=[...]</div>' in html
+    assert 'id="status">1 failed model<' in html
+
+
+def test_plots_present_and_summarized(students: tuple[Path, str, ResultsRecord]) -> None:
+    page, html, _ = students
+    svgs = re.findall(r"<svg\b.*?</svg>", html, re.S)
+    # per ok model: coefficient, residuals, QQ, 3 or 4 caterpillars
+    assert len(svgs) == (1 + 2 + 3) + (1 + 2 + 3)
+    assert "Showing the 50 levels with the largest |mode| of 192." in html
+    assert "2D histogram of 11,520 rows" in html
+    assert "500 quantiles of 11,520 residuals" in html
+    ids = re.findall(r'\sid="([^"]+)"', html)
+    assert len(ids) == len(set(ids)), "duplicate ids across inline SVGs"
+    assert "<metadata" not in html and "<?xml" not in html and "Matplotlib v" not in html
+    assert (page.parent / "fits" / "slopes_ranef.parquet").is_file()
+
+
+def test_deterministic_bytes(tmp_path: Path) -> None:
+    results = sleepstudy_results(tmp_path)
+    first = render_spec_report(results).read_bytes()
+    second = render_spec_report(results).read_bytes()
+    assert first == second
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp files left
+
+
+def test_xss_is_escaped(tmp_path: Path) -> None:
+    results = sleepstudy_results(tmp_path, hostile=True)
+    html = render_spec_report(results).read_text(encoding="utf-8")
+    parse_strict(html)
+    assert "<script>alert(1)" not in html
+    assert len(re.findall(r"<script\b", html)) == 1
+    escaped = "&lt;script&gt;alert(1)&lt;/script&gt;"
+    # model name: ranking, test (small), expectation detail, nav link, section heading, status text; level: factors
+    assert html.count(escaped) >= 6
+    # the hostile level is a tick label of every caterpillar (SVG text, escaped by matplotlib)
+    cats = [s for s in re.findall(r"<svg\b.*?</svg>", html, re.S) if "caterpillar plot Subject" in s]
+    assert len(cats) == 4 and all(escaped in c for c in cats)  # intercept 1, slopes 1, uncorrelated 2 (Subject, Subject.1)
+    md_text = summary_markdown(ResultsRecord.model_validate_json(results.read_text()))
+    assert "<script>" not in md_text and "\\<script\\>alert(1)\\</script\\>" in md_text
+
+
+def test_missing_sidecar_is_a_note(tmp_path: Path) -> None:
+    results = sleepstudy_results(tmp_path)
+    (tmp_path / "fits" / "intercept.parquet").unlink()
+    html = render_spec_report(results).read_text(encoding="utf-8")
+    assert "no fitted/residuals sidecar (intercept.parquet): its plots are not drawn" in html
+    assert html.count("Residuals vs fitted values") == 2  # slopes and uncorrelated still have theirs
+    assert "one point per row, 180 rows" in html
+
+
+def test_plot_sizes_summarize_big_data() -> None:
+    rng = np.random.default_rng(1)
+    n = 73421
+    svg = plots.residual_plot(rng.normal(3, 0.5, n), rng.normal(0, 1, n), "r").svg
+    assert len(svg) < 120_000 and svg.count("<use") < 100  # one raster, not a point per row
+    qq = plots.qq_plot(rng.normal(0, 1, n), "q").svg
+    assert 500 <= qq.count("<use") < 540  # 500 quantiles plus tick marks
+    levels = [f"s{i}" for i in range(2972)]
+    frame = pd.DataFrame({"id": "s", "group": "s", "level": levels, "column": "Intercept",
+                          "mode": rng.normal(0, 0.3, 2972), "cond_sd": 0.1})
+    cat = plots.caterpillar_plot(frame, "c", "s")
+    assert cat is not None and "Showing the 50 levels with the largest |mode| of 2,972." in cat.caption
+    shown = re.findall(r">(s\d+)</text>", cat.svg)
+    top = frame.assign(a=frame["mode"].abs()).nlargest(50, "a")
+    assert sorted(shown) == sorted(top["level"])  # exactly the 50 most extreme levels
+
+
+@pytest.mark.slow
+def test_insteval_sized_page_under_2mb(tmp_path: Path) -> None:
+    results = insteval_results(tmp_path, models=2)
+    t0 = time.perf_counter()
+    page = render_spec_report(results)
+    seconds = time.perf_counter() - t0
+    size = page.stat().st_size
+    assert size < 2_000_000, size
+    html = page.read_text(encoding="utf-8")
+    parse_strict(html)
+    assert "Showing the 50 levels with the largest |mode| of 2,972." in html
+    assert "2D histogram of 73,421 rows" in html
+    assert seconds < 30  # the benchmark measures it properly; this only catches a pathological slowdown
+
+
+# ----------------------------------------------------------------- index and Markdown
+
+
+def test_index_lists_specs(tmp_path: Path) -> None:
+    students_results(tmp_path / "students", failed_model=True)
+    ok = students_results(tmp_path / "other")
+    data = json.loads(ok.read_text())
+    data["spec"]["name"] = "other"
+    ok.write_text(json.dumps(data))
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "results.json").write_text("{not json")
+    page = render_index(tmp_path)
+    html = page.read_text(encoding="utf-8")
+    doc = parse_strict(html)
+    rows = table_rows(doc, "index")
+    assert [text_of(r[0]) for r in rows] == ["other", "students"]
+    assert [text_of(r[2]) for r in rows] == ["slopes", "slopes"]
+    assert [text_of(r[3]) for r in rows] == ["ok", "1 failed model"]
+    links = [a.get("href") for a in doc.iter(f"{NS}a")]
+    assert links == ["other/index.html", "students/index.html"]
+    assert "broken/results.json unreadable" in html
+
+
+def test_summary_markdown(students: tuple[Path, str, ResultsRecord]) -> None:
+    _, _, record = students
+    text = summary_markdown(record)
+    assert text.startswith("# mixspec: Test scores by classroom, school and province\n")
+    assert "❌ **1 failed model**" in text
+    lines = text.splitlines()
+    best = next(line for line in lines if line.startswith("| **slopes**"))
+    cells = [c.strip() for c in re.split(r"(?<!\\)\|", best)[1:-1]]
+    assert cells[0] == "**slopes** ★"
+    assert cells[1] == "`test_score ~ age + sex + (age \\| classroom) + (1 \\| school) + (1 \\| province)`"
+    assert cells[2:] == ["ML refit", "9", "-43,231.48", "86,480.96", "0.00", "0.989"]
+    assert "| intercepts | slopes | ML refits | 7 → 9 | 13.079 | 2 | 0.0014 | < 0.001 |" in text
+    assert "- ❌ Model all\\_slopes failed: LinAlgError: Cholesky factor not positive definite at theta=\\[...\\]" in text
+    assert "- ✅ pass: `best: slopes` — best by AIC is slopes" in text
+    assert summary_markdown(record) == text
+
+
+def test_markdown_escaping() -> None:
+    assert md("a|b <i> *x*") == "a\\|b \\<i\\> \\*x\\*"
+    assert md_code("y ~ (1|g)") == "`y ~ (1\\|g)`"
+
+
+def test_report_never_imports_engines_or_runner() -> None:
+    src = Path(__file__).resolve().parents[1] / "runner" / "report"
+    for path in src.glob("*.py"):
+        code = path.read_text()
+        assert "runner.engines" not in code and "runner.run" not in code, path.name

@@ -1,0 +1,131 @@
+"""validate_spec: spec + data + every model checked, all problems located in the spec file."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from runner.data.errors import DataError
+from runner.spec.errors import SpecError
+from runner.validate import validate_spec
+
+SPECS = Path(__file__).resolve().parent.parent / "specs"
+
+
+def write(tmp_path: Path, text: str, name: str = "s.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("name,models,nobs,groups", [
+    ("sleepstudy", ["intercept", "slopes", "uncorrelated"], 180, {"Subject": 18}),
+    ("penicillin", ["crossed", "plate_only"], 144, {"plate": 24, "sample": 6}),
+    ("pastes", ["nested", "no_batch"], 60, {"cask:batch": 30, "batch": 10}),
+])
+def test_example_specs_validate(name, models, nobs, groups):
+    v = validate_spec(SPECS / f"{name}.yaml")
+    assert list(v.summaries) == models
+    first = v.summaries[models[0]]
+    assert first.nobs == nobs and first.groups == groups
+    assert v.warnings == []
+    assert v.data.rows == v.data.rows_used == nobs
+
+
+@pytest.mark.slow
+def test_students_spec_validates():
+    v = validate_spec(SPECS / "students.yaml")
+    s = v.summaries
+    assert s["student"].groups == {"classroom": 192, "school": 48, "province": 8, "student_id": 3840}
+    assert s["slopes"].formula == "test_score ~ age + sex + (age | classroom) + (1 | school) + (1 | province)"
+    assert all(x.nobs == 11520 for x in s.values())
+    assert v.data.factors["sex"].reference == "F"
+    assert v.warnings == []
+
+
+def test_data_errors_are_located_in_the_spec(tmp_path):
+    pd.DataFrame({"y": [1.0, 2, 3, 4, 5, 6], "x": [1.0, 2, 3, 4, 5, 6], "g": list("aabbcc")}).to_csv(
+        tmp_path / "d.csv", index=False)
+    path = write(tmp_path, """
+        data:
+          path: d.csv
+          categorical: {grp: {reference: a}}
+        models:
+          m1:
+            formula: y ~ xx + (1|g)
+          m2: {formula: "y ~ x + (1|g)", weights: wt}
+        """)
+    with pytest.raises(DataError) as info:
+        validate_spec(path)
+    lines = sorted(str(i) for i in info.value.issues)
+    assert f"{path}:3:17: data.categorical.grp: column 'grp' not in the data (columns: y, x, g)" in lines
+    # the column name inside the formula: `    formula: ` is 13 characters, 'xx' at index 4
+    assert f"{path}:6:18: models.m1.formula: column 'xx' not in the data; did you mean 'x'?" in lines
+    assert any(line.startswith(f"{path}:7:43: models.m2.weights: column 'wt' not in the data") for line in lines)
+
+
+def test_crossed_trap_warning_is_located(tmp_path):
+    path = write(tmp_path, """
+        data: {example: pastes}
+        models:
+          trap:
+            formula: strength ~ 1 + (1|batch) + (1|cask)
+        """)
+    v = validate_spec(path)
+    (w,) = v.warnings
+    assert str(w).startswith(f"{path}:4:14: models.trap.formula: warning: labels of 'cask' repeat")
+
+
+def test_filter_error_located(tmp_path):
+    path = write(tmp_path, """
+        data:
+          example: sleepstudy
+          filter: "Dayz > 2"
+        models:
+          m: {formula: "Reaction ~ Days + (1|Subject)"}
+        """)
+    with pytest.raises(DataError) as info:
+        validate_spec(path)
+    (issue,) = info.value.issues
+    assert str(issue) == f"{path}:3:12: data.filter: unknown column 'Dayz' in filter; did you mean 'Days'?"
+
+
+def test_filter_and_na_counts(tmp_path):
+    df = pd.read_csv(SPECS.parent / "runner" / "data" / "examples" / "sleepstudy.csv")
+    df.loc[[0, 5], "Reaction"] = None
+    df.to_parquet(tmp_path / "sleep.parquet")
+    path = write(tmp_path, """
+        data:
+          path: sleep.parquet
+          filter: Days >= 2
+        models:
+          m: {formula: "Reaction ~ Days + (1|Subject)"}
+        """)
+    v = validate_spec(path)
+    assert v.data.dropped == {"filter": 36, "missing": 1}  # row 0 has Days 0 (filtered), row 5 has Days 5
+    assert v.summaries["m"].nobs == 143
+
+
+def test_spec_error_stops_before_data(tmp_path):
+    path = write(tmp_path, """
+        data: {example: nosuch}
+        models:
+          m: {formul: "y ~ x"}
+        """)
+    with pytest.raises(SpecError) as info:
+        validate_spec(path)
+    assert [i.path for i in info.value.issues] == ["models.m.formul"]
+
+
+def test_unknown_example_located(tmp_path):
+    path = write(tmp_path, """
+        data: {example: sleepstudi}
+        models:
+          m: {formula: "Reaction ~ Days + (1|Subject)"}
+        """)
+    with pytest.raises(DataError) as info:
+        validate_spec(path)
+    assert str(info.value.issues[0]).startswith(f"{path}:1:17: data.example: unknown example 'sleepstudi'")
