@@ -198,6 +198,40 @@ def simulate(
     _err(f"{out}: {len(frame)} rows")
 
 
+@app.command()
+def init(
+    spec: Annotated[Path, typer.Argument(help="Spec file to write (YAML)", show_default=False)],
+    data: Annotated[Path | None, typer.Option(help="CSV, Parquet or xlsx file to model")] = None,
+    example: Annotated[str | None, typer.Option(help="A shipped data set instead of --data")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file")] = False,
+) -> None:
+    """Write a starter spec from a data file's columns (then edit it and `mixspec run` it)."""
+    from runner.data.errors import DataError
+    from runner.data.sources import load_frame
+    from runner.spec.models import DataSpec
+    from runner.spec.scaffold import data_line_for, scaffold_spec
+
+    if (data is None) == (example is None):
+        _err("mixspec init: give exactly one of --data FILE or --example NAME")
+        raise typer.Exit(EXIT_INVALID)
+    if spec.exists() and not force:
+        _err(f"mixspec init: {spec} exists; use --force to overwrite it")
+        raise typer.Exit(EXIT_INVALID)
+    try:
+        source = DataSpec(example=example) if example else DataSpec(path=str(Path(data).resolve()))
+        frame = load_frame(source, Path.cwd())
+    except DataError as exc:
+        _err(f"mixspec init: {exc}")
+        raise typer.Exit(EXIT_INVALID) from None
+    text = scaffold_spec(spec.stem, data_line_for(data, example, spec), frame)
+    try:
+        spec.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        _err(f"mixspec init: cannot write {spec}: {exc.strerror}")
+        raise typer.Exit(EXIT_INVALID) from None
+    _err(f"{spec}: written; check it with `mixspec validate {spec}`")
+
+
 def main() -> None:
     """Console entry point (`mixspec`, `python -m runner`)."""
     app()
