@@ -309,3 +309,16 @@ def test_report_never_imports_engines_or_runner() -> None:
     for path in src.glob("*.py"):
         code = path.read_text()
         assert "runner.engines" not in code and "runner.run" not in code, path.name
+
+
+def test_shared_warning_merges_at_the_top_but_stays_per_model() -> None:
+    from runner.report.views import Notice, merged
+
+    found = [Notice("error", "Model c failed: boom", "c"),
+             Notice("warn", "Model a [few_levels]: province has 8 levels", "a", "few_levels", "province has 8 levels"),
+             Notice("warn", "Model a [scale]: x is large", "a", "scale", "x is large"),
+             Notice("warn", "Model b [few_levels]: province has 8 levels", "b", "few_levels", "province has 8 levels")]
+    top = merged(found)
+    assert [n.text for n in top] == ["Model c failed: boom",
+                                     "Models a, b [few_levels]: province has 8 levels",
+                                     "Model a [scale]: x is large"]

@@ -170,7 +170,7 @@ def render_spec_page(record: ResultsRecord, results_dir: Path) -> str:
         status=status,
         status_text=status_text,
         provenance=provenance(record),
-        notices=notices,
+        notices=views.merged(notices),
         rankings=views.ranking_views(record),
         test_header=views.TEST_HEADER,
         tests=views.test_rows(record),

@@ -87,7 +87,7 @@ def _expectations(record: ResultsRecord) -> list[str]:
 
 
 def _notices(record: ResultsRecord) -> list[str]:
-    found = views.notices(record)
+    found = views.merged(views.notices(record))
     if not found:
         return []
     lines = ["## Failures and warnings", ""]

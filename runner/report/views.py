@@ -59,6 +59,35 @@ class Notice:
     level: str
     text: str
     model: str | None = None
+    code: str | None = None  # a fit warning's code, so the same warning of many models merges
+    message: str | None = None
+
+
+def merged(found: list[Notice]) -> list[Notice]:
+    """The page-top list: one line for a warning many models share ("Models a, b [few_levels]: ...").
+
+    Why: five identical lines bury the one warning that differs; each model's own
+    section still lists its warnings in full.
+    """
+    groups: dict[tuple[str, str, str], list[Notice]] = {}
+    for n in found:
+        if n.code is not None and n.model is not None and n.message is not None:
+            groups.setdefault((n.level, n.code, n.message), []).append(n)
+    out: list[Notice] = []
+    for n in found:
+        key = (n.level, n.code or "", n.message or "")
+        if key not in groups or n.model is None:
+            out.append(n)
+            continue
+        same = groups[key]
+        if n is not same[0]:
+            continue  # already merged into the line of its first model
+        if len(same) == 1:
+            out.append(n)
+        else:
+            names = ", ".join(m.model or "" for m in same)
+            out.append(Notice(n.level, f"Models {names} [{n.code}]: {n.message}", None, n.code, n.message))
+    return out
 
 
 @dataclass
@@ -284,7 +313,7 @@ def notices(record: ResultsRecord) -> list[Notice]:
         for w in m.warnings:
             if (w.code == "singular" and m.singular) or (w.code == "convergence" and m.converged is False):
                 continue
-            warns.append(Notice("warn", f"Model {name} [{w.code}]: {w.message}", name))
+            warns.append(Notice("warn", f"Model {name} [{w.code}]: {w.message}", name, w.code, w.message))
         if record.data.na == "per_model" and m.nobs is not None and m.nobs != record.data.rows_used:
             warns.append(Notice("warn", f"Model {name} used {fmt_int(m.nobs)} rows (na: per_model); it is "
                                         "compared only with models fitted to the same rows.", name))
