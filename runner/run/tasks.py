@@ -51,7 +51,7 @@ def _fit(design: Design, method: str, engine: str, formula_text: str) -> Fit:
 
 
 def _verify(design: Design, method: str, fit: Fit) -> Any:
-    from runner.engines.verify import verify_fit
+    from runner.engines.statsmodels.verify import verify_fit
 
     return verify_fit(design, method, fit)
 

@@ -51,6 +51,8 @@ def _fit_warnings(caught: list[warnings.WarningMessage]) -> list[FitWarning]:
         if text in seen:
             continue
         seen.add(text)
+        # statsmodels' generic text points to `mle_retvals`, which MixedLM results do not have
+        text = text.replace(" Check mle_retvals", "").strip()
         cat = w.category.__name__
         if "boundary" in text:
             out.append(FitWarning(code="boundary", message="statsmodels: " + text + BOUNDARY_NOTE))

@@ -195,6 +195,15 @@ def _vc_matrix(slot: VcSlot, block: RandomBlock, rows: np.ndarray) -> tuple[np.n
     return mat, [(int(lv), c) for lv in levels for c in slot.cols]
 
 
+def human_bytes(n: float) -> str:
+    """1536 -> '1.5 KiB'; 3 * 1024**3 -> '3.0 GiB'."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} B" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError
+
+
 def estimate_bytes(group_sizes: list[int], group_q: list[int]) -> int:
     """MixedLM's dense memory: stored n_g x q_g blocks (twice) and q_g^2, plus working copies."""
     stored = sum(2 * n * q + q * q for n, q in zip(group_sizes, group_q))
@@ -257,8 +266,8 @@ def translate(design: Design, max_bytes: int = DEFAULT_MAX_BYTES) -> Plan:
     if need > max_bytes:
         kind = "one all-rows group (the factors are crossed)" if ngroups == 1 else f"{ngroups} groups"
         raise InexpressibleModel(
-            f"MixedLM would need about {need / 1024**3:.1f} GiB for this model (limit "
-            f"{max_bytes / 1024**3:.1f} GiB): it works with dense matrices of rows x random effects per group, "
+            f"MixedLM would need about {human_bytes(need)} of memory for this model (limit "
+            f"{human_bytes(max_bytes)}): it works with dense matrices of rows x random effects per group, "
             f"here {kind} with up to {max(sizes)} rows x {max(qs)} random effects. "
             f"The sparse engine 'lme' fits it in a fraction of that. {ADVICE}"
         )
