@@ -11,9 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from runner.design.build import build_design
+from runner.design.build import DesignError, build_design
+from runner.design.checks import SCALE_MESSAGE
 from runner.engines import EngineError, fit_design, get_engine
 from runner.engines.lme.criterion import Criterion
+from runner.engines.lme.factor import phi_to_theta, theta_to_phi
 from runner.engines.lme.structure import build_problem
 from runner.engines.lme.templates import Template
 from runner.formula import parse_formula
@@ -40,7 +42,8 @@ def synthetic(n: int = 240, seed: int = 1) -> pd.DataFrame:
     y = 1 + 0.5 * x + rng.normal(size=40)[a] + rng.normal(size=8)[b] * (1 + x) + rng.normal(size=5)[c] \
         + rng.normal(size=n)
     return pd.DataFrame({"y": y, "x": x, "a": a, "b": b, "c": c, "f": rng.choice(["u", "v", "w"], n),
-                         "w": rng.uniform(0.5, 2.0, n), "off": rng.normal(size=n)})
+                         "w": rng.uniform(0.5, 2.0, n), "off": rng.normal(size=n),
+                         "d": b // 3})  # 3 levels, b nested in d (a chain a < b < d)
 
 
 def dense_criterion(design, theta: np.ndarray, method: str) -> float:
@@ -82,6 +85,10 @@ def dense_criterion(design, theta: np.ndarray, method: str) -> float:
     ("y ~ x + f + (1|a) + (x|b) + (1|c)", "w", "off"),
     ("y ~ x + (x|a) + (1|c)", "w", None),
     ("y ~ x + (1|c) + homcs(0 + f|b) + diag(x|a)", None, "off"),
+    # chains of nested stages (factored level by level) before a crossed dense remainder
+    ("y ~ x + (1|a) + (x|b) + (1|d) + (1|f)", "w", None),
+    ("y ~ x + f + (1|a) + (x|b) + (x|d)", None, "off"),
+    ("y ~ x + (1|a) + (1|b) + (0 + x|b) + (x|d)", None, None),
 ])
 def test_criterion_equals_dense_marginal_likelihood(formula, weights, offset, method) -> None:
     design = build_design(parse_formula(formula), synthetic(), weights=weights, offset=offset)
@@ -185,6 +192,63 @@ def test_rank_deficient_column_dropped_with_its_name() -> None:
     fit = fit_design(design, "ML")
     assert "rank_deficient" in {w.code for w in fit.warnings}
     assert fit.npar == 4
+
+
+def test_scale_x_warning_as_lme4() -> None:
+    d = sleepstudy()
+    d["big"] = 1e5 * np.random.default_rng(3).normal(size=len(d))
+    fit = fit_design(build_design(parse_formula("Reaction ~ Days + big + (1|Subject)"), d), "ML")
+    assert [w.message for w in fit.warnings if w.code == "scale_x"] == [SCALE_MESSAGE]
+    plain = fit_design(build_design(parse_formula("Reaction ~ Days + (1|Subject)"), d), "ML")
+    assert "scale_x" not in {w.code for w in plain.warnings}
+
+
+def test_one_level_per_row_is_not_identifiable() -> None:
+    d = sleepstudy()
+    d["row"] = np.arange(len(d))
+    with pytest.raises(DesignError, match="not identifiable from the residual"):
+        build_design(parse_formula("Reaction ~ Days + (1|row)"), d)
+
+
+@pytest.mark.parametrize("formula", ["y ~ x + (1|a) + (x|b) + (1|c)", "y ~ x + (x|a) + (1|c)",
+                                     "y ~ x + (1|a) + (1|b) + (0 + x|b) + (x|d)"])
+def test_whitened_parameters_give_the_same_criterion(formula: str) -> None:
+    """The optimizer's whitened phi is a reparametrization: same criterion, exact round trip."""
+    problem = build_problem(build_design(parse_formula(formula), synthetic()))
+    assert any(P is not None for P in problem.precond)
+    rng = np.random.default_rng(5)
+    for method in ("REML", "ML"):
+        plain, white = Criterion(problem, method), Criterion(problem, method, whitened=True)
+        for _ in range(3):
+            theta = np.maximum(problem.start + rng.uniform(-0.4, 0.6, problem.start.size), problem.lower)
+            phi = theta_to_phi(problem, theta)
+            np.testing.assert_allclose(phi_to_theta(problem, phi), theta, rtol=1e-12, atol=1e-12)
+            assert white(phi) == pytest.approx(plain(theta), rel=1e-12)
+
+
+@pytest.mark.parametrize("formula", ["Reaction ~ Days + (Days|Subject)", "Reaction ~ Days + (Days||Subject)"])
+def test_both_optimizers_reach_the_same_optimum(formula: str) -> None:
+    """L-BFGS-B (cheap evaluations) and COBYQA (expensive ones, e.g. InstEval) agree."""
+    from runner.engines.lme.optimize import minimize_theta
+
+    problem = build_problem(build_design(parse_formula(formula), sleepstudy()))
+    crit = Criterion(problem, "REML", whitened=True)
+    lbfgs = minimize_theta(crit, problem.start, problem.lower, eval_flops=0.0)
+    cobyqa = minimize_theta(crit, problem.start, problem.lower, eval_flops=np.inf)
+    assert lbfgs.optimizer.startswith("L-BFGS-B") and cobyqa.optimizer.startswith("COBYQA")
+    assert lbfgs.value == pytest.approx(cobyqa.value, abs=1e-6)
+    np.testing.assert_allclose(phi_to_theta(problem, lbfgs.theta), phi_to_theta(problem, cobyqa.theta),
+                               rtol=1e-3, atol=1e-4)
+
+
+def test_early_stop_is_polished_by_cobyqa(monkeypatch) -> None:
+    import runner.engines.lme.optimize as optimize
+
+    ref = json.loads((ROOT / "tests" / "reference" / "sleepstudy_reml.json").read_text())
+    monkeypatch.setattr(optimize, "LBFGS_FTOL", 1e-3)  # stops far from the optimum
+    fit = fit_design(build_design(parse_formula("Reaction ~ Days + (Days|Subject)"), sleepstudy()), "REML")
+    assert fit.convergence.optimizer == "L-BFGS-B, then COBYQA (scipy)"
+    assert fit.converged and fit.objective <= ref["objective"] + 1e-4
 
 
 def test_deterministic_bit_identical() -> None:

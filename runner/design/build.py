@@ -29,7 +29,13 @@ def _as_factors(frame: pd.DataFrame) -> pd.DataFrame:
             and not isinstance(frame[c].dtype, pd.CategoricalDtype)]
     if not text:
         return frame
-    conv = {c: pd.Categorical(frame[c], categories=sorted(pd.unique(frame[c].dropna()))) for c in text}
+    conv = {}
+    for c in text:
+        cat = pd.Categorical(frame[c])  # pandas sorts the categories when it can (fast path)
+        levels = cat.categories.to_numpy(dtype=object)
+        if levels.size > 1 and not np.all(levels[:-1] < levels[1:]):  # not as Python sorts: be explicit
+            cat = pd.Categorical(frame[c], categories=sorted(pd.unique(frame[c].dropna())))
+        conv[c] = cat
     return frame.assign(**conv)
 
 

@@ -31,9 +31,10 @@ def objective_from(problem: Problem, f: Factor, method: Method) -> float:
 class Criterion:
     """theta (lme4 order) -> objective, counting evaluations."""
 
-    def __init__(self, problem: Problem, method: Method) -> None:
+    def __init__(self, problem: Problem, method: Method, whitened: bool = False) -> None:
         self.problem = problem
         self.method = method
+        self.whitened = whitened  # theta is the optimizer's phi (factor.phi_to_theta)
         self.evaluations = 0
 
     def __call__(self, theta: np.ndarray) -> float:
@@ -42,7 +43,7 @@ class Criterion:
         if not np.all(np.isfinite(theta)):
             return FAILED
         try:
-            f = factorize(self.problem, theta)
+            f = factorize(self.problem, theta, self.whitened)
         except (FactorError, np.linalg.LinAlgError):
             return FAILED
         value = objective_from(self.problem, f, self.method)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from runner.design.model import Design
 from runner.engines.lme.convergence import check_convergence, is_singular
 from runner.engines.lme.criterion import Criterion, Method, objective_from
-from runner.engines.lme.factor import FactorError, factorize
+from runner.engines.lme.factor import FactorError, factorize, phi_to_theta
 from runner.engines.lme.optimize import minimize_theta
 from runner.engines.lme.results import arrays, fixed_effects, sigma2, variance_components
 from runner.engines.lme.solve import solve
@@ -18,6 +18,17 @@ from runner.engines.lme.structure import build_problem
 from runner.fit import Convergence, Fit, FitWarning
 
 FEW_LEVELS = 30
+_CONTROLLER: ThreadpoolController | None = None
+
+
+def _one_blas_thread():
+    """Limit BLAS to one thread during the fit (threadpoolctl; a multithreaded dense
+    Cholesky was many times slower on a shared 2-core machine). The controller is made
+    once (scanning the loaded libraries costs ~1 ms, as much as a small fit's criterion)."""
+    global _CONTROLLER
+    if _CONTROLLER is None:
+        _CONTROLLER = ThreadpoolController()
+    return _CONTROLLER.limit(limits=1)
 
 
 class LmeFitError(RuntimeError):
@@ -48,13 +59,24 @@ class LmeEngine:
 
     def fit(self, design: Design, method: Method, formula_text: str = "") -> Fit:
         t0 = time.perf_counter()
-        with threadpool_limits(limits=1):
+        with _one_blas_thread():
             problem = build_problem(design)
+            # the optimizer works on whitened parameters (structure._preconditioner)
+            crit_phi = Criterion(problem, method, whitened=True)
+            opt = minimize_theta(crit_phi, problem.start, problem.lower, problem.eval_flops)
+            theta = phi_to_theta(problem, opt.theta)
             crit = Criterion(problem, method)
-            opt = minimize_theta(crit, problem.start, problem.lower)
-            theta = opt.theta
             singular = is_singular(theta, problem.lower)
             check = check_convergence(crit, theta, opt.value, problem.lower, singular)
+            if not (check.ok and opt.success) and not opt.optimizer.startswith("COBYQA"):
+                # L-BFGS-B on difference gradients can stop early: polish with COBYQA from there
+                polish = minimize_theta(crit_phi, opt.theta, problem.lower, scan=False)
+                if polish.value <= opt.value:
+                    opt = polish
+                    opt.optimizer = "L-BFGS-B, then COBYQA (scipy)"
+                    theta = phi_to_theta(problem, opt.theta)
+                    singular = is_singular(theta, problem.lower)
+                    check = check_convergence(crit, theta, opt.value, problem.lower, singular)
             try:
                 f = factorize(problem, theta)
             except (FactorError, np.linalg.LinAlgError) as exc:
@@ -83,7 +105,7 @@ class LmeEngine:
             random_effects=variance_components(design, factors, s2),
             converged=converged, singular=singular,
             convergence=Convergence(converged=converged, optimizer=opt.optimizer,
-                                    message=check.message or opt.message, evaluations=crit.evaluations,
+                                    message=check.message or opt.message, evaluations=crit_phi.evaluations + crit.evaluations,
                                     max_abs_gradient=check.max_abs_gradient,
                                     hessian_min_eigenvalue=check.hessian_min_eigenvalue),
             warnings=_warnings(design, singular, check.ok, check.message),

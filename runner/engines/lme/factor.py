@@ -1,8 +1,13 @@
 """Per-theta blocked Cholesky: scale by Lambda, add I, factor block by block.
 
 No O(n) work here: block 1 is factored with batched (l_1, p_1, p_1) operations, its
-update to the tail is one sparse product with a fixed pattern, and the tail
-(other random terms, X and y) is factored densely with LAPACK's dpotrf.
+update to the tail is one sparse product with a fixed pattern (`Problem.S_eval`). The
+tail's leading "stages" (terms nested in the ones before them, so their diagonal
+blocks stay level-block-diagonal) are kept as (l, p, p) diagonal blocks plus the dense
+rectangle below each; only those regions and the dense square after the stages are
+stored, scaled and updated (for the students designs that is ~10% of the full tail).
+The stages are factored level by level with small batched kernels (p x p loops, no
+einsum), the dense square with LAPACK's dpotrf.
 """
 
 from __future__ import annotations
@@ -32,8 +37,43 @@ class FactorError(ArithmeticError):
     """The tail was not positive definite at this theta."""
 
 
-def template_factors(problem: Problem, theta: np.ndarray) -> list[np.ndarray]:
-    return [t.factor(theta[s]) for t, s in zip(problem.templates, problem.theta_slices)]
+def template_factors(problem: Problem, theta: np.ndarray, whitened: bool = False) -> list[np.ndarray]:
+    """T_i per internal block; with `whitened`, theta is the optimizer's phi and the
+    factor is R_i^{-1} T_i(phi) (not triangular: only T T' matters)."""
+    out = [t.factor(theta[s]) for t, s in zip(problem.templates, problem.theta_slices)]
+    if whitened:
+        out = [T if P is None else P @ T for T, P in zip(out, problem.precond)]
+    return out
+
+
+def _lower_factor(M: np.ndarray) -> np.ndarray:
+    """Lower-triangular L with non-negative diagonal and L L' = M M' (QR of M')."""
+    r = np.linalg.qr(M.T, mode="r")
+    L = r.T
+    signs = np.where(np.diagonal(L) < 0, -1.0, 1.0)
+    return L * signs[None, :]
+
+
+def phi_to_theta(problem: Problem, phi: np.ndarray) -> np.ndarray:
+    """The optimizer's (whitened) parameters -> lme4's theta."""
+    theta = np.array(phi, dtype=float)
+    for t, s, P in zip(problem.templates, problem.theta_slices, problem.precond):
+        if P is not None:
+            L = _lower_factor(P @ t.factor(phi[s]))
+            r, c = t._tri()
+            theta[s] = L[r, c]
+    return theta
+
+
+def theta_to_phi(problem: Problem, theta: np.ndarray) -> np.ndarray:
+    """lme4's theta -> the optimizer's (whitened) parameters."""
+    phi = np.array(theta, dtype=float)
+    for t, s, P in zip(problem.templates, problem.theta_slices, problem.precond):
+        if P is not None:
+            L = _lower_factor(np.linalg.solve(P, t.factor(theta[s])))
+            r, c = t._tri()
+            phi[s] = L[r, c]
+    return phi
 
 
 def _first_block(problem: Problem, T1: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
@@ -59,7 +99,8 @@ def _scale_vector(problem: Problem, factors: list[np.ndarray]) -> np.ndarray:
 
 
 def sandwich(C: np.ndarray, problem: Problem, factors: list[np.ndarray], transpose: bool) -> None:
-    """In place: C <- Lambda_t' C Lambda_t (transpose) or Lambda_t C Lambda_t' (not).
+    """In place: C <- Lambda_t' C Lambda_t (transpose) or Lambda_t C Lambda_t' (not), on a
+    full matrix (solve.py's conditional variances; the evaluation uses `_scale_region`).
 
     C is a full (not triangular) matrix over the first rows of the tail (at least the
     random rows); wider terms are in slab layout, where Lambda_i = T_i (x) I.
@@ -81,59 +122,132 @@ def sandwich(C: np.ndarray, problem: Problem, factors: list[np.ndarray], transpo
         C[:, start:start + q] = np.tensordot(left, cols, axes=([1], [1])).transpose(1, 0, 2).reshape(nt, q)
 
 
-def _scaled_tail(problem: Problem, B: np.ndarray, factors: list[np.ndarray]) -> np.ndarray:
-    """Lambda_t' (A_tt - A_t1 B A_1t) Lambda_t + [I 0; 0 0], lower triangle valid."""
-    C = problem.A_tt.copy()
-    flat = C.reshape(-1)
-    flat[problem.targets] -= problem.S @ B.reshape(-1)
-    sandwich(C, problem, factors, transpose=True)
-    m = problem.m_rand
-    idx = np.arange(m)
-    C[idx, idx] += 1.0
-    return C
+def _scale_region(V: np.ndarray, r0: int, c0: int, problem: Problem, factors: list[np.ndarray],
+                  lam: np.ndarray) -> None:
+    """In place: V <- Lambda_R' V Lambda_C for V = C[r0:, c0:c0 + V.shape[1]] (a region whose
+    row and column ranges start at block boundaries; wider terms in slab layout)."""
+    nr, nc = V.shape
+    V *= lam[r0:r0 + nr, None]
+    V *= lam[None, c0:c0 + nc]
+    if problem.scalar_tail:
+        return
+    for start, q, T in zip(problem.tail_start, problem.tail_q, factors[1:]):
+        p = T.shape[0]
+        if p == 1:
+            continue
+        l = q // p
+        if r0 <= start < r0 + nr:  # rows: (T' (x) I) X
+            i = start - r0
+            rows = V[i:i + q].reshape(p, l * nc)
+            V[i:i + q] = (T.T @ rows).reshape(q, nc)
+        if c0 <= start < c0 + nc:  # columns: X (T (x) I)
+            j = start - c0
+            X = V[:, j:j + q].reshape(nr, p, l)
+            out = np.empty((nr, p, l))
+            for b in range(p):
+                acc = X[:, 0, :] * T[0, b]
+                for a in range(1, p):
+                    acc += X[:, a, :] * T[a, b]
+                out[:, b, :] = acc
+            V[:, j:j + q] = out.reshape(nr, q)
 
 
-def _eliminate(C: np.ndarray, stage: Stage) -> float:
-    """Factor one block-diagonal tail block in place and update the rows after it.
-
-    Writes L_jj into its block, L_Rj = C_Rj L_jj^{-T} below it, and C_RR -= L_Rj L_Rj'.
-    Returns log|L_jj|^2.
+def _eliminate(C: np.ndarray, D: np.ndarray, stage: Stage, problem: Problem,
+               diags: list[np.ndarray], later: list[Stage]) -> float:
+    """Factor one block-diagonal tail block (its (l, p, p) diagonal blocks D, scaled and
+    with I added) and update what comes after it: L_Rj = C_Rj L_jj^{-T} in the rectangle
+    below it, then C_RR -= L_Rj L_Rj' on the stored regions only (later stages' diagonal
+    blocks and rectangles, the dense square). Returns log|L_jj|^2.
     """
     l, p = stage.l, stage.p
     q = l * p
-    J = slice(stage.start, stage.start + q)
-    R = slice(stage.start + q, C.shape[0])
-    D = C[stage.rows, stage.cols]
+    s0, e0 = stage.start, stage.start + q
+    G = C[e0:, s0:e0]
     if p == 1:
         d = D[:, 0, 0]
-        if np.any(d <= 0):
+        if not np.all(d > 0):
             raise FactorError("non-positive pivot")
         L = np.sqrt(d)
-        C[R, J] /= L[None, :]
+        G /= L[None, :]
         C[stage.rows[:, 0, 0], stage.cols[:, 0, 0]] = L
         logdet = 2.0 * float(np.sum(np.log(L)))
     else:
         L = np.linalg.cholesky(D)
         Linv = np.linalg.inv(L)
-        CRJ = C[R, J].reshape(-1, p, l)
-        C[R, J] = np.einsum("xac,cba->xbc", CRJ, Linv).reshape(-1, q)
+        X = G.reshape(-1, p, l)
+        out = np.empty_like(X)
+        for b in range(p):  # out[:, b, c] = sum_a X[:, a, c] Linv[c, b, a], Linv lower
+            acc = X[:, 0, :] * Linv[:, b, 0][None, :]
+            for a in range(1, b + 1):
+                acc += X[:, a, :] * Linv[:, b, a][None, :]
+            out[:, b, :] = acc
+        G[...] = out.reshape(-1, q)
         C[stage.rows, stage.cols] = L
         logdet = 2.0 * float(np.sum(np.log(np.diagonal(L, axis1=1, axis2=2))))
-    G = C[R, J]
-    C[R, R] -= G @ G.T
+    for st, Dm in zip(later, diags):
+        qm = st.l * st.p
+        sm, em = st.start, st.start + qm
+        Gm = G[sm - e0:em - e0]
+        if st.p == 1:
+            Dm[:, 0, 0] -= np.einsum("ij,ij->i", Gm, Gm)
+        else:
+            Gm3 = Gm.reshape(st.p, st.l, q)
+            for a in range(st.p):
+                for b in range(a + 1):
+                    v = np.einsum("ij,ij->i", Gm3[a], Gm3[b])
+                    Dm[:, a, b] -= v
+                    if a != b:
+                        Dm[:, b, a] -= v
+        if em < C.shape[0]:
+            C[em:, sm:em] -= G[em - e0:] @ Gm.T
+    k = problem.dense_start
+    Gd = G[k - e0:]
+    if Gd.shape[0]:
+        C[k:, k:] -= Gd @ Gd.T
     return logdet
 
 
-def factorize(problem: Problem, theta: np.ndarray) -> Factor:
+def factorize(problem: Problem, theta: np.ndarray, whitened: bool = False) -> Factor:
     """The blocked Cholesky factor at theta (raises FactorError if not positive definite)."""
-    factors = template_factors(problem, theta)
+    factors = template_factors(problem, theta, whitened)
     L11, B, logdet1 = _first_block(problem, factors[0])
-    C = _scaled_tail(problem, B, factors)
-    for stage in problem.stages:
-        _eliminate(C, stage)  # its log-determinant is read from diag(C) below
+    upd = problem.S_eval @ B.reshape(-1)
+    k = problem.dense_start
+    nt = problem.nt
+    lam = _scale_vector(problem, factors)
+    if not problem.stages:
+        C = problem.A_tt.copy()
+    else:
+        # only the stored regions: the rectangle below each stage and the dense square;
+        # the stages' diagonal blocks are kept as (l, p, p) arrays
+        C = np.zeros((nt, nt))
+        for st in problem.stages:
+            e = st.start + st.l * st.p
+            C[e:, st.start:e] = problem.A_tt[e:, st.start:e]
+        C[k:, k:] = problem.A_tt[k:, k:]
+    nd = problem.t_dense.size
+    C.reshape(-1)[problem.t_dense] -= upd[:nd]
+    diags = []
+    o = nd
+    for st, A_d, t in zip(problem.stages, problem.stage_diag, problem.t_stage):
+        D = A_d.copy()
+        D.reshape(-1)[t] -= upd[o:o + t.size]
+        o += t.size
+        # scale: T' D T per level, then + I
+        T = factors[1 + len(diags)]
+        D = T.T @ D @ T if st.p > 1 else D * (T[0, 0] * T[0, 0])
+        D += np.eye(st.p)
+        diags.append(D)
+    for st in problem.stages:
+        e = st.start + st.l * st.p
+        _scale_region(C[e:, st.start:e], e, st.start, problem, factors, lam)
+    _scale_region(C[k:, k:], k, k, problem, factors, lam)
+    idx = np.arange(k, problem.m_rand)
+    C[idx, idx] += 1.0
+    for j, stage in enumerate(problem.stages):
+        _eliminate(C, diags[j], stage, problem, diags[j + 1:], problem.stages[j + 1:])
     # C is C-contiguous with its lower triangle valid; C.T is Fortran-ordered with that
     # triangle as its upper one, so dpotrf(upper) factors in place without a copy.
-    k = problem.dense_start
     U, info = lapack.dpotrf(C[k:, k:].T, lower=0, clean=0, overwrite_a=1)
     if info != 0:
         raise FactorError(f"dpotrf info {info}")

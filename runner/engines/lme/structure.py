@@ -9,7 +9,10 @@ Eliminating block 1 changes the tail by
 
 which is linear in vec(B) with a fixed sparsity pattern: `S @ vec(B)` gives it at the
 tail's lower-triangle positions `targets` (MixedModels.jl's rankUpdate of the first
-block, done as one sparse product). The tail is then scaled and factored densely.
+block, done as one sparse product). The tail is then scaled and factored: its leading
+nested terms ("stages") level by level, the rest densely (see factor.py); `_route` says
+where each update target is stored. `_preconditioner` whitens unstructured templates
+for the optimizer (same model, better conditioned parameters).
 """
 
 from __future__ import annotations
@@ -62,10 +65,24 @@ class Problem:
     scalar_tail: bool  # every random tail block has p_i == 1 (Lambda_t is diagonal)
     stages: list["Stage"]  # leading tail blocks that stay block diagonal (nested factors)
     dense_start: int  # first tail row of the dense remainder
+    precond: list[np.ndarray | None]  # internal order: R^{-1} (see `_preconditioner`) or None
+    # the per-theta evaluation's view of the update `S @ vec(B)` (see `_route`)
+    S_eval: sp.csr_matrix  # rows of S that land in a stored region, grouped as below
+    t_dense: np.ndarray  # flat tail indices of the first rows of S_eval (rectangles, dense square)
+    stage_diag: list[np.ndarray]  # per stage: A_tt's diagonal blocks (l, p, p)
+    t_stage: list[np.ndarray]  # per stage: flat indices into its (l, p, p) blocks, next rows of S_eval
 
     @property
     def m_rand(self) -> int:
         return int(sum(self.tail_q))
+
+    @property
+    def eval_flops(self) -> float:
+        """A deterministic estimate of one evaluation's work (picks the optimizer)."""
+        k = self.dense_start
+        rects = sum((self.nt - st.start - st.l * st.p) * st.l * st.p for st in self.stages)
+        return float((self.nt - k) ** 3 / 3 + 2 * self.S_eval.nnz + 4 * (rects + (self.nt - k) ** 2)
+                     + self.l1 * self.p1 ** 3)
 
 
 def _z(block: RandomBlock, sw: np.ndarray | None, slab: bool = False) -> sp.csc_matrix:
@@ -124,7 +141,15 @@ def _update_matrix(A_1t: sp.csr_matrix, l1: int, p1: int, nt: int,
         e, f = e[keep], f[keep]
     target = r[e] * nt + r[f]
     col = level[e] * (p1 * p1) + a[e] * p1 + a[f]
-    targets, inv = np.unique(target, return_inverse=True)
+    if nt * nt <= 20_000_000:  # a marker over the tail's positions: linear, no sort
+        mark = np.zeros(nt * nt, dtype=bool)
+        mark[target] = True
+        targets = np.flatnonzero(mark)
+        pos = np.cumsum(mark, dtype=np.int64) - 1
+        inv = pos[target]
+        del mark, pos
+    else:
+        targets, inv = np.unique(target, return_inverse=True)
     S = sp.csr_matrix((v[e] * v[f], (inv.ravel(), col)), shape=(targets.size, l1 * p1 * p1))
     S.sum_duplicates()
     return S, targets
@@ -156,6 +181,58 @@ def _stages(A_tt: np.ndarray, targets: np.ndarray, tail_q: list[int], ps: list[i
     return stages
 
 
+def _preconditioner(block: RandomBlock, template: Template, w: np.ndarray | None) -> np.ndarray | None:
+    """R^{-1} for an unstructured template with p > 1, where R'R = X_i' W X_i / n.
+
+    The optimizer works on phi with T(theta) T(theta)' = R^{-1} T(phi) T(phi)' R^{-T}:
+    the random-effect columns whitened (an intercept and an uncentred slope become
+    orthonormal), which leaves the model and the criterion unchanged (an unstructured
+    covariance is closed under b -> R^{-1} b) but removes the strong intercept-slope
+    correlation that makes derivative-free optimizers crawl. None when not applicable.
+    """
+    if template.covariance != "unstructured" or template.p < 2:
+        return None
+    X = block.X if w is None else block.X * np.sqrt(w)[:, None]
+    G = (X.T @ X) / X.shape[0]
+    try:
+        R = np.linalg.cholesky(G).T
+    except np.linalg.LinAlgError:
+        return None
+    if not np.all(np.isfinite(R)) or np.linalg.cond(R) > 1e8:
+        return None
+    return np.linalg.inv(R)
+
+
+def _route(S: sp.csr_matrix, targets: np.ndarray, nt: int, stages: list[Stage], dense_start: int
+           ) -> tuple[sp.csr_matrix, np.ndarray, list[np.ndarray]]:
+    """Which update targets the evaluation stores, and where.
+
+    The evaluation keeps each stage's diagonal as (l, p, p) blocks and, in the dense tail
+    matrix, only the rectangle below each stage and the dense square after the stages
+    (everything else there is structurally zero). Targets elsewhere (upper-triangle
+    positions outside the dense square) are dropped.
+    """
+    row, col = targets // nt, targets % nt
+    keep_dense = (row >= dense_start) & (col >= dense_start)
+    pieces = []
+    t_stage = []
+    for st in stages:
+        q = st.l * st.p
+        end = st.start + q
+        keep_dense |= (col >= st.start) & (col < end) & (row >= end)
+        inside = (row >= st.start) & (row < end) & (col >= st.start) & (col < end)
+        lr, lc = row[inside] - st.start, col[inside] - st.start
+        a, c = lr // st.l, lr % st.l
+        b, c2 = lc // st.l, lc % st.l
+        if np.any(c != c2):
+            raise AssertionError("a stage's diagonal block is not level-block-diagonal")
+        pieces.append(np.flatnonzero(inside))
+        t_stage.append(c * st.p * st.p + a * st.p + b)
+    idx_dense = np.flatnonzero(keep_dense)
+    order = np.concatenate([idx_dense, *pieces]).astype(np.int64)
+    return S[order], targets[idx_dense], t_stage
+
+
 def build_problem(design: Design) -> Problem:
     """All Gram products of [Z_1 .. Z_k, X, y] with sqrt prior weights and offset applied."""
     blocks = design.blocks
@@ -180,6 +257,8 @@ def build_problem(design: Design) -> Problem:
     S, targets = _update_matrix(A_t1.T.tocsr(), first.nlevels, first.ncols, nt, both=not scalar_tail)
     tail_q = [b.nlevels * b.ncols for b in rest]
     stages = _stages(A_tt, targets, tail_q, [b.ncols for b in rest])
+    dense_start = sum(s.l * s.p for s in stages)
+    S_eval, t_dense, t_stage = _route(S, targets, nt, stages, dense_start)
     return Problem(
         n=n, p=p, ldw=0.0 if design.weights is None else float(np.sum(np.log(design.weights))),
         templates=[templates_lme4[i] for i in order], order=order,
@@ -189,4 +268,7 @@ def build_problem(design: Design) -> Problem:
         l1=first.nlevels, p1=first.ncols, A11=_block_diag_gram(first, sw),
         tail_q=tail_q, nt=nt, A_tt=np.ascontiguousarray(A_tt), A_t1=A_t1, S=S, targets=targets,
         tail_start=[int(x) for x in np.cumsum([0, *tail_q])[:-1]], scalar_tail=scalar_tail,
-        stages=stages, dense_start=sum(s.l * s.p for s in stages))
+        stages=stages, dense_start=dense_start,
+        precond=[_preconditioner(blocks[i], templates_lme4[i], design.weights) for i in order],
+        S_eval=S_eval, t_dense=t_dense, stage_diag=[A_tt[st.rows, st.cols] for st in stages],
+        t_stage=t_stage)
