@@ -11,12 +11,12 @@ Each case of tests/reference/cases.tsv is fitted from the same CSV by:
 - mixedlm (PyPI, Rust backend; `pip install -e .[bench]`), when importable, likewise;
 - statsmodels MixedLM through `fit_design(..., engine="statsmodels")` for the cases it
   can express; a first fit slower than `--slow` seconds is reported alone (not repeated),
-  and one running past `--timeout` seconds is stopped and marked.
+  and a run still going after `--timeout` seconds is stopped and marked.
 
 Prints a Markdown table and writes it to benchmarks/out/engines.md. Not a test: times
 depend on the machine and on what else runs on it.
 
-    .venv/bin/python benchmarks/bench_engines.py [--cases a,b] [--repeats 5]
+    .venv/bin/python benchmarks/bench_engines.py [--cases a,b] [--repeats 5] [--out FILE]
 """
 
 from __future__ import annotations
@@ -107,10 +107,11 @@ STATSMODELS_CHILD = textwrap.dedent("""
         f = fit()
         first = time.perf_counter() - t
     except EngineError as exc:
-        print(json.dumps({{"skipped": str(exc).splitlines()[0][:160]}}))
+        msg = str(exc).splitlines()[0]
+        print(json.dumps({{"skipped": msg if len(msg) <= 240 else msg[:239] + "…"}}))
         sys.exit(0)
     if first > slow:
-        print(json.dumps({{"seconds": first, "times": [first], "objective": f.objective, "runs": 1}}))
+        print(json.dumps({{"seconds": first, "times": [first], "objective": f.objective, "single": True}}))
         sys.exit(0)
     times = []
     for _ in range(repeats):
@@ -173,7 +174,7 @@ def fmt(result: dict | None, digits: int = 3) -> str:
         return "n/a"
     if "seconds" in result:
         s = f"{result['seconds']:.{digits}f}"
-        return s + (" (1 run)" if result.get("runs") == 1 else "")
+        return s + (" (1 run)" if result.get("single") else "")
     if "timeout" in result:
         return f"stopped > {result['timeout']:.0f} s"
     if "skipped" in result:
@@ -190,7 +191,8 @@ def main() -> int:
     parser.add_argument("--no-statsmodels", action="store_true")
     parser.add_argument("--slow", type=float, default=10.0,
                         help="a statsmodels first fit slower than this is not repeated")
-    parser.add_argument("--timeout", type=float, default=60.0, help="stop a statsmodels fit after this")
+    parser.add_argument("--timeout", type=float, default=60.0, help="stop a statsmodels run after this")
+    parser.add_argument("--out", default=str(OUT / "engines.md"), help="where to write the Markdown table")
     args, _ = parser.parse_known_args()  # run.py passes its arguments to every script
 
     with open(CASES_TSV, newline="") as fh:
@@ -225,7 +227,7 @@ def main() -> int:
             sm = None
             if not args.no_statsmodels:
                 sm = run_child([sys.executable, "-c", STATSMODELS_CHILD.format(**fill, slow=args.slow)],
-                               timeout=args.timeout if args.repeats else args.timeout)
+                               timeout=args.timeout)
             rows.append((case, mine, lme4, mlm, sm))
             print(f"   mixspec {fmt(mine, 3)}  lme4 {fmt(lme4)}  mixedlm {fmt(mlm)}  statsmodels {fmt(sm)}",
                   file=sys.stderr, flush=True)
@@ -257,8 +259,9 @@ def main() -> int:
         evals = str(mine.get("evaluations", "")) if mine else ""
         peak = f"{mine['peak_mb']:.0f}" if mine and "peak_mb" in mine else ""
         lines.append(f"| {case['id']} | {nrows[case['dataset']]:,} | {fmt(mine, 3)} | {evals} | "
-                     f"{fmt(lme4) if rscript else 'no Rscript'} | {ratio} | "
-                     f"{fmt(mlm) if have_mixedlm else 'not installed'} | {fmt(sm)} | {peak} |")
+                     f"{fmt(lme4) if rscript else 'not run' if args.no_lme4 else 'no Rscript'} | {ratio} | "
+                     f"{fmt(mlm) if have_mixedlm else 'not run' if args.no_mixedlm else 'not installed'} | "
+                     f"{fmt(sm) if not args.no_statsmodels else 'not run'} | {peak} |")
         if mine and lme4 and "objective" in mine and "objective" in lme4:
             d = mine["objective"] - lme4["objective"]
             if d > 1e-4:
@@ -271,12 +274,14 @@ def main() -> int:
     lines += ["", "Evals: criterion evaluations of one mixspec fit, including the convergence check's "
               "finite differences. Peak MB: peak resident memory of the mixspec process (Python, "
               "numpy, pandas and the data included). statsmodels: a first fit slower than "
-              f"{args.slow:.0f} s is timed once (1 run); fits past {args.timeout:.0f} s are stopped."]
+              f"{args.slow:.0f} s is timed once (1 run); a statsmodels run still going after "
+              f"{args.timeout:.0f} s is stopped."]
     if notes:
         lines += [""] + [f"- {n}" for n in notes]
     text = "\n".join(lines) + "\n"
-    OUT.mkdir(exist_ok=True)
-    (OUT / "engines.md").write_text(text)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
     print(text)
     return 0
 
