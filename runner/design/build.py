@@ -17,15 +17,18 @@ from runner.design.grouping import group_factor
 from runner.design.model import Design, FixedColumn, RandomBlock
 from runner.design.naming import column_names, lme4_name
 from runner.formula.model import ModelFormula, RandomTerm
+from runner.formula.variables import fixed_variables, response_variables, slope_variables
 
 
 class DesignError(ValueError):
     """The data cannot give the model's design (bad values, unidentifiable terms)."""
 
 
-def _as_factors(frame: pd.DataFrame) -> pd.DataFrame:
-    """Text columns become categoricals with sorted levels (formulaic codes them as factors)."""
-    text = [c for c in frame.columns if pd.api.types.is_string_dtype(frame[c].dtype)
+def _as_factors(frame: pd.DataFrame, used: set[str]) -> pd.DataFrame:
+    """The text columns formulaic will read (`used`) become categoricals with sorted levels,
+    so it codes them as factors with lme4's reference level. Grouping columns are left to
+    grouping.as_factor (converting an 11,520-row id column here cost more than a small fit)."""
+    text = [c for c in frame.columns if c in used and pd.api.types.is_string_dtype(frame[c].dtype)
             and not isinstance(frame[c].dtype, pd.CategoricalDtype)]
     if not text:
         return frame
@@ -153,7 +156,7 @@ def build_design(mf: ModelFormula, frame: pd.DataFrame, weights: str | None = No
     """Numeric design of one model on the rows of `frame` (already cleaned of missing values)."""
     if not mf.random:
         raise DesignError("no random-effects terms: a mixed model needs at least one (…|group) term")
-    frame = _as_factors(frame)
+    frame = _as_factors(frame, response_variables(mf) | fixed_variables(mf) | slope_variables(mf))
     y = _response(mf, frame)
     X, fixed, dropped, warnings = _fixed(mf, frame)
     raw = [_block(t, frame) for t in mf.random]

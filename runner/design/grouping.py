@@ -29,18 +29,12 @@ def as_factor(column: pd.Series) -> tuple[np.ndarray, list[str]]:
     """
     if isinstance(column.dtype, pd.CategoricalDtype):
         cat = column.cat.remove_unused_categories()
-    else:
-        values = column.to_numpy()
-        if pd.api.types.is_numeric_dtype(column.dtype):
-            levels = np.unique(values)
-        else:
-            levels = sorted(pd.unique(column.astype(str)))
-            column = column.astype(str)
-        cat = pd.Categorical(column, categories=levels)
-        cat = pd.Series(cat)
-    codes = np.asarray(cat.cat.codes, dtype=np.int64)
-    labels = [_label(v) for v in cat.cat.categories]
-    return codes, labels
+        return np.asarray(cat.cat.codes, dtype=np.int64), [_label(v) for v in cat.cat.categories]
+    if not pd.api.types.is_numeric_dtype(column.dtype):
+        column = column.astype(str)
+    # one sorted factorize (code-point order for text, as Python's sorted)
+    codes, uniques = pd.factorize(column, sort=True)
+    return np.asarray(codes, dtype=np.int64), [_label(v) for v in uniques]
 
 
 def group_factor(frame: pd.DataFrame, group: tuple[str, ...]) -> tuple[np.ndarray, list[str]]:

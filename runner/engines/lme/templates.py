@@ -60,6 +60,8 @@ class Template:
     def factor(self, theta: np.ndarray) -> np.ndarray:
         """T(theta), p x p."""
         p = self.p
+        if p == 1 and self.covariance != "compound_symmetry":
+            return np.array([[float(theta[0])]])
         if self.covariance == "unstructured":
             T = np.zeros((p, p))
             r, c = self._tri()
