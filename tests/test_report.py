@@ -322,3 +322,17 @@ def test_shared_warning_merges_at_the_top_but_stays_per_model() -> None:
     assert [n.text for n in top] == ["Model c failed: boom",
                                      "Models a, b [few_levels]: province has 8 levels",
                                      "Model a [scale]: x is large"]
+
+
+def test_written_files_get_ordinary_permissions(students: tuple[Path, str, ResultsRecord]) -> None:
+    """Atomic writes go through mkstemp (mode 0600); the published page, results.json and
+    sidecars must be readable as the umask says (a web server serving reports/ reads them)."""
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    page = students[0]
+    written = [page, page.parent / "results.json", *sorted((page.parent / "fits").glob("*.parquet"))]
+    assert len(written) > 2
+    for path in written:
+        assert path.stat().st_mode & 0o777 == 0o666 & ~mask, path.name

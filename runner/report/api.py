@@ -7,31 +7,16 @@ sees half a page and an interrupted render leaves the old page in place.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from urllib.parse import quote
 from pathlib import Path
 
+from runner.atomic import write_atomic_text
 from runner.report.html import IndexEntry, render_index_page, render_spec_page
 from runner.report.views import best_models, status_of
 from runner.results import ResultsRecord
 
 RESULTS_NAME = "results.json"
 PAGE_NAME = "index.html"
-
-
-def write_atomic(path: Path, text: str) -> Path:
-    """Write text (UTF-8) to path via a temp file and os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def load_results(results_path: Path) -> ResultsRecord:
@@ -44,7 +29,7 @@ def render_spec_report(results_path: Path) -> Path:
     results_path = Path(results_path)
     record = load_results(results_path)
     html = render_spec_page(record, results_path.parent)
-    return write_atomic(results_path.parent / PAGE_NAME, html)
+    return write_atomic_text(results_path.parent / PAGE_NAME, html)
 
 
 def render_index(out_dir: Path) -> Path:
@@ -70,4 +55,4 @@ def render_index(out_dir: Path) -> Path:
             models=len(record.models),
             started=record.run.started,
         ))
-    return write_atomic(out_dir / PAGE_NAME, render_index_page(entries, problems))
+    return write_atomic_text(out_dir / PAGE_NAME, render_index_page(entries, problems))

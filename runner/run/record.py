@@ -15,12 +15,12 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from runner.atomic import publish, temp_beside, write_atomic_bytes
 from runner.fit import Fit, FitWarning
 from runner.results import Environment, MLRefit, ModelRecord, ResultsRecord
 
@@ -131,34 +131,6 @@ def record_json(record: ResultsRecord) -> str:
     return json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def publish(tmp: str, path: Path) -> None:
-    """Give the temp file ordinary permissions (mkstemp makes it 0600) and rename it into place."""
-    os.chmod(tmp, 0o666 & ~_umask())
-    os.replace(tmp, path)
-
-
-def write_atomic_bytes(path: Path, data: bytes) -> Path:
-    """Temp file in the target folder, fsync, os.replace: readers see old or new, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        publish(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def write_results(record: ResultsRecord, spec_out: Path) -> Path:
     return write_atomic_bytes(spec_out / RESULTS_NAME, record_json(record).encode("utf-8"))
 
@@ -170,9 +142,7 @@ def _write_parquet(frame: Any, path: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = temp_beside(path)
     try:
         pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp)
         publish(tmp, path)
