@@ -46,11 +46,9 @@ def synthetic(n: int = 240, seed: int = 1) -> pd.DataFrame:
                          "d": b // 3})  # 3 levels, b nested in d (a chain a < b < d)
 
 
-def dense_criterion(design, theta: np.ndarray, method: str) -> float:
-    """Marginal likelihood of y ~ N(X beta, sigma^2 (Z Lambda Lambda' Z' + W^-1)), profiled."""
-    n, p = design.X.shape
-    w = np.ones(n) if design.weights is None else design.weights
-    y = design.y - (0 if design.offset is None else design.offset)
+def dense_z_lambda(design, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Dense Z and Lambda(theta) built the obvious way (lme4 order), independent of the engine."""
+    n = design.nobs
     Zs, Ls, k = [], [], 0
     for b in design.blocks:
         t = Template(b.covariance, b.ncols, b.group, tuple(b.column_names))
@@ -67,6 +65,15 @@ def dense_criterion(design, theta: np.ndarray, method: str) -> float:
     for L in Ls:
         Lam[o:o + L.shape[0], o:o + L.shape[0]] = L
         o += L.shape[0]
+    return Z, Lam
+
+
+def dense_criterion(design, theta: np.ndarray, method: str) -> float:
+    """Marginal likelihood of y ~ N(X beta, sigma^2 (Z Lambda Lambda' Z' + W^-1)), profiled."""
+    n, p = design.X.shape
+    w = np.ones(n) if design.weights is None else design.weights
+    y = design.y - (0 if design.offset is None else design.offset)
+    Z, Lam = dense_z_lambda(design, theta)
     V = Z @ Lam @ Lam.T @ Z.T + np.diag(1 / w)
     Vi = np.linalg.inv(V)
     XtViX = design.X.T @ Vi @ design.X
@@ -135,23 +142,8 @@ def test_conditional_sds_of_a_nested_second_term_match_dense() -> None:
     fit = fit_design(design, "REML")
     theta = np.asarray(fit.theta)
     n = design.nobs
-    Zs, Ls, k = [], [], 0
-    for b in design.blocks:
-        t = Template(b.covariance, b.ncols, b.group, tuple(b.column_names))
-        T = t.factor(theta[k:k + t.ntheta])
-        k += t.ntheta
-        Z = np.zeros((n, b.nlevels * b.ncols))
-        for a in range(b.ncols):
-            Z[np.arange(n), b.codes * b.ncols + a] = b.X[:, a]
-        Zs.append(Z)
-        Ls.append(np.kron(np.eye(b.nlevels), T))
-    Z = np.hstack(Zs)
+    Z, Lam = dense_z_lambda(design, theta)
     q = Z.shape[1]
-    Lam = np.zeros((q, q))
-    o = 0
-    for L in Ls:
-        Lam[o:o + L.shape[0], o:o + L.shape[0]] = L
-        o += L.shape[0]
     C = fit.sigma**2 * Lam @ np.linalg.inv(Lam.T @ Z.T @ Z @ Lam + np.eye(q)) @ Lam.T
     expected = np.sqrt(np.diag(C))
     got = np.concatenate([blk.cond_sd.ravel() for blk in fit.arrays.ranef])

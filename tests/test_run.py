@@ -22,6 +22,7 @@ import pytest
 import runner.run.tasks as tasks
 from runner.run.api import run_spec
 from runner.run.commands import run_command
+from run_helpers import run_quiet, write_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 REF = ROOT / "tests" / "reference"
@@ -29,15 +30,7 @@ EXAMPLES = ROOT / "runner" / "data" / "examples"
 LRT = json.loads((REF / "lrt.json").read_text())
 
 
-def _write(tmp_path: Path, name: str, body: str) -> Path:
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(body)
-    return path
-
-
-def _run(spec: Path, tmp_path: Path, **kw):
-    kw = {"out_dir": tmp_path / "out", "jobs": 1, "quiet": True, "use_cache": False, "report": False, **kw}
-    return run_spec(spec, **kw)
+_write, _run = write_spec, run_quiet
 
 
 def _until_run(text: str) -> str:

@@ -18,21 +18,13 @@ from runner.design.build import build_design
 from runner.engines import fit_design
 from runner.engines.statsmodels.verify import VERIFY_TOL, relative_differences, verify_fit
 from runner.formula import parse_formula
-from runner.run.api import run_spec
+from run_helpers import run_quiet, write_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "runner" / "data" / "examples"
 
 
-def _write(tmp_path: Path, name: str, body: str) -> Path:
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(body)
-    return path
-
-
-def _run(spec: Path, tmp_path: Path, **kw):
-    kw = {"out_dir": tmp_path / "out", "jobs": 1, "quiet": True, "use_cache": False, "report": False, **kw}
-    return run_spec(spec, **kw)
+_write, _run = write_spec, run_quiet
 
 
 SLEEP_SPEC = """
