@@ -274,3 +274,20 @@ def test_example_specs_load():
         loaded = load_spec(path)
         assert loaded.models, path
         assert loaded.spec.data.example, path  # examples run from a fresh clone
+
+
+def test_a_list_or_text_where_a_mapping_belongs_names_the_keys(tmp_path):
+    path = write(tmp_path, """
+        data: sleepstudy
+        models:
+          m: {formula: "Reaction ~ Days + (1|Subject)"}
+        expect:
+          - best == m
+        """)
+    errs = errors_of(path)
+    assert errs == [
+        f"{path}:1:7: data: expected a mapping with the keys path, sheet, sql, example, simulate, filter, "
+        "na, categorical, center, sha256; got the text 'sleepstudy'",
+        f"{path}:4:1: expect: expected a mapping with the keys best, fixed, converged, singular, delta_aic; "
+        "got a list ['best == m']",
+    ]

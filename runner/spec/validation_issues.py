@@ -109,6 +109,14 @@ def _dotted(loc: tuple[Any, ...]) -> str:
     return ".".join(str(s) for s in loc)
 
 
+def _describe(value: Any) -> str:
+    """What the user wrote, briefly: `a list ['x', ...]`, `the text 'abc'`."""
+    text = repr(value)
+    text = text if len(text) <= 60 else text[:57] + "..."
+    kind = {list: "a list", str: "the text", int: "the number", float: "the number", bool: "the value"}
+    return f"{kind.get(type(value), 'the value')} {text}"
+
+
 def _message(err: dict[str, Any], root: type[BaseModel]) -> str:
     kind = err["type"]
     loc = err["loc"]
@@ -133,6 +141,11 @@ def _message(err: dict[str, Any], root: type[BaseModel]) -> str:
     if kind in ("string_pattern_mismatch",) and loc and loc[-1] == "[key]":
         return (f"name {loc[-2]!r} is not a safe file name: use letters, digits, '_' or '-', "
                 "starting with a letter or digit")
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        model = _model_at(root, loc)
+        if model is not None:
+            return (f"expected a mapping with the keys {', '.join(_keys_of(model))}; "
+                    f"got {_describe(err.get('input'))}")
     if kind.endswith("_type") and "input" in err:
         return f"{err['msg']}, got {err['input']!r}"
     return str(err["msg"])
