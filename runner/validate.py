@@ -14,7 +14,7 @@ from typing import Any
 from runner.data.errors import DataError
 from runner.data.prepare import PreparedData, count_levels, prepare
 from runner.data.sources import load_frame
-from runner.spec.errors import IssueError, SpecIssue
+from runner.spec.errors import IssueError, SpecError, SpecIssue, ordered_issues
 from runner.spec.load import LoadedSpec, load_spec
 
 
@@ -69,9 +69,25 @@ def _build_designs(loaded: LoadedSpec, data: PreparedData) -> tuple[dict[str, An
     return designs, issues
 
 
+def _data_issues(partial: LoadedSpec, build_designs: bool) -> list[SpecIssue]:
+    """The data and column errors of the models an invalid spec still resolves, so one
+    `mixspec validate` lists them beside the spec's own errors."""
+    try:
+        data = prepare(load_frame(partial.spec.data, partial.base_dir), partial.spec.data, partial.models)
+    except DataError as exc:
+        return [partial.locate(i) for i in exc.errors]
+    if not build_designs:
+        return []
+    return [partial.locate(i) for i in _build_designs(partial, data)[1]]
+
+
 def validate_spec(path: str | Path, *, build_designs: bool = True) -> ValidatedSpec:
     """Load a spec and its data and check every model; raise SpecError/DataError with all issues."""
-    loaded = load_spec(path)
+    try:
+        loaded = load_spec(path)
+    except SpecError as exc:
+        more = _data_issues(exc.partial, build_designs) if exc.partial is not None else []
+        raise SpecError(ordered_issues([*exc.issues, *more])) from None
     try:
         frame = load_frame(loaded.spec.data, loaded.base_dir)
         data = prepare(frame, loaded.spec.data, loaded.models)

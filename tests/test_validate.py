@@ -129,3 +129,34 @@ def test_unknown_example_located(tmp_path):
     with pytest.raises(DataError) as info:
         validate_spec(path)
     assert str(info.value.issues[0]).startswith(f"{path}:1:17: data.example: unknown example 'sleepstudi'")
+
+
+def test_spec_errors_and_column_errors_are_listed_together(tmp_path):
+    """An unknown key in one model must not hide a misspelt column in another."""
+    path = write(tmp_path, """
+        data: {example: sleepstudy}
+        models:
+          m1:
+            formula: Reaction ~ Dayz + (Days | Subjekt)
+          m2:
+            formla: Reaction ~ Days + (1|Subject)
+        """)
+    with pytest.raises(SpecError) as info:
+        validate_spec(path)
+    assert [str(i) for i in info.value.issues] == [
+        f"{path}:4:25: models.m1.formula: column 'Dayz' not in the data; did you mean 'Days'?",
+        f"{path}:4:40: models.m1.formula: column 'Subjekt' not in the data; did you mean 'Subject'?",
+        f"{path}:5:5: models.m2.formla: unknown key; did you mean 'formula'?",
+    ]
+
+
+def test_invalid_data_section_reports_only_the_spec_errors(tmp_path):
+    path = write(tmp_path, """
+        data: {exampel: sleepstudy}
+        models:
+          m1: {formula: "Reaction ~ Dayz + (1 | Subject)"}
+        """)
+    with pytest.raises(SpecError) as info:
+        validate_spec(path)
+    (issue,) = info.value.issues
+    assert "data.exampel: unknown key; did you mean 'example'?" in str(issue)

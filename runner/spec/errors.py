@@ -7,7 +7,7 @@ user sees all mistakes of a spec in one run, each as `file:line:col: path: messa
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Any, Literal
 
 Severity = Literal["error", "warning"]
 
@@ -52,4 +52,25 @@ class IssueError(ValueError):
 
 
 class SpecError(IssueError):
-    """The spec file is not valid: unknown keys, bad values, formula errors, bad references."""
+    """The spec file is not valid: unknown keys, bad values, formula errors, bad references.
+
+    `partial` is what could still be checked against the data (a valid data section and
+    the models that resolved), so validate can list column errors beside the spec's own.
+    """
+
+    def __init__(self, issues: list[SpecIssue], partial: Any = None):
+        super().__init__(issues)
+        self.partial = partial  # runner.spec.load.LoadedSpec | None
+
+
+def ordered_issues(issues: list[SpecIssue]) -> list[SpecIssue]:
+    """File order (messages read top to bottom like the spec), each problem once."""
+    ordered = sorted(issues, key=lambda i: (i.line if i.line is not None else 10**9, i.col or 0))
+    seen: set[tuple[Any, ...]] = set()
+    out = []
+    for i in ordered:
+        key = (i.line, i.col, i.path, i.message)
+        if key not in seen:
+            seen.add(key)
+            out.append(i)
+    return out

@@ -15,9 +15,10 @@ import yaml
 from pydantic import TypeAdapter, ValidationError
 
 from runner.formula.model import ModelFormula
-from runner.spec.errors import SpecError, SpecIssue
+from runner.spec.errors import SpecError, SpecIssue, ordered_issues
 from runner.spec.models import (
     CompareSpec,
+    DataSpec,
     Defaults,
     FormulaModel,
     ModelSpec,
@@ -352,26 +353,22 @@ def load_spec(path: str | Path) -> LoadedSpec:
     if isinstance(expect_raw, dict):
         expectations, more = _expectations(expect_raw, sections.names, locator, file)
         issues.extend(more)
-    if spec is None or any(i.severity == "error" for i in issues):
-        raise SpecError(_dedupe(_sorted(issues)))
-
     resolved = {n: m for n, m in resolver.done.items() if m is not None}
     ordered = {n: resolved[n] for n in sections.names if n in resolved}
+    if spec is None or any(i.severity == "error" for i in issues):
+        raise SpecError(ordered_issues(issues), partial=_partial(raw, p, file, digest, ordered, locator))
+
     return LoadedSpec(spec=spec, path=p, file=file, sha256=digest, name=spec.name or safe_name(p.stem),
                       models=ordered, locator=locator, expectations=expectations, warnings=issues)
 
 
-def _dedupe(issues: list[SpecIssue]) -> list[SpecIssue]:
-    seen: set[tuple[Any, ...]] = set()
-    out = []
-    for i in issues:
-        key = (i.line, i.col, i.path, i.message)
-        if key not in seen:
-            seen.add(key)
-            out.append(i)
-    return out
-
-
-def _sorted(issues: list[SpecIssue]) -> list[SpecIssue]:
-    """File order, so messages read top to bottom like the spec."""
-    return sorted(issues, key=lambda i: (i.line if i.line is not None else 10**9, i.col or 0))
+def _partial(raw: dict[str, Any], p: Path, file: str, digest: str, models: dict[str, ResolvedModel],
+             locator: NodeLocator) -> LoadedSpec | None:
+    """The checkable part of an invalid spec: its data section, if valid on its own, and the
+    models that resolved (validate then reports their column errors with the spec's)."""
+    data = _valid(TypeAdapter(DataSpec), raw.get("data"))
+    if data is None or not models:
+        return None
+    spec = Spec.model_construct(data=data)
+    return LoadedSpec(spec=spec, path=p, file=file, sha256=digest, name=safe_name(p.stem),
+                      models=models, locator=locator)
