@@ -146,7 +146,7 @@ def test_spec_errors_and_column_errors_are_listed_together(tmp_path):
     assert [str(i) for i in info.value.issues] == [
         f"{path}:4:25: models.m1.formula: column 'Dayz' not in the data; did you mean 'Days'?",
         f"{path}:4:40: models.m1.formula: column 'Subjekt' not in the data; did you mean 'Subject'?",
-        f"{path}:5:5: models.m2.formla: unknown key; did you mean 'formula'?",
+        f"{path}:6:5: models.m2.formla: unknown key; did you mean 'formula'?",
     ]
 
 
