@@ -2,7 +2,8 @@
 
 tests/reference_oracle/lme4_oracle.R wrote these references (all slopes at every level,
 `school:classroom`, `age * sex` with `province/school`, a factor slope, the Pastes
-crossed-labels trap, a slope without intercept, `I(Days**2)`, ML fits). Nothing in the
+crossed-labels trap, a slope without intercept, `I(Days**2)`, ML fits, prior weights
+and an offset). Nothing in the
 engine was tuned to them: they check that agreement with lme4 is general.
 """
 
@@ -41,7 +42,11 @@ def reference(case_id: str) -> dict:
 def design(case_id: str):  # type: ignore[no-untyped-def]
     case = CASES[case_id]
     frame = pd.read_csv(ROOT / "runner" / "data" / "examples" / f"{case['dataset']}.csv")
-    return build_design(parse_formula(case["formula"]), frame)
+    row = np.arange(len(frame))
+    frame["w3"] = 1.0 + row % 3  # as lme4_oracle.R derives them
+    frame["off"] = 0.5 * (row % 7)
+    return build_design(parse_formula(case["formula"]), frame,
+                        weights=case["weights"] or None, offset=case["offset"] or None)
 
 
 @cache

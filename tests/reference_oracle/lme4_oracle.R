@@ -3,14 +3,21 @@
 suppressPackageStartupMessages({library(lme4); library(jsonlite)})
 ex <- "runner/data/examples"
 out <- "tests/reference_oracle"
-cases <- read.delim(file.path(out, "cases.tsv"), stringsAsFactors = FALSE)
+cases <- read.delim(file.path(out, "cases.tsv"), stringsAsFactors = FALSE, colClasses = "character")
 for (i in seq_len(nrow(cases))) {
   cs <- cases[i, ]
   d <- read.csv(file.path(ex, paste0(cs$dataset, ".csv")), stringsAsFactors = TRUE)
+  # derived columns for the weights/offset cases (tests/test_lme_oracle.py derives the same)
+  d$w3 <- 1 + (seq_len(nrow(d)) - 1) %% 3
+  d$off <- 0.5 * ((seq_len(nrow(d)) - 1) %% 7)
+  wts <- if (!is.na(cs$weights) && nzchar(cs$weights)) d[[cs$weights]] else NULL
+  off <- if (!is.na(cs$offset) && nzchar(cs$offset)) d[[cs$offset]] else NULL
+  d$.wts <- if (is.null(wts)) rep(1, nrow(d)) else wts
+  d$.off <- if (is.null(off)) rep(0, nrow(d)) else off
   reml <- cs$method == "REML"
-  m0 <- lmer(as.formula(cs$r_formula), d, REML = reml)  # lme4's defaults
+  m0 <- lmer(as.formula(cs$r_formula), d, REML = reml, weights = .wts, offset = .off)  # lme4's defaults
   # the same model driven to a tight optimum: lme4's default stop can leave max|grad| ~ 0.01-0.1
-  m <- lmer(as.formula(cs$r_formula), d, REML = reml,
+  m <- lmer(as.formula(cs$r_formula), d, REML = reml, weights = .wts, offset = .off,
             control = lmerControl(optimizer = "bobyqa", optCtrl = list(rhoend = 1e-10, maxfun = 1e5)))
   crit <- function(x) unname(if (reml) REMLcrit(x) else deviance(x))
   tight <- crit(m) <= crit(m0)
