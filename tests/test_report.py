@@ -336,3 +336,23 @@ def test_written_files_get_ordinary_permissions(students: tuple[Path, str, Resul
     assert len(written) > 2
     for path in written:
         assert path.stat().st_mode & 0o777 == 0o666 & ~mask, path.name
+
+
+@pytest.mark.parametrize("case,example,formula", [
+    ("dyestuff", "Dyestuff", "Yield ~ 1 + (1 | Batch)"),
+    ("penicillin_crossed", "Penicillin", "diameter ~ 1 + (1 | plate) + (1 | sample)"),
+    ("pastes_nested", "Pastes", "strength ~ 1 + (1 | batch/cask)"),
+    ("students_intercepts", "students", "test_score ~ age + sex + (1|classroom) + (1|school) + (1|province)"),
+])
+def test_icc_per_factor_sums_to_the_adjusted_icc_of_performance(tmp_path: Path, case: str, example: str,
+                                                                   formula: str) -> None:
+    """Per-factor ICCs of an intercept-only model add up to R performance::icc()'s adjusted ICC
+    (tests/reference/inference.json, from lme4's fit of the same model)."""
+    from run_helpers import run_quiet, write_spec
+
+    spec = write_spec(tmp_path, "icc", f"data: {{example: {example}}}\nmodels:\n  m: {{formula: '{formula}'}}\n")
+    record = ResultsRecord.model_validate_json(run_quiet(spec, tmp_path).results_path.read_text())
+    view = icc_view(record.models["m"])
+    assert view.rows and not view.notes
+    reference = json.loads((Path(__file__).parent / "reference" / "inference.json").read_text())[case]["icc"]
+    assert sum(r.icc for r in view.rows) == pytest.approx(reference["adjusted"], rel=1e-4)
