@@ -7,7 +7,6 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from runner.design.model import Design, FixedColumn, RandomBlock
 from runner.fit import Convergence, Fit

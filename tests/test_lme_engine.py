@@ -141,7 +141,6 @@ def test_conditional_sds_of_a_nested_second_term_match_dense() -> None:
     design = build_design(parse_formula("y ~ x + (1|a) + (x|b) + (1|c)"), synthetic())
     fit = fit_design(design, "REML")
     theta = np.asarray(fit.theta)
-    n = design.nobs
     Z, Lam = dense_z_lambda(design, theta)
     q = Z.shape[1]
     C = fit.sigma**2 * Lam @ np.linalg.inv(Lam.T @ Z.T @ Z @ Lam + np.eye(q)) @ Lam.T

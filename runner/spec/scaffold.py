@@ -53,7 +53,7 @@ def scaffold_spec(name: str, data_line: str, frame: pd.DataFrame) -> str:
     fixed = " + ".join(predictors[:2]) or "1"
     group = group or "GROUP"
     lines = [
-        f"# Starter spec written by `mixspec init`; edit the formulas, then `mixspec run` this file.",
+        "# Starter spec written by `mixspec init`; edit the formulas, then `mixspec run` this file.",
         f"# Columns: {columns}",
         f"name: {safe_name(name)}",
         f"title: {_yaml_str(name)}",
