@@ -92,13 +92,13 @@ def validate_spec(path: str | Path, *, build_designs: bool = True) -> ValidatedS
         frame = load_frame(loaded.spec.data, loaded.base_dir)
         data = prepare(frame, loaded.spec.data, loaded.models)
     except DataError as exc:
-        raise DataError([loaded.locate(i) for i in exc.issues]) from None
+        raise DataError(ordered_issues([loaded.locate(i) for i in exc.issues])) from None
     warnings = [loaded.locate(w) for w in [*loaded.warnings, *data.warnings]]
     designs: dict[str, Any] = {}
     if build_designs:
         designs, issues = _build_designs(loaded, data)
         if issues:
-            raise DataError([*issues, *warnings])
+            raise DataError(ordered_issues([*issues, *warnings]))
         for name, design in designs.items():
             for message in getattr(design, "warnings", []) or []:
                 warnings.append(loaded.issue(loaded.models[name].spec_path, message, "warning"))

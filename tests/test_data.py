@@ -209,6 +209,18 @@ def test_bad_filter_names_the_column():
         prepare(frame_small(), DataSpec(path="d.csv", filter="y.__class__"), {})
 
 
+@pytest.mark.parametrize("text,reason", [
+    ("y >> 2", "invalid filter: >> is not supported; a filter uses columns"),
+    ("y.max() > 2", "it gives one True/False for the whole table, not one per row"),
+])
+def test_unsupported_filter_says_what_is_wrong_and_what_is_valid(text, reason):
+    with pytest.raises(DataError) as info:
+        prepare(frame_small(), DataSpec(path="d.csv", filter=text), {})
+    (issue,) = info.value.issues
+    assert issue.path == "data.filter" and reason in issue.message
+    assert "Error" not in issue.message  # no exception class names, no internals
+
+
 def test_categorical_reference_and_levels():
     df = frame_small()
     models = {"a": model("a", "y ~ sex + (1|g)")}

@@ -149,6 +149,27 @@ def _same_level(a: Any, b: Any) -> bool:
 # ----------------------------------------------------------------------------- steps
 
 
+FILTER_SYNTAX = ("a filter uses columns, numbers, strings, comparisons (== != < <= > >=), "
+                 "in / not in, and / or / not (or & | ~) and arithmetic (+ - * /)")
+_UNSUPPORTED = {"RShift": ">>", "LShift": "<<", "BitXor": "^", "MatMult": "@", "FloorDiv": "//",
+                "Lambda": "lambda", "Call": "a function call", "Dict": "a dict", "ListComp": "a comprehension",
+                "Subscript": "indexing", "Attribute": "attribute access", "IfExp": "if-else",
+                "Starred": "*", "Await": "await", "NamedExpr": ":="}
+
+
+def _filter_reason(exc: Exception) -> str:
+    """pandas' evaluator says 'no attribute visit_RShift' or '"Call" nodes are not implemented':
+    name the operator the user wrote instead."""
+    if isinstance(exc, KeyError) and exc.args and isinstance(exc.args[0], (bool, np.bool_)):
+        return "it gives one True/False for the whole table, not one per row (compare a column with a value)"
+    text = str(exc)
+    m = re.search(r"visit_(\w+)", text) or re.search(r"'(\w+)' nodes are not implemented", text)
+    if m:
+        node = m.group(1)
+        return f"{_UNSUPPORTED.get(node, node)} is not supported"
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def _apply_filter(frame: pd.DataFrame, text: str, issues: list[SpecIssue]) -> pd.DataFrame | None:
     """pandas query syntax; a bad filter is a spec error naming the columns."""
     if "@" in text or "__" in text:
@@ -169,7 +190,7 @@ def _apply_filter(frame: pd.DataFrame, text: str, issues: list[SpecIssue]) -> pd
         issues.append(_issue("data.filter", f"invalid filter: {exc.msg}", offset=offset))
         return None
     except Exception as exc:  # pandas raises many types for bad expressions
-        issues.append(_issue("data.filter", f"invalid filter: {type(exc).__name__}: {exc}"))
+        issues.append(_issue("data.filter", f"invalid filter: {_filter_reason(exc)}; {FILTER_SYNTAX}"))
         return None
     if not isinstance(out, pd.DataFrame):
         issues.append(_issue("data.filter", "the filter must be a condition on rows, e.g. \"age >= 9\""))
