@@ -201,6 +201,19 @@ def test_one_level_per_row_is_not_identifiable() -> None:
         build_design(parse_formula("Reaction ~ Days + (1|row)"), d)
 
 
+def test_a_response_the_fixed_effects_fit_exactly_is_an_error() -> None:
+    """lme4 returns a REML criterion of -Inf with every SD 0 here; mixspec says why instead."""
+    d = sleepstudy()
+    d["const"] = 5.0
+    d["line"] = 3.0 + 2.0 * d["Days"]
+    with pytest.raises(DesignError, match="'const' is constant"):
+        build_design(parse_formula("const ~ Days + (1|Subject)"), d)
+    with pytest.raises(DesignError, match="'line' is an exact linear function of the fixed effects"):
+        build_design(parse_formula("line ~ Days + (1|Subject)"), d)
+    d["line"] += 1e-6 * np.sin(np.arange(len(d)))  # any residual at all: fitted as usual
+    assert build_design(parse_formula("line ~ Days + (1|Subject)"), d).nobs == len(d)
+
+
 @pytest.mark.parametrize("formula", ["y ~ x + (1|a) + (x|b) + (1|c)", "y ~ x + (x|a) + (1|c)",
                                      "y ~ x + (1|a) + (1|b) + (0 + x|b) + (x|d)"])
 def test_whitened_parameters_give_the_same_criterion(formula: str) -> None:

@@ -128,6 +128,21 @@ def _unique_ids(groups: list[str]) -> list[str]:
     return out
 
 
+def _check_response_varies(name: str, y: np.ndarray, X: np.ndarray) -> None:
+    """A response the fixed effects fit exactly leaves no residual variance: lme4 returns a
+    criterion of -Inf with every SD 0; say why instead of fitting."""
+    scale = float(np.max(np.abs(y))) if y.size else 0.0
+    if scale == 0.0:
+        resid = y
+    else:
+        beta = np.linalg.lstsq(X, y / scale, rcond=None)[0] if X.shape[1] else np.zeros(0)
+        resid = y / scale - X @ beta
+    if float(np.max(np.abs(resid), initial=0.0)) <= 1e-12:
+        what = "constant" if np.ptp(y) == 0 else "an exact linear function of the fixed effects"
+        raise DesignError(f"the response '{name}' is {what}: the residual variance would be 0 "
+                          "and nothing can be estimated")
+
+
 def _check_identifiable(blocks: list[RandomBlock], n: int) -> None:
     for b in blocks:
         if b.nlevels >= n:
@@ -159,6 +174,7 @@ def build_design(mf: ModelFormula, frame: pd.DataFrame, weights: str | None = No
     frame = _as_factors(frame, response_variables(mf) | fixed_variables(mf) | slope_variables(mf))
     y = _response(mf, frame)
     X, fixed, dropped, warnings = _fixed(mf, frame)
+    _check_response_varies(mf.response, y, X)
     raw = [_block(t, frame) for t in mf.random]
     blocks = [raw[i] for i in lme4_order([b.nlevels for b in raw])]
     for b, ident in zip(blocks, _unique_ids([b.group for b in blocks])):
