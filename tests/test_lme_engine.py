@@ -277,3 +277,15 @@ def test_engine_dispatch() -> None:
     with pytest.raises(ValueError, match="unknown engine"):
         get_engine("nope")
     assert issubclass(EngineError, RuntimeError)
+
+
+def test_non_syntactic_names_are_spelt_as_lme4_spells_them() -> None:
+    """lme4 1.1-31: coefficients `my x` and `my f`b keep R's backticks; a lone backticked
+    grouping factor is named without them ("sub ject"), an interaction keeps them."""
+    d = sleepstudy().rename(columns={"Reaction": "reaction time", "Subject": "sub ject"})
+    d["my x"] = d["Days"]
+    d["my f"] = np.where(d["Days"] < 5, "early", "late")
+    design = build_design(parse_formula("`reaction time` ~ `my x` + `my f` + (`my x` | `sub ject`)"), d)
+    assert [c.lme4_name for c in design.fixed] == ["(Intercept)", "`my x`", "`my f`late"]
+    assert [b.group for b in design.blocks] == ["sub ject"]
+    assert design.blocks[0].column_names == ["(Intercept)", "`my x`"]

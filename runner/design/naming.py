@@ -32,13 +32,34 @@ def split_top_level(name: str, sep: str = ":") -> list[str]:
     return parts
 
 
+_R_RESERVED = frozenset({"if", "else", "repeat", "while", "function", "for", "next", "break", "TRUE",
+                         "FALSE", "NULL", "Inf", "NaN", "NA", "in"})
+
+
+def _r_syntactic(name: str) -> bool:
+    """R's rule for a name that needs no backticks (letters may be any Unicode letters)."""
+    if not name or name in _R_RESERVED:
+        return False
+    if not (name[0].isalpha() or (name[0] == "." and not name[1:2].isdigit())):
+        return False
+    return all(ch.isalnum() or ch in "._" for ch in name)
+
+
+def _r_spelling(var: str) -> str:
+    """How R deparses a variable in a coefficient name: a plain column with spaces or other
+    non-syntactic characters gets backticks (`my x`); expressions such as I(x^2) do not."""
+    if "(" in var or _r_syntactic(var):
+        return var
+    return f"`{var}`"
+
+
 def _part(part: str) -> tuple[str, str | None, str]:
     """One interaction component -> (variable, level or None, lme4 spelling)."""
     m = _FACTOR.match(part)
     if m is None:
-        return _plain_variable(part), None, part
+        return _plain_variable(part), None, _r_spelling(part)
     var, level = m.group("var"), m.group("level")
-    return _plain_variable(var), level, f"{var}{level}"
+    return _plain_variable(var), level, f"{_r_spelling(var)}{level}"
 
 
 def _plain_variable(var: str) -> str:

@@ -35,7 +35,10 @@ class RandomTerm:
 
     @property
     def group_name(self) -> str:
-        """The grouping factor's name as lme4 prints it (`cask:batch`, `c:(b:a)`)."""
+        """The grouping factor's name as lme4 prints it (`cask:batch`, `c:(b:a)`; a lone
+        backticked name without its backticks, as lme4 names `(1 | `sub ject`)` "sub ject")."""
+        if self.label is not None and len(self.group) == 1 and self.label == f"`{self.group[0]}`":
+            return self.group[0]
         return self.label if self.label is not None else ":".join(self.group)
 
     @property
