@@ -6,7 +6,9 @@ out <- "tests/reference_oracle"
 cases <- read.delim(file.path(out, "cases.tsv"), stringsAsFactors = FALSE, colClasses = "character")
 for (i in seq_len(nrow(cases))) {
   cs <- cases[i, ]
-  d <- read.csv(file.path(ex, paste0(cs$dataset, ".csv")), stringsAsFactors = TRUE)
+  src <- file.path(ex, paste0(cs$dataset, ".csv"))
+  if (!file.exists(src)) src <- file.path(out, "data", paste0(cs$dataset, ".csv"))  # made for a case
+  d <- read.csv(src, stringsAsFactors = TRUE)
   # derived columns for the weights/offset cases (tests/test_lme_oracle.py derives the same)
   d$w3 <- 1 + (seq_len(nrow(d)) - 1) %% 3
   d$off <- 0.5 * ((seq_len(nrow(d)) - 1) %% 7)

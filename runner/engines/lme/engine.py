@@ -11,7 +11,7 @@ from runner.design.model import Design
 from runner.engines.lme.convergence import ConvergenceCheck, check_convergence, is_singular
 from runner.engines.lme.criterion import Criterion, Method, objective_from
 from runner.engines.lme.factor import FactorError, factorize, phi_to_theta
-from runner.engines.lme.optimize import minimize_theta
+from runner.engines.lme.optimize import minimize_theta, probe_edges
 from runner.engines.lme.results import arrays, fixed_effects, sigma2, variance_components
 from runner.engines.lme.solve import solve
 from runner.engines.lme.structure import build_problem
@@ -64,6 +64,12 @@ class LmeEngine:
             # the optimizer works on whitened parameters (structure._preconditioner)
             crit_phi = Criterion(problem, method, whitened=True)
             opt = minimize_theta(crit_phi, problem.start, problem.lower, problem.eval_flops)
+            off_edge = probe_edges(crit_phi, opt.theta, opt.value, problem.lower)
+            if off_edge is not None:  # the optimizer stopped on a flat edge: restart off it
+                restart = minimize_theta(crit_phi, off_edge, problem.lower, problem.eval_flops, scan=False)
+                if restart.value < opt.value:
+                    restart.optimizer += ", restarted off the boundary"
+                    opt = restart
             theta = phi_to_theta(problem, opt.theta)
             crit = Criterion(problem, method)
             singular = is_singular(theta, problem.lower)
