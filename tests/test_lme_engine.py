@@ -289,3 +289,24 @@ def test_non_syntactic_names_are_spelt_as_lme4_spells_them() -> None:
     assert [c.lme4_name for c in design.fixed] == ["(Intercept)", "`my x`", "`my f`late"]
     assert [b.group for b in design.blocks] == ["sub ject"]
     assert design.blocks[0].column_names == ["(Intercept)", "`my x`"]
+
+
+@pytest.mark.parametrize("method", ["REML", "ML"])
+def test_uncentred_calendar_year_slope_fits_as_the_centred_model(method: str) -> None:
+    """(year | Subject) with year = 2000 + Days is the sleepstudy model reparametrized:
+    same criterion optimum, same slope SD and residual. lme4 1.1-31 stops at REML 1786.45
+    (singular) here; raw Gram matrices lost ~4 digits and the fit stopped 0.04 short."""
+    d = sleepstudy()
+    d["year"] = 2000.0 + d["Days"]
+    centred = fit_design(build_design(parse_formula("Reaction ~ Days + (Days | Subject)"), d), method)
+    year = fit_design(build_design(parse_formula("Reaction ~ year + (year | Subject)"), d), method)
+    assert year.objective == pytest.approx(centred.objective, abs=1e-5)
+    assert year.converged and not year.singular
+    slope = {(r.term, r.term2): r for r in year.random_effects if r.id == "Subject"}
+    slope_c = {(r.term, r.term2): r for r in centred.random_effects if r.id == "Subject"}
+    assert slope[("year", None)].sd == pytest.approx(slope_c[("Days", None)].sd, rel=1e-3)  # the issue's tolerance
+    assert year.sigma == pytest.approx(centred.sigma, rel=1e-3)
+    # the BLUPs of the slope are the same too (the intercepts move to year 0)
+    ranef = {b.id: b for b in year.arrays.ranef}["Subject"].modes[:, 1]
+    ranef_c = {b.id: b for b in centred.arrays.ranef}["Subject"].modes[:, 1]
+    np.testing.assert_allclose(ranef, ranef_c, rtol=1e-3, atol=1e-3)

@@ -10,7 +10,7 @@ from threadpoolctl import ThreadpoolController
 from runner.design.model import Design
 from runner.engines.lme.convergence import ConvergenceCheck, check_convergence, is_singular
 from runner.engines.lme.criterion import Criterion, Method, objective_from
-from runner.engines.lme.factor import FactorError, factorize, phi_to_theta
+from runner.engines.lme.factor import FactorError, factorize, phi_to_theta, raw_factors
 from runner.engines.lme.optimize import minimize_theta, probe_edges
 from runner.engines.lme.results import arrays, fixed_effects, sigma2, variance_components
 from runner.engines.lme.solve import solve
@@ -61,7 +61,7 @@ class LmeEngine:
         t0 = time.perf_counter()
         with _one_blas_thread():
             problem = build_problem(design)
-            # the optimizer works on whitened parameters (structure._preconditioner)
+            # the optimizer works on whitened parameters (structure._whitening)
             crit_phi = Criterion(problem, method, whitened=True)
             opt = minimize_theta(crit_phi, problem.start, problem.lower, problem.eval_flops)
             off_edge = probe_edges(crit_phi, opt.theta, opt.value, problem.lower)
@@ -71,9 +71,8 @@ class LmeEngine:
                     restart.optimizer += ", restarted off the boundary"
                     opt = restart
             theta = phi_to_theta(problem, opt.theta)
-            crit = Criterion(problem, method)
             singular = is_singular(theta, problem.lower)
-            check = check_convergence(crit, theta, opt.value, problem.lower, singular)
+            check = check_convergence(crit_phi, opt.theta, opt.value, problem.lower, singular)
             if not (check.ok and opt.success) and not opt.optimizer.startswith("COBYQA"):
                 # L-BFGS-B on difference gradients can stop early: polish with COBYQA from there
                 polish = minimize_theta(crit_phi, opt.theta, problem.lower, scan=False)
@@ -82,7 +81,7 @@ class LmeEngine:
                     opt.optimizer = "L-BFGS-B, then COBYQA (scipy)"
                     theta = phi_to_theta(problem, opt.theta)
                     singular = is_singular(theta, problem.lower)
-                    check = check_convergence(crit, theta, opt.value, problem.lower, singular)
+                    check = check_convergence(crit_phi, opt.theta, opt.value, problem.lower, singular)
             if singular and not check.ok:
                 # lme4's checkConv returns before its gradient test for singular fits: across
                 # the boundary the criterion is not smooth, and finite differences there show a
@@ -97,11 +96,12 @@ class LmeEngine:
             except (FactorError, np.linalg.LinAlgError) as exc:
                 raise LmeFitError(f"the factorization failed at the optimum: {exc}") from exc
             objective = float(objective_from(problem, f, method))
-            sol = solve(problem, f)
+            raw = raw_factors(problem, theta)
+            sol = solve(problem, f, raw)
         s2 = sigma2(problem, f.r2, method)
         # back to lme4's block order
         inv = np.argsort(problem.order)
-        factors = [f.factors[i] for i in inv]
+        factors = [raw[i] for i in inv]
         modes = [sol.modes[i] for i in inv]
         cvar = [sol.cond_var[i] for i in inv]
         npar = problem.p + theta.size + 1
@@ -120,7 +120,7 @@ class LmeEngine:
             random_effects=variance_components(design, factors, s2),
             converged=converged, singular=singular,
             convergence=Convergence(converged=converged, optimizer=opt.optimizer,
-                                    message=check.message or opt.message, evaluations=crit_phi.evaluations + crit.evaluations,
+                                    message=check.message or opt.message, evaluations=crit_phi.evaluations,
                                     max_abs_gradient=check.max_abs_gradient,
                                     hessian_min_eigenvalue=check.hessian_min_eigenvalue),
             warnings=_warnings(design, singular, check.ok, check.message),

@@ -37,12 +37,18 @@ class FactorError(ArithmeticError):
     """The tail was not positive definite at this theta."""
 
 
+def raw_factors(problem: Problem, theta: np.ndarray) -> list[np.ndarray]:
+    """lme4's T_i(theta) per internal block (on the terms' own columns)."""
+    return [t.factor(theta[s]) for t, s in zip(problem.templates, problem.theta_slices)]
+
+
 def template_factors(problem: Problem, theta: np.ndarray, whitened: bool = False) -> list[np.ndarray]:
-    """T_i per internal block; with `whitened`, theta is the optimizer's phi and the
-    factor is R_i^{-1} T_i(phi) (not triangular: only T T' matters)."""
-    out = [t.factor(theta[s]) for t, s in zip(problem.templates, problem.theta_slices)]
-    if whitened:
-        out = [T if P is None else P @ T for T, P in zip(out, problem.precond)]
+    """The factors the evaluation uses, on the problem's (whitened) columns X R^{-1}: with
+    `whitened`, theta is the optimizer's phi and the factor is T(phi); otherwise theta is
+    lme4's and the factor is R T(theta) (not triangular: only T T' matters)."""
+    out = raw_factors(problem, theta)
+    if not whitened:
+        out = [T if R is None else R @ T for T, R in zip(out, problem.basis)]
     return out
 
 

@@ -34,7 +34,11 @@ def _tail_blocks(vec: np.ndarray, problem: Problem, factors: list[np.ndarray]) -
     return out
 
 
-def solve(problem: Problem, f: Factor) -> Solution:
+def solve(problem: Problem, f: Factor, raw: list[np.ndarray]) -> Solution:
+    """`raw`: lme4's factors T_i(theta) (factor.raw_factors). The spherical modes u come
+    from the evaluation's factors on the problem's columns; b = T_i u maps them back to the
+    terms' own columns (where the problem whitened a term, its columns are X R^{-1} and its
+    factor R T, so the same u gives b = T u)."""
     m, p, nt = problem.m_rand, problem.p, problem.nt
     L = np.tril(f.Ltail)
     ell = L[nt - 1, : nt - 1]
@@ -42,15 +46,17 @@ def solve(problem: Problem, f: Factor) -> Solution:
     u_t, beta = x[:m], x[m:m + p]
     T1 = f.factors[0]
     # b_t = Lambda_t u_t, per tail block
-    b_tail = [uu @ T.T for uu, T in zip(_tail_blocks(u_t, problem, f.factors), f.factors[1:])]
-    v = np.concatenate([np.concatenate([b.T.ravel() for b in b_tail]) if b_tail else np.zeros(0),
+    u_tail = _tail_blocks(u_t, problem, f.factors)
+    bt_eval = [uu @ T.T for uu, T in zip(u_tail, f.factors[1:])]  # on the problem's columns
+    b_tail = [uu @ T.T for uu, T in zip(u_tail, raw[1:])]
+    v = np.concatenate([np.concatenate([b.T.ravel() for b in bt_eval]) if bt_eval else np.zeros(0),
                         beta, [-1.0]])
     resid1 = -(problem.A_t1.T @ v)  # Z_1'(y - Z_t b_t - X beta), level-major (l1 * p1)
     l1, p1 = problem.l1, problem.p1
     rhs = resid1.reshape(l1, p1) @ T1  # rows: T1' r_c
     Minv = np.linalg.inv(f.L11 @ np.swapaxes(f.L11, 1, 2))  # (l1, p1, p1)
     u1 = np.einsum("cab,cb->ca", Minv, rhs)
-    b1 = u1 @ T1.T
+    b1 = u1 @ raw[0].T
 
     Lxx = L[m:m + p, m:m + p]
     Lxx_inv = solve_triangular(Lxx, np.eye(p), lower=True)
@@ -63,7 +69,7 @@ def solve(problem: Problem, f: Factor) -> Solution:
     else:
         Sinv = np.zeros((0, 0))
     var_t = []
-    for start, q, T in zip(problem.tail_start, problem.tail_q, f.factors[1:]):
+    for start, q, T in zip(problem.tail_start, problem.tail_q, raw[1:]):
         pp, ll = T.shape[0], q // T.shape[0]
         idx = start + np.arange(pp)[:, None] * ll + np.arange(ll)[None, :]  # (p, l)
         blk = Sinv[idx[:, None, :], idx[None, :, :]]  # (p, p, l)
@@ -87,6 +93,6 @@ def solve(problem: Problem, f: Factor) -> Solution:
     else:
         Fq = np.zeros((l1, p1, p1))
     G = Minv @ (T1.T @ Fq @ T1) @ Minv
-    V1 = T1 @ (Minv + G) @ T1.T
+    V1 = raw[0] @ (Minv + G) @ raw[0].T
     var1 = np.diagonal(V1, axis1=1, axis2=2).copy()
     return Solution(beta=beta, vcov_unscaled=vcov, modes=[b1, *b_tail], cond_var=[var1, *var_t])

@@ -11,13 +11,13 @@ which is linear in vec(B) with a fixed sparsity pattern: `S @ vec(B)` gives it a
 tail's lower-triangle positions `targets` (MixedModels.jl's rankUpdate of the first
 block, done as one sparse product). The tail is then scaled and factored: its leading
 nested terms ("stages") level by level, the rest densely (see factor.py); `_route` says
-where each update target is stored. `_preconditioner` whitens unstructured templates
-for the optimizer (same model, better conditioned parameters).
+where each update target is stored. `_whitening` whitens unstructured terms' columns
+(same model; better conditioned Gram matrices and optimizer parameters).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import scipy.sparse as sp
@@ -65,7 +65,8 @@ class Problem:
     scalar_tail: bool  # every random tail block has p_i == 1 (Lambda_t is diagonal)
     stages: list["Stage"]  # leading tail blocks that stay block diagonal (nested factors)
     dense_start: int  # first tail row of the dense remainder
-    precond: list[np.ndarray | None]  # internal order: R^{-1} (see `_preconditioner`) or None
+    basis: list[np.ndarray | None]  # internal order: R of the term's whitened columns (`_whitening`) or None
+    precond: list[np.ndarray | None]  # internal order: R^{-1} (lme4's factor is R^{-1} T), or None
     # the per-theta evaluation's view of the update `S @ vec(B)` (see `_route`)
     S_eval: sp.csr_matrix  # rows of S that land in a stored region, grouped as below
     t_dense: np.ndarray  # flat tail indices of the first rows of S_eval (rectangles, dense square)
@@ -181,26 +182,31 @@ def _stages(A_tt: np.ndarray, targets: np.ndarray, tail_q: list[int], ps: list[i
     return stages
 
 
-def _preconditioner(block: RandomBlock, template: Template, w: np.ndarray | None) -> np.ndarray | None:
-    """R^{-1} for an unstructured template with p > 1, where R'R = X_i' W X_i / n.
+def _whitening(block: RandomBlock, template: Template, w: np.ndarray | None
+               ) -> tuple[np.ndarray, np.ndarray] | None:
+    """(X R^{-1}, R) for an unstructured term with p > 1, where sqrt(W) X = Q R sqrt(n).
 
-    The optimizer works on phi with T(theta) T(theta)' = R^{-1} T(phi) T(phi)' R^{-T}:
-    the random-effect columns whitened (an intercept and an uncentred slope become
-    orthonormal), which leaves the model and the criterion unchanged (an unstructured
-    covariance is closed under b -> R^{-1} b) but removes the strong intercept-slope
-    correlation that makes derivative-free optimizers crawl. None when not applicable.
+    The engine works in this basis: the term's columns are replaced by X R^{-1}
+    (orthonormal, an intercept and an uncentred slope such as a calendar year no longer
+    nearly collinear) and its template T acts on them. The model is unchanged (an
+    unstructured covariance is closed under b -> R b; lme4's factor is R^{-1} T), but the
+    Gram matrices are formed from well-conditioned columns (with `year` ~ 2000 the raw
+    ones lost ~4 digits of the criterion) and the optimizer's parameters are whitened.
+    QR, not a Cholesky of X'X, so conditioning up to 1e12 is harmless. None when not
+    applicable.
     """
     if template.covariance != "unstructured" or template.p < 2:
         return None
-    X = block.X if w is None else block.X * np.sqrt(w)[:, None]
-    G = (X.T @ X) / X.shape[0]
-    try:
-        R = np.linalg.cholesky(G).T
-    except np.linalg.LinAlgError:
+    sw = None if w is None else np.sqrt(w)
+    Xs = block.X if sw is None else block.X * sw[:, None]
+    Q, R = np.linalg.qr(Xs)
+    signs = np.where(np.diagonal(R) < 0, -1.0, 1.0)
+    Q, R = Q * signs[None, :], R * signs[:, None]
+    if not (np.all(np.isfinite(R)) and np.all(np.diagonal(R) > 0)) or np.linalg.cond(R) > 1e12:
         return None
-    if not np.all(np.isfinite(R)) or np.linalg.cond(R) > 1e8:
-        return None
-    return np.linalg.inv(R)
+    scale = np.sqrt(Xs.shape[0])
+    Xt = Q * scale if sw is None else (Q * scale) / sw[:, None]
+    return np.ascontiguousarray(Xt), R / scale
 
 
 def _route(S: sp.csr_matrix, targets: np.ndarray, nt: int, stages: list[Stage], dense_start: int
@@ -243,6 +249,9 @@ def build_problem(design: Design) -> Problem:
     if sw is not None:
         W = W * sw[:, None]
     templates_lme4 = [Template(b.covariance, b.ncols, b.group, tuple(b.column_names)) for b in blocks]
+    whitening = [_whitening(b, t, design.weights) for b, t in zip(blocks, templates_lme4)]
+    blocks = [b if wt is None else replace(b, X=wt[0]) for b, wt in zip(blocks, whitening)]
+    basis = [None if wt is None else wt[1] for wt in whitening]
     sizes = [t.ntheta for t in templates_lme4]
     offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
     q = [b.nlevels * b.ncols for b in blocks]
@@ -269,6 +278,7 @@ def build_problem(design: Design) -> Problem:
         tail_q=tail_q, nt=nt, A_tt=np.ascontiguousarray(A_tt), A_t1=A_t1, S=S, targets=targets,
         tail_start=[int(x) for x in np.cumsum([0, *tail_q])[:-1]], scalar_tail=scalar_tail,
         stages=stages, dense_start=dense_start,
-        precond=[_preconditioner(blocks[i], templates_lme4[i], design.weights) for i in order],
+        basis=[basis[i] for i in order],
+        precond=[None if basis[i] is None else np.linalg.inv(basis[i]) for i in order],
         S_eval=S_eval, t_dense=t_dense, stage_diag=[A_tt[st.rows, st.cols] for st in stages],
         t_stage=t_stage)

@@ -83,16 +83,27 @@ def compare(out: Path) -> int:
         cases = list(csv.DictReader(fh, delimiter="\t"))
     for case in cases:
         r = ref[case["id"]]
-        design = build_design(parse_formula(case["formula"]), pd.read_csv(out / case["data"]),
-                              weights=case["weights"] or None)
-        fit = fit_design(design, case["method"])
+        try:
+            design = build_design(parse_formula(case["formula"]), pd.read_csv(out / case["data"]),
+                                  weights=case["weights"] or None)
+            fit = fit_design(design, case["method"])
+        except Exception as exc:  # both refusing is agreement; only one refusing is flagged
+            agree = "error" in r
+            flagged += not agree
+            print(f"{case['id']}: mixspec refused ({exc}); lme4: {r.get('error', 'fitted')}"
+                  f"{'' if agree else '  <-- CHECK'}")
+            continue
         if "error" in r:
-            print(f"{case['id']}: lme4 failed ({r['error']}); mixspec objective {fit.objective:.6f}")
+            flagged += 1
+            print(f"{case['id']}: lme4 failed ({r['error']}); mixspec objective {fit.objective:.6f}  <-- CHECK")
             continue
         at = Criterion(build_problem(design), case["method"])(np.atleast_1d(np.asarray(r["theta"], float)))
         d_at, d_opt = at - r["objective"], fit.objective - r["objective"]
-        bad = (abs(d_at) > 1e-6 * abs(r["objective"]) or d_opt > 1e-4 or fit.singular != r["singular"]
-               or not fit.converged)
+        # a singular flag may differ where mixspec found a clearly lower optimum, or where the
+        # optimum is the same and a component lme4 left at ~2e-4 is exactly 0 here
+        same_theta = np.allclose(fit.theta, r["theta"], rtol=0, atol=1e-3)
+        bad = (abs(d_at) > 1e-6 * abs(r["objective"]) or d_opt > 1e-4 or not fit.converged
+               or (fit.singular != r["singular"] and d_opt > -1e-3 and not same_theta))
         flagged += bad
         print(f"{case['id']:4s} {case['method']:4s} w={case['weights'] or '-'} {case['formula']:40s} "
               f"at lme4 theta {d_at:+.1e}  optimum {d_opt:+.2e}  vs lme4 default "
