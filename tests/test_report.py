@@ -124,6 +124,8 @@ def test_lrt_and_expectations(students: tuple[Path, str, ResultsRecord]) -> None
     assert text_of(tds[7]) == "13.079"  # lme4: chisq 13.0787766602152
     assert text_of(tds[9]) == "0.0014"  # lme4: p 0.0014453723194209
     assert text_of(tds[10]) == fmt_p(t.p_value_boundary) == "< 0.001"
+    assert len(tds) == 11  # the boundary reasoning is a line under the table, not a column
+    assert f"<li>{t.small} vs {t.large}: {t.boundary_note}</li>" in html
     exp = table_rows(doc, "expectations")
     assert [text_of(r[1]) for r in exp] == ["pass", "pass"]
 

@@ -94,7 +94,7 @@ def classify_boundary(small: LRTSide, large: LRTSide) -> Boundary:
             return Boundary(None, "correlation_only", f"only correlations on {g} are tested: interior, the naive p is right", g)
         if len(d_small) == 1 and d_small[0].full and set(cols_small) < set(new.columns) and len(new.columns) == len(cols_small) + 1:
             q = len(cols_small)
-            return Boundary((q, q + 1), "slope_added", f"one random slope added to a {q}-column term on {g} with {q} covariances: 0.5 chi2({q}) + 0.5 chi2({q + 1})", g)
+            return Boundary((q, q + 1), "slope_added", f"one random slope added to a {q}-column term on {g} with {q} covariance{'s' if q > 1 else ''}: 0.5 chi2({q}) + 0.5 chi2({q + 1})", g)
     return Boundary(None, "not_covered", f"the change on {g} is not one added variance or one added slope: no chi-bar-square theory applied", g)
 
 

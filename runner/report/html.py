@@ -174,6 +174,7 @@ def render_spec_page(record: ResultsRecord, results_dir: Path) -> str:
         rankings=views.ranking_views(record),
         test_header=views.TEST_HEADER,
         tests=views.test_rows(record),
+        test_notes=views.test_notes(record),
         models=models,
         factors=record.factors,
     )

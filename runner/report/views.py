@@ -176,14 +176,13 @@ def ranking_views(record: ResultsRecord) -> list[RankingView]:
 
 
 TEST_HEADER = ["small", "large", "source", "fits", "npar", "logLik small", "logLik large",
-               "χ²", "df", "p (naive)", "p (boundary)", "note"]
+               "χ²", "df", "p (naive)", "p (boundary)"]
 
 
 def test_rows(record: ResultsRecord) -> list[list[Cell]]:
     """Likelihood-ratio tests: naive chi-square p beside the boundary-corrected one."""
     rows = []
     for t in record.tests:
-        note = "; ".join([t.boundary_note or "", *t.warnings]).strip("; ")
         rows.append([
             Cell(t.small, t.small, "name"),
             Cell(t.large, t.large, "name"),
@@ -196,9 +195,19 @@ def test_rows(record: ResultsRecord) -> list[list[Cell]]:
             count(t.df),
             pval(t.p_value),
             pval(t.p_value_boundary),
-            text(note or "", "note"),
         ])
     return rows
+
+
+def test_notes(record: ResultsRecord) -> list[str]:
+    """Each test's boundary reasoning and warnings, one line per test under the table
+    (as a table column they made every row several lines tall)."""
+    out = []
+    for t in record.tests:
+        note = "; ".join([t.boundary_note or "", *t.warnings]).strip("; ")
+        if note:
+            out.append(f"{t.small} vs {t.large}: {note}")
+    return out
 
 
 def fixed_effect_rows(model: ModelRecord) -> tuple[list[str], list[list[Cell]]]:
