@@ -261,3 +261,28 @@ models:
     assert not (out / "killme" / "results.json").exists()
     leftovers = [p for p in out.rglob("*") if p.name.endswith(".tmp")] if out.exists() else []
     assert sig == signal.SIGKILL or not leftovers
+
+
+def test_terminal_summary_gives_ranking_tests_and_failures(tmp_path, capsys):
+    """`mixspec run` prints the answer (lme4's anova numbers) and what failed, on stderr."""
+    spec = _write(tmp_path, "sleep", """
+name: sleep
+data: {example: sleepstudy}
+models:
+  intercept: {formula: "Reaction ~ Days + (1|Subject)"}
+  slope: {formula: "Reaction ~ Days + (Days|Subject)"}
+compare:
+  tests: [[intercept, slope]]
+expect:
+  best: intercept
+""")
+    code = run_command([spec], out=tmp_path / "out", jobs=1, no_cache=True)
+    err = capsys.readouterr().err
+    assert code == 1
+    ref = LRT["sleepstudy_slope"]
+    assert f"LRT intercept vs slope: chi2 {ref['chisq']:.3f}, df 2, p < 0.001" in err
+    lines = err.splitlines()
+    first = next(i for i, line in enumerate(lines) if line.strip().startswith("model"))
+    assert lines[first + 1].split()[:2] == ["*", "slope"]  # best by AIC, as lme4's anova() ranks
+    assert "expectation FAILED best: intercept" in err and "expectations: 0 of 1 pass" in err
+    assert f"{tmp_path / 'out' / 'sleep' / 'results.json'} (FAILED)" in err

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from runner.run.api import exit_code, run_specs
+from runner.run.console import summary_lines
 from runner.run.diff import diff_files
 from runner.run.record import record_json
 
@@ -34,6 +35,10 @@ def run_command(specs: list[str | Path], out: str | Path = "reports", jobs: int 
         for o in outcomes:
             if o.results_path is not None:
                 state = "ok" if o.exit_code == 0 else "FAILED"
+                if o.record is not None:
+                    page = o.results_path.parent / "index.html"
+                    print("\n".join(summary_lines(o.record, str(page) if page.exists() else None)),
+                          file=sys.stderr)
                 print(f"{o.results_path} ({state})", file=sys.stderr)
     return exit_code(outcomes)
 

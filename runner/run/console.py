@@ -1,0 +1,48 @@
+"""A few lines per spec on the terminal after a run: the answer without opening a file.
+
+Plain text (CI logs keep it as it is): the ranking, the likelihood-ratio tests, failed
+models and expectations. Everything else is in results.json, summary.md and the page.
+"""
+
+from __future__ import annotations
+
+from runner.report.format import fmt_fixed, fmt_p, fmt_weight
+from runner.results import ResultsRecord
+
+
+def _table(rows: list[list[str]], right: set[int]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  " + "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
+            for r in rows]
+
+
+def summary_lines(record: ResultsRecord, page: str | None = None) -> list[str]:
+    """What `mixspec run` prints for one spec (no colour, no width assumptions)."""
+    ok = [n for n, m in record.models.items() if m.status == "ok"]
+    failed = [n for n, m in record.models.items() if m.status != "ok"]
+    lines = [f"{record.spec.name}: {len(ok)} of {len(record.models)} models fitted"
+             + (f" · report {page}" if page else "")]
+    for group in record.ranking:
+        if not group.rows:
+            continue
+        head = group.rows[0]
+        source = "ML refits" if any(r.fit_used == "ml_refit" for r in group.rows) else head.method
+        rows = [["model", head.criterion, f"Δ{head.criterion}", "weight", "npar"]]
+        rows += [[("* " if r.best else "  ") + r.model, fmt_fixed(r.value), fmt_fixed(r.delta), fmt_weight(r.weight),
+                  str(r.npar)] for r in group.rows]
+        lines.append(f"  ranked by {head.criterion} ({source}):")
+        lines += _table(rows, right={1, 2, 3, 4})
+        if group.note:
+            lines.append(f"  note: {group.note}")
+    for t in record.tests:
+        boundary = f", boundary p {fmt_p(t.p_value_boundary)}" if t.p_value_boundary is not None else ""
+        lines.append(f"  LRT {t.small} vs {t.large}: chi2 {t.chisq:.3f}, df {t.df}, p {fmt_p(t.p_value)}{boundary}")
+    for name in failed:
+        lines.append(f"  FAILED {name}: {record.models[name].error or 'no message'}")
+    for e in record.expectations:
+        if not e.passed:
+            lines.append(f"  expectation FAILED {e.text}: {e.detail}")
+    passed = sum(e.passed for e in record.expectations)
+    if record.expectations:
+        lines.append(f"  expectations: {passed} of {len(record.expectations)} pass")
+    return lines
