@@ -52,8 +52,9 @@ def _groups(data: PreparedData, name: str, model: Any) -> dict[str, int]:
     return out
 
 
-def _build_designs(loaded: LoadedSpec, data: PreparedData) -> tuple[dict[str, Any], list[SpecIssue]]:
-    """Build each model's design when the design layer is available (rank, lme4's checks)."""
+def _build_designs(loaded: LoadedSpec, data: PreparedData, names: list[str] | None = None
+                   ) -> tuple[dict[str, Any], list[SpecIssue]]:
+    """Build each model's design (or those in `names`): rank, scale and lme4's checks."""
     try:
         from runner.design.build import DesignError, build_design
     except ImportError:
@@ -61,6 +62,8 @@ def _build_designs(loaded: LoadedSpec, data: PreparedData) -> tuple[dict[str, An
     designs: dict[str, Any] = {}
     issues: list[SpecIssue] = []
     for name, model in loaded.models.items():
+        if names is not None and name not in names:
+            continue
         try:
             designs[name] = build_design(model.formula, data.frame_for(name),
                                          weights=model.weights, offset=model.offset)
@@ -69,16 +72,28 @@ def _build_designs(loaded: LoadedSpec, data: PreparedData) -> tuple[dict[str, An
     return designs, issues
 
 
-def _data_issues(partial: LoadedSpec, build_designs: bool) -> list[SpecIssue]:
-    """The data and column errors of the models an invalid spec still resolves, so one
-    `mixspec validate` lists them beside the spec's own errors."""
+def _models_without_errors(loaded: LoadedSpec, data: PreparedData, issues: list[SpecIssue]) -> list[str]:
+    """Models whose data checks passed although others' did not (their designs can be built)."""
+    bad = {i.path for i in issues if i.severity == "error"}
+    return [name for name, m in loaded.models.items() if name in data.masks
+            and not any(p == ".".join(m.spec_path[:2]) or p.startswith(".".join(m.spec_path[:2]) + ".")
+                        for p in bad)]
+
+
+def _data_issues(loaded: LoadedSpec, build_designs: bool) -> list[SpecIssue]:
+    """Every data, column and design error of the models `loaded` holds, located: what
+    validate lists beside the spec's own errors (or another model's), so that nothing is
+    found only in a second round."""
     try:
-        data = prepare(load_frame(partial.spec.data, partial.base_dir), partial.spec.data, partial.models)
+        data = prepare(load_frame(loaded.spec.data, loaded.base_dir), loaded.spec.data, loaded.models)
+        issues: list[SpecIssue] = []
     except DataError as exc:
-        return [partial.locate(i) for i in exc.errors]
-    if not build_designs:
-        return []
-    return [partial.locate(i) for i in _build_designs(partial, data)[1]]
+        if exc.partial is None:
+            return [loaded.locate(i) for i in exc.errors]
+        data, issues = exc.partial, [loaded.locate(i) for i in exc.errors]
+    if build_designs:
+        issues += _build_designs(loaded, data, _models_without_errors(loaded, data, issues))[1]
+    return issues
 
 
 def validate_spec(path: str | Path, *, build_designs: bool = True) -> ValidatedSpec:
@@ -92,7 +107,10 @@ def validate_spec(path: str | Path, *, build_designs: bool = True) -> ValidatedS
         frame = load_frame(loaded.spec.data, loaded.base_dir)
         data = prepare(frame, loaded.spec.data, loaded.models)
     except DataError as exc:
-        raise DataError(ordered_issues([loaded.locate(i) for i in exc.issues])) from None
+        located = [loaded.locate(i) for i in exc.issues]
+        if exc.partial is not None and build_designs:  # the other models' design errors too
+            located += _build_designs(loaded, exc.partial, _models_without_errors(loaded, exc.partial, located))[1]
+        raise DataError(ordered_issues(located)) from None
     warnings = [loaded.locate(w) for w in [*loaded.warnings, *data.warnings]]
     designs: dict[str, Any] = {}
     if build_designs:

@@ -160,3 +160,31 @@ def test_invalid_data_section_reports_only_the_spec_errors(tmp_path):
         validate_spec(path)
     (issue,) = info.value.issues
     assert "data.exampel: unknown key; did you mean 'example'?" in str(issue)
+
+
+def test_every_data_column_and_design_error_in_one_round(tmp_path):
+    """A bad reference level, a misspelt column, a text response, a one-level factor, text
+    weights and an unknown function, each in its own place: all six in one validate."""
+    d = pd.read_csv(SPECS.parent / "runner" / "data" / "examples" / "sleepstudy.csv")
+    d["txt"] = ["even", "odd"] * 90
+    d["one"] = "x"
+    d.to_csv(tmp_path / "s.csv", index=False)
+    path = write(tmp_path, """
+        data:
+          path: s.csv
+          categorical: {txt: {reference: od}}
+        models:
+          a: {formula: "Reaction ~ Dayz + (1|Subject)"}
+          b: {formula: "txt ~ Days + (1|Subject)"}
+          c: {formula: "Reaction ~ Days + (1|one)"}
+          d: {formula: "Reaction ~ Days + (1|Subject)", weights: txt}
+          e: {formula: "Reaction ~ foo(Days) + (1|Subject)"}
+        """)
+    with pytest.raises(DataError) as info:
+        validate_spec(path)
+    got = [(i.line, i.path) for i in info.value.errors]
+    assert got == [(3, "data.categorical.txt.reference"), (5, "models.a.formula"), (6, "models.b.formula"),
+                   (7, "models.c.formula"), (8, "models.d.weights"), (9, "models.e.formula")]
+    messages = [i.message for i in info.value.errors]
+    assert "did you mean 'odd'?" in messages[0] and "did you mean 'Days'?" in messages[1]
+    assert "not numeric" in messages[2] and "1 level" in messages[3] and "foo(Days)" in messages[5]

@@ -22,7 +22,7 @@ from runner.data.errors import DataError
 from runner.data.hashing import data_sha256
 from runner.formula import grouping_variables, required_variables
 from runner.formula.variables import expression_variables, response_variables
-from runner.spec.errors import SpecIssue
+from runner.spec.errors import SpecIssue, ordered_issues
 from runner.spec.models import CenterSpec, DataSpec
 
 if TYPE_CHECKING:
@@ -432,14 +432,15 @@ def prepare(frame: pd.DataFrame, data_spec: DataSpec, models: dict[str, Resolved
             if done is not None:
                 centered[col] = done
 
-    if not issues:
-        for name, model in usable.items():
-            _check_model(model, work.loc[masks[name]].reset_index(drop=True), issues, warnings)
-    if any(i.severity == "error" for i in issues):
-        raise DataError([*issues, *warnings])
-
+    # every model with its columns present is checked, whatever else is wrong, so one
+    # validate lists all of a spec's problems (not in rounds)
+    for name, model in usable.items():
+        _check_model(model, work.loc[masks[name]].reset_index(drop=True), issues, warnings)
     rows_used = int(union.sum())
     dropped = {"filter": rows - rows_after_filter, "missing": rows_after_filter - rows_used}
-    return PreparedData(frame=work, sha256=digest, na=data_spec.na, rows=rows, rows_after_filter=rows_after_filter,
-                        rows_used=rows_used, dropped=dropped, missing_by_column=missing_by_column, masks=masks,
-                        factors=factors, grouping=grouping, centered=centered, warnings=warnings)
+    prepared = PreparedData(frame=work, sha256=digest, na=data_spec.na, rows=rows, rows_after_filter=rows_after_filter,
+                            rows_used=rows_used, dropped=dropped, missing_by_column=missing_by_column, masks=masks,
+                            factors=factors, grouping=grouping, centered=centered, warnings=warnings)
+    if any(i.severity == "error" for i in issues):
+        raise DataError(ordered_issues([*issues, *warnings]), partial=prepared)
+    return prepared
