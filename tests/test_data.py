@@ -131,6 +131,16 @@ def test_password_never_in_messages(tmp_path, monkeypatch):
 def test_redact():
     assert redact("x postgresql://u:pw@h/db y", []) == "x postgresql://u:***@h/db y"
     assert redact("error for pw123 here", ["pw123"]) == "error for *** here"
+    assert redact("dsn host=h password=Leak123 dbname=x", []) == "dsn host=h password=*** dbname=x"
+
+
+def test_password_in_a_url_query_is_never_shown(tmp_path, monkeypatch):
+    """libpq and other drivers take ?password= (and tokens) in the query string."""
+    monkeypatch.setenv("MIXSPEC_TEST_DB", "postgresql://u@127.0.0.1:1/db?password=Leak123&sslmode=disable")
+    with pytest.raises(DataError) as info:
+        load_frame(DataSpec(sql={"url_env": "MIXSPEC_TEST_DB", "table": "scores"}), tmp_path)
+    text = str(info.value)
+    assert "Leak123" not in text and "cannot read from postgresql://u@127.0.0.1:1/db?password=***" in text
 
 
 def test_examples_case_insensitive():

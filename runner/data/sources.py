@@ -75,12 +75,17 @@ def _read_file(spec: DataSpec, base_dir: Path) -> pd.DataFrame:
         raise _fail("data.path", f"cannot read {spec.path} as {kind}: {exc}") from None
 
 
+_SECRET_PARAM = re.compile(r"(?i)\b((?:password|passwd|pwd|pass|token|secret|api_?key|access_?key|auth)\w*=)[^&\s;]*")
+
+
 def redact(text: str, secrets: list[str]) -> str:
-    """Replace every secret (and any `user:password@` part of a URL) in `text` with ***."""
+    """Replace every secret, any `user:password@` part of a URL and any password-like
+    `key=value` parameter in `text` with ***."""
     for secret in secrets:
         if secret:
             text = text.replace(secret, "***")
-    return re.sub(r"(\w+://[^:/@\s]*:)[^@\s]*@", r"\1***@", text)
+    text = re.sub(r"(\w+://[^:/@\s]*:)[^@\s]*@", r"\1***@", text)
+    return _SECRET_PARAM.sub(r"\1***", text)
 
 
 def _sql_url(sql: SqlSource) -> tuple[str, str]:
@@ -124,7 +129,12 @@ def _read_sql(spec: DataSpec, base_dir: Path) -> pd.DataFrame:
                     "postgresql://user@host/db); the value is not shown") from None
     if url.password:
         secrets.append(str(url.password))
-    shown = url.render_as_string(hide_password=True)
+    # query parameters can carry credentials too (?password=, ?sslkey=, ?token=): never shown
+    secrets += [str(v) for values in url.query.values() for v in ((values,) if isinstance(values, str) else values)
+                if len(str(v)) >= 3]
+    shown = url.set(query={}).render_as_string(hide_password=True)
+    if url.query:
+        shown += "?" + "&".join(f"{k}=***" for k in url.query)
     try:
         if url.get_backend_name() == "duckdb":
             return _read_duckdb(spec.sql, _resolve_file_url(url, base_dir), shown)
