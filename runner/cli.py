@@ -102,7 +102,7 @@ def schema(
 def run(
     specs: Annotated[list[Path], typer.Argument(help="Spec files (YAML)", show_default=False)],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder")] = Path("reports"),
-    jobs: Annotated[int | None, typer.Option("--jobs", "-j", help="Parallel fits (default: cores)")] = None,
+    jobs: Annotated[int | None, typer.Option("--jobs", "-j", min=1, help="Parallel fits (default: cores)")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Refit even if cached")] = False,
     verify: Annotated[bool, typer.Option("--verify", help="Also fit with statsmodels and compare")] = False,
     executor: Annotated[str, typer.Option(help="local | processes | dask")] = "local",
@@ -137,10 +137,16 @@ def report(
     code = EXIT_OK
     folders: set[Path] = set()
     for path in results:
+        if path.is_dir() and (path / "results.json").is_file():
+            path = path / "results.json"  # `mixspec report reports/students` means its results.json
         try:
             page = render_spec_report(path)
         except FileNotFoundError:
             _err(f"{path}: file not found")
+            code = EXIT_INVALID
+            continue
+        except IsADirectoryError:
+            _err(f"{path}: a folder without results.json; give a results.json file")
             code = EXIT_INVALID
             continue
         except (ValidationError, ValueError) as exc:
@@ -158,7 +164,7 @@ def report(
 def diff(
     old: Annotated[Path, typer.Argument(help="Earlier results.json", show_default=False)],
     new: Annotated[Path, typer.Argument(help="Later results.json", show_default=False)],
-    rtol: Annotated[float, typer.Option(help="Relative tolerance for numbers")] = 1e-6,
+    rtol: Annotated[float, typer.Option(min=0.0, help="Relative tolerance for numbers")] = 1e-6,
 ) -> None:
     """What changed between two runs of a spec; exit 1 when anything did."""
     from runner.run.commands import diff_command

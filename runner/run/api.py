@@ -259,6 +259,20 @@ def _render_report(results_path: Path, progress: Progress) -> None:
         print(f"mixspec: HTML report failed: {type(exc).__name__}: {exc}", file=sys.stderr)
 
 
+def _output_problem(out: Path) -> str | None:
+    """Why results cannot be written under `out` (a file in the way, no permission), or None."""
+    for parent in [out, *out.parents]:
+        if parent.exists():
+            if not parent.is_dir():
+                return f"cannot write reports under {out}: {parent} is a file, not a folder (check --out)"
+            break
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"cannot create the output folder {out}: {exc.strerror or exc}"
+    return None
+
+
 def run_spec(path: str | Path, out_dir: str | Path = "reports", jobs: int | None = None, use_cache: bool = True,
              verify: bool = False, executor: str = "local", scheduler: str | None = None, quiet: bool = False,
              cache_dir: str | Path | None = None, report: bool = True) -> RunOutcome:
@@ -274,10 +288,15 @@ def run_spec(path: str | Path, out_dir: str | Path = "reports", jobs: int | None
                 for e in errors:
                     print(e, file=sys.stderr)
             return RunOutcome(None, EXIT_INVALID, None, errors, Path(path))
+        out = Path(out_dir) / plan.name
+        problem = _output_problem(out)
+        if problem is not None:  # before any fit: a wrong --out costs nothing
+            if not quiet:
+                print(f"mixspec: {problem}", file=sys.stderr)
+            return RunOutcome(None, EXIT_INVALID, None, [problem], Path(path))
         progress = Progress(plan.name, quiet=quiet)
         cache = FitCache(cache_dir, enabled=use_cache)
         results = _fit_all(plan, cache, executor, jobs, scheduler, progress)
-        out = Path(out_dir) / plan.name
         record, failures = build_record(plan, results, out, started=started, jobs=jobs, executor=executor)
         results_path = rec.write_results(record, out)
         rec.write_summary(record, out)

@@ -28,10 +28,11 @@ def run_command(specs: list[str | Path], out: str | Path = "reports", jobs: int 
             sys.stdout.write(record_json(records[0]))
         elif records:
             sys.stdout.write("[\n" + ",\n".join(record_json(r).rstrip("\n") for r in records) + "\n]\n")
-        for o in outcomes:  # with --json the run is quiet, but errors still belong on stderr
-            for e in o.errors:
-                print(f"mixspec: {o.spec_path}: {e}", file=sys.stderr)
-    elif not quiet:
+    if json_out or quiet:  # quiet silences progress and summaries, never the reasons for a failure
+        for o in outcomes:
+            for e in o.errors:  # located spec errors already start with the file
+                print(e if e.startswith(str(o.spec_path)) else f"mixspec: {o.spec_path}: {e}", file=sys.stderr)
+    else:
         for o in outcomes:
             if o.results_path is not None:
                 state = "ok" if o.exit_code == 0 else "FAILED"

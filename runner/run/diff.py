@@ -142,5 +142,14 @@ def diff_results(old: dict[str, Any], new: dict[str, Any], rtol: float = 1e-6) -
 
 
 def diff_files(old_path: str | Path, new_path: str | Path, rtol: float = 1e-6) -> DiffReport:
-    """`diff_results` of two results.json files."""
-    return diff_results(json.loads(Path(old_path).read_text()), json.loads(Path(new_path).read_text()), rtol)
+    """`diff_results` of two results.json files (one spec's record each; `--json` of a
+    several-spec run prints a list, which is refused with the reason)."""
+    records = []
+    for path in (old_path, new_path):
+        data = json.loads(Path(path).read_text())
+        if not isinstance(data, dict) or "models" not in data:
+            what = f"a list of {len(data)} records" if isinstance(data, list) else "not a results record"
+            raise ValueError(f"{path} is {what}: diff compares two results.json files of one spec "
+                             "(reports/<spec>/results.json)")
+        records.append(data)
+    return diff_results(records[0], records[1], rtol)
