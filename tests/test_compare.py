@@ -1,7 +1,9 @@
 """Ranking, likelihood-ratio tests and nesting proofs (numbers only, no engine needed).
 
 Real engine fits of the reference pairs are in tests/test_run.py; here the lme4
-reference log-likelihoods (tests/reference/lrt.json) go through the same code.
+reference log-likelihoods (tests/reference/lrt.json) go through the same code. The
+one exception fits sleepstudy's random structures written several ways (about a
+second) to check that the same model gets the same boundary classification.
 """
 
 from __future__ import annotations
@@ -172,7 +174,7 @@ def test_different_rows_and_failed_models_are_grouped_with_notes():
     d = _cand("d", 0, 0, rows="r1", ok=False)
     g1, g2 = rank_models([a, b, c, d], "AIC")
     assert g1.models == ["a", "b", "d"] and [r.model for r in g1.rows] == ["b", "a"]
-    assert "failed to fit): d" in g1.note and "different rows than c" in g1.note
+    assert "failed to fit): d" in g1.note and "different data than c" in g1.note
     assert [r.model for r in g2.rows] == ["c"] and g2.rows[0].weight == 1.0
 
 
@@ -216,3 +218,74 @@ def test_check_nested_and_auto_pairs():
     no = check_nested(NestSide("q", "y", "rows", X2, (T("g", I),), 5), m2)
     assert not no.nested and "not in the span" in no.reason
     assert auto_pairs([m1, m2, m3, m4]) == [("m1", "m2"), ("m1", "m3"), ("m2", "m3")]
+
+
+# ---------------------------------------------------------------- same model written two ways
+
+
+@pytest.fixture(scope="module")
+def sleep_ml_tests(tmp_path_factory) -> dict:
+    """Real ML fits of sleepstudy random structures, every proven-nested pair tested."""
+    from run_helpers import run_quiet, write_spec
+
+    tmp_path = tmp_path_factory.mktemp("forms")
+
+    spec = write_spec(tmp_path, "forms", """
+name: forms
+data: {example: sleepstudy}
+defaults: {method: ML}
+models:
+  intercept: {formula: "Reaction ~ Days + (1|Subject)"}
+  slopeonly: {formula: "Reaction ~ Days + (0 + Days|Subject)"}
+  zerocorr: {formula: "Reaction ~ Days + (Days||Subject)"}
+  diag: {formula: "Reaction ~ Days + diag(Days|Subject)"}
+  homdiag: {formula: "Reaction ~ Days + homdiag(Days|Subject)"}
+  slope: {formula: "Reaction ~ Days + (Days|Subject)"}
+compare: {tests: auto}
+""")
+    out = run_quiet(spec, tmp_path)
+    assert out.exit_code == 0, out.errors
+    return {(t.small, t.large): t for t in out.record.tests}
+
+
+def test_diag_term_is_classified_like_double_bar_on_real_fits(sleep_ml_tests):
+    tests = sleep_ml_tests
+    for small in ("intercept", "slopeonly"):  # one added variance: the slope, or the intercept
+        d, z = tests[(small, "diag")], tests[(small, "zerocorr")]
+        assert d.df == 1 and d.chisq == pytest.approx(z.chisq, abs=1e-4)
+        assert d.boundary_note.startswith("one_variance:") and z.boundary_note.startswith("one_variance:")
+        assert d.p_value_boundary == pytest.approx(0.5 * chi2.sf(d.chisq, 1), rel=1e-9)
+        assert d.p_value_boundary == pytest.approx(z.p_value_boundary, rel=1e-3)
+    assert tests[("intercept", "diag")].chisq == pytest.approx(42.0754, abs=1e-3)
+    d, z = tests[("diag", "slope")], tests[("zerocorr", "slope")]  # correlation only: interior
+    assert d.p_value_boundary is None and d.boundary_note.startswith("correlation_only:")
+    assert z.boundary_note == d.boundary_note and d.p_value == pytest.approx(z.p_value, rel=1e-6)
+
+
+def test_equal_variances_against_free_or_unstructured_is_interior_on_real_fits(sleep_ml_tests):
+    tests = sleep_ml_tests
+    for large in ("diag", "zerocorr"):
+        t = tests[("homdiag", large)]
+        assert t.df == 1 and t.chisq > 0 and t.p_value == pytest.approx(chi2.sf(t.chisq, 1), rel=1e-12)
+        assert t.p_value_boundary is None
+        assert t.boundary_note.startswith("interior_variances:") and "naive p is right" in t.boundary_note
+    t = tests[("homdiag", "slope")]
+    assert t.df == 2 and t.p_value_boundary is None and t.boundary_note.startswith("interior_covariance:")
+
+
+def test_normalized_classification_by_hand():
+    def cb(ts, tl, ns, nl):
+        return classify_boundary(LRTSide("s", 0, ns, "ML", terms=ts), LRTSide("l", 0, nl, "ML", terms=tl))
+
+    diag = (T("g", I, "x", cov="diagonal"),)
+    assert cb((T("g", I),), diag, 3, 4).code == "one_variance"
+    assert cb((T("g", "x", cov="identity"),), diag, 3, 4).code == "one_variance"  # one-column identity
+    assert cb(diag, (T("g", I), T("g", "x")), 4, 4).code == "same_structure"
+    assert cb(diag, (T("g", I, "x"),), 4, 5).code == "correlation_only"
+    ident = (T("g", I, "x", cov="identity"),)
+    assert cb(ident, diag, 3, 4).code == "interior_variances"
+    assert cb(ident, (T("g", I, "x", cov="compound_symmetry"),), 3, 4).code == "interior_covariance"
+    assert cb((T("g", I, "x", cov="compound_symmetry"),), (T("g", I, "x"),), 4, 5).code == "interior_covariance"
+    # two added variances, or a diagonal term with a column more: still not covered
+    assert cb((T("g", I),), (T("g", I, "x", "z", cov="diagonal"),), 3, 5).code == "not_covered"
+    assert cb(ident, (T("g", I, "x", "z", cov="diagonal"),), 3, 5).code == "not_covered"

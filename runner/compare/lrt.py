@@ -12,7 +12,15 @@ mixture (Self and Liang 1987; Stram and Lee 1994):
 It is used only where that theory holds: ML fits, independent clusters (nested
 grouping factors), the models differing in one grouping factor's term, the null
 fit not singular. Otherwise `p_value_boundary` is null and `boundary_note` says
-why as `code: message`. A test of a correlation alone is interior: naive p.
+why as `code: message`. A test of a correlation alone is interior: naive p; so is
+a test of equal variances (identity) against free variances or a covariance
+structure on the same columns.
+
+Terms are compared after normalization: a diagonal term on k columns is the same
+model as k independent one-column terms (`diag(1 + x | g)` is `(1|g) + (0 + x|g)`,
+as `(x || g)` writes it), so it is split into them; a one-column term has one
+variance whatever its covariance label. The same model written either way thus
+gets the same classification.
 """
 
 from __future__ import annotations
@@ -59,6 +67,24 @@ def chibar_p(chisq: float, k: int) -> float:
     return 0.5 * low + 0.5 * float(chi2.sf(chisq, k + 1))
 
 
+def normalize_terms(terms: tuple[TermShape, ...] | list[TermShape]) -> list[TermShape]:
+    """Terms in a canonical form: diagonal terms split into one-column terms, and every
+    one-column term labelled unstructured (its one variance is free either way).
+
+    Exact for any columns: a diagonal covariance has one free variance per column and
+    no covariances, which is what separate one-column terms on the same factor give.
+    (lme4's `||` keeps a factor's columns together in one unstructured term; that term
+    is not diagonal and is left as it is.)
+    """
+    out: list[TermShape] = []
+    for t in terms:
+        if len(t.columns) == 1 or t.covariance == "diagonal":
+            out.extend(TermShape(t.group, (c,), "unstructured") for c in t.columns)
+        else:
+            out.append(t)
+    return out
+
+
 def _diff_terms(small: list[TermShape], large: list[TermShape]) -> tuple[list[TermShape], list[TermShape]]:
     """Terms only in small and only in large (multiset difference)."""
     rest = list(large)
@@ -73,7 +99,7 @@ def _diff_terms(small: list[TermShape], large: list[TermShape]) -> tuple[list[Te
 
 def classify_boundary(small: LRTSide, large: LRTSide) -> Boundary:
     """Which boundary mixture applies to this pair, structurally (no p-values here)."""
-    sg, lg = by_group(small.terms), by_group(large.terms)
+    sg, lg = by_group(tuple(normalize_terms(small.terms))), by_group(tuple(normalize_terms(large.terms)))
     changed = sorted(g for g in set(sg) | set(lg) if sorted(map(repr, sg.get(g, []))) != sorted(map(repr, lg.get(g, []))))
     if small.fixed_key != large.fixed_key:
         if not changed:
@@ -95,7 +121,34 @@ def classify_boundary(small: LRTSide, large: LRTSide) -> Boundary:
         if len(d_small) == 1 and d_small[0].full and set(cols_small) < set(new.columns) and len(new.columns) == len(cols_small) + 1:
             q = len(cols_small)
             return Boundary((q, q + 1), "slope_added", f"one random slope added to a {q}-column term on {g} with {q} covariance{'s' if q > 1 else ''}: 0.5 chi2({q}) + 0.5 chi2({q + 1})", g)
+    interior = _interior_structure(d_small, d_large)
+    if interior is not None:
+        code, what = interior
+        return Boundary(None, code, f"{what}, same columns on {g}: interior (no variance is 0 under the null), the naive p is right", g)
     return Boundary(None, "not_covered", f"the change on {g} is not one added variance or one added slope: no chi-bar-square theory applied", g)
+
+
+def _interior_structure(d_small: list[TermShape], d_large: list[TermShape]) -> tuple[str, str] | None:
+    """(code, what is tested) when the small model restricts a covariance structure on the
+    same columns without putting a variance on 0: equal variances (identity) against free
+    variances, or identity / compound symmetry against compound symmetry / unstructured.
+    None otherwise. (Independent columns against unstructured is `correlation_only`.)"""
+    if len(d_small) != 1 or len(d_small[0].columns) < 2:
+        return None
+    t = d_small[0]
+    cols = sorted(t.columns)
+    if t.covariance == "identity":
+        if all(len(b.columns) == 1 for b in d_large) and sorted(b.columns[0] for b in d_large) == cols:
+            return "interior_variances", "equal variances (identity) against free variances (diagonal)"
+        if len(d_large) == 1 and sorted(d_large[0].columns) == cols:
+            if d_large[0].covariance == "compound_symmetry":
+                return "interior_covariance", "equal variances with no correlation (identity) against compound symmetry"
+            if d_large[0].covariance == "unstructured":
+                return "interior_covariance", "equal variances with no correlation (identity) against an unstructured covariance"
+    if (t.covariance == "compound_symmetry" and len(d_large) == 1 and d_large[0].covariance == "unstructured"
+            and sorted(d_large[0].columns) == cols):
+        return "interior_covariance", "compound symmetry against an unstructured covariance"
+    return None
 
 
 def likelihood_ratio_test(small: LRTSide, large: LRTSide, refit_ml: bool, source: str = "listed") -> TestRecord:

@@ -136,8 +136,8 @@ def rank_models(candidates: list[Candidate], criterion: str = "AIC", refit: bool
         for g in out:
             others = [n for h in out if h is not g for n in h.models]
             why = (
-                f"fitted to different rows than {', '.join(others)} (missing values dropped per model, "
-                "or a different response); models on different rows are never ranked together"
+                f"fitted to different data than {', '.join(others)} (other rows, response values or prior "
+                "weights); likelihoods of different data are not comparable, so they are ranked apart"
             )
             g.note = f"{g.note}; {why}" if g.note else why
     return out

@@ -203,21 +203,10 @@ def make_plan(path: str | Path, verify: bool = False) -> Plan:
     if issues:
         raise PlanError(issues)
 
-    # ML refits: for the ranking (groups of comparable models) and for tests
-    by_rows: dict[str, list[ModelPlan]] = {}
+    # ML refits: every REML model keeps its ML values in its record (`ml_refit`), which the
+    # ranking (lme4's anova() compares ML fits) and the likelihood-ratio tests use
     for m in models.values():
-        by_rows.setdefault(m.rows_key, []).append(m)
-    for group in by_rows.values():
-        if len(group) < 2:
-            continue
-        uniform = len({m.fixed_key for m in group}) == 1 and len({m.method for m in group}) == 1
-        if compare.refit or not uniform:
-            for m in group:
-                m.need_ml = m.need_ml or m.method == "REML"
-    for t in tests:
-        if t.refit_ml:
-            for n in (t.small, t.large):
-                models[n].need_ml = models[n].need_ml or models[n].method == "REML"
+        m.need_ml = m.method == "REML"
 
     sha = getattr(prepared, "sha256", "") or ""
     return Plan(validated=validated, name=loaded.name, spec_path=Path(path), models=models, tests=tests,
