@@ -8,12 +8,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import shutil
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +20,6 @@ from run_helpers import run_quiet, write_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 REF = ROOT / "tests" / "reference"
-EXAMPLES = ROOT / "runner" / "data" / "examples"
 LRT = json.loads((REF / "lrt.json").read_text())
 
 
@@ -221,46 +214,6 @@ def test_rerun_is_byte_identical_outside_run_and_json_flag(tmp_path, capsys, mon
     code = run_command([spec], out=tmp_path / "out", jobs=1, no_cache=True, json_out=True)
     printed = capsys.readouterr().out
     assert code == 0 and _until_run(printed) == _until_run(text_a)
-
-
-# ---------------------------------------------------------------- interruption
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    return env
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
-def test_killed_run_leaves_no_partial_results(tmp_path, sig):
-    shutil.copy(EXAMPLES / "students.csv", tmp_path / "students.csv")
-    spec = _write(tmp_path, "killme", """
-name: killme
-data: {path: students.csv}
-models:
-  a: {formula: "test_score ~ age + sex + (1|classroom) + (1|school) + (1|province)"}
-  b: {formula: "test_score ~ age + sex + (age|classroom) + (1|school) + (1|province)"}
-  c: {formula: "test_score ~ age + (1|classroom) + (1|school) + (1|province)"}
-""")
-    out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "runner.run", "run", str(spec), "--out", str(out), "--no-cache",
-                             "--jobs", "2", "--executor", "processes"], cwd=tmp_path, env=_env(),
-                            stderr=subprocess.PIPE, text=True)
-    started = time.monotonic()
-    line = ""
-    while "fitting" not in line:  # plain progress lines: not a TTY
-        line = proc.stderr.readline()
-        assert line or proc.poll() is None, "run ended before fitting"
-        assert time.monotonic() - started < 120
-    time.sleep(0.5)
-    proc.send_signal(sig)
-    proc.wait(timeout=60)
-    assert proc.returncode != 0
-    assert not (out / "killme" / "results.json").exists()
-    leftovers = [p for p in out.rglob("*") if p.name.endswith(".tmp")] if out.exists() else []
-    assert sig == signal.SIGKILL or not leftovers
 
 
 def test_terminal_summary_gives_ranking_tests_and_failures(tmp_path, capsys):
