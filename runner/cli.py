@@ -58,13 +58,13 @@ def validate(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only problems")] = False,
 ) -> None:
     """Check specs and their data without fitting: exit 0 when valid, 2 with every problem listed."""
-    from runner.validate import validate_spec
+    from runner.run.plan import make_plan
 
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
     code = EXIT_OK
     for path in specs:
-        try:
-            validated = validate_spec(path)
+        try:  # the run's own checks (data, designs, test pairs, expectations), nothing fitted
+            validated = make_plan(path).validated
         except IssueError as exc:
             _print_issues(exc.issues)
             code = EXIT_INVALID

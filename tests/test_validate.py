@@ -188,3 +188,27 @@ def test_every_data_column_and_design_error_in_one_round(tmp_path):
     messages = [i.message for i in info.value.errors]
     assert "did you mean 'odd'?" in messages[0] and "did you mean 'Days'?" in messages[1]
     assert "not numeric" in messages[2] and "1 level" in messages[3] and "foo(Days)" in messages[5]
+
+
+def test_validate_runs_the_runs_checks_test_pairs_and_expectation_terms(tmp_path):
+    """What `mixspec run` would reject (exit 2), `mixspec validate` rejects too, in one round."""
+    from typer.testing import CliRunner
+
+    from runner.cli import app
+
+    path = write(tmp_path, """
+        data: {example: sleepstudy}
+        models:
+          d: {formula: "Reaction ~ Days + (Days|Subject)"}
+          e: {formula: "Reaction ~ Days + (1|Subject)"}
+        compare:
+          tests: [[d, e]]
+        expect:
+          fixed: ["Dayz > 0"]
+        """)
+    result = CliRunner().invoke(app, ["validate", str(path)])
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.startswith(str(path))]
+    assert len(lines) == 2
+    assert lines[0].startswith(f"{path}:6:") and "d is not nested in e" in lines[0]
+    assert lines[1].startswith(f"{path}:8:") and "no fixed effect 'Dayz' in any model; did you mean 'Days'?" in lines[1]

@@ -19,7 +19,7 @@ from runner.compare.shapes import TermShape, shapes_of
 from runner.design.model import Design
 from runner.run.cache import fit_key
 from runner.run.tasks import FitTask
-from runner.spec.errors import IssueError, SpecIssue
+from runner.spec.errors import IssueError, SpecIssue, ordered_issues
 
 
 class PlanError(IssueError):
@@ -137,6 +137,28 @@ def _issue(loaded: Any, path: tuple[Any, ...] | str, message: str) -> SpecIssue:
                          path if isinstance(path, str) else ".".join(map(str, path)), message)
 
 
+def _expectation_terms(loaded: Any, models: dict[str, "ModelPlan"]) -> list[SpecIssue]:
+    """`fixed:` expectations naming a term no targeted model has: a spec error (exit 2) with
+    a did-you-mean, found before fitting rather than as a failed check afterwards."""
+    from runner.spec.validation_issues import suggest
+
+    issues = []
+    for e in loaded.expectations:
+        if e.kind != "fixed" or e.term is None:
+            continue
+        targets = [e.model] if e.model else list(models)
+        names = [n for t in targets if t in models and models[t].design is not None
+                 for c in models[t].design.fixed for n in (c.term, c.lme4_name)]
+        if e.term in names or (e.term in ("Intercept", "(Intercept)") and "(Intercept)" in names):
+            continue
+        where = f"model {e.model}" if e.model else "any model"
+        shown = ", ".join(dict.fromkeys(c.term for t in targets if t in models and models[t].design is not None
+                                        for c in models[t].design.fixed))
+        issues.append(_issue(loaded, ("expect", "fixed"),
+                             f"no fixed effect {e.term!r} in {where}{suggest(e.term, names)} (terms: {shown})"))
+    return issues
+
+
 def make_plan(path: str | Path, verify: bool = False) -> Plan:
     """Validate the spec and data, build designs, prove nesting of test pairs; PlanError on problems."""
     from runner.design.build import build_design
@@ -169,6 +191,7 @@ def make_plan(path: str | Path, verify: bool = False) -> Plan:
         models[name] = mp
     if issues:
         raise PlanError(issues)
+    issues = _expectation_terms(loaded, models)  # listed with the test-pair problems below
 
     compare = spec.compare
     tests: list[TestPlan] = []
@@ -201,7 +224,7 @@ def make_plan(path: str | Path, verify: bool = False) -> Plan:
             t.warnings.append("refit: false, but the fixed effects differ: both refitted with ML")
         tests.append(t)
     if issues:
-        raise PlanError(issues)
+        raise PlanError(ordered_issues(issues))
 
     # ML refits: every REML model keeps its ML values in its record (`ml_refit`), which the
     # ranking (lme4's anova() compares ML fits) and the likelihood-ratio tests use
