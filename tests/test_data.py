@@ -292,13 +292,18 @@ def test_lme4_prefit_checks():
     assert "8 random effects for 7 observations" in by_model["too_many"]
 
 
-def test_weights_must_be_non_negative():
+def test_weights_must_be_positive_and_finite():
     df = frame_small()
     df["w"] = [1.0, -1.0, 1, 1, 1, 1, np.inf, 1]
     with pytest.raises(DataError) as info:
         prepare(df, DataSpec(path="d.csv", na="per_model"), {"a": model("a", "y ~ 1 + (1|g)", weights="w")})
     (issue,) = info.value.issues
     assert issue.path == "models.a.weights" and "2 rows are not" in issue.message
+    df["w"] = [1.0, 0.0, 1, 1, 1, 1, 0.0, 1]  # lme4 1.1-31 gives REMLcrit Inf with a zero weight
+    with pytest.raises(DataError) as info:
+        prepare(df, DataSpec(path="d.csv", na="per_model"), {"a": model("a", "y ~ 1 + (1|g)", weights="w")})
+    (issue,) = info.value.issues
+    assert "has 2 zero weights" in issue.message and 'filter: "w > 0"' in issue.message
 
 
 def test_sha256_pin_mismatch():

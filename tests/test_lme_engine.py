@@ -310,3 +310,9 @@ def test_uncentred_calendar_year_slope_fits_as_the_centred_model(method: str) ->
     ranef = {b.id: b for b in year.arrays.ranef}["Subject"].modes[:, 1]
     ranef_c = {b.id: b for b in centred.arrays.ranef}["Subject"].modes[:, 1]
     np.testing.assert_allclose(ranef, ranef_c, rtol=1e-3, atol=1e-3)
+
+
+def test_compound_symmetry_on_one_column_is_refused() -> None:
+    """One column has one variance: homcs would count a parameter the data cannot inform."""
+    with pytest.raises(DesignError, match=r"compound symmetry needs at least 2"):
+        build_design(parse_formula("Reaction ~ Days + (1|Subject) + homcs(0 + Days|Subject)"), sleepstudy())

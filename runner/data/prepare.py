@@ -294,12 +294,16 @@ def _check_model(model: ResolvedModel, frame: pd.DataFrame, issues: list[SpecIss
             issues.append(_issue(f"{path.rsplit('.formula', 1)[0]}.{key}", f"{key} column {col!r} is not numeric"))
             continue
         values = frame[col].to_numpy(dtype=float)
+        where = f"{path.rsplit('.formula', 1)[0]}.{key}"
         bad = ~np.isfinite(values) | ((values < 0) if key == "weights" else False)
         if bad.any():
-            what = "non-negative and finite" if key == "weights" else "finite"
-            issues.append(_issue(f"{path.rsplit('.formula', 1)[0]}.{key}",
-                                 f"{key} column {col!r} must be {what}: {int(bad.sum())} rows are not "
+            what = "positive and finite" if key == "weights" else "finite"
+            issues.append(_issue(where, f"{key} column {col!r} must be {what}: {int(bad.sum())} rows are not "
                                  f"(first: {values[bad][0]!r})"))
+        elif key == "weights" and (values == 0).any():
+            issues.append(_issue(where, f"weights column {col!r} has {int((values == 0).sum())} zero weights: "
+                                 "a zero prior weight makes the criterion infinite (lme4 returns Inf); "
+                                 f"drop those rows with `filter: \"{col} > 0\"`"))
     seen_groups: dict[str, int] = {}
     for term in mf.random:
         name = term.group_name

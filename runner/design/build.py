@@ -99,6 +99,12 @@ def _block(term: RandomTerm, frame: pd.DataFrame) -> RandomBlock:
         raise DesignError(f"random term ( {term.lhs} | {term.group_name}) has no columns")
     if not np.all(np.isfinite(X)):
         raise DesignError(f"random term ({term.lhs} | {term.group_name}) has NaN or infinite values")
+    if term.covariance == "compound_symmetry" and X.shape[1] < 2:
+        # one column has one variance: a shared and an own part cannot be told apart, and
+        # counting two parameters would charge AIC for a parameter the data cannot inform
+        raise DesignError(f"homcs({term.lhs} | {term.group_name}) has {X.shape[1]} column: compound symmetry "
+                          f"needs at least 2 (e.g. homcs(0 + f | g) for a factor f); for one column write "
+                          f"({term.lhs} | {term.group_name})")
     return RandomBlock(
         id=term.group_name, group=term.group_name, covariance=term.covariance,
         column_names=[lme4_name(n) for n in names], codes=codes, levels=levels,

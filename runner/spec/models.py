@@ -184,7 +184,7 @@ class Defaults(Strict):
 class ModelOptions(Strict):
     """Per-model options shared by both model forms."""
 
-    weights: str | None = Field(None, description="Column of prior weights (non-negative, finite)")
+    weights: str | None = Field(None, description="Column of prior weights (positive, finite)")
     offset: str | None = Field(None, description="Numeric column added to the linear predictor")
     method: Method | None = Field(None, description="REML or ML (default: defaults.method)")
     engine: EngineName | None = Field(None, description="Engine (default: defaults.engine)")
