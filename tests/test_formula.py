@@ -189,7 +189,7 @@ ERRORS = [
     ("y ~ (1|g/)", "expected a grouping factor after '/'", 9),
     ("y ~ (1|/g)", "expected a grouping factor before '/'", 7),
     ("y ~ foo(1|g)", "unknown covariance function 'foo'", 4),
-    ("y ~ cs(1|g)", "cs() is not supported", 4),
+    ("y ~ cs(1|g)", "cs() is not supported; use one of us(), diag(), homdiag(), homcs() (glmmTMB's cs() has a variance per column", 4),
     ("y ~ diag(x||g)", "'||' cannot be used inside diag()", 10),
     ("y ~ homcs(0 + f || g)", "'||' cannot be used inside homcs()", 16),
     ("y ~ x +", "expected a term after '+'", 7),

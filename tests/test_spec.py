@@ -291,3 +291,20 @@ def test_a_list_or_text_where_a_mapping_belongs_names_the_keys(tmp_path):
         f"{path}:4:1: expect: expected a mapping with the keys best, fixed, converged, singular, delta_aic; "
         "got a list ['best == m']",
     ]
+
+
+def test_yaml_booleans_and_numbers_where_text_belongs_say_quote_it(tmp_path):
+    path = write(tmp_path, """
+        data:
+          example: sleepstudy
+          sha256: 0000000000000000000000000000000000000000000000000000000000000000
+        models:
+          m: {formula: "Reaction ~ Days + (1|Subject)", offset: off}
+        """)
+    errs = errors_of(path)
+    assert errs == [
+        f"{path}:3:11: data.sha256: expected text, got 0: YAML reads unquoted digits as a number; "
+        "put the value in quotes",
+        f"{path}:5:57: models.m.offset: expected text, got False: YAML reads unquoted "
+        "yes/no/on/off/true/false as true or false; put the value in quotes",
+    ]

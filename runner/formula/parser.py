@@ -28,6 +28,10 @@ COVARIANCE_FUNCTIONS: dict[str, Covariance] = {
 }
 FUNCTION_OF_COVARIANCE: dict[str, str] = {v: k for k, v in COVARIANCE_FUNCTIONS.items()}
 _UNSUPPORTED_FUNCTIONS = ("cs", "hetar1", "ar1", "ou", "exp", "gau", "mat", "toep", "rr", "propto", "equalto")
+_UNSUPPORTED_HINTS = {
+    "cs": (" (glmmTMB's cs() has a variance per column and one common correlation, p + 1 parameters; "
+           "homcs() is compound symmetry with one variance and one correlation >= 0, as (1|g) + (1|g:f))"),
+}
 
 _NAME = re.compile(r"[^\W\d][\w.]*")
 _NUMBER = re.compile(r"(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?[jJ]?")
@@ -368,7 +372,9 @@ class _Parser:
                 return self.bar(a + 2, b - 1, name)
             supported = ", ".join(f"{f}()" for f in COVARIANCE_FUNCTIONS)
             if name in _UNSUPPORTED_FUNCTIONS:
-                raise self.error(f"covariance structure {name}() is not supported; use one of {supported}", self.pos(a))
+                extra = _UNSUPPORTED_HINTS.get(name, "")
+                raise self.error(f"covariance structure {name}() is not supported; use one of {supported}{extra}",
+                                 self.pos(a))
             raise self.error(f"unknown covariance function '{name}'; expected one of {supported}", self.pos(a))
         if self.op_at(a, "(") and self.bars(a + 1, self.match[a]) and self.match[a] < b - 1:
             message = "a random-effects term (x | g) must stand alone between '+' signs"

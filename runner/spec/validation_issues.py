@@ -146,6 +146,11 @@ def _message(err: dict[str, Any], root: type[BaseModel]) -> str:
         if model is not None:
             return (f"expected a mapping with the keys {', '.join(_keys_of(model))}; "
                     f"got {_describe(err.get('input'))}")
+    if kind == "string_type" and isinstance(err.get("input"), (bool, int, float)):
+        got = err["input"]
+        why = ("YAML reads unquoted yes/no/on/off/true/false as true or false" if isinstance(got, bool)
+               else "YAML reads unquoted digits as a number")
+        return f"expected text, got {got!r}: {why}; put the value in quotes"
     if kind.endswith("_type") and "input" in err:
         return f"{err['msg']}, got {err['input']!r}"
     return str(err["msg"])
