@@ -59,7 +59,9 @@ class LmeEngine:
 
     def fit(self, design: Design, method: Method, formula_text: str = "") -> Fit:
         t0 = time.perf_counter()
-        with _one_blas_thread():
+        # trial points with overflow are rejected by the criterion (a large finite value);
+        # numpy's floating-point warnings about them would only be noise on stderr
+        with _one_blas_thread(), np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
             problem = build_problem(design)
             # the optimizer works on whitened parameters (structure._whitening)
             crit_phi = Criterion(problem, method, whitened=True)
