@@ -3,7 +3,7 @@
 Every case of tests/reference/cases.tsv is either fitted by MixedLM and compared with
 lme4's numbers, or refused with InexpressibleModel. BLUPs have no lme4 reference file,
 so they are compared with the native engine, whose fits tests/test_lme_reference.py
-checks against lme4. The students cases take 8-70 s each in MixedLM: marked slow.
+checks against lme4. students_repeated(_ml) take ~30 s each in MixedLM: marked slow.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ INEXPRESSIBLE = {
     "students_slopes_repeated_ml": ["(age | classroom)", "correlated", "grouping factor", "'lme'"],
     "insteval_crossed": ["GiB", "dense", "crossed", "'lme'"],  # dense all-rows group too large
 }
-SLOW = {"students_intercepts", "students_repeated", "students_repeated_ml"}  # 8 s, ~65 s, ~65 s
+SLOW = {"students_repeated", "students_repeated_ml"}  # ~30 s each in MixedLM (students_intercepts: ~1 s)
 EXPRESSIBLE = [c for c in CASES if c not in INEXPRESSIBLE]
 
 
