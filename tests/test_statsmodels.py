@@ -279,16 +279,44 @@ def test_diagonal_structure_below_top_factor_as_variance_components() -> None:
     assert mine.objective == pytest.approx(native.objective, rel=1e-7)
 
 
-def test_statsmodels_own_deviation_at_a_zero_variance_is_reported() -> None:
-    """statsmodels' deviation, documented: with no cohort variance in the data, MixedLM's gradient
-    optimizers stop short of the boundary (cohort SD 0.7 instead of 0) and say so; the native engine
-    reaches lme4's singular optimum, which is lower. The fit says converged=False with its warnings."""
+def test_statsmodels_own_deviation_is_reported() -> None:
+    """statsmodels' deviation, documented: an uncorrelated slope on a 3-level cohort under ML.
+    MixedLM's gradient optimizers stop short and say so (its Powell fallback is not used for a
+    diagonal structure, whose `free` mask Powell ignores); the native engine reaches lme4's
+    optimum, which is lower. The fit says converged=False with its warnings."""
+    design = build_design(parse_formula("Reaction ~ Days + (Days||cohort) + (1|Subject)"), _sleep_with_cohort(0.0))
+    mine = fit_design(design, "ML", engine="statsmodels")
+    native = fit_design(design, "ML", engine="lme")
+    assert native.converged
+    assert not mine.converged and "convergence" in {w.code for w in mine.warnings}
+    assert native.objective < mine.objective < native.objective + 1e-1
+
+
+def test_powell_reaches_a_zero_variance_where_gradient_optimizers_stall() -> None:
+    """No cohort variance in the data: BFGS and CG stop short of the boundary (cohort SD 0.7
+    instead of 0); statsmodels' Powell reaches the native engine's singular optimum and the fit
+    says which optimizer it is from."""
     design = build_design(parse_formula("Reaction ~ Days + (1|cohort) + (Days||Subject)"), _sleep_with_cohort(0.0))
     mine = fit_design(design, "REML", engine="statsmodels")
     native = fit_design(design, "REML", engine="lme")
     assert native.singular and native.converged
-    assert not mine.converged and "convergence" in {w.code for w in mine.warnings}
-    assert native.objective < mine.objective < native.objective + 1e-2
+    assert mine.converged and "optimizer" in {w.code for w in mine.warnings}
+    assert mine.objective == pytest.approx(native.objective, abs=1e-5)
+
+
+def test_powell_is_never_used_where_it_would_ignore_a_diagonal_structure() -> None:
+    """statsmodels ignores `free` under Powell (it fitted a correlation into an (x||g) model):
+    a returned covariance outside the diagonal pattern is an error, never a silent other model."""
+    from types import SimpleNamespace
+
+    from runner.engines.statsmodels.engine import _check_free_pattern
+    from runner.engines.statsmodels.errors import EngineError
+
+    plan = translate(case_design("sleepstudy_zerocorr_reml"))
+    assert plan.free is not None
+    _check_free_pattern(SimpleNamespace(cov_re=np.diag([3.0, 0.5])), plan)
+    with pytest.raises(EngineError, match="diagonal structure excludes"):
+        _check_free_pattern(SimpleNamespace(cov_re=np.array([[3.0, -0.15], [-0.15, 0.5]])), plan)
 
 
 # ----------------------------------------------------------------------- warnings

@@ -8,6 +8,10 @@ statsmodels 0.15 this works around:
 - its default gradient tolerance (1e-5) leaves SDs up to 6e-4 (relative) away from the
   optimum on students; we ask for 1e-7 and fall back to the default, with a warning,
   if that tighter tolerance is not reached;
+- when BFGS and CG both stall (crossed variance components, a zero variance, 3-column
+  terms), its derivative-free Powell often reaches lme4's optimum; but Powell ignores
+  `free`, so it is tried only for models without a diagonal structure, and any returned
+  covariance outside that pattern is an error (a warning names Powell's fits);
 - there is no `mle_retvals` on the result: convergence comes from `converged`;
 - `bse_re` raises with variance components: it is never used;
 - REML `llf` is lme4's REML log-likelihood, but AIC/BIC are NaN under REML: we compute
@@ -20,6 +24,8 @@ statsmodels 0.15 this works around:
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import math
 import time
@@ -92,6 +98,17 @@ def _group_effects(result, plan: Plan) -> tuple[list[np.ndarray], list[np.ndarra
     return vectors, covs, False
 
 
+def _check_free_pattern(result: Any, plan: Plan) -> None:
+    """A diagonal structure must come back diagonal: statsmodels silently ignores `free` with
+    some optimizers (Powell fitted a correlation of -0.99 into an `(x||g)` model)."""
+    if plan.free is None:
+        return
+    mask = np.asarray(plan.free.cov_re) == 0
+    cov = np.asarray(result.cov_re)
+    if mask.shape == cov.shape and np.any(np.abs(cov[mask]) > 1e-8 * max(1.0, float(np.max(np.abs(cov))))):
+        raise EngineError("statsmodels MixedLM returned covariances that the model's diagonal structure excludes")
+
+
 class StatsmodelsEngine:
     """Fits a Design with statsmodels' MixedLM when MixedLM can express it exactly."""
 
@@ -112,9 +129,19 @@ class StatsmodelsEngine:
                 model = MixedLM(plan.endog, plan.exog, plan.groups, exog_re=plan.exog_re, exog_vc=plan.exog_vc)
                 result = model.fit(reml=method == "REML", free=plan.free, method=OPTIMIZERS, gtol=GTOL)
                 loose = not result.converged
+                powell = False
                 if loose:
                     caught.clear()
                     result = model.fit(reml=method == "REML", free=plan.free, method=OPTIMIZERS)
+                if not result.converged and plan.free is None:
+                    # derivative-free Powell reaches lme4's optimum where BFGS and CG stall (crossed
+                    # variance components, 3-column terms); statsmodels ignores `free` with it, so
+                    # only for models without a diagonal structure
+                    alt = model.fit(reml=method == "REML", method=["powell"])
+                    if alt.converged and alt.llf >= result.llf - 1e-9:
+                        caught.clear()
+                        result, powell = alt, True
+                _check_free_pattern(result, plan)
                 vectors, gcovs, own = _group_effects(result, plan)
             except (np.linalg.LinAlgError, ValueError) as exc:
                 if isinstance(exc, InexpressibleModel):
@@ -128,6 +155,10 @@ class StatsmodelsEngine:
                     message=f"statsmodels did not reach gradient tolerance {GTOL:g}; refitted with its default tolerance",
                 )
             )
+        if powell:
+            fit_warnings.append(FitWarning(
+                code="optimizer",
+                message="statsmodels' BFGS and CG did not converge; its Powell method did (the fit is Powell's)"))
         if not own:
             fit_warnings.append(
                 FitWarning(
