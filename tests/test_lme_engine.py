@@ -316,3 +316,16 @@ def test_compound_symmetry_on_one_column_is_refused() -> None:
     """One column has one variance: homcs would count a parameter the data cannot inform."""
     with pytest.raises(DesignError, match=r"compound symmetry needs at least 2"):
         build_design(parse_formula("Reaction ~ Days + (1|Subject) + homcs(0 + Days|Subject)"), sleepstudy())
+
+
+def test_two_intercepts_on_one_factor_are_flagged_before_fitting() -> None:
+    """(1|Subject) + (Days|Subject): two intercept variances, only their sum identified (lme4
+    fits it and reports a degenerate Hessian). (Days||Subject) has no shared column."""
+    d = sleepstudy()
+    design = build_design(parse_formula("Reaction ~ Days + (1|Subject) + (Days|Subject)"), d)
+    assert design.warnings == [
+        "two terms on 'Subject' both have the column (Intercept) (Subject and Subject.1): only the sum of "
+        "their variances is identifiable; write it in one term, e.g. (1 + x | Subject)"]
+    fit = fit_design(design, "REML")
+    assert "design" in {w.code for w in fit.warnings}
+    assert build_design(parse_formula("Reaction ~ Days + (Days||Subject)"), d).warnings == []

@@ -149,6 +149,24 @@ def _check_response_varies(name: str, y: np.ndarray, X: np.ndarray) -> None:
                           "and nothing can be estimated")
 
 
+def _shared_columns(blocks: list[RandomBlock]) -> list[str]:
+    """Two terms on one grouping factor with a column in common (`(1|a) + (x|a)`: two
+    intercept variances for a): only their sum is identified. lme4 fits it and reports a
+    degenerate Hessian; say why before fitting."""
+    seen: dict[str, dict[str, str]] = {}
+    out = []
+    for b in blocks:
+        cols = seen.setdefault(b.group, {})
+        for name in b.column_names:
+            if name in cols:
+                out.append(f"two terms on '{b.group}' both have the column {name} ({cols[name]} and {b.id}): "
+                           "only the sum of their variances is identifiable; write it in one term, "
+                           f"e.g. (1 + x | {b.group})")
+            else:
+                cols[name] = b.id
+    return out
+
+
 def _check_identifiable(blocks: list[RandomBlock], n: int) -> None:
     for b in blocks:
         if b.nlevels >= n:
@@ -186,6 +204,7 @@ def build_design(mf: ModelFormula, frame: pd.DataFrame, weights: str | None = No
     for b, ident in zip(blocks, _unique_ids([b.group for b in blocks])):
         b.id = ident
     _check_identifiable(blocks, len(y))
+    warnings += _shared_columns(blocks)
     w = _vector(frame, weights, "weights")
     if w is not None and np.any(w <= 0):
         raise DesignError(f"weights column '{weights}' must be positive")
