@@ -53,7 +53,7 @@ def _warnings(design: Design, singular: bool, conv_ok: bool, conv_msg: str) -> l
 
 
 DEGENERATE_PIVOT = 1e-4
-LIFT = 0.05  # where a restart puts a degenerate pivot (relative SD scale; 0.2 and 0.5 found less)
+LIFTS = (0.2, 0.05)  # where restarts put degenerate pivots (each found optima the other missed)
 
 
 def _degenerate_pivots(problem: Problem, phi: np.ndarray) -> np.ndarray:
@@ -78,12 +78,16 @@ def _leave_degenerate_face(problem: Problem, method: Method, crit_phi: Criterion
     """Restart with the face's zero pivots lifted, then, if still on such a face, polish in
     lme4's own parameters (where the same covariance's zero usually sits last); keep the
     lowest. Only for fits that stopped on a degenerate face, so ordinary fits pay nothing."""
-    lifted = opt.theta.copy()
-    lifted[_degenerate_pivots(problem, opt.theta)] = LIFT
-    restart = minimize_theta(crit_phi, lifted, problem.lower, problem.eval_flops, scan=False)
-    if restart.value < opt.value - 1e-10:
-        restart.optimizer = f"{opt.optimizer}, restarted off a degenerate face"
-        opt = restart
+    pivots = _degenerate_pivots(problem, opt.theta)
+    best = opt
+    for lift in LIFTS:
+        lifted = opt.theta.copy()
+        lifted[pivots] = lift
+        restart = minimize_theta(crit_phi, lifted, problem.lower, problem.eval_flops, scan=False)
+        if restart.value < best.value - 1e-10:
+            restart.optimizer = f"{opt.optimizer}, restarted off a degenerate face"
+            best = restart
+    opt = best
     if not _degenerate_pivots(problem, opt.theta).size:
         return opt
     crit = Criterion(problem, method)
