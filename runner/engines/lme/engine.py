@@ -52,21 +52,6 @@ def _warnings(design: Design, singular: bool, conv_ok: bool, conv_msg: str) -> l
     return out
 
 
-def _check(problem: Problem, method: Method, crit_phi: Criterion, opt: Optimum, theta: np.ndarray,
-           singular: bool) -> ConvergenceCheck:
-    """lme4's checkConv in the optimizer's (whitened) parameters, and, when that fails, in
-    lme4's own theta as lme4 runs it: finite differences of step 1e-4 can see a false negative
-    curvature in one parametrization's flat direction (a weighted factor slope with a relative
-    SD of 195 passed lme4's check and failed ours). A fit that fails both is not converged."""
-    check = check_convergence(crit_phi, opt.theta, opt.value, problem.lower, singular)
-    if check.ok or not any(P is not None for P in problem.precond):
-        return check
-    crit = Criterion(problem, method)
-    in_theta = check_convergence(crit, theta, opt.value, problem.lower, singular)
-    crit_phi.evaluations += crit.evaluations
-    return in_theta if in_theta.ok else check
-
-
 DEGENERATE_PIVOT = 1e-4
 LIFTS = (0.2, 0.05)  # where restarts put degenerate pivots (each found optima the other missed)
 
@@ -139,7 +124,7 @@ class LmeEngine:
                 opt = _leave_degenerate_face(problem, method, crit_phi, opt)
             theta = phi_to_theta(problem, opt.theta)
             singular = is_singular(theta, problem.lower)
-            check = _check(problem, method, crit_phi, opt, theta, singular)
+            check = check_convergence(crit_phi, opt.theta, opt.value, problem.lower, singular)
             if not (check.ok and opt.success) and not opt.optimizer.startswith("COBYQA"):
                 # L-BFGS-B on difference gradients can stop early: polish with COBYQA from there
                 polish = minimize_theta(crit_phi, opt.theta, problem.lower, scan=False)
@@ -148,7 +133,7 @@ class LmeEngine:
                     opt.optimizer = "L-BFGS-B, then COBYQA (scipy)"
                     theta = phi_to_theta(problem, opt.theta)
                     singular = is_singular(theta, problem.lower)
-                    check = _check(problem, method, crit_phi, opt, theta, singular)
+                    check = check_convergence(crit_phi, opt.theta, opt.value, problem.lower, singular)
             if singular and not check.ok:
                 # lme4's checkConv returns before its gradient test for singular fits: across
                 # the boundary the criterion is not smooth, and finite differences there show a
