@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -32,18 +34,26 @@ def publish(tmp: str, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def write_atomic_bytes(path: Path, data: bytes) -> Path:
-    """Write bytes to path atomically."""
+@contextmanager
+def replacing(path: Path) -> Iterator[str]:
+    """A temp file beside `path` for the caller to fill: published as `path` when the block
+    ends normally, removed when it raises (an interrupt included)."""
     tmp = temp_beside(path)
     try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+        yield tmp
         publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_atomic_bytes(path: Path, data: bytes) -> Path:
+    """Write bytes to path atomically."""
+    with replacing(path) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
     return path
 
 

@@ -80,20 +80,24 @@ def _models_without_errors(loaded: LoadedSpec, data: PreparedData, issues: list[
                         for p in bad)]
 
 
+def _with_design_issues(loaded: LoadedSpec, exc: DataError, build_designs: bool,
+                        errors_only: bool) -> list[SpecIssue]:
+    """A DataError's issues, located, plus the design errors of the models its data checks
+    passed (`exc.partial`), so that nothing is found only in a second round."""
+    located = [loaded.locate(i) for i in (exc.errors if errors_only else exc.issues)]
+    if exc.partial is not None and build_designs:
+        located += _build_designs(loaded, exc.partial, _models_without_errors(loaded, exc.partial, located))[1]
+    return located
+
+
 def _data_issues(loaded: LoadedSpec, build_designs: bool) -> list[SpecIssue]:
-    """Every data, column and design error of the models `loaded` holds, located: what
-    validate lists beside the spec's own errors (or another model's), so that nothing is
-    found only in a second round."""
+    """Every data, column and design error of the models `loaded` holds: what validate lists
+    beside the spec's own errors when the spec itself is invalid."""
     try:
         data = prepare(load_frame(loaded.spec.data, loaded.base_dir), loaded.spec.data, loaded.models)
-        issues: list[SpecIssue] = []
     except DataError as exc:
-        if exc.partial is None:
-            return [loaded.locate(i) for i in exc.errors]
-        data, issues = exc.partial, [loaded.locate(i) for i in exc.errors]
-    if build_designs:
-        issues += _build_designs(loaded, data, _models_without_errors(loaded, data, issues))[1]
-    return issues
+        return _with_design_issues(loaded, exc, build_designs, errors_only=True)
+    return _build_designs(loaded, data)[1] if build_designs else []
 
 
 def validate_spec(path: str | Path, *, build_designs: bool = True) -> ValidatedSpec:
@@ -107,10 +111,7 @@ def validate_spec(path: str | Path, *, build_designs: bool = True) -> ValidatedS
         frame = load_frame(loaded.spec.data, loaded.base_dir)
         data = prepare(frame, loaded.spec.data, loaded.models)
     except DataError as exc:
-        located = [loaded.locate(i) for i in exc.issues]
-        if exc.partial is not None and build_designs:  # the other models' design errors too
-            located += _build_designs(loaded, exc.partial, _models_without_errors(loaded, exc.partial, located))[1]
-        raise DataError(ordered_issues(located)) from None
+        raise DataError(ordered_issues(_with_design_issues(loaded, exc, build_designs, errors_only=False))) from None
     warnings = [loaded.locate(w) for w in [*loaded.warnings, *data.warnings]]
     designs: dict[str, Any] = {}
     if build_designs:

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from runner.atomic import publish, temp_beside, write_atomic_bytes
+from runner.atomic import replacing, write_atomic_bytes
 from runner.fit import Fit, FitWarning
 from runner.results import Environment, MLRefit, ModelRecord, ResultsRecord
 
@@ -142,13 +142,8 @@ def _write_parquet(frame: Any, path: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    tmp = temp_beside(path)
-    try:
+    with replacing(path) as tmp:
         pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp)
-        publish(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_sidecars(fit: Fit, spec_out: Path, model: str, row_ids: Any = None) -> str | None:

@@ -11,7 +11,7 @@ from runner.design.model import Design
 from runner.engines.lme.convergence import ConvergenceCheck, check_convergence, is_singular
 from runner.engines.lme.criterion import Criterion, Method, objective_from
 from runner.engines.lme.factor import FactorError, factorize, phi_to_theta, raw_factors, theta_to_phi
-from runner.engines.lme.optimize import Optimum, minimize_theta, probe_edges
+from runner.engines.lme.optimize import Optimum, minimize_theta, probe_edges, restart_if_lower
 from runner.engines.lme.results import arrays, fixed_effects, sigma2, variance_components
 from runner.engines.lme.solve import solve
 from runner.engines.lme.structure import Problem, build_problem
@@ -79,15 +79,13 @@ def _leave_degenerate_face(problem: Problem, method: Method, crit_phi: Criterion
     lme4's own parameters (where the same covariance's zero usually sits last); keep the
     lowest. Only for fits that stopped on a degenerate face, so ordinary fits pay nothing."""
     pivots = _degenerate_pivots(problem, opt.theta)
-    best = opt
+    starts = []
     for lift in LIFTS:
         lifted = opt.theta.copy()
         lifted[pivots] = lift
-        restart = minimize_theta(crit_phi, lifted, problem.lower, problem.eval_flops, scan=False)
-        if restart.value < best.value - 1e-10:
-            restart.optimizer = f"{opt.optimizer}, restarted off a degenerate face"
-            best = restart
-    opt = best
+        starts.append(lifted)
+    opt = restart_if_lower(crit_phi, opt, starts, problem.lower, problem.eval_flops,
+                           "restarted off a degenerate face", min_gain=1e-10)
     if not _degenerate_pivots(problem, opt.theta).size:
         return opt
     crit = Criterion(problem, method)
@@ -116,10 +114,8 @@ class LmeEngine:
             opt = minimize_theta(crit_phi, problem.start, problem.lower, problem.eval_flops)
             off_edge = probe_edges(crit_phi, opt.theta, opt.value, problem.lower)
             if off_edge is not None:  # the optimizer stopped on a flat edge: restart off it
-                restart = minimize_theta(crit_phi, off_edge, problem.lower, problem.eval_flops, scan=False)
-                if restart.value < opt.value:
-                    restart.optimizer += ", restarted off the boundary"
-                    opt = restart
+                opt = restart_if_lower(crit_phi, opt, [off_edge], problem.lower, problem.eval_flops,
+                                       "restarted off the boundary")
             if _degenerate_pivots(problem, opt.theta).size:
                 opt = _leave_degenerate_face(problem, method, crit_phi, opt)
             theta = phi_to_theta(problem, opt.theta)

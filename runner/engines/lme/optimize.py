@@ -125,3 +125,17 @@ def minimize_theta(fun: Callable[[np.ndarray], float], start: np.ndarray, lower:
     theta, value = _boundary(fun, theta, value, lower)
     return Optimum(theta=theta, value=float(value), success=success,
                    message=str(res.message), optimizer=name)
+
+
+def restart_if_lower(fun: Callable[[np.ndarray], float], opt: Optimum, starts: list[np.ndarray],
+                     lower: np.ndarray, eval_flops: float, label: str, min_gain: float = 0.0) -> Optimum:
+    """The lowest of `opt` and a restart of the optimizer from each start (a point that
+    `probe_edges` or the engine's degenerate-face check found better placed); the winner's
+    optimizer name says how it was reached."""
+    best = opt
+    for start in starts:
+        restart = minimize_theta(fun, start, lower, eval_flops, scan=False)
+        if restart.value < best.value - min_gain:
+            restart.optimizer = f"{opt.optimizer}, {label}"
+            best = restart
+    return best
