@@ -1,17 +1,20 @@
-"""The fit cache: keys follow the inputs, entries are digest-checked, damage means refit."""
+"""The fit cache: keys follow the inputs; entries are JSON data, re-checked on this run's
+design before reuse; anything unparsable, stale or forged is refitted with a warning."""
 
 from __future__ import annotations
 
 import json
+import os
+import pickle
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from runner.design.model import Design, FixedColumn, RandomBlock
-from runner.fit import Convergence, Fit
 from runner.run.cache import FitCache, design_digest, fit_key
-from runner.run.tasks import TaskResult
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "runner" / "data" / "examples"
 
@@ -27,13 +30,6 @@ def _design(y_shift: float = 0.0) -> Design:
         fixed=[FixedColumn("Intercept", "(Intercept)", None, None), FixedColumn("x", "x", "x", None)],
         blocks=[RandomBlock("g", "g", "unstructured", ["(Intercept)"], codes, ["a", "b", "c", "d"], np.ones((n, 1)))],
     )
-
-
-def _fit(loglik: float) -> Fit:
-    return Fit(engine="lme", method="ML", formula="y ~ x + (1 | g)", nobs=20, npar=4, ngroups={"g": 4},
-               theta=[0.5], theta_names=["g.(Intercept)"], sigma=1.0, loglik=loglik, objective=-2 * loglik,
-               aic=-2 * loglik + 8, bic=-2 * loglik + 20, fixed_effects=[], random_effects=[], converged=True,
-               singular=False, convergence=Convergence(converged=True, optimizer="test"))
 
 
 def test_key_follows_design_method_and_options():
@@ -52,24 +48,9 @@ def test_key_follows_design_method_and_options():
     assert design_digest(d2) != design_digest(d)
 
 
-def test_roundtrip_and_damaged_entries_are_rejected(tmp_path):
-    cache = FitCache(tmp_path)
-    cache.put("ab" * 32, TaskResult("m", _fit(-10.0), None, 0.5))
-    got = cache.get("ab" * 32)
-    assert isinstance(got, TaskResult) and got.fit.loglik == -10.0 and got.fit.aic == 28.0
-    path = cache.path("ab" * 32)
-    data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2])  # truncated
-    assert cache.get("ab" * 32) is None and cache.rejected == ["ab" * 32]
-    flipped = bytearray(data)
-    flipped[-5] ^= 0xFF
-    path.write_bytes(bytes(flipped))  # corrupt
-    assert cache.get("ab" * 32) is None
-    path.write_bytes(b"")
-    assert cache.get("ab" * 32) is None
-    assert cache.get("cd" * 32) is None  # absent
-    assert FitCache(tmp_path, enabled=False).get("ab" * 32) is None
-    assert not list(tmp_path.rglob(".tmp-*"))  # no temp files left behind
+def test_no_pickle_in_the_cache_module():
+    source = (Path(__file__).resolve().parents[1] / "runner" / "run" / "cache.py").read_text()
+    assert "pickle" not in source.replace("unpickles", "")
 
 
 # ---------------------------------------------------------------- with real fits
@@ -85,36 +66,179 @@ def _spec(tmp_path: Path) -> Path:
     return spec
 
 
-def _timings(path: Path) -> dict:
-    return json.loads(path.read_text())["run"]["timings"]
+@pytest.fixture
+def fits(monkeypatch) -> list[str]:
+    """Counts real engine fits (the executor is inline with jobs=1)."""
+    import runner.run.tasks as tasks
+
+    calls: list[str] = []
+    real = tasks._fit
+
+    def counting(design, method, engine, formula_text):
+        calls.append(method)
+        return real(design, method, engine, formula_text)
+
+    monkeypatch.setattr(tasks, "_fit", counting)
+    return calls
 
 
-def test_second_run_is_cached_and_corrupt_entry_refitted(tmp_path):
+def _run(spec: Path, tmp_path: Path, **extra):
     from runner.run.api import run_spec
 
-    spec, cache_dir = _spec(tmp_path), tmp_path / "cache"
-    kw = dict(out_dir=tmp_path / "out", jobs=1, quiet=True, cache_dir=cache_dir, report=False)
-    first = run_spec(spec, **kw)
-    assert first.exit_code == 0
-    assert {k: v["cached"] for k, v in _timings(first.results_path).items()} == {"batch": False, "batch_ml": False}
-    text1 = first.results_path.read_text()
-    second = run_spec(spec, **kw)
-    assert {k: v["cached"] for k, v in _timings(second.results_path).items()} == {"batch": True, "batch_ml": True}
-    text2 = second.results_path.read_text()
-    strip = lambda t: {k: v for k, v in json.loads(t).items() if k != "run"}  # noqa: E731
-    assert strip(text1) == strip(text2)
-    # batch's ML refit and batch_ml are the same fit: one entry serves both
-    entries = sorted(cache_dir.rglob("*.fit"))
-    assert len(entries) == 2
-    from runner.run.cache import FitCache
+    kw = dict(out_dir=tmp_path / "out", jobs=1, quiet=True, cache_dir=tmp_path / "cache", report=False)
+    return run_spec(spec, **{**kw, **extra})
+
+
+def _record(outcome) -> dict:
+    return json.loads(outcome.results_path.read_text())
+
+
+def _cached(outcome) -> dict[str, bool]:
+    return {k: v["cached"] for k, v in _record(outcome)["run"]["timings"].items()}
+
+
+def _strip(outcome) -> dict:
+    return {k: v for k, v in _record(outcome).items() if k != "run"}
+
+
+def _key(spec: Path, task_id: str) -> str:
     from runner.run.plan import make_plan
 
-    key = next(t.key for t in make_plan(spec).tasks() if t.id == "batch")
-    damaged = FitCache(cache_dir).path(key)
-    damaged.write_bytes(damaged.read_bytes()[:100])  # truncated
-    third = run_spec(spec, **kw)
-    assert {k: v["cached"] for k, v in _timings(third.results_path).items()} == {"batch": False, "batch_ml": True}
-    assert strip(third.results_path.read_text()) == strip(text1)
-    assert FitCache(cache_dir).get(key) is not None  # rewritten whole
-    fourth = run_spec(spec, **{**kw, "use_cache": False})
-    assert not any(v["cached"] for v in _timings(fourth.results_path).values())
+    return next(t.key for t in make_plan(spec).tasks() if t.id == task_id)
+
+
+def test_valid_entry_is_reused_and_gives_the_same_record(tmp_path, fits):
+    spec = _spec(tmp_path)
+    first = _run(spec, tmp_path)
+    assert first.exit_code == 0 and _cached(first) == {"batch": False, "batch_ml": False}
+    assert len(fits) == 2  # batch (REML) and one ML fit serving batch#ml and batch_ml
+    entries = sorted((tmp_path / "cache").rglob("*"))
+    files = [p for p in entries if p.is_file()]
+    assert len(files) == 2 and all(p.suffix == ".json" for p in files)
+    doc = json.loads(files[0].read_text())  # plain data
+    assert doc["format"] == 2 and "theta" in doc["fit"]
+    second = _run(spec, tmp_path)
+    assert len(fits) == 2  # nothing refitted
+    assert _cached(second) == {"batch": True, "batch_ml": True}
+    assert _strip(second) == _strip(first)  # recomputed numbers identical, warnings none
+    assert _record(second)["warnings"] == []
+    # the sidecar arrays (recomputed from theta) are identical too
+    a = (tmp_path / "out" / "dye" / "fits")
+    assert sorted(p.name for p in a.iterdir())
+    # lme4's REML criterion for Dyestuff (Yield ~ 1 + (1|Batch)): 319.6543
+    assert _record(second)["models"]["batch"]["objective"] == pytest.approx(319.6543, abs=1e-3)
+    third = _run(spec, tmp_path, use_cache=False)
+    assert len(fits) == 4 and not any(_cached(third).values())
+
+
+def _forge(path: Path, edit) -> None:
+    doc = json.loads(path.read_text())
+    edit(doc["fit"])
+    path.write_text(json.dumps(doc))
+
+
+@pytest.mark.parametrize("what", ["estimate", "objective", "theta", "std_error", "variance", "singular"])
+def test_forged_entry_is_detected_and_refitted_with_a_warning(tmp_path, fits, what):
+    spec = _spec(tmp_path)
+    first = _run(spec, tmp_path)
+    path = FitCache(tmp_path / "cache").path(_key(spec, "batch"))
+
+    def edit(fit: dict) -> None:
+        if what == "estimate":
+            fit["fixed_effects"][0]["estimate"] += 5.0
+        elif what == "objective":  # objective and everything derived from it, consistently
+            for k in ("objective", "aic", "bic"):
+                fit[k] -= 10.0
+            fit["loglik"] += 5.0
+        elif what == "theta":
+            fit["theta"][0] *= 1.5
+        elif what == "std_error":
+            fit["fixed_effects"][0]["std_error"] *= 0.5
+        elif what == "variance":
+            fit["random_effects"][0]["variance"] *= 2
+        else:
+            fit["singular"] = not fit["singular"]
+
+    _forge(path, edit)
+    n = len(fits)
+    second = _run(spec, tmp_path)
+    assert len(fits) == n + 1  # batch refitted, batch_ml reused
+    assert _cached(second) == {"batch": False, "batch_ml": True}
+    warnings = _record(second)["warnings"]
+    assert len(warnings) == 1 and warnings[0].startswith("batch: cached fit") and "refitted" in warnings[0]
+    assert _strip(second)["models"] == _strip(first)["models"]  # the true numbers, not the forged ones
+    assert json.loads(path.read_text())["fit"] == json.loads(
+        (FitCache(tmp_path / "cache").path(_key(spec, "batch"))).read_text())["fit"]  # rewritten whole
+    third = _run(spec, tmp_path)  # the rewritten entry is valid again
+    assert len(fits) == n + 1 and _record(third)["warnings"] == []
+
+
+@pytest.mark.parametrize("content", [b"", b"{", b"\xff\xfe", b"[1, 2]", b'{"format": 2}', b"[" * 100_000,
+                                     b'{"format": 2, "key": "x", "fit": {}}'])
+def test_unparsable_entries_are_refitted_with_a_warning(tmp_path, fits, content):
+    spec = _spec(tmp_path)
+    _run(spec, tmp_path)
+    FitCache(tmp_path / "cache").path(_key(spec, "batch")).write_bytes(content)
+    second = _run(spec, tmp_path)
+    assert second.exit_code == 0 and _cached(second) == {"batch": False, "batch_ml": True}
+    assert len(_record(second)["warnings"]) == 1 and "not reused" in _record(second)["warnings"][0]
+
+
+class _Planted:
+    """A pickle that, when unpickled, creates a folder (the attack: code run from the cache)."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.mkdir, (str(self.marker),))
+
+
+_UNPICKLED: list[str] = []
+_HOOKED = False
+
+
+def _audit(event: str, args) -> None:
+    if event == "pickle.find_class":
+        _UNPICKLED.append(f"{args}")
+
+
+def test_planted_pickle_is_never_unpickled(tmp_path, fits):
+    global _HOOKED
+    if not _HOOKED:  # audit hooks cannot be removed: install one that only records
+        sys.addaudithook(_audit)
+        _HOOKED = True
+    spec = _spec(tmp_path)
+    _run(spec, tmp_path)
+    marker = tmp_path / "pwned"
+    payload = pickle.dumps(_Planted(marker))
+    cache = FitCache(tmp_path / "cache")
+    for task_id in ("batch", "batch#ml"):
+        key = _key(spec, task_id)
+        json_path = cache.path(key)
+        json_path.write_bytes(payload)  # where an entry is read
+        json_path.with_suffix(".fit").write_bytes(payload)  # where format 1 kept its pickles
+        json_path.with_suffix(".npz").write_bytes(payload)
+    _UNPICKLED.clear()
+    second = _run(spec, tmp_path)
+    assert not marker.exists()
+    assert _UNPICKLED == []
+    assert second.exit_code == 0 and not any(_cached(second).values())
+    assert len(_record(second)["warnings"]) == 2  # batch and batch#ml (batch_ml shares the key)
+    pickle.loads(payload)  # the planted payload does run when unpickled: the test can fail
+    assert marker.exists() and _UNPICKLED
+
+
+def test_statsmodels_and_verify_fits_are_not_cached(tmp_path):
+    from runner.fit import Convergence, Fit
+    from runner.run.tasks import TaskResult
+
+    fit = Fit(engine="statsmodels", method="ML", formula="y ~ 1 + (1 | g)", nobs=20, npar=3, ngroups={"g": 4},
+              theta=[0.5], theta_names=["g.(Intercept)"], sigma=1.0, loglik=-10.0, objective=20.0, aic=26.0,
+              bic=29.0, fixed_effects=[], random_effects=[], converged=True, singular=False,
+              convergence=Convergence(converged=True, optimizer="test"))
+    cache = FitCache(tmp_path)
+    cache.put("ab" * 32, TaskResult("m", fit, None, 0.5))
+    assert not cache.path("ab" * 32).exists()
+    cache.put("ab" * 32, TaskResult("m", fit.model_copy(update={"engine": "lme"}), None, 0.5, verify=object()))
+    assert not cache.path("ab" * 32).exists()

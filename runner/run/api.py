@@ -155,9 +155,8 @@ def _fit_all(plan: Plan, cache: FitCache, executor: str, jobs: int, scheduler: s
     results: dict[str, TaskResult] = {}
     todo = []
     for t in tasks:
-        hit = cache.get(t.key)
-        if isinstance(hit, TaskResult) and hit.fit is not None:
-            hit.id, hit.cached = t.id, True
+        hit = cache.load(t)  # re-checked on this run's design; else refitted with a warning
+        if hit is not None and hit.fit is not None:
             results[t.id] = hit
         else:
             todo.append(t)
@@ -298,6 +297,7 @@ def run_spec(path: str | Path, out_dir: str | Path = "reports", jobs: int | None
         cache = FitCache(cache_dir, enabled=use_cache)
         results = _fit_all(plan, cache, executor, jobs, scheduler, progress)
         record, failures = build_record(plan, results, out, started=started, jobs=jobs, executor=executor)
+        record.warnings.extend(cache.warnings)
         results_path = rec.write_results(record, out)
         rec.write_summary(record, out)
         if report:

@@ -3,9 +3,16 @@
 A fit is keyed by the sha256 of everything that can change its numbers: the design
 arrays themselves (which capture data, filter, NA handling, centring and coding), the
 normalized formula, the data sha256, method, engine, options, package versions and a
-digest of the engine and design source code. Each entry is one file whose first line
-is the sha256 of the rest, written to a temporary file and renamed; an entry whose
-digest does not match (truncated, corrupt, half-written) is ignored and refitted.
+digest of the engine and design source code.
+
+The cache directory is untrusted (CI restores it from a cache anyone with a pull request
+may have written), so an entry is data, never code: one JSON file per fit (the `Fit`
+record; no arrays, they are recomputed), read with a size limit and validated by
+pydantic. Nothing here unpickles. An entry is reused only after `cache_verify` has
+reproduced its objective at its theta on this run's design and recomputed its derived
+numbers; anything else (unparsable, stale, forged) is refitted with a warning that
+reaches results.json. Only lme fits without `verify` are cached (a statsmodels fit or a
+cross-check cannot be re-checked cheaply).
 """
 
 from __future__ import annotations
@@ -13,20 +20,24 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import pickle
 import platform
 import sys
 import tempfile
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from runner.design.model import Design
+from runner.fit import Fit
+
+if TYPE_CHECKING:
+    from runner.run.tasks import FitTask, TaskResult
 
 DEFAULT_DIR = ".mixspec-cache"
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
+MAX_ENTRY_BYTES = 64 * 1024 * 1024  # a Fit record without arrays is far smaller
 
 
 def default_cache_dir() -> Path:
@@ -112,45 +123,97 @@ def fit_key(design: Design, *, method: str, engine: str, formula_repr: str, form
 
 
 class FitCache:
-    """Digest-checked pickle entries under one directory; `enabled=False` is a no-op cache."""
+    """JSON entries under one directory, re-checked before reuse; `enabled=False` is a no-op cache."""
 
     def __init__(self, root: str | Path | None = None, enabled: bool = True):
         self.root = Path(root) if root is not None else default_cache_dir()
         self.enabled = enabled
-        self.rejected: list[str] = []  # keys whose entries were corrupt (for logs and tests)
+        self.rejected: list[str] = []  # keys whose entries were not reused (for logs and tests)
+        self.warnings: list[str] = []  # for results.json's warnings
+        self._checked: dict[str, tuple[Fit, float] | None] = {}
 
     def path(self, key: str) -> Path:
-        return self.root / key[:2] / f"{key}.fit"
+        return self.root / key[:2] / f"{key}.json"
 
-    def get(self, key: str) -> Any | None:
-        """The stored object, or None when absent or not intact (then it is refitted)."""
-        if not self.enabled:
-            return None
+    @staticmethod
+    def cacheable(task: "FitTask") -> bool:
+        """Only fits that can be re-checked from their numbers: lme, no statsmodels cross-check."""
+        return task.engine in ("lme", "auto") and not task.verify
+
+    def read(self, key: str) -> tuple[Fit, float] | None:
+        """The entry's Fit (without arrays) and fit seconds; None when absent.
+
+        Raises CacheMismatch when an entry exists but is not a valid record of this key."""
+        from runner.run.cache_verify import CacheMismatch
+
         p = self.path(key)
         try:
-            raw = p.read_bytes()
-        except OSError:
+            with open(p, "rb") as fh:
+                raw = fh.read(MAX_ENTRY_BYTES + 1)
+        except FileNotFoundError:
             return None
-        head, sep, body = raw.partition(b"\n")
-        if not sep or head.decode("ascii", "replace") != hashlib.sha256(body).hexdigest():
-            self.rejected.append(key)
-            return None
+        except OSError as exc:
+            raise CacheMismatch(f"unreadable ({exc.strerror or exc})") from None
+        if len(raw) > MAX_ENTRY_BYTES:
+            raise CacheMismatch(f"larger than {MAX_ENTRY_BYTES} bytes")
         try:
-            return pickle.loads(body)
-        except Exception:  # digest matched but unpicklable (e.g. a class moved): refit
-            self.rejected.append(key)
-            return None
+            doc = json.loads(raw.decode("utf-8"))
+            if not isinstance(doc, dict) or doc.get("format") != CACHE_FORMAT or doc.get("key") != key:
+                raise ValueError("not an entry of this format and key")
+            seconds = float(doc.get("seconds", 0.0))
+            fit = Fit.model_validate(doc["fit"])
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:  # JSON, UTF-8 and pydantic errors
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise CacheMismatch(f"not a valid entry ({first[:200]})") from None
+        return fit, seconds
 
-    def put(self, key: str, value: Any) -> None:
+    def load(self, task: "FitTask") -> "TaskResult | None":
+        """A verified cached result for `task`, or None (absent, or refit with a warning)."""
+        from runner.run.cache_verify import CacheMismatch, recompute_lme
+        from runner.run.tasks import TaskResult
+
+        if not self.enabled or not self.cacheable(task):
+            return None
+        if task.key in self._checked:  # one check (and one warning) per entry and run
+            done = self._checked[task.key]
+            return None if done is None else TaskResult(task.id, done[0], None, done[1], cached=True)
+        self._checked[task.key] = None
+        try:
+            found = self.read(task.key)
+            if found is None:
+                return None
+            fit, seconds = found
+            if fit.method != task.method or fit.formula != task.formula_text:
+                raise CacheMismatch("method or formula differ from the key's")
+            fit = recompute_lme(task.design, fit)
+        except CacheMismatch as exc:
+            self._reject(task, str(exc))
+            return None
+        except Exception as exc:  # a numerical failure while re-checking: refit, never fail the run
+            self._reject(task, f"re-check failed: {type(exc).__name__}: {exc}")
+            return None
+        self._checked[task.key] = (fit, seconds)
+        return TaskResult(task.id, fit, None, seconds, cached=True)
+
+    def _reject(self, task: "FitTask", reason: str) -> None:
+        self.rejected.append(task.key)
+        self.warnings.append(f"{task.id}: cached fit {task.key[:12]} not reused ({reason}); refitted")
+
+    def put(self, key: str, value: "TaskResult") -> None:
         """Store atomically; a cache that cannot be written never fails the run."""
-        if not self.enabled:
+        if not self.enabled or value.fit is None or value.fit.engine != "lme" or value.verify is not None:
             return
         p = self.path(key)
+        try:  # a record that would not read back (a non-finite number) is not cached
+            text = value.fit.model_dump_json()
+            Fit.model_validate_json(text)
+        except ValueError:
+            return
+        doc = {"format": CACHE_FORMAT, "key": key, "seconds": value.seconds, "fit": json.loads(text)}
         try:
             p.parent.mkdir(parents=True, exist_ok=True)
-            body = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-            data = hashlib.sha256(body).hexdigest().encode() + b"\n" + body
-            fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=".tmp-", suffix=".fit")
+            data = json.dumps(doc, allow_nan=False).encode()
+            fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=".tmp-", suffix=".json")
             try:
                 with os.fdopen(fd, "wb") as fh:
                     fh.write(data)
@@ -160,5 +223,5 @@ class FitCache:
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)
                 raise
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: a non-finite number (not cached)
             print(f"mixspec: cache not written ({exc})", file=sys.stderr)

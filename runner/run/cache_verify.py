@@ -1,0 +1,119 @@
+"""Re-check a cached lme fit on this run's data before it is reused.
+
+Why: `.mixspec-cache/` is restored from CI caches, so its content is untrusted. An
+entry is data (JSON), and its numbers are accepted only if one criterion evaluation at
+its theta on this run's design reproduces its objective to 1e-10 (relative). The
+derived numbers (beta, standard errors, variance components, sigma, logLik, AIC/BIC,
+fitted values, residuals, BLUPs) are then recomputed from theta exactly as the engine
+computes them at its optimum, and must agree with the entry: a forged estimate is
+detected, and the arrays never need to be stored.
+
+Not re-checked: the optimizer's report (converged, evaluations, max|grad|, message);
+re-running lme4's convergence check costs about as many evaluations as the fit.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from runner.design.model import Design
+from runner.fit import Fit
+
+OBJECTIVE_RTOL = 1e-10
+DERIVED_RTOL = 1e-8
+
+
+class CacheMismatch(ValueError):
+    """The entry does not describe a fit of this design (stale, damaged or forged)."""
+
+
+def _close(a: Any, b: Any, rtol: float = DERIVED_RTOL) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    a, b = float(a), float(b)
+    if math.isnan(a) or math.isnan(b):
+        return math.isnan(a) and math.isnan(b)
+    return abs(a - b) <= rtol * max(1.0, abs(a), abs(b))
+
+
+def _compare_models(label: str, cached: list[Any], fresh: list[Any]) -> None:
+    """Field by field: text fields equal, number fields close."""
+    if len(cached) != len(fresh):
+        raise CacheMismatch(f"{label}: {len(cached)} rows cached, {len(fresh)} recomputed")
+    for c, f in zip(cached, fresh):
+        for name, value in f.model_dump().items():
+            old = getattr(c, name)
+            if isinstance(value, float) or isinstance(old, float):
+                if not _close(old, value):
+                    raise CacheMismatch(f"{label} {name} {old!r} differs from {value!r} recomputed")
+            elif old != value:
+                raise CacheMismatch(f"{label} {name} {old!r} differs from {value!r} recomputed")
+
+
+def recompute_lme(design: Design, fit: Fit) -> Fit:
+    """The entry's Fit with every derived number recomputed from its theta on `design`.
+
+    Raises CacheMismatch when the objective is not reproduced or a stored number differs.
+    """
+    from threadpoolctl import threadpool_limits
+
+    from runner.engines.lme.convergence import is_singular
+    from runner.engines.lme.criterion import FAILED, Criterion, objective_from
+    from runner.engines.lme.engine import _warnings
+    from runner.engines.lme.factor import factorize, raw_factors
+    from runner.engines.lme.results import arrays, fixed_effects, sigma2, variance_components
+    from runner.engines.lme.solve import solve
+    from runner.engines.lme.structure import build_problem
+
+    if fit.engine != "lme":
+        raise CacheMismatch(f"engine {fit.engine!r} entries are not reused")
+    with threadpool_limits(limits=1), np.errstate(over="ignore", invalid="ignore", divide="ignore",
+                                                  under="ignore"):
+        problem = build_problem(design)
+        theta = np.asarray(fit.theta, dtype=float)
+        if theta.shape != problem.lower.shape:
+            raise CacheMismatch(f"{theta.size} theta values for {problem.lower.size} parameters")
+        if not np.all(np.isfinite(theta)) or np.any(theta < problem.lower):
+            raise CacheMismatch("theta outside its bounds")
+        value = Criterion(problem, fit.method)(theta)  # the one criterion evaluation
+        if value == FAILED or not _close(value, fit.objective, OBJECTIVE_RTOL):
+            raise CacheMismatch(f"objective {fit.objective!r} not reproduced (criterion {value!r} at its theta)")
+        # the engine's tail at its optimum (runner/engines/lme/engine.py), from theta alone
+        f = factorize(problem, theta)
+        objective = float(objective_from(problem, f, fit.method))
+        raw = raw_factors(problem, theta)
+        sol = solve(problem, f, raw)
+    s2 = sigma2(problem, f.r2, fit.method)
+    inv = np.argsort(problem.order)
+    factors = [raw[i] for i in inv]
+    n, npar = problem.n, problem.p + theta.size + 1
+    singular = is_singular(theta, problem.lower)
+    names = [name for t in [problem.templates[i] for i in inv] for name in t.names()]
+    ngroups: dict[str, int] = {}
+    for b in design.blocks:
+        ngroups.setdefault(b.group, b.nlevels)
+    convergence_warnings = [w for w in fit.warnings if w.code == "convergence"]
+    check_ok = not convergence_warnings
+    fresh = dict(
+        nobs=n, npar=npar, ngroups=ngroups, theta_names=names, sigma=float(np.sqrt(s2)), loglik=-objective / 2,
+        objective=objective, aic=objective + 2 * npar, bic=objective + npar * float(np.log(n)), singular=singular,
+        fixed_effects=fixed_effects(design, sol, s2), random_effects=variance_components(design, factors, s2),
+        warnings=_warnings(design, singular, check_ok, convergence_warnings[0].message if convergence_warnings else ""),
+    )
+    for key in ("nobs", "npar", "ngroups", "theta_names", "singular"):
+        if getattr(fit, key) != fresh[key]:
+            raise CacheMismatch(f"{key} {getattr(fit, key)!r} differs from {fresh[key]!r} recomputed")
+    for key in ("sigma", "loglik", "objective", "aic", "bic"):
+        if not _close(getattr(fit, key), fresh[key]):
+            raise CacheMismatch(f"{key} {getattr(fit, key)!r} differs from {fresh[key]!r} recomputed")
+    _compare_models("fixed effect", fit.fixed_effects, fresh["fixed_effects"])
+    _compare_models("variance component", fit.random_effects, fresh["random_effects"])
+    _compare_models("warning", fit.warnings, fresh["warnings"])
+    if fit.converged != fit.convergence.converged:
+        raise CacheMismatch("converged flags disagree")
+    modes = [sol.modes[i] for i in inv]
+    cvar = [sol.cond_var[i] for i in inv]
+    return fit.model_copy(update={**fresh, "arrays": arrays(design, modes, cvar, sol.beta, s2)})
