@@ -15,7 +15,8 @@ rules (per grouping factor, on evaluated column names):
   unstructured term; compound symmetry needs the same columns in compound symmetry or
   a large unstructured term.
 
-Anything else is reported as not proven, with the reason.
+Pairs these rules do not cover are decided on the marginal covariance of y
+(`marginal.py`): `(1|g/f)` within `(0 + f|g)`, `(1|g)` within `(0 + f|g)`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from runner.compare.marginal import ReTerm, Verdict, prove_contained
 from runner.compare.shapes import TermShape, by_group
 
 SPAN_RTOL = 1e-7
@@ -39,12 +41,17 @@ class NestSide:
     X: np.ndarray
     terms: tuple[TermShape, ...]
     npar: int  # fixed + covariance parameters + residual
+    re_terms: tuple[ReTerm, ...] = ()  # the random terms on the rows, for the marginal proof
 
 
 @dataclass(frozen=True)
 class Nesting:
+    """`how`: terms (matched term by term: the boundary analysis applies), marginal
+    (proven on the marginal covariance of y), or undecided (neither proven nor refuted)."""
+
     nested: bool
     reason: str
+    how: str = "terms"
 
 
 def in_span(small: np.ndarray, large: np.ndarray, rtol: float = SPAN_RTOL) -> list[int]:
@@ -121,14 +128,16 @@ def check_nested(small: NestSide, large: NestSide) -> Nesting:
     if bad:
         return Nesting(False, f"fixed-effect column(s) {', '.join(str(j) for j in bad)} of {small.name} are not in the span of {large.name}'s fixed effects")
     why = random_contained(small.terms, large.terms)
-    if why:
+    if not why:
+        return Nesting(True, "nested")
+    if not small.re_terms or not large.re_terms:
         return Nesting(False, why)
-    return Nesting(True, "nested")
-
-
-def fixed_column_names_not_in_span(small: NestSide, large: NestSide, names: list[str]) -> list[str]:
-    """Readable names of the small model's fixed columns outside the large model's span."""
-    return [names[j] for j in in_span(small.X, large.X)]
+    proof = prove_contained(list(small.re_terms), list(large.re_terms))
+    if proof.verdict is Verdict.CONTAINED:
+        return Nesting(True, f"nested: {proof.reason}", how="marginal")
+    if proof.verdict is Verdict.UNDECIDED:
+        return Nesting(False, f"{why}, and on the marginal covariance of y {proof.reason}", how="undecided")
+    return Nesting(False, f"{why}; {proof.reason}")
 
 
 def auto_pairs(sides: list[NestSide]) -> list[tuple[str, str]]:

@@ -135,6 +135,12 @@ def compare_models(plan: Plan, fits: dict[str, Fit]) -> tuple[list, list[TestRec
         r = likelihood_ratio_test(_side(ms, fs), _side(ml_, fl), refit_ml=t.refit_ml and
                                   (ms.method == "REML" or ml_.method == "REML"), source=t.source)
         r.warnings = t.warnings + r.warnings
+        if t.nesting != "terms":  # the chi-bar-square analysis needs term-by-term nesting
+            r.p_value_boundary = None
+            r.boundary_note = ("marginal_nesting: nested through the marginal covariance of y, not term by term: "
+                               "the boundary mixture is not known; the naive p is conservative"
+                               if t.nesting == "marginal" else
+                               "unproven_nesting: nesting not proven; no boundary correction applied")
         tests.append(r)
     return ranking, tests, warnings
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from runner.compare.marginal import ReTerm
 from runner.compare.nesting import NestSide, auto_pairs, check_nested
 from runner.compare.shapes import TermShape, shapes_of
 from runner.design.model import Design
@@ -50,6 +51,7 @@ class TestPlan:
     source: str  # "listed" | "auto"
     refit_ml: bool
     warnings: list[str] = field(default_factory=list)
+    nesting: str = "terms"  # terms | marginal | undecided (runner.compare.nesting.Nesting.how)
 
 
 @dataclass
@@ -115,7 +117,8 @@ def engine_name(engine: str) -> str:
 
 def _nest_side(m: ModelPlan) -> NestSide:
     assert m.design is not None
-    return NestSide(m.name, m.design.response, m.rows_key, m.design.X, m.terms, m.npar)
+    re_terms = tuple(ReTerm(b.group, np.asarray(b.codes), b.X, b.covariance) for b in m.design.blocks)
+    return NestSide(m.name, m.design.response, m.rows_key, m.design.X, m.terms, m.npar, re_terms)
 
 
 def prepared_of(validated: Any) -> Any:
@@ -197,24 +200,26 @@ def make_plan(path: str | Path, verify: bool = False) -> Plan:
     tests: list[TestPlan] = []
     if compare.tests == "auto":
         sides = [_nest_side(m) for m in models.values()]
-        pairs = [(a, b, "auto") for a, b in auto_pairs(sides)]
+        pairs = [(a, b, "auto", "proven") for a, b in auto_pairs(sides)]
     else:
-        pairs = [(a, b, "listed") for a, b in compare.tests]
-    for i, (small, large, source) in enumerate(pairs):
+        pairs = [(a, b, "listed", nested) for a, b, nested in compare.test_pairs()]
+    for i, (small, large, source, required) in enumerate(pairs):
         if small not in models or large not in models:
             issues.append(_issue(loaded, ("compare", "tests", i), f"unknown model in test [{small}, {large}]"))
             continue
         ms, ml = models[small], models[large]
-        if source == "listed":
-            why = check_nested(_nest_side(ms), _nest_side(ml))
-            if not why.nested:
-                issues.append(_issue(loaded, ("compare", "tests", i),
-                                     f"{small} is not nested in {large}: {why.reason}; a likelihood-ratio test needs "
-                                     "nested models"))
-                continue
+        why = check_nested(_nest_side(ms), _nest_side(ml))
+        if source == "listed" and not why.nested and (why.how != "undecided" or required == "strict"):
+            issues.append(_issue(loaded, ("compare", "tests", i),
+                                 f"{small} is not nested in {large}: {why.reason}; a likelihood-ratio test needs "
+                                 "nested models" + (" (nested: strict)" if why.how == "undecided" else "")))
+            continue
         same_fixed = ms.fixed_key == ml.fixed_key and ms.method == ml.method
         refit_ml = compare.refit or not same_fixed
-        t = TestPlan(small, large, source, refit_ml)
+        t = TestPlan(small, large, source, refit_ml, nesting=why.how)
+        if why.how == "undecided":
+            t.warnings.append(f"nesting of {small} in {large} could not be proven ({why.reason}); tested as lme4's "
+                              "anova() would, without a check: set nested: strict to make this an error")
         if not compare.refit and not same_fixed:
             if source == "listed":
                 issues.append(_issue(loaded, ("compare", "tests", i),

@@ -223,10 +223,12 @@ def _check_references(tests: Any, names: list[str], locator: NodeLocator, file: 
     issues: list[SpecIssue] = []
     known = set(names)
     if isinstance(tests, list):
-        for i, (small, large) in enumerate(tests):
+        for i, test in enumerate(tests):
+            mapped = not isinstance(test, (tuple, list))
+            small, large = test.models if mapped else test
             for j, ref in enumerate((small, large)):
                 if ref not in known:
-                    line, col = locator.position(("compare", "tests", i, j))
+                    line, col = locator.position(("compare", "tests", i, *(("models",) if mapped else ()), j))
                     issues.append(SpecIssue(file, line, col, f"compare.tests.{i}.{j}",
                                             f"unknown model {ref!r}{suggest(ref, names)}"))
             if small == large:

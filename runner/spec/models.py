@@ -242,13 +242,30 @@ class VariantSpec(ModelOptions):
     drop: list[str] = Field(default_factory=list, description="Terms to drop, e.g. sex or \"(1|school)\"")
 
 
+class TestSpec(Strict):
+    """One likelihood-ratio test written as a mapping, to set how nesting is required."""
+
+    models: tuple[str, str] = Field(description="[small, large]")
+    nested: Literal["proven", "strict"] = Field(
+        "proven", description="proven: a pair whose nesting can be neither proven nor refuted is tested with a "
+        "warning (lme4 checks nothing); strict: it is an error")
+
+
 class CompareSpec(Strict):
     """How models are ranked and tested."""
 
     criterion: Literal["AIC", "BIC", "AICc"] = Field("AIC", description="Ranking criterion")
     refit: bool = Field(True, description="Refit REML fits with ML for ranking and tests (as lme4's anova())")
-    tests: list[tuple[str, str]] | Literal["auto"] = Field(
-        default_factory=list, description="Likelihood-ratio tests as [small, large] pairs, or 'auto'")
+    tests: list[tuple[str, str] | TestSpec] | Literal["auto"] = Field(
+        default_factory=list, description="Likelihood-ratio tests as [small, large] pairs "
+        "(or {models: [small, large], nested: strict}), or 'auto'")
+
+    def test_pairs(self) -> list[tuple[str, str, str]]:
+        """(small, large, nested) of every listed test; empty for 'auto'."""
+        if self.tests == "auto":
+            return []
+        return [(t.models[0], t.models[1], t.nested) if isinstance(t, TestSpec) else (t[0], t[1], "proven")
+                for t in self.tests]
 
 
 class ExpectSpec(Strict):
