@@ -38,6 +38,7 @@ class FixedEffect(BaseModel):
     p_value: float | None
     ci_low: float | None
     ci_high: float | None
+    std_error_adjusted: float | None = None  # Kenward-Roger's adjusted SE (df: kenward-roger)
 
 
 class RandomEffect(BaseModel):
@@ -52,6 +53,43 @@ class RandomEffect(BaseModel):
     sd: float | None = None
     covariance: float | None = None
     corr: float | None = None
+
+
+class AnovaRow(BaseModel):
+    """One type III F test (lmerTest's anova(type = 3)) of a model term."""
+
+    model_config = ConfigDict(extra="forbid")
+    term: str  # as R labels it: "Variety", "age:sex"
+    num_df: int
+    den_df: float | None
+    F: float | None
+    p_value: float | None
+
+
+class ConfintRow(BaseModel):
+    """An interval with lme4's confint(oldNames = FALSE) name: sd_(Intercept)|Subject, sigma, Days."""
+
+    model_config = ConfigDict(extra="forbid")
+    parameter: str
+    estimate: float
+    low: float | None
+    high: float | None
+
+
+class R2(BaseModel):
+    """Nakagawa's R2 as performance::r2_nakagawa."""
+
+    model_config = ConfigDict(extra="forbid")
+    marginal: float
+    conditional: float
+
+
+class ICC(BaseModel):
+    """performance::icc: adjusted = random / (random + residual); unadjusted = R2c - R2m."""
+
+    model_config = ConfigDict(extra="forbid")
+    adjusted: float
+    unadjusted: float
 
 
 class Convergence(BaseModel):
@@ -105,6 +143,10 @@ class Fit(BaseModel):
     ci_method: str = "wald"
     fixed_effects: list[FixedEffect]
     random_effects: list[RandomEffect]
+    anova: list[AnovaRow] = Field(default_factory=list)
+    confint: list[ConfintRow] = Field(default_factory=list)
+    r2: R2 | None = None
+    icc: ICC | None = None
     converged: bool
     singular: bool
     convergence: Convergence

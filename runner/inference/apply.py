@@ -1,0 +1,118 @@
+"""Adds df, p-values, intervals, type III F tests, R2 and ICC to a fitted linear mixed model.
+
+Called once per fit by the run (runner/run/tasks.py) with the model's `InferenceSettings`;
+GLMMs and other engines keep the engine's Wald z numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from scipy import stats
+
+from runner.design.model import Design
+from runner.fit import ICC, R2, ConfintRow, Fit, FitWarning, FixedEffect
+from runner.inference import varpar
+from runner.inference.intervals import variance_rows, wald_bounds
+from runner.inference.r2 import variance_shares
+from runner.inference.satterthwaite import Satterthwaite, satterthwaite
+from runner.inference.state import InferenceError, LmmState, state_from_fit
+
+DfMethod = Literal["satterthwaite", "kenward-roger", "none"]
+CiMethod = Literal["wald", "profile", "bootstrap"]
+KR_MAX_ROWS = 10_000
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    df: DfMethod = "satterthwaite"
+    ci: CiMethod = "wald"
+    level: float = 0.95
+    nsim: int = 1000
+    seed: int = 1
+
+
+class InferenceRefused(ValueError):
+    """A requested method does not apply to this model (the message says why)."""
+
+
+def check_settings(settings: InferenceSettings, method: str, nobs: int) -> None:
+    """Refusals known before fitting (KR needs REML and at most KR_MAX_ROWS rows)."""
+    if settings.df == "kenward-roger":
+        if method != "REML":
+            raise InferenceRefused("df: kenward-roger needs a REML fit (pbkrtest's adjustment is defined for "
+                                   "REML estimates); set method: REML or df: satterthwaite")
+        if nobs > KR_MAX_ROWS:
+            raise InferenceRefused(f"df: kenward-roger is refused above {KR_MAX_ROWS:,} rows ({nobs:,} here): its "
+                                   "traces need dense random-effects matrices; use df: satterthwaite")
+
+
+def _fixed_rows(state: LmmState, fit: Fit, sat: Satterthwaite | None, settings: InferenceSettings,
+                kr: object | None) -> list[FixedEffect]:
+    out = []
+    p = state.beta.size
+    for j, fe in enumerate(fit.fixed_effects):
+        est = float(fe.estimate)
+        if sat is None and kr is None:
+            se = float(fe.std_error) if fe.std_error is not None else float("nan")
+            z = est / se if se > 0 else None
+            low, high = wald_bounds(est, se, None, settings.level)
+            out.append(fe.model_copy(update=dict(statistic=z, df=None, ci_low=low, ci_high=high,
+                                                 p_value=None if z is None else float(2 * stats.norm.sf(abs(z))))))
+            continue
+        l = np.eye(p)[j]
+        adjusted = None
+        if kr is not None:
+            var, df = kr.contrast(l)  # type: ignore[attr-defined]
+            adjusted = float(np.sqrt(var))
+        else:
+            var, df = sat.contrast(l)  # type: ignore[union-attr]
+        se = float(np.sqrt(var))
+        t = est / se if se > 0 else None
+        pv = None if t is None else float(2 * stats.t.sf(abs(t), df))
+        low, high = wald_bounds(est, se, df, settings.level)
+        out.append(fe.model_copy(update=dict(statistic=t, df=float(df), p_value=pv, ci_low=low, ci_high=high,
+                                             std_error_adjusted=adjusted)))
+    return out
+
+
+def apply_inference(design: Design, fit: Fit, settings: InferenceSettings) -> Fit:
+    """A copy of `fit` with the requested inference (the fit itself is not changed)."""
+    if fit.engine != "lme" or getattr(design, "family", None) not in (None, "gaussian"):
+        return fit
+    warnings: list[FitWarning] = []
+    state = state_from_fit(design, fit)
+    sat = kr = None
+    p_method = "wald-z"
+    if settings.df != "none":
+        try:
+            sat = satterthwaite(state)
+            p_method = "satterthwaite"
+            warnings += [FitWarning(code="satterthwaite", message=w) for w in sat.warnings]
+        except (InferenceError, np.linalg.LinAlgError) as exc:
+            warnings.append(FitWarning(code="satterthwaite", message=f"Satterthwaite df failed ({exc}): Wald z used"))
+    if settings.df == "kenward-roger" and sat is not None:
+        from runner.inference.kenward_roger import kenward_roger
+
+        try:
+            kr = kenward_roger(state)
+            p_method = "kenward-roger"
+        except (InferenceError, np.linalg.LinAlgError, ArithmeticError):
+            warnings.append(FitWarning(code="kenward_roger", message=(
+                "Unable to compute Kenward-Roger t-test: using Satterthwaite instead")))
+    fixed = _fixed_rows(state, fit, sat, settings, kr)
+    update: dict = dict(fixed_effects=fixed, p_method=p_method, ci_method=settings.ci)
+    vnames = varpar.names(state.problem)
+    vest = varpar.to_sdcor(state.problem, state.theta, state.sigma)
+    confint = variance_rows(vnames, vest) + [
+        ConfintRow(parameter=fe.lme4_name, estimate=fe.estimate, low=fe.ci_low, high=fe.ci_high) for fe in fixed]
+    update["confint"] = confint
+    shares = variance_shares(design, state.beta, varpar.block_covariances(state.problem, state.theta, state.sigma),
+                             state.sigma)
+    update["r2"] = R2(marginal=shares.r2_marginal, conditional=shares.r2_conditional)
+    update["icc"] = ICC(adjusted=shares.icc_adjusted, unadjusted=shares.icc_unadjusted)
+    kept = [w for w in fit.warnings if not (w.code == "few_levels" and p_method != "wald-z")]
+    update["warnings"] = kept + warnings
+    return fit.model_copy(update=update)

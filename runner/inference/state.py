@@ -1,0 +1,96 @@
+"""A fitted linear mixed model as inference needs it: the engine's blocked Gram problem
+(built once) plus the estimates, and the two functions of the variance parameters that
+lmerTest differentiates (deviance with sigma explicit, and vcov(beta))."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.linalg import solve_triangular
+
+from runner.design.model import Design
+from runner.engines.lme.factor import Factor, FactorError, factorize
+from runner.engines.lme.structure import Problem, build_problem
+from runner.fit import Fit
+
+
+class InferenceError(ArithmeticError):
+    """A numerical failure inside an inference method (the caller falls back or reports)."""
+
+
+@dataclass
+class LmmState:
+    design: Design
+    problem: Problem
+    reml: bool
+    theta: np.ndarray  # lme4 order and parameterization
+    sigma: float
+    beta: np.ndarray
+    vcov: np.ndarray  # sigma^2 (R_X' R_X)^{-1} at the fit
+
+    @property
+    def varpar(self) -> np.ndarray:
+        return np.concatenate([self.theta, [self.sigma]])
+
+    @property
+    def names(self) -> list[str]:
+        return [c.lme4_name for c in self.design.fixed]
+
+
+def factor_at(problem: Problem, theta: np.ndarray) -> Factor:
+    try:
+        return factorize(problem, np.asarray(theta, dtype=float))
+    except (FactorError, np.linalg.LinAlgError) as exc:
+        raise InferenceError(f"the factorization failed at theta = {np.round(theta, 6).tolist()}: {exc}") from exc
+
+
+def unscaled_vcov(problem: Problem, f: Factor) -> np.ndarray:
+    """(R_X' R_X)^{-1} from the tail factor's X block."""
+    m, p = problem.m_rand, problem.p
+    Lxx = np.tril(f.Ltail[m:m + p, m:m + p])
+    inv = solve_triangular(Lxx, np.eye(p), lower=True)
+    return inv.T @ inv
+
+
+def beta_at(problem: Problem, f: Factor) -> np.ndarray:
+    """beta at its conditional optimum given theta (the tail's last row)."""
+    m, p, nt = problem.m_rand, problem.p, problem.nt
+    L = np.tril(f.Ltail)
+    x = solve_triangular(L[: nt - 1, : nt - 1], L[nt - 1, : nt - 1], lower=True, trans="T")
+    return x[m:m + p]
+
+
+def state_at(design: Design, theta: np.ndarray, sigma: float, reml: bool,
+             problem: Problem | None = None) -> LmmState:
+    """The state at given estimates (theta in lme4's parameterization, sigma)."""
+    problem = build_problem(design) if problem is None else problem
+    theta = np.asarray(theta, dtype=float)
+    f = factor_at(problem, theta)
+    beta = beta_at(problem, f)
+    vcov = sigma ** 2 * unscaled_vcov(problem, f)
+    return LmmState(design=design, problem=problem, reml=reml, theta=theta, sigma=float(sigma), beta=beta,
+                    vcov=vcov)
+
+
+def state_from_fit(design: Design, fit: Fit) -> LmmState:
+    return state_at(design, np.asarray(fit.theta, dtype=float), float(fit.sigma), fit.method == "REML")
+
+
+def deviance_vp(problem: Problem, varpar: np.ndarray, reml: bool) -> float:
+    """lmerTest's devfun_vp: -2 log-likelihood (REML: restricted) at (theta, sigma) with
+    sigma explicit and beta at its conditional optimum."""
+    theta, sigma = varpar[:-1], float(varpar[-1])
+    f = factor_at(problem, theta)
+    s2 = sigma * sigma
+    n, p = problem.n, problem.p
+    dev = f.logdet_z + f.r2 / s2 + n * np.log(2 * np.pi * s2)
+    if reml:
+        dev += f.logdet_x - p * np.log(2 * np.pi * s2)
+    return float(dev)
+
+
+def covbeta_vp(problem: Problem, varpar: np.ndarray) -> np.ndarray:
+    """lmerTest's get_covbeta: sigma^2 (R_X' R_X)^{-1} at (theta, sigma)."""
+    f = factor_at(problem, varpar[:-1])
+    return float(varpar[-1]) ** 2 * unscaled_vcov(problem, f)

@@ -1,0 +1,107 @@
+"""Satterthwaite df, Wald t intervals, R2 and ICC against lmerTest 3.1.3 / performance 0.10.2
+(tests/reference_inference/inference.json, made by /work/shared/tools/lme4_inference*.R)."""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from runner.design.build import build_design
+from runner.engines import fit_design
+from runner.fit import Fit
+from runner.formula import parse_formula
+from runner.inference.apply import InferenceSettings, apply_inference
+from runner.inference.satterthwaite import fstat_ddf, satterthwaite
+from runner.inference.state import state_at
+
+ROOT = Path(__file__).resolve().parents[1]
+REF = json.loads((ROOT / "tests" / "reference_inference" / "inference.json").read_text())
+# lme4's default optimizer stopped early on students_slopes (tests/test_lme_reference.py):
+# lmerTest's numbers are compared at lme4's own estimates there
+AT_LME4 = {"students_slopes"}
+
+
+@cache
+def frame(dataset: str) -> pd.DataFrame:
+    return pd.read_csv(ROOT / "runner" / "data" / "examples" / f"{dataset}.csv")
+
+
+@cache
+def design_fit(case: str) -> tuple[object, Fit]:
+    c = REF[case]
+    design = build_design(parse_formula(c["formula"]), frame(c["dataset"]))
+    fit = fit_design(design, c["method"], formula_text=c["formula"])
+    if case in AT_LME4:
+        lme4 = json.loads((ROOT / "tests" / "reference" / f"{case}.json").read_text())
+        fit = fit.model_copy(update=dict(theta=lme4["theta"], sigma=lme4["sigma"]))
+    return design, fit
+
+
+def rel(a: float, b: float) -> float:
+    return abs(a - b) / abs(b) if b != 0 else abs(a)
+
+
+@pytest.mark.parametrize("case", list(REF))
+def test_satterthwaite_matches_lmertest(case: str) -> None:
+    design, fit = design_fit(case)
+    out = apply_inference(design, fit, InferenceSettings())
+    assert out.p_method == "satterthwaite"
+    for fe, ref in zip(out.fixed_effects, REF[case]["satterthwaite"], strict=True):
+        assert fe.lme4_name == ref["term"]
+        assert rel(fe.df, ref["df"]) < 1e-3, (fe.lme4_name, fe.df, ref["df"])
+        assert rel(fe.p_value, ref["p_value"]) < 2e-3, (fe.lme4_name, fe.p_value, ref["p_value"])
+        assert rel(fe.statistic, ref["t"]) < 1e-4
+        q = stats.t.ppf(0.975, ref["df"])
+        assert fe.ci_low == pytest.approx(ref["estimate"] - q * ref["std_error"], rel=1e-4)
+        assert fe.ci_high == pytest.approx(ref["estimate"] + q * ref["std_error"], rel=1e-4)
+    rows = {r.parameter: r for r in out.confint}
+    for fe in out.fixed_effects:
+        assert (rows[fe.lme4_name].low, rows[fe.lme4_name].high) == (fe.ci_low, fe.ci_high)
+
+
+@pytest.mark.parametrize("case", list(REF))
+def test_r2_icc_match_performance(case: str) -> None:
+    design, fit = design_fit(case)
+    out = apply_inference(design, fit, InferenceSettings(df="none"))
+    r2, icc = REF[case]["r2_nakagawa"], REF[case]["icc"]
+    assert out.r2.marginal == pytest.approx(r2["marginal"], rel=1e-3, abs=1e-9)
+    assert out.r2.conditional == pytest.approx(r2["conditional"], rel=1e-3)
+    assert out.icc.adjusted == pytest.approx(icc["adjusted"], rel=1e-3)
+    assert out.icc.unadjusted == pytest.approx(icc["unadjusted"], rel=1e-3)
+
+
+def test_df_none_is_wald_z_with_normal_intervals() -> None:
+    design, fit = design_fit("sleepstudy_reml")
+    out = apply_inference(design, fit, InferenceSettings(df="none", level=0.9))
+    assert out.p_method == "wald-z"
+    fe = out.fixed_effects[1]
+    assert fe.df is None
+    assert fe.ci_high == pytest.approx(fe.estimate + stats.norm.ppf(0.95) * fe.std_error, rel=1e-12)
+    names = [r.parameter for r in out.confint]
+    assert names == ["sd_(Intercept)|Subject", "cor_Days.(Intercept)|Subject", "sd_Days|Subject", "sigma",
+                     "(Intercept)", "Days"]
+
+
+def test_fstat_ddf_as_lmertest() -> None:
+    assert fstat_ddf(np.array([7.5])) == 7.5
+    assert fstat_ddf(np.array([10.0, 10.0])) == 10.0
+    assert fstat_ddf(np.array([1.5, 30.0])) == 2.0
+    E = 10 / 8 + 20 / 18
+    assert fstat_ddf(np.array([10.0, 20.0])) == pytest.approx(2 * E / (E - 2))
+
+
+def test_singular_fit_steps_through_zero() -> None:
+    """Dyestuff2: theta = 0; the Hessian is taken through the boundary and the df stay finite."""
+    design = build_design(parse_formula("Yield ~ 1 + (1 | Batch)"), frame("Dyestuff2"))
+    fit = fit_design(design, "REML")
+    assert fit.theta[0] == 0.0
+    sat = satterthwaite(state_at(design, np.array(fit.theta), fit.sigma, True))
+    var, df = sat.contrast(np.array([1.0]))
+    # with theta = 0 the intercept's variance is sigma^2 / n: df = n - 1 = 29 (lmerTest: 29)
+    assert df == pytest.approx(29.0, rel=1e-3)
