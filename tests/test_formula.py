@@ -109,8 +109,8 @@ def test_fixed_terms_kept_whole() -> None:
     )
     assert mf.response == "np.log(y)"
     assert mf.fixed_terms == (
-        "C(sex)", "a * b", "I(x**2)", "np.log(x)", "x:z", "center(age)", "(a + b):c", "C(x, Treatment('a'))",
-    )
+        "C(sex)", "a * b", "I(x^2)", "np.log(x)", "x:z", "center(age)", "(a + b):c", 'C(x, Treatment("a"))',
+    )  # R's deparse: `**` is `^`, strings in double quotes
     assert mf.intercept and mf.random == ()
     # Spacing never makes two spellings differ.
     assert parse_formula("y~a * b+I( x ** 2 )") == parse_formula("y ~ a*b + I(x**2)")
@@ -143,7 +143,7 @@ def test_intercept_flag(text: str, intercept: bool, fixed: tuple[str, ...]) -> N
         ("0+x", False, ("x",)),
         ("-1+x", False, ("x",)),
         ("x-1", False, ("x",)),
-        ("x + I(x**2) + center(z)", True, ("x", "I(x**2)", "center(z)")),
+        ("x + I(x**2) + center(z)", True, ("x", "I(x^2)", "center(z)")),
         ("0 + f + x:f", False, ("f", "x:f")),
     ],
 )
@@ -201,9 +201,9 @@ ERRORS = [
     ("y ~ (1|2)", "grouping factor must be a column name", 7),
     ("y ~ (1|a b)", "grouping factor must be a column name", 9),
     ("y ~ (1|g|h)", "has one '|'", 8),
-    ("y ~ I(x**)", "not valid formula syntax", 4),
+    ("y ~ I(x**)", "not valid formula syntax", 9),
     ("y ~ x + 2", "not valid formula syntax", 8),
-    ("y + z ~ x", "the response must be one", 0),
+    ("y ~ x + ns(x, 3)", "splines are not supported yet", 8),
     ('y ~ "abc', "never closed", 4),
     ("y ~ (1|g) + (1|g/h)", "appears twice", 12),
     ("y ~ x", None, None),
@@ -267,7 +267,7 @@ def test_non_text_formula_is_a_formula_error() -> None:
         ("y ~ x + (x||g)", "y ~ x + (x || g)"),
         ("y ~ x + (0 + x + z||g)", "y ~ x + (0 + x + z || g)"),
         ("y ~ x + (a*b||g)", "y ~ x + (a + b + a:b || g)"),
-        ("y ~ (I(x ** 2)*z||g)", "y ~ 1 + (I(x**2) + z + I(x**2):z || g)"),
+        ("y ~ (I(x ** 2)*z||g)", "y ~ 1 + (I(x^2) + z + I(x^2):z || g)"),
         ("y ~ (x||a/b)", "y ~ 1 + (1 || b:a) + (1 || a) + (0 + x || b:a) + (0 + x || a)"),
         ("y ~ diag(age|classroom)", "y ~ 1 + diag(age | classroom)"),
         ("y ~ homdiag(0+f|g) + homcs(0+f|g)", "y ~ 1 + homdiag(0 + f | g) + homcs(0 + f | g)"),
@@ -294,9 +294,9 @@ def test_render_reference_formulas_as_lme4_writes_them() -> None:
 # Strategies for ModelFormulas the parser can produce.
 NAMES = st.sampled_from(["g", "school", "classroom", "Subject", "a", "b", "c", "x.y", "odd name", "a:b", "é"])
 FIXED = st.sampled_from(
-    ["x", "age", "sex", "a * b", "C(sex)", "I(x**2)", "np.log(x)", "x:z", "center(age)", "(a + b):c", "`odd name`"]
+    ["x", "age", "sex", "a * b", "C(sex)", "I(x^2)", "np.log(x)", "x:z", "center(age)", "(a + b):c", "`odd name`"]
 )
-LHS_TERMS = st.sampled_from(["x", "age", "f", "I(x**2)", "center(age)", "x:f", "np.log(z)"])
+LHS_TERMS = st.sampled_from(["x", "age", "f", "I(x^2)", "center(age)", "x:f", "np.log(z)"])
 
 
 def group_exprs() -> st.SearchStrategy:
@@ -349,7 +349,7 @@ def test_required_variables_from_expressions() -> None:
 
 def test_required_variables_skip_functions_and_keywords() -> None:
     mf = parse_formula(
-        "y ~ C(sex, Treatment(reference='M')) + bs(x, df=3) + poly(z, 2) + I(age - mean_age) + x.y + `odd name`"
+        "y ~ C(sex, Treatment(reference='M')) + log(x, base = 2) + poly(z, 2) + I(age - mean_age) + x.y + `odd name`"
     )
     assert required_variables(mf) == {"y", "sex", "x", "z", "age", "mean_age", "x.y", "odd name"}
 

@@ -1,23 +1,29 @@
 """ModelFormula + cleaned DataFrame -> Design (y, X, random blocks in lme4's order).
 
-The fixed part and every random-term lhs go through formulaic, so the fixed and
-random parts of a model agree on coding (treatment contrasts, first level as
-reference). Random terms are sorted as lme4's mkReTrms sorts them, because theta,
-VarCorr rows and reports follow that order.
+The fixed part and every random-term lhs are expanded with R's terms() algebra
+(`runner.formula.rterms`), their variables evaluated by mixspec's own interpreter
+(`runner.formula.evaluate`, no Python eval) and coded as R's model.matrix does
+(`runner.design.model_matrix`), so names and coding match lme4's. Stateful transforms
+(scale, poly, factor levels) learn their parameters on the rows R's model.frame sees.
+Random terms are sorted as lme4's mkReTrms sorts them, because theta, VarCorr rows and
+reports follow that order.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
-import formulaic
 
 from runner.design.checks import rank_keep, scale_warning
 from runner.design.grouping import group_factor
 from runner.design.model import Design, FixedColumn, RandomBlock
-from runner.design.naming import column_names, lme4_name
+from runner.design.model_matrix import ModelMatrix, materialize, model_matrix
+from runner.formula import rexpr, rterms
+from runner.formula.evaluate import Block, EvalError, State, evaluate
 from runner.formula.model import ModelFormula, RandomTerm
-from runner.formula.variables import fixed_variables, response_variables, slope_variables
+from runner.formula.variables import expression_variables
 
 
 class DesignError(ValueError):
@@ -25,76 +31,118 @@ class DesignError(ValueError):
 
 
 def _as_factors(frame: pd.DataFrame, used: set[str]) -> pd.DataFrame:
-    """The text columns formulaic will read (`used`) become categoricals with sorted levels,
-    so it codes them as factors with lme4's reference level. Grouping columns are left to
-    grouping.as_factor (converting an 11,520-row id column here cost more than a small fit)."""
+    """Text columns in `used` as categoricals with code-point sorted levels (as the evaluator
+    orders them). Kept for runner/api/newdata.py, which still builds matrices on new rows
+    itself; the design no longer needs it."""
     text = [c for c in frame.columns if c in used and pd.api.types.is_string_dtype(frame[c].dtype)
             and not isinstance(frame[c].dtype, pd.CategoricalDtype)]
     if not text:
         return frame
-    conv = {}
-    for c in text:
-        cat = pd.Categorical(frame[c])  # pandas sorts the categories when it can (fast path)
-        levels = cat.categories.to_numpy(dtype=object)
-        if levels.size > 1 and not np.all(levels[:-1] < levels[1:]):  # not as Python sorts: be explicit
-            cat = pd.Categorical(frame[c], categories=sorted(pd.unique(frame[c].dropna())))
-        conv[c] = cat
-    return frame.assign(**conv)
+    return frame.assign(**{c: pd.Categorical(frame[c], categories=sorted(pd.unique(frame[c].dropna())))
+                           for c in text})
 
 
-def _matrix(rhs: str, frame: pd.DataFrame, what: str) -> tuple[np.ndarray, list[str], set[str]]:
-    """formulaic model matrix as float64, its column names and the data columns it used."""
+def fixed_terms(mf: ModelFormula) -> rterms.Terms:
+    """R's terms() of the model's fixed part."""
+    text = " + ".join(mf.fixed_terms)
+    node = rexpr.parse_expression(text) if text else None
+    return rterms.expand(node, text, intercept=mf.intercept)
+
+
+def _lhs_terms(term: RandomTerm) -> rterms.Terms:
+    text = " + ".join(term.terms)
+    return rterms.expand(rexpr.parse_expression(text) if text else None, text, intercept=term.intercept)
+
+
+def _matrix(terms: rterms.Terms, frame: pd.DataFrame, state: State, learn: pd.DataFrame | None,
+            contrasts: dict[str, str] | None, what: str) -> ModelMatrix:
     try:
-        mm = formulaic.model_matrix(rhs, frame, na_action="raise")
-    except Exception as exc:  # formulaic raises many types; the user needs the term and why
-        raise DesignError(f"cannot build the {what} from '{rhs}': {exc}") from exc
-    X = np.asarray(mm.to_numpy(dtype=float), dtype=np.float64)
-    if X.shape[0] != len(frame):
-        raise DesignError(f"the {what} dropped rows: missing values in '{rhs}'")
-    variables = set(mm.model_spec.variables_by_source.get("data", set()))
-    return X, [str(c) for c in mm.columns], variables
+        return model_matrix(terms, materialize(terms, frame, state, learn, contrasts))
+    except EvalError as exc:
+        raise DesignError(f"cannot build the {what}: {exc}") from None
+
+
+def response_matrix(mf: ModelFormula, frame: pd.DataFrame) -> np.ndarray:
+    """The response evaluated as R does (any expression: `log(y + 1)`, `cbind(s, f)`): n x k."""
+    try:
+        v = evaluate(rexpr.parse_expression(mf.response), frame, {}, learning=True)
+    except EvalError as exc:
+        raise DesignError(f"the response '{mf.response}': {exc}") from None
+    if not isinstance(v, Block):
+        raise DesignError(f"the response '{mf.response}' is not numeric (it is a factor or text)")
+    return v.values
 
 
 def _response(mf: ModelFormula, frame: pd.DataFrame) -> np.ndarray:
-    if mf.response in frame.columns:
-        y = pd.to_numeric(frame[mf.response], errors="coerce").to_numpy(dtype=float)
-    else:
-        X, _, _ = _matrix(f"0 + {mf.response}", frame, "response")
-        if X.shape[1] != 1:
-            raise DesignError(f"the response '{mf.response}' must be one numeric column")
-        y = X[:, 0]
-    if not np.all(np.isfinite(y)):
-        raise DesignError(f"the response '{mf.response}' has NaN or infinite values")
+    Y = response_matrix(mf, frame)
+    if Y.shape[1] == 2:
+        raise DesignError(f"the response '{mf.response}' has two columns (successes, failures): that is a binomial "
+                          "model, which needs `family: binomial`; mixspec fits gaussian models here")
+    if Y.shape[1] != 1:
+        raise DesignError(f"the response '{mf.response}' must be one numeric column")
+    y = Y[:, 0]
+    bad = ~np.isfinite(y)
+    if bad.any():
+        rows = ", ".join(str(int(r) + 1) for r in np.flatnonzero(bad)[:5])
+        raise DesignError(f"the response '{mf.response}' has NaN or infinite values (rows {rows} of the model's rows)")
     return y
 
 
-def _fixed(mf: ModelFormula, frame: pd.DataFrame) -> tuple[np.ndarray, list[FixedColumn], list[str], list[str]]:
+def _fixed(mf: ModelFormula, frame: pd.DataFrame, state: State, learn: pd.DataFrame | None,
+           contrasts: dict[str, str] | None) -> tuple[np.ndarray, list[FixedColumn], list[str], list[str]]:
     """X with rank-deficient columns dropped (named, lme4's rule) and the scale warning."""
-    X, names, _ = _matrix(mf.fixed_rhs, frame, "fixed-effects model matrix")
-    if not np.all(np.isfinite(X)):
-        raise DesignError("the fixed-effects model matrix has NaN or infinite values")
-    warnings: list[str] = []
+    terms = fixed_terms(mf)
+    mm = _matrix(terms, frame, state, learn, contrasts, "fixed-effects model matrix")
+    X, cols = mm.X, mm.columns
+    if X.shape[0] != len(frame):
+        X = np.ones((len(frame), X.shape[1]))
+    warnings: list[str] = list(terms.warnings)
     keep = rank_keep(X)
-    dropped = [lme4_name(names[j]) for j in range(X.shape[1]) if j not in set(keep.tolist())]
+    kept = set(keep.tolist())
+    dropped = [cols[j].name for j in range(X.shape[1]) if j not in kept]
     if dropped:
         warnings.append(
             "fixed-effect model matrix is rank deficient so dropping "
             f"{len(dropped)} column{'s' if len(dropped) > 1 else ''} / coefficient"
             f"{'s' if len(dropped) > 1 else ''}: {', '.join(dropped)}")
         X = X[:, keep]
-        names = [names[j] for j in keep]
+        cols = [cols[j] for j in keep]
     msg = scale_warning(X)
     if msg:
         warnings.append(msg)
-    return np.ascontiguousarray(X), [column_names(n) for n in names], dropped, warnings
+    fixed = [FixedColumn(term=c.name, lme4_name=c.name, variable=c.variable, level=c.level) for c in cols]
+    return np.ascontiguousarray(X), fixed, dropped, warnings
 
 
-def _block(term: RandomTerm, frame: pd.DataFrame) -> RandomBlock:
+def _offset(mf: ModelFormula, frame: pd.DataFrame, state: State, learn: pd.DataFrame | None) -> np.ndarray | None:
+    """The sum of the formula's offset() terms (R adds them all to the linear predictor)."""
+    total = None
+    for node in fixed_terms(mf).offsets:
+        label = f"offset({rexpr.deparse(node)})"
+        try:
+            if learn is not None:
+                evaluate(node, learn, state, learning=True)
+            v = evaluate(node, frame, state, learning=learn is None)
+        except EvalError as exc:
+            raise DesignError(f"the term '{label}': {exc}") from None
+        if not isinstance(v, Block) or v.values.shape[1] != 1:
+            raise DesignError(f"the term '{label}' must be one numeric column")
+        x = v.values[:, 0]
+        if not np.all(np.isfinite(x)):
+            raise DesignError(f"the term '{label}' has NaN or infinite values")
+        total = x if total is None else total + x
+    return total
+
+
+def _block(term: RandomTerm, frame: pd.DataFrame, state: State, learn: pd.DataFrame | None,
+           contrasts: dict[str, str] | None) -> RandomBlock:
     codes, levels = group_factor(frame, term.group)
+    where = f"random term ({term.lhs} | {term.group_name})"
     if term.lhs == "1":
-        X, names, variables = np.ones((len(frame), 1)), ["Intercept"], set()
+        X, names, is_factor = np.ones((len(frame), 1)), ["(Intercept)"], False
     else:
-        X, names, variables = _matrix(term.lhs, frame, f"random term ({term.lhs} | {term.group_name})")
+        mm = _matrix(_lhs_terms(term), frame, state, learn, contrasts, where)
+        X, names, is_factor = mm.X, mm.names, bool(mm.factors)
     if X.shape[1] == 0:
         raise DesignError(f"random term ( {term.lhs} | {term.group_name}) has no columns")
     if not np.all(np.isfinite(X)):
@@ -105,11 +153,12 @@ def _block(term: RandomTerm, frame: pd.DataFrame) -> RandomBlock:
         raise DesignError(f"homcs({term.lhs} | {term.group_name}) has {X.shape[1]} column: compound symmetry "
                           f"needs at least 2 (e.g. homcs(0 + f | g) for a factor f); for one column write "
                           f"({term.lhs} | {term.group_name})")
+    variables = {v for t in term.terms for v in expression_variables(t)}
     return RandomBlock(
         id=term.group_name, group=term.group_name, covariance=term.covariance,
-        column_names=[lme4_name(n) for n in names], codes=codes, levels=levels,
+        column_names=list(names), codes=codes, levels=levels,
         X=np.ascontiguousarray(X), factor_columns=tuple(term.group),
-        lhs_variables=tuple(sorted(variables)), lhs_is_factor=any("[" in n for n in names))
+        lhs_variables=tuple(sorted(variables)), lhs_is_factor=is_factor)
 
 
 def lme4_order(nlevels: list[int]) -> list[int]:
@@ -191,15 +240,23 @@ def _vector(frame: pd.DataFrame, column: str | None, what: str) -> np.ndarray | 
 
 
 def build_design(mf: ModelFormula, frame: pd.DataFrame, weights: str | None = None,
-                 offset: str | None = None) -> Design:
-    """Numeric design of one model on the rows of `frame` (already cleaned of missing values)."""
+                 offset: str | None = None, learn_frame: pd.DataFrame | None = None,
+                 contrasts: dict[str, str] | None = None) -> Design:
+    """Numeric design of one model on the rows of `frame` (already cleaned of missing values).
+
+    `learn_frame` holds the rows R's model.frame evaluates variables on (after the filter,
+    before rows with missing values are dropped): scale(), poly() and factor() learn their
+    parameters there. Without it they learn on `frame`. `contrasts` maps a column to its
+    coding from the spec (`data.categorical.<col>.contrast`).
+    """
     if not mf.random:
         raise DesignError("no random-effects terms: a mixed model needs at least one (…|group) term")
-    frame = _as_factors(frame, response_variables(mf) | fixed_variables(mf) | slope_variables(mf))
+    state: dict[str, Any] = {}
     y = _response(mf, frame)
-    X, fixed, dropped, warnings = _fixed(mf, frame)
-    _check_response_varies(mf.response, y, X)
-    raw = [_block(t, frame) for t in mf.random]
+    X, fixed, dropped, warnings = _fixed(mf, frame, state, learn_frame, contrasts)
+    off = _offset(mf, frame, state, learn_frame)
+    _check_response_varies(mf.response, y if off is None else y - off, X)
+    raw = [_block(t, frame, state, learn_frame, contrasts) for t in mf.random]
     blocks = [raw[i] for i in lme4_order([b.nlevels for b in raw])]
     for b, ident in zip(blocks, _unique_ids([b.group for b in blocks])):
         b.id = ident
@@ -208,6 +265,8 @@ def build_design(mf: ModelFormula, frame: pd.DataFrame, weights: str | None = No
     w = _vector(frame, weights, "weights")
     if w is not None and np.any(w <= 0):
         raise DesignError(f"weights column '{weights}' must be positive")
-    off = _vector(frame, offset, "offset")
+    spec_off = _vector(frame, offset, "offset")
+    if spec_off is not None:
+        off = spec_off if off is None else off + spec_off
     return Design(response=mf.response, y=y, X=X, fixed=fixed, blocks=blocks, weights=w,
-                  offset=off, dropped_fixed=dropped, warnings=warnings)
+                  offset=off, dropped_fixed=dropped, warnings=warnings, formula_state=state)

@@ -45,8 +45,8 @@ class RandomBlock:
 class FixedColumn:
     """Names of one fixed-effect column in the three vocabularies users meet."""
 
-    term: str  # formulaic's name: "Intercept", "sex[T.M]", "age:sex[T.M]"
-    lme4_name: str  # lme4's name: "(Intercept)", "sexM", "age:sexM"
+    term: str  # R's name (schema 2; schema 1 had formulaic's "sex[T.M]"): "(Intercept)", "sexM", "age:sexM"
+    lme4_name: str  # lme4's name, the same: "(Intercept)", "sexM", "age:sexM", "poly(Time, 2)1"
     variable: str | None  # the data column (None for the intercept; "age:sex" for interactions)
     level: str | None  # the factor level this column codes, when it codes one
 
@@ -64,6 +64,8 @@ class Design:
     offset: np.ndarray | None = None  # (n,)
     dropped_fixed: list[str] = field(default_factory=list)  # rank-deficient columns, lme4 pivot order
     warnings: list[str] = field(default_factory=list)  # e.g. lme4's check.scaleX message
+    # parameters scale(), poly() and factor() learned (plain JSON data), reused for new data
+    formula_state: dict = field(default_factory=dict)
 
     @property
     def nobs(self) -> int:

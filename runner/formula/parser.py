@@ -1,10 +1,12 @@
 """lme4 formula text -> ModelFormula: a small tokenizer and a recursive-descent parser.
 
-formulaic parses Wilkinson formulas but knows nothing of `(x | g)` bars, so this
-module finds the structure lme4 adds (bars, `||`, `a/b` nesting, glmmTMB covariance
-functions) itself and hands every fixed-effect and random-lhs expression to
-formulaic for validation. Expansions follow lme4 1.1's `expandDoubleVerts` and
-`expandSlash` term for term, so term order and group names match lme4's.
+This module finds the structure lme4 adds to R's formulas (bars, `||`, `a/b` nesting,
+glmmTMB covariance functions); every fixed-effect term, random-effect lhs term and the
+response is an R expression parsed by `runner.formula.rexpr`, checked against the
+functions mixspec can evaluate, and stored as R's deparsed text. Expansions follow
+lme4 1.1's `expandDoubleVerts` and `expandSlash` term for term, so term order and
+group names match lme4's; `||` expands the lhs with R's terms() (`runner.formula.rterms`).
+Nothing here evaluates text.
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Union
 
-from formulaic import Formula
-
+from runner.formula import rexpr, rterms
 from runner.formula.errors import FormulaError
+from runner.formula.evaluate import check as check_functions
 from runner.formula.model import Covariance, ModelFormula, RandomTerm
 
 # glmmTMB's covariance functions that mixspec supports, and the ones it does not.
@@ -39,8 +41,6 @@ _OPS2 = ("||", "**", "==", "!=", "<=", ">=", "//")
 _OPEN = {"(": ")", "[": "]", "{": "}"}
 _CLOSE = {v: k for k, v in _OPEN.items()}
 _BARS = ("|", "||")
-# Operators written with a space on each side in canonical text (as R deparses them).
-_SPACED = {"+", "-", "*", "/", "~", "|", "||", "==", "!=", "<=", ">=", "<", ">", "//", "%", "&"}
 
 
 @dataclass(frozen=True)
@@ -139,41 +139,32 @@ def random_term(
 
 
 @lru_cache(maxsize=4096)
-def formulaic_terms(text: str) -> tuple[str, ...]:
-    """formulaic's terms of an expression, intercept left out; raises on bad syntax.
-
-    Python-evaluated factors are compiled too, so `I(x**)` fails here, not at fit time.
-    """
-    formula = Formula(text)
-    for term in formula:
-        for factor in term.factors:
-            if factor.eval_method.value == "python":
-                compile(str(factor.expr), "<formula>", "eval")
-    return tuple(str(t) for t in formula if str(t) != "1")
+def term_labels(text: str) -> tuple[str, ...]:
+    """R's term labels of `+`-joined terms (`a*b` -> a, b, a:b), intercept left out."""
+    return tuple(rterms.expand(rexpr.parse_expression(text), text).labels)
 
 
 def expand_double_bar(intercept: bool, terms: tuple[str, ...]) -> list[tuple[bool, tuple[str, ...]]]:
     """lme4's expandDoubleVert: `1` (if any) then one `0 + t` per term of the lhs.
 
     The terms are those of R's `terms()`, which expands `a*b` and orders by degree;
-    formulaic does the same, and a term written as itself keeps its spelling.
+    a term written as itself keeps its spelling.
     """
     written = {}
     for t in terms:
-        expanded = formulaic_terms(t)
+        expanded = term_labels(t)
         if len(expanded) == 1:
             written.setdefault(expanded[0], t)
     out: list[tuple[bool, tuple[str, ...]]] = [(True, ())] if intercept else []
     if terms:
-        for label in formulaic_terms(" + ".join(terms)):
+        for label in term_labels(" + ".join(terms)):
             out.append((False, (written.get(label) or canonical_text(label),)))
     return out
 
 
 def canonical_text(text: str) -> str:
-    """An expression in the parser's canonical spacing (formulaic writes `I(x ** 2)`)."""
-    parser = _Parser(text)
-    return parser.canon(0, len(parser.toks))
+    """An expression as R deparses it, so spacing and `**` never make two terms differ."""
+    return rexpr.deparse(rexpr.parse_expression(text))
 
 
 @dataclass
@@ -193,6 +184,7 @@ class _Parser:
         self.toks = tokenize(text)
         self.match: dict[int, int] = {}
         self.depth: list[int] = []
+        self.in_call: list[bool] = []  # inside the parentheses of a function call, e.g. I(a | b)
         self._match_brackets()
 
     # -- helpers -----------------------------------------------------------------
@@ -207,6 +199,7 @@ class _Parser:
         stack: list[int] = []
         for i, t in enumerate(self.toks):
             self.depth.append(len(stack))
+            self.in_call.append(any(j > 0 and self.toks[j - 1].kind == "name" for j in stack))
             if t.kind != "op":
                 continue
             if t.text in _OPEN:
@@ -241,47 +234,34 @@ class _Parser:
     def bars(self, lo: int, hi: int) -> list[int]:
         return [i for i in self.top(lo, hi) if self.op_at(i, *_BARS)]
 
-    def canon(self, lo: int, hi: int) -> str:
-        """Tokens [lo, hi) as canonical text, so spacing never makes two terms differ.
+    def end(self, i: int) -> int:
+        """Text position just past token i."""
+        return self.toks[i].pos + len(self.toks[i].text)
 
-        Binary operators get a space on each side as R deparses them (`a * b`,
-        `x - 1`); `:`, `**`, `^`, calls and unary signs stay tight (`x:z`, `I(-x**2)`).
-        """
-        out: list[str] = []
-        prev: Token | None = None
-        prev_unary = False
-        for t in self.toks[lo:hi]:
-            is_op = t.kind == "op"
-            unary = is_op and t.text in ("+", "-") and (prev is None or (prev.kind == "op" and prev.text not in _CLOSE))
-            if prev is not None:
-                if (is_op and t.text in _SPACED and not unary) or (
-                    prev.kind == "op" and ((prev.text in _SPACED and not prev_unary) or prev.text == ",")
-                ):
-                    out.append(" ")
-                elif not is_op and prev.kind != "op":
-                    out.append(" ")
-            out.append(t.text)
-            prev, prev_unary = t, unary
-        return "".join(out)
-
-    def check_expression(self, lo: int, hi: int, what: str) -> str:
-        """Validate tokens [lo, hi) with formulaic and return their canonical text."""
+    def expression(self, lo: int, hi: int, what: str, response: bool = False) -> rexpr.Node:
+        """Tokens [lo, hi) parsed as one R expression and checked against what mixspec evaluates."""
         for i in range(lo, hi):
-            if self.op_at(i, *_BARS):
+            if self.op_at(i, *_BARS) and not self.in_call[i]:
                 raise self.error("'|' may only appear inside a random-effects term such as (x | g)", self.pos(i))
             if self.op_at(i, "~"):
                 raise self.error("'~' may only separate the response from the terms", self.pos(i))
-        text = self.canon(lo, hi)
+        a, b = self.pos(lo), self.end(hi - 1)
         try:
-            labels = formulaic_terms(text)
-        except Exception as exc:  # formulaic raises several types; all mean bad syntax
-            detail = (str(exc).splitlines() or [type(exc).__name__])[0].split(". ")[0].rstrip(".")
-            if text == ".":
-                detail = "'.' (all other columns) needs the data; list the terms instead"
-            raise self.error(f"{what} '{text}' is not valid formula syntax: {detail}", self.pos(lo)) from None
-        if not labels:
+            node = rexpr.parse_expression(self.text[a:b], a, self.text)
+        except FormulaError as exc:
+            shown = " ".join(self.text[a:b].split())
+            raise self.error(f"{what} '{shown}' is not valid formula syntax: {exc.message}", exc.position) from None
+        check_functions(node, self.text, what.split()[-1], response=response)
+        return node
+
+    def check_expression(self, lo: int, hi: int, what: str) -> str:
+        """Validate tokens [lo, hi) as formula terms and return their canonical (deparsed) text."""
+        node = self.expression(lo, hi, what)
+        expanded = rterms.expand(node, self.text)
+        if not expanded.terms and not expanded.offsets:
+            text = rexpr.deparse(node)
             raise self.error(f"{what} '{text}' adds no columns (write 1 or 0 for the intercept)", self.pos(lo))
-        return text
+        return rexpr.deparse(node)
 
     def split_terms(self, lo: int, hi: int) -> list[tuple[str, int, int]]:
         """Split [lo, hi) at top-level + and -: (sign, start, end) per term."""
@@ -323,9 +303,7 @@ class _Parser:
             raise self.error("expected a response before '~'", self.pos(t))
         if t + 1 == len(self.toks):
             raise self.error("expected terms after '~'", len(self.text.rstrip()))
-        response = self.check_expression(0, t, "the response")
-        if len(formulaic_terms(response)) > 1:
-            raise self.error("the response must be one variable or expression", self.pos(0))
+        response = rexpr.deparse(self.expression(0, t, "the response", response=True))
         rhs = self.rhs(t + 1, len(self.toks))
         intercept = True if rhs.intercept is None else rhs.intercept
         return ModelFormula(response, tuple(rhs.fixed), intercept, tuple(rhs.random))

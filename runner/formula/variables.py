@@ -1,39 +1,44 @@
 """Which data columns a model needs, so data loading and `na: common` can check them.
 
-Variables are pulled out of expressions with formulaic's own parser, so `np.log(x)`,
-`C(sex)`, `I(age**2)` and `center(age)` give `x`, `sex`, `age`, `age` and never the
-names of functions or modules.
+Variables are read off the parsed R expressions (`runner.formula.rexpr`), so
+`log(x)`, `C(sex, contr.sum)`, `I(age^2)` and `poly(Time, 2)` give `x`, `sex`, `age` and
+`Time`, never the names of functions, contrasts or constants.
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
 
-from formulaic import Formula
-from formulaic.transforms import TRANSFORMS
-from formulaic.utils.variables import Variable, get_expression_variables
-
+from runner.formula.evaluate import canonical_function
 from runner.formula.model import ModelFormula
+from runner.formula.rexpr import CONSTANTS, Binary, Call, Name, Node, Paren, Unary, parse_expression
 
-# Names an expression may use that are never data columns.
-_NAMESPACES = frozenset({"np", "numpy", "pd", "pandas", "math", "True", "False", "None"}) | frozenset(TRANSFORMS)
+# arguments that are never columns: contrasts, reference levels, degrees and flags
+_DATA_ARGS = {"C": 1, "relevel": 1, "poly": 1, "factor": 1, "scale": 1, "center": 1}
+
+
+def _names(node: Node) -> list[str]:
+    if isinstance(node, Name):
+        return [] if node.name in CONSTANTS or node.name == "pi" else [node.name]
+    if isinstance(node, Paren):
+        return _names(node.inner)
+    if isinstance(node, Unary):
+        return _names(node.operand)
+    if isinstance(node, Binary):
+        return _names(node.left) + _names(node.right)
+    if isinstance(node, Call):
+        fn = canonical_function(node.fn)
+        if fn == "c":
+            return []
+        args = node.args[: _DATA_ARGS[fn]] if fn in _DATA_ARGS else (*node.args, *(v for _, v in node.kwargs))
+        return [n for a in args for n in _names(a)]
+    return []
 
 
 @lru_cache(maxsize=4096)
 def expression_variables(expr: str) -> frozenset[str]:
-    """The data columns one formulaic expression or term reads (`np.log(x) + a:b` -> x, a, b)."""
-    names: set[str] = set()
-    for term in Formula(expr):
-        for factor in term.factors:
-            method = factor.eval_method.value
-            if method == "lookup":
-                names.add(str(factor.expr))
-            elif method == "python":
-                variables: set[Variable] = get_expression_variables(str(factor.expr), {})
-                names.update(
-                    str(v) for v in variables if Variable.Role.VALUE in v.roles and v.root not in _NAMESPACES
-                )
-    return frozenset(names)
+    """The data columns one expression or term reads (`log(x) + a:b` -> x, a, b)."""
+    return frozenset(_names(parse_expression(expr)))
 
 
 def grouping_variables(mf: ModelFormula) -> set[str]:
@@ -52,7 +57,7 @@ def fixed_variables(mf: ModelFormula) -> set[str]:
 
 
 def response_variables(mf: ModelFormula) -> set[str]:
-    """The columns the response reads (`np.log(y)` -> y)."""
+    """The columns the response reads (`log(y)` -> y)."""
     return set(expression_variables(mf.response))
 
 

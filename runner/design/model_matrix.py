@@ -1,0 +1,164 @@
+"""R's model.matrix for the expanded terms of a formula part (fixed, or a random-term lhs).
+
+Each term's columns are the products of its variables' columns, the first variable
+varying fastest. A factor is coded by its contrasts or by indicators of every level
+following R's model.c (TermCode): contrasts when the term without the factor is empty
+or is contained in a preceding term, indicators otherwise; without an intercept the
+first factor of the first term holding one gets indicators. Names are R's:
+`(Intercept)`, `age`, `sexM`, `age:sexM`, `factor(Diet)2`, `f1` (sum, Helmert),
+`f.L` (polynomial), `poly(Time, 2)1`, `I(x > 3)TRUE`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from runner.formula.contrasts import contrast_matrix
+from runner.formula.evaluate import Block, EvalError, Factor, State, evaluate
+from runner.formula.rterms import Terms
+
+
+@dataclass
+class Column:
+    """One model-matrix column: R's name, the variables of its term, the factor levels it codes."""
+
+    name: str
+    variable: str | None
+    level: str | None
+
+
+@dataclass
+class ModelMatrix:
+    X: np.ndarray
+    columns: list[Column]
+    factors: list[str] = field(default_factory=list)  # variables that are factors
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+
+def _bad_rows(mask: np.ndarray) -> str:
+    rows = np.flatnonzero(mask)
+    shown = ", ".join(str(int(r) + 1) for r in rows[:5])
+    return f"row{'s' if rows.size > 1 else ''} {shown}{', ...' if rows.size > 5 else ''} ({rows.size} in all)"
+
+
+def materialize(terms: Terms, frame: pd.DataFrame, state: State, learn_frame: pd.DataFrame | None = None,
+                contrasts: dict[str, str] | None = None) -> dict[int, Block | Factor]:
+    """Every variable a term uses, evaluated on `frame` (parameters learned on `learn_frame`)."""
+    used = sorted({i for t in terms.terms for i in t})
+    out: dict[int, Block | Factor] = {}
+    for i in used:
+        node, label = terms.nodes[i], terms.variables[i]
+        try:
+            if learn_frame is not None:
+                evaluate(node, learn_frame, state, learning=True, contrasts=contrasts)
+            v = evaluate(node, frame, state, learning=learn_frame is None, contrasts=contrasts)
+        except EvalError as exc:
+            raise EvalError(f"term '{label}': {exc}") from None
+        if isinstance(v, Block):
+            bad = ~np.isfinite(v.values).all(axis=1)
+            if bad.any():
+                raise EvalError(f"term '{label}' gives NaN or infinite values at {_bad_rows(bad)} of the model's "
+                                "rows (e.g. log(0), sqrt(-1), division by 0)")
+        else:
+            bad = v.codes < 0
+            if bad.any():
+                raise EvalError(f"term '{label}' has missing or unknown levels at {_bad_rows(bad)}")
+            v = _drop_unused(v)
+            state.setdefault("factors", {})[label] = {"levels": list(v.levels), "contrast": v.contrast,
+                                                      "base": v.base}
+        out[i] = v
+    return out
+
+
+def _drop_unused(f: Factor) -> Factor:
+    """lme4's drop.unused.levels (logicals keep FALSE and TRUE, as model.matrix codes them)."""
+    if f.logical:
+        return f
+    present = np.zeros(len(f.levels), dtype=bool)
+    present[np.unique(f.codes)] = True
+    if present.all():
+        return f
+    keep = np.flatnonzero(present)
+    remap = np.full(len(f.levels), -1, dtype=np.int64)
+    remap[keep] = np.arange(keep.size)
+    base = int(remap[f.base]) if present[f.base] else 0
+    return Factor(remap[f.codes], [f.levels[j] for j in keep], f.contrast, base)
+
+
+def _codings(terms: Terms, values: dict[int, Block | Factor]) -> list[dict[int, bool]]:
+    """Per term: factor variable -> True when coded by contrasts, False for all indicators."""
+    sets = [frozenset(t) for t in terms.terms]
+    out: list[dict[int, bool]] = []
+    for j, t in enumerate(terms.terms):
+        code: dict[int, bool] = {}
+        for v in t:
+            if not isinstance(values[v], Factor):
+                continue
+            rest = sets[j] - {v}
+            code[v] = not rest or any(rest <= sets[k] for k in range(j))
+        out.append(code)
+    if not terms.intercept:
+        for j, t in enumerate(terms.terms):
+            first = next((v for v in t if isinstance(values[v], Factor) and len(values[v].levels) > 1), None)
+            if first is not None:
+                out[j][first] = False
+                break
+    return out
+
+
+def _variable_columns(label: str, value: Block | Factor, contrasted: bool | None
+                      ) -> tuple[np.ndarray, list[str], list[str | None]]:
+    """(n x k, names, level per column) of one variable within a term."""
+    if isinstance(value, Block):
+        return value.values, [label + s for s in value.suffixes], [None] * len(value.suffixes)
+    k = len(value.levels)
+    onehot = np.zeros((value.codes.size, k))
+    onehot[np.arange(value.codes.size), value.codes] = 1.0
+    if contrasted:
+        C, suffixes = contrast_matrix(value.contrast, value.levels, value.base)
+        levels: list[str | None] = list(suffixes) if value.contrast == "treatment" else [None] * len(suffixes)
+        return onehot @ C, [label + s for s in suffixes], levels
+    return onehot, [label + lv for lv in value.levels], list(value.levels)
+
+
+def model_matrix(terms: Terms, values: dict[int, Block | Factor]) -> ModelMatrix:
+    """R's model.matrix of `terms` from evaluated variables."""
+    n = next((len(v.codes) if isinstance(v, Factor) else v.values.shape[0] for v in values.values()), None)
+    blocks: list[np.ndarray] = []
+    columns: list[Column] = []
+    if terms.intercept:
+        blocks.append(np.ones((n if n is not None else 0, 1)))
+        columns.append(Column("(Intercept)", None, None))
+    for t, coding in zip(terms.terms, _codings(terms, values)):
+        mat: np.ndarray | None = None
+        names: list[str] = []
+        levels: list[list[str]] = []
+        for v in t:
+            m, nm, lv = _variable_columns(terms.variables[v], values[v], coding.get(v))
+            if mat is None:
+                mat, names, levels = m, nm, [[x] if x is not None else [] for x in lv]
+                continue
+            mat = np.column_stack([mat[:, a] * m[:, b] for b in range(m.shape[1]) for a in range(mat.shape[1])]) \
+                if mat.shape[1] and m.shape[1] else np.zeros((mat.shape[0], 0))
+            names = [f"{names[a]}:{nm[b]}" for b in range(len(nm)) for a in range(len(names))]
+            levels = [levels[a] + ([lv[b]] if lv[b] is not None else []) for b in range(len(nm))
+                      for a in range(len(levels))]
+        assert mat is not None
+        variable = ":".join(terms.variables[v] for v in t)
+        blocks.append(mat)
+        columns += [Column(nm, variable, ":".join(lv) if lv else None) for nm, lv in zip(names, levels)]
+    X = np.column_stack(blocks) if blocks else np.zeros((n or 0, 0))
+    factors = [terms.variables[i] for i, v in values.items() if isinstance(v, Factor)]
+    return ModelMatrix(np.ascontiguousarray(X, dtype=np.float64), columns, factors)
+
+
+def state_summary(state: State) -> dict[str, Any]:
+    """The learned parameters as plain JSON data (already plain: a copy for records)."""
+    return {k: (dict(v) if isinstance(v, dict) else v) for k, v in state.items()}

@@ -1,0 +1,549 @@
+"""Evaluating one formula variable on a DataFrame: a whitelist interpreter, no `eval`.
+
+A variable (`age`, `I(age^2)`, `log(x, base = 2)`, `poly(Time, 2)`, `relevel(f, ref = "b")`)
+is a parsed R expression (`runner.formula.rexpr`). It evaluates to a numeric block
+(n x k with column suffixes, as `poly` gives `1 2`) or a factor (codes, levels,
+contrast). Functions compute what R computes. Stateful ones (`scale`, `poly`,
+`factor` levels) learn their parameters once on the rows R's model.frame sees (after
+the filter, before rows with missing values are dropped) and keep them in a plain,
+JSON-serializable dict, so new data is evaluated with the same parameters.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from runner.formula.contrasts import KINDS
+from runner.formula.errors import FormulaError
+from runner.formula.rexpr import CONSTANTS, Binary, Call, Name, Node, Num, Paren, Str, Unary, deparse, format_number
+
+State = dict[str, Any]
+
+SUPPORTED = ("I(), log(x), log(x, base), log2(), log10(), log1p(), exp(), expm1(), sqrt(), abs(), scale(x), "
+             "poly(x, degree), poly(x, degree, raw = TRUE), factor(), as.factor(), as.numeric(), "
+             "relevel(f, ref = \"b\"), C(f, contr.treatment | contr.sum | contr.helmert | contr.poly), offset(); "
+             "in I(): + - * / ^ %% %/%, comparisons, !, &, |")
+_NOT_YET = {"ns": "splines are not supported yet", "bs": "splines are not supported yet",
+            "s": "smooth terms are not supported (mixspec fits linear mixed models)",
+            "lag": "lags are not supported", "cut": "cut() is not supported yet; make the groups a column"}
+
+_UNARY_FUNCS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "log2": np.log2, "log10": np.log10, "log1p": np.log1p, "exp": np.exp, "expm1": np.expm1, "sqrt": np.sqrt,
+    "abs": np.abs,
+}
+# Python spellings specs used with formulaic: kept as aliases.
+_ALIASES = {"np.log": "log", "numpy.log": "log", "np.log2": "log2", "np.log10": "log10", "np.log1p": "log1p",
+            "np.exp": "exp", "np.expm1": "expm1", "np.sqrt": "sqrt", "numpy.sqrt": "sqrt", "numpy.exp": "exp",
+            "np.abs": "abs", "as.double": "as.numeric", "as.factor": "factor", "center": "center"}
+_CONTRASTS = {"contr.treatment": "treatment", "contr.sum": "sum", "contr.helmert": "helmert", "contr.poly": "poly",
+              "Treatment": "treatment", "Sum": "sum", "Helmert": "helmert", "Poly": "poly",
+              "treatment": "treatment", "sum": "sum", "helmert": "helmert", "poly": "poly", "contr.SAS": "SAS"}
+# name -> (min positional, max positional, allowed keywords)
+_SIGNATURES: dict[str, tuple[int, int, tuple[str, ...]]] = {
+    "I": (1, 1, ()), "log": (1, 2, ("base",)), "scale": (1, 3, ("center", "scale")), "center": (1, 1, ()),
+    "poly": (1, 3, ("degree", "raw")), "factor": (1, 1, ()), "as.numeric": (1, 1, ()),
+    "relevel": (1, 2, ("ref",)), "C": (1, 3, ("contr", "base", "how.many")), "cbind": (1, 2, ()),
+    **{f: (1, 1, ()) for f in _UNARY_FUNCS},
+}
+
+
+@dataclass
+class Factor:
+    """A factor on n rows: codes into `levels` (-1 = missing) and how it is coded."""
+
+    codes: np.ndarray
+    levels: list[str]
+    contrast: str = "treatment"
+    base: int = 0  # 0-based reference level for treatment contrasts
+    logical: bool = False  # from TRUE/FALSE values: levels stay FALSE, TRUE (as R's model.matrix)
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+
+@dataclass
+class Block:
+    """A numeric variable: n x k values and the suffix each column adds to the name."""
+
+    values: np.ndarray
+    suffixes: list[str]
+
+
+@dataclass
+class _Text:
+    values: np.ndarray  # object array, None/NaN for missing
+
+
+class EvalError(ValueError):
+    """The data cannot give a variable's values (wrong type, NaN from a transform)."""
+
+
+def canonical_function(name: str) -> str:
+    return _ALIASES.get(name, name)
+
+
+# ----------------------------------------------------------------------------- static check
+
+
+def check(node: Node, text: str, where: str = "term", response: bool = False) -> None:
+    """Refuse anything the interpreter does not know, at parse time, with a caret on it."""
+    def bad(message: str, at: Node) -> FormulaError:
+        return FormulaError(message, text, at.pos)
+
+    def walk(n: Node, top: bool) -> None:
+        if isinstance(n, (Num, Str)):
+            return
+        if isinstance(n, Name):
+            if n.name == ".":
+                raise bad("'.' (all other columns) needs the data; list the terms instead", n)
+            return
+        if isinstance(n, Paren):
+            walk(n.inner, top)
+            return
+        if isinstance(n, Unary):
+            walk(n.operand, False)
+            return
+        if isinstance(n, Binary):
+            if n.op.startswith("%") and n.op not in ("%%", "%/%", "%in%"):
+                raise bad(f"unknown operator {n.op}; supported: %% %/% %in%", n)
+            walk(n.left, False)
+            walk(n.right, False)
+            return
+        assert isinstance(n, Call)
+        fn = canonical_function(n.fn)
+        if fn == "offset":
+            raise bad("offset() must stand alone as a term of the fixed part, e.g. y ~ x + offset(log(n))", n)
+        if fn == "cbind" and not (response and top):
+            raise bad("cbind() is only for a binomial response: cbind(successes, failures) ~ ...", n)
+        if fn == "c":
+            for a in n.args:
+                if not isinstance(a, (Num, Str)) and not (isinstance(a, Unary) and isinstance(a.operand, Num)):
+                    raise bad("c() may only list numbers or strings", a)
+            return
+        if fn not in _SIGNATURES:
+            hint = _NOT_YET.get(n.fn)
+            what = f"{hint}; " if hint else ""
+            raise bad(f"unknown function {n.fn}() in {where} '{deparse(n)}': {what}supported: {SUPPORTED}", n)
+        lo, hi, keys = _SIGNATURES[fn]
+        if not lo <= len(n.args) <= hi or len(n.args) + len(n.kwargs) > max(hi, 1 + len(keys)):
+            raise bad(f"{n.fn}() takes {lo if lo == hi else f'{lo} to {hi}'} argument"
+                      f"{'s' if hi > 1 else ''} here: '{deparse(n)}'", n)
+        for key, _ in n.kwargs:
+            if key not in keys:
+                allowed = ", ".join(keys) or "none"
+                raise bad(f"{n.fn}() has no argument '{key}' (allowed: {allowed})", n)
+        if fn == "C":
+            contr = n.args[1] if len(n.args) > 1 else dict(n.kwargs).get("contr")
+            if contr is not None:
+                _contrast_of(contr, lambda m: bad(m, contr))
+            for a in n.args[:1]:
+                walk(a, False)
+            return
+        for a in (*n.args, *(v for _, v in n.kwargs)):
+            walk(a, False)
+
+    walk(node, True)
+
+
+def _contrast_of(node: Node, bad: Callable[[str], Exception]) -> tuple[str, str | None]:
+    """C()'s second argument -> (kind, reference level or None)."""
+    names = ", ".join(f"contr.{k}" for k in KINDS)
+    if isinstance(node, (Name, Str)):
+        key = node.name if isinstance(node, Name) else node.value
+        if key in _CONTRASTS:
+            return _CONTRASTS[key], None
+    if isinstance(node, Call) and node.fn in ("Treatment", "contr.treatment") and len(node.args) + len(node.kwargs) == 1:
+        ref = node.args[0] if node.args else dict(node.kwargs).get("reference", dict(node.kwargs).get("base"))
+        if isinstance(ref, (Str, Num)):
+            return "treatment", ref.value if isinstance(ref, Str) else format_number(ref.value)
+    raise bad(f"unknown contrast '{deparse(node)}'; use one of {names} (or Treatment(\"b\"))")
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def level_label(value: Any) -> str:
+    """A level as R's as.character writes it (1, 2, 10, 0.5, 1e+05)."""
+    if isinstance(value, (bool, np.bool_)):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return format_number(float(value))
+    return str(value)
+
+
+class Evaluator:
+    """Evaluates variables on one frame; `learning` fills `state`, otherwise reads it."""
+
+    def __init__(self, frame: pd.DataFrame, state: State, learning: bool,
+                 contrasts: dict[str, str] | None = None) -> None:
+        self.frame = frame
+        self.n = len(frame)
+        self.state = state
+        self.learning = learning
+        self.contrasts = contrasts or {}
+
+    # -- helpers
+    def fail(self, message: str) -> EvalError:
+        return EvalError(message)
+
+    def remember(self, key: str, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        if key not in self.state:
+            if not self.learning:
+                raise self.fail(f"'{key}' has no learned parameters")
+            self.state[key] = compute()
+        return self.state[key]
+
+    def column(self, name: str) -> Any:
+        if name not in self.frame.columns:
+            raise self.fail(f"column '{name}' is not in the data")
+        s = self.frame[name]
+        if isinstance(s.dtype, pd.CategoricalDtype):
+            cats = list(s.cat.categories)
+            contrast = self.contrasts.get(name, "treatment")
+            return Factor(np.asarray(s.cat.codes, dtype=np.int64), [level_label(c) for c in cats],
+                          contrast, 0)
+        if pd.api.types.is_bool_dtype(s.dtype):
+            return s.to_numpy(dtype=bool)
+        if pd.api.types.is_numeric_dtype(s.dtype):
+            return s.to_numpy(dtype=float, na_value=np.nan)
+        return _Text(s.to_numpy(dtype=object))
+
+    def numeric(self, value: Any, what: str) -> np.ndarray | float:
+        """A value as numbers (logical as 0/1, as R); factors and text are refused."""
+        if isinstance(value, (bool, np.bool_)):
+            return float(value)
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, np.ndarray) and value.ndim == 1:
+            return value.astype(float)
+        if isinstance(value, Block):
+            if value.values.shape[1] != 1:
+                raise self.fail(f"{what} needs one column; it has {value.values.shape[1]}")
+            return value.values[:, 0]
+        if isinstance(value, (Factor, _Text)):
+            raise self.fail(f"{what} needs numbers, but its input is a factor (text); "
+                            "use as.numeric() if the levels are numbers")
+        raise self.fail(f"{what} needs numbers, got {type(value).__name__}")
+
+    # -- the interpreter
+    def value(self, node: Node) -> Any:
+        if isinstance(node, Num):
+            return node.value
+        if isinstance(node, Str):
+            return node.value
+        if isinstance(node, Paren):
+            return self.value(node.inner)
+        if isinstance(node, Name):
+            if node.name not in self.frame.columns:
+                if node.name in CONSTANTS:
+                    return CONSTANTS[node.name]
+                if node.name == "pi":
+                    return math.pi
+            return self.column(node.name)
+        if isinstance(node, Unary):
+            v = self.value(node.operand)
+            if node.op == "!":
+                return ~self.logical(v, deparse(node))
+            x = self.numeric(v, f"'{deparse(node)}'")
+            return -x if node.op == "-" else x
+        if isinstance(node, Binary):
+            return self.binary(node)
+        assert isinstance(node, Call)
+        return self.call(node)
+
+    def logical(self, v: Any, what: str) -> np.ndarray:
+        if isinstance(v, np.ndarray) and v.dtype == bool:
+            return v
+        if isinstance(v, (bool, np.bool_)):
+            return np.full(self.n, bool(v))
+        x = self.numeric(v, what)
+        return np.asarray(x) != 0
+
+    def binary(self, node: Binary) -> Any:
+        op = node.op
+        what = f"'{deparse(node)}'"
+        if op == "%in%":
+            left = self.value(node.left)
+            right = node.right.inner if isinstance(node.right, Paren) else node.right
+            if isinstance(right, Call) and right.fn == "c":
+                allowed = [self.value(a) for a in right.args]
+            else:
+                allowed = [self.value(right)]
+            return self.membership(left, allowed)
+        if op in ("&", "&&", "|", "||"):
+            a = self.logical(self.value(node.left), what)
+            b = self.logical(self.value(node.right), what)
+            return (a & b) if op in ("&", "&&") else (a | b)
+        left, right = self.value(node.left), self.value(node.right)
+        if op in ("==", "!=") and (isinstance(left, (Factor, _Text, str)) or isinstance(right, (Factor, _Text, str))):
+            a, b = self.labels(left), self.labels(right)
+            out = (a == b) if op == "==" else (a != b)
+            return np.asarray(out, dtype=bool)
+        a = self.numeric(left, what)
+        b = self.numeric(right, what)
+        with np.errstate(all="ignore"):
+            if op == "+":
+                return a + b
+            if op == "-":
+                return a - b
+            if op == "*":
+                return a * b
+            if op == "/":
+                return np.true_divide(a, b)
+            if op == "^":
+                return np.power(np.asarray(a, dtype=float), b)
+            if op == "%%":
+                return np.mod(a, b)
+            if op == "%/%":
+                return np.floor_divide(a, b)
+            cmp = {"<": np.less, ">": np.greater, "<=": np.less_equal, ">=": np.greater_equal,
+                   "==": np.equal, "!=": np.not_equal}.get(op)
+            if cmp is not None:
+                return np.asarray(cmp(a, b), dtype=bool)
+        raise self.fail(f"operator {op} is not supported in {what}")
+
+    def labels(self, v: Any) -> Any:
+        if isinstance(v, Factor):
+            lv = np.asarray(v.levels + [None], dtype=object)
+            return lv[np.where(v.codes < 0, len(v.levels), v.codes)]
+        if isinstance(v, _Text):
+            return v.values
+        if isinstance(v, np.ndarray):
+            return np.asarray([level_label(x) for x in v], dtype=object)
+        return level_label(v) if not isinstance(v, str) else v
+
+    def membership(self, left: Any, allowed: list[Any]) -> np.ndarray:
+        if isinstance(left, (Factor, _Text)):
+            labels = self.labels(left)
+            keys = {a if isinstance(a, str) else level_label(a) for a in allowed}
+            return np.asarray([x in keys for x in labels], dtype=bool)
+        x = self.numeric(left, "%in%")
+        return np.isin(x, [float(a) for a in allowed if not isinstance(a, str)])
+
+    def call(self, node: Call) -> Any:
+        fn = canonical_function(node.fn)
+        kw = dict(node.kwargs)
+        key = deparse(node)
+        what = f"'{key}'"
+        if fn == "I":
+            return self.value(node.args[0])
+        if fn == "log":
+            x = self.numeric(self.value(node.args[0]), what)
+            base_node = node.args[1] if len(node.args) > 1 else kw.get("base")
+            with np.errstate(all="ignore"):
+                if base_node is None:
+                    return np.log(x)
+                base = self.numeric(self.value(base_node), what)
+                return np.log(x) / np.log(base)
+        if fn in _UNARY_FUNCS:
+            x = self.numeric(self.value(node.args[0]), what)
+            with np.errstate(all="ignore"):
+                return _UNARY_FUNCS[fn](x)
+        if fn in ("scale", "center"):
+            return self.scale(node, fn, key)
+        if fn == "poly":
+            return self.poly(node, key)
+        if fn == "as.numeric":
+            v = self.value(node.args[0])
+            if isinstance(v, (Factor, _Text)):
+                labels = self.labels(v)
+                return pd.to_numeric(pd.Series(labels, dtype=object), errors="coerce").to_numpy(dtype=float)
+            return np.asarray(self.numeric(v, what), dtype=float)
+        if fn == "factor":
+            return self.factor(self.value(node.args[0]), key)
+        if fn == "relevel":
+            f = self.value(node.args[0])
+            if not isinstance(f, Factor):
+                raise self.fail(f"relevel() needs a factor: write relevel(factor(x), ref = ...) in {what}")
+            ref_node = node.args[1] if len(node.args) > 1 else kw.get("ref")
+            if ref_node is None:
+                raise self.fail(f"relevel() needs ref = the reference level in {what}")
+            ref = self.value(ref_node)
+            return self.relevel(f, ref, what)
+        if fn == "C":
+            return self.contrast_call(node, kw, what)
+        if fn == "cbind":
+            cols = [np.asarray(self.numeric(self.value(a), what), dtype=float) for a in node.args]
+            return Block(np.column_stack(cols), [deparse(a) for a in node.args])
+        raise self.fail(f"unknown function {node.fn}()")
+
+    def scale(self, node: Call, fn: str, key: str) -> Block:
+        x = np.asarray(self.numeric(self.value(node.args[0]), f"'{key}'"), dtype=float)
+        kw = dict(node.kwargs)
+        center = True if len(node.args) < 2 else self.value(node.args[1])
+        center = kw.get("center") and self.value(kw["center"]) if "center" in kw else center
+        scale = fn == "scale" and (True if len(node.args) < 3 else self.value(node.args[2]))
+        scale = self.value(kw["scale"]) if "scale" in kw else scale
+
+        def learn() -> dict[str, Any]:
+            ok = x[~np.isnan(x)]
+            c = float(ok.mean()) if center is True else (float(center) if center is not False else 0.0)
+            s = None
+            if scale is True:
+                d = ok - c
+                s = float(np.sqrt(np.sum(d**2) / max(1, ok.size - 1)))
+            elif scale not in (False, None):
+                s = float(scale)
+            return {"center": c, "scale": s}
+
+        p = self.remember(key, learn)
+        out = x - p["center"]
+        if p["scale"] is not None:
+            out = out / p["scale"]
+        return Block(out[:, None], [""])
+
+    def poly(self, node: Call, key: str) -> Block:
+        kw = dict(node.kwargs)
+        x = np.asarray(self.numeric(self.value(node.args[0]), f"'{key}'"), dtype=float)
+        deg_node = node.args[1] if len(node.args) > 1 else kw.get("degree")
+        degree = 1 if deg_node is None else self.value(deg_node)
+        raw_node = node.args[2] if len(node.args) > 2 else kw.get("raw")
+        raw = False if raw_node is None else bool(self.value(raw_node))
+        if not isinstance(degree, float) or degree != int(degree) or degree < 1:
+            raise self.fail(f"the degree of '{key}' must be a whole number >= 1")
+        d = int(degree)
+        names = [str(j) for j in range(1, d + 1)]
+        if raw:
+            with np.errstate(all="ignore"):
+                return Block(np.column_stack([x**j for j in range(1, d + 1)]), names)
+
+        def learn() -> dict[str, Any]:
+            ok = x[~np.isnan(x)]
+            if np.unique(ok).size <= d:
+                raise self.fail(f"'{key}': the degree must be less than the number of distinct values "
+                                f"({np.unique(ok).size})")
+            alpha, norm2 = _poly_coefs(ok, d)
+            return {"alpha": alpha, "norm2": norm2}
+
+        p = self.remember(key, learn)
+        return Block(_poly_predict(x, d, p["alpha"], p["norm2"]), names)
+
+    def factor(self, v: Any, key: str) -> Factor:
+        if isinstance(v, Factor):
+            used = sorted({int(c) for c in v.codes if c >= 0})
+            levels = [v.levels[j] for j in used]
+            return self.learned_levels(key, levels, v.levels, v.codes)
+        if isinstance(v, _Text):
+            return self.from_labels(key, v.values)
+        if isinstance(v, np.ndarray) and v.dtype == bool:
+            return self.from_labels(key, np.where(v, "TRUE", "FALSE").astype(object), ["FALSE", "TRUE"])
+        x = np.asarray(self.numeric(v, f"'{key}'"), dtype=float)
+        ok = ~np.isnan(x)
+
+        def learn() -> dict[str, Any]:
+            return {"levels": [level_label(u) for u in np.unique(x[ok])]}
+
+        levels = self.remember(key, learn)["levels"]
+        labels = np.asarray([level_label(u) if k else None for u, k in zip(x, ok)], dtype=object)
+        return _coded(labels, levels)
+
+    def learned_levels(self, key: str, present: list[str], levels: list[str], codes: np.ndarray) -> Factor:
+        order = self.remember(key, lambda: {"levels": present})["levels"]
+        lv = np.asarray(levels + [None], dtype=object)
+        return _coded(lv[np.where(codes < 0, len(levels), codes)], order)
+
+    def from_labels(self, key: str, values: np.ndarray, fixed: list[str] | None = None) -> Factor:
+        present = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+        labels = np.asarray([None if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)
+                             for v in values], dtype=object)
+        levels = self.remember(key, lambda: {"levels": fixed or sorted({str(v) for v in present})})["levels"]
+        return _coded(labels, levels)
+
+    def relevel(self, f: Factor, ref: Any, what: str) -> Factor:
+        if isinstance(ref, float) and not isinstance(ref, bool):
+            i = int(ref) - 1
+            if ref != int(ref) or not 0 <= i < len(f.levels):
+                raise self.fail(f"ref = {format_number(ref)} in {what} is not a level number (1..{len(f.levels)})")
+        else:
+            label = str(ref)
+            if label not in f.levels:
+                raise self.fail(f"'{label}' is not a level of the factor in {what} (levels: {', '.join(f.levels[:10])})")
+            i = f.levels.index(label)
+        order = [i] + [j for j in range(len(f.levels)) if j != i]
+        remap = np.empty(len(f.levels), dtype=np.int64)
+        remap[order] = np.arange(len(order))
+        codes = np.where(f.codes < 0, -1, remap[np.maximum(f.codes, 0)])
+        return Factor(codes, [f.levels[j] for j in order], "treatment", 0)
+
+    def contrast_call(self, node: Call, kw: dict[str, Node], what: str) -> Factor:
+        v = self.value(node.args[0])
+        f = v if isinstance(v, Factor) else self.factor(v, f"factor({deparse(node.args[0])})")
+        f = Factor(f.codes, list(f.levels), f.contrast, f.base)
+        contr = node.args[1] if len(node.args) > 1 else kw.get("contr")
+        if contr is None:
+            return Factor(f.codes, f.levels, "treatment", 0)
+        kind, ref = _contrast_of(contr, lambda m: self.fail(m))
+        base = 0
+        if kind == "SAS":
+            kind, base = "treatment", len(f.levels) - 1
+        if ref is not None:
+            if ref not in f.levels:
+                raise self.fail(f"reference '{ref}' in {what} is not a level (levels: {', '.join(f.levels[:10])})")
+            base = f.levels.index(ref)
+        base_node = node.args[2] if len(node.args) > 2 else kw.get("base")
+        if base_node is not None:
+            b = self.value(base_node)
+            if not isinstance(b, float) or b != int(b) or not 1 <= b <= len(f.levels):
+                raise self.fail(f"base in {what} must be a level number 1..{len(f.levels)}")
+            base = int(b) - 1
+        return Factor(f.codes, f.levels, kind, base)
+
+
+def _coded(labels: np.ndarray, levels: list[str]) -> Factor:
+    index = {lv: j for j, lv in enumerate(levels)}
+    codes = np.asarray([index.get(v, -1) if v is not None else -1 for v in labels], dtype=np.int64)
+    return Factor(codes, list(levels))
+
+
+def _poly_coefs(x: np.ndarray, degree: int) -> tuple[list[float], list[float]]:
+    """R's poly(): alpha and norm2 of the orthogonal polynomials on x (QR, as R computes them)."""
+    xbar = float(x.mean())
+    xc = x - xbar
+    X = np.vander(xc, degree + 1, increasing=True)
+    q, r = np.linalg.qr(X)
+    Z = q * np.diag(r)
+    norm2 = np.sum(Z**2, axis=0)
+    alpha = (np.sum(xc[:, None] * Z**2, axis=0) / norm2 + xbar)[:degree]
+    return [float(a) for a in alpha], [1.0, *(float(v) for v in norm2)]
+
+
+def _poly_predict(x: np.ndarray, degree: int, alpha: list[float], norm2: list[float]) -> np.ndarray:
+    """R's predict for poly(): the three-term recurrence with the remembered coefficients."""
+    Z = np.ones((x.size, degree + 1))
+    Z[:, 1] = x - alpha[0]
+    for i in range(1, degree):
+        Z[:, i + 1] = (x - alpha[i]) * Z[:, i] - (norm2[i + 1] / norm2[i]) * Z[:, i - 1]
+    Z = Z / np.sqrt(np.asarray(norm2[1:]))[None, :]
+    return Z[:, 1:]
+
+
+def as_variable(value: Any, label: str) -> Block | Factor:
+    """A final value as a model-frame variable: numbers are a block, logicals and text factors."""
+    if isinstance(value, (Block, Factor)):
+        return value
+    if isinstance(value, np.ndarray) and value.ndim == 1:
+        if value.dtype == bool:
+            return Factor(value.astype(np.int64), ["FALSE", "TRUE"], logical=True)
+        return Block(value.astype(float)[:, None], [""])
+    if isinstance(value, _Text):
+        labels = [v for v in value.values if isinstance(v, str)]
+        levels = sorted(set(labels))
+        return _coded(np.asarray([v if isinstance(v, str) else None for v in value.values], dtype=object), levels)
+    raise EvalError(f"'{label}' is a constant, not a variable; a term needs one value per row")
+
+
+def evaluate(node: Node, frame: pd.DataFrame, state: State, learning: bool = False,
+             contrasts: dict[str, str] | None = None) -> Block | Factor:
+    """One variable on `frame`: learn into `state` (learning) or use what it holds."""
+    ev = Evaluator(frame, state, learning, contrasts)
+    v = ev.value(node)
+    if isinstance(v, (int, float, str)) and not isinstance(v, bool):
+        raise EvalError(f"'{deparse(node)}' is a constant, not a variable; a term needs one value per row")
+    if isinstance(v, (bool, np.bool_)):
+        raise EvalError(f"'{deparse(node)}' is a constant, not a variable; a term needs one value per row")
+    return as_variable(v, deparse(node))

@@ -1,0 +1,372 @@
+"""R expressions: a tokenizer, a precedence-climbing parser and R's `deparse`.
+
+Formula terms, responses and random-effect left sides are R expressions. They are
+parsed here into a small tree of frozen dataclasses and never handed to Python's
+`eval`: `runner.formula.evaluate` interprets the tree over a whitelist. Every node
+keeps its offset in the text so errors point at the term. `deparse` gives the text R
+would print for the same expression, which is R's variable label and so the stem of
+coefficient names (`I(x^2)`, `log(x, base = 2)`, `poly(Time, 2)`).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Union
+
+from runner.formula.errors import FormulaError
+
+_NAME = re.compile(r"(?:[^\W\d]|\.(?!\d))[\w.]*")
+_R_NAME = re.compile(r"(?:[^\W\d_]|\.(?!\d))[\w.]*")
+_NUMBER = re.compile(r"(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?L?")
+_SPECIAL = re.compile(r"%[^%\n]*%")
+_OPS = ("**", "&&", "||", "==", "!=", "<=", ">=", "+", "-", "*", "/", "^", ":", "(", ")", ",", "=",
+        "<", ">", "!", "&", "|", "~")
+# R's reserved words that are constants when they stand alone.
+CONSTANTS = {"TRUE": True, "FALSE": False, "T": True, "F": False}
+_RESERVED = frozenset({"if", "else", "repeat", "while", "function", "for", "next", "break", "TRUE",
+                       "FALSE", "NULL", "Inf", "NaN", "NA", "NA_integer_", "NA_real_", "NA_character_", "in"})
+
+
+@dataclass(frozen=True)
+class Token:
+    """One lexeme: kind is name | number | string | op; `pos` indexes the text."""
+
+    kind: str
+    text: str
+    pos: int
+
+
+def tokenize(text: str, base: int = 0, full_text: str | None = None) -> list[Token]:
+    """Split R expression text into tokens (`**` is read as `^`, as R does).
+
+    `base` is the offset of `text` inside `full_text`, the text errors show.
+    """
+    shown = text if full_text is None else full_text
+    out: list[Token] = []
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c.isspace():
+            i += 1
+            continue
+        if m := _NAME.match(text, i):
+            out.append(Token("name", m.group(), base + i))
+            i = m.end()
+        elif c.isdigit() or (c == "." and i + 1 < n and text[i + 1].isdigit()):
+            m = _NUMBER.match(text, i)
+            assert m is not None
+            out.append(Token("number", m.group(), base + i))
+            i = m.end()
+        elif c in "'\"`":
+            j = i + 1
+            while j < n and text[j] != c:
+                j += 2 if text[j] == "\\" and c != "`" else 1
+            if j >= n:
+                what = "quoted name" if c == "`" else "string"
+                raise FormulaError(f"this {what} is never closed (missing {c})", shown, base + i)
+            out.append(Token("name" if c == "`" else "string", text[i: j + 1], base + i))
+            i = j + 1
+        elif c == "%":
+            m = _SPECIAL.match(text, i)
+            if m is None:
+                raise FormulaError("an operator starting with '%' is never closed (e.g. %in%, %%)", shown, base + i)
+            out.append(Token("op", m.group(), base + i))
+            i = m.end()
+        else:
+            op = next((o for o in _OPS if text.startswith(o, i)), None)
+            if op is None:
+                raise FormulaError(f"unexpected character {c!r}", shown, base + i)
+            out.append(Token("op", "^" if op == "**" else op, base + i))
+            i += len(op)
+    return out
+
+
+# ----------------------------------------------------------------------------- the tree
+
+
+@dataclass(frozen=True)
+class Num:
+    value: float
+    text: str  # as written (R keeps `2L` an integer)
+    pos: int = field(default=0, compare=False)
+
+
+@dataclass(frozen=True)
+class Str:
+    value: str
+    pos: int = field(default=0, compare=False)
+
+
+@dataclass(frozen=True)
+class Name:
+    name: str  # without backticks
+    pos: int = field(default=0, compare=False)
+
+
+@dataclass(frozen=True)
+class Call:
+    fn: str
+    args: tuple["Node", ...]  # positional arguments in order
+    kwargs: tuple[tuple[str, "Node"], ...]  # named arguments in order
+    pos: int = field(default=0, compare=False)
+    order: tuple[str | None, ...] = field(default=(), compare=False)  # None = positional, as written
+
+
+@dataclass(frozen=True)
+class Unary:
+    op: str
+    operand: "Node"
+    pos: int = field(default=0, compare=False)
+
+
+@dataclass(frozen=True)
+class Binary:
+    op: str
+    left: "Node"
+    right: "Node"
+    pos: int = field(default=0, compare=False)
+
+
+@dataclass(frozen=True)
+class Paren:
+    inner: "Node"
+    pos: int = field(default=0, compare=False)
+
+
+Node = Union[Num, Str, Name, Call, Unary, Binary, Paren]
+
+# binding powers (R's ?Syntax, lowest first); `^` is right-associative
+_BINARY = {"|": 2, "||": 2, "&": 3, "&&": 3, "==": 5, "!=": 5, "<": 5, ">": 5, "<=": 5, ">=": 5,
+           "+": 6, "-": 6, "*": 7, "/": 7, ":": 9, "^": 11}
+_SPECIAL_BP = 8
+_NOT_BP = 4
+_UNARY_BP = 10
+
+
+class _Parser:
+    def __init__(self, tokens: list[Token], text: str, end: int) -> None:
+        self.toks = tokens
+        self.text = text
+        self.end = end
+        self.i = 0
+
+    def error(self, message: str, pos: int | None = None) -> FormulaError:
+        if pos is None:
+            pos = self.toks[self.i].pos if self.i < len(self.toks) else self.end
+        return FormulaError(message, self.text, pos)
+
+    def peek(self) -> Token | None:
+        return self.toks[self.i] if self.i < len(self.toks) else None
+
+    def take(self) -> Token:
+        t = self.peek()
+        if t is None:
+            raise self.error("the expression ends too early")
+        self.i += 1
+        return t
+
+    def expect(self, op: str) -> Token:
+        t = self.peek()
+        if t is None or t.kind != "op" or t.text != op:
+            got = "the end" if t is None else f"'{t.text}'"
+            raise self.error(f"expected '{op}' here, found {got}")
+        self.i += 1
+        return t
+
+    def binding(self, t: Token) -> int:
+        if t.kind != "op":
+            return -1
+        if t.text in _BINARY:
+            return _BINARY[t.text]
+        if t.text.startswith("%"):
+            return _SPECIAL_BP
+        return -1
+
+    def expr(self, min_bp: int = 0) -> Node:
+        left = self.prefix()
+        while (t := self.peek()) is not None:
+            bp = self.binding(t)
+            if bp < 0:
+                if t.kind != "op" or t.text not in (")", ",", "="):
+                    raise self.error(f"unexpected '{t.text}': an operator (+, -, *, :, ...) is missing before it"
+                                     if t.kind != "op" else f"unexpected '{t.text}'")
+                break
+            if bp < min_bp or (bp == min_bp and t.text != "^"):
+                break
+            self.i += 1
+            right = self.expr(bp if t.text == "^" else bp + 1)
+            left = Binary(t.text, left, right, t.pos)
+        return left
+
+    def prefix(self) -> Node:
+        t = self.take()
+        if t.kind == "number":
+            txt = t.text
+            try:
+                value = float(txt[:-1] if txt.endswith("L") else txt)
+            except ValueError:
+                raise self.error(f"'{txt}' is not a number", t.pos) from None
+            return Num(value, txt, t.pos)
+        if t.kind == "string":
+            return Str(_unescape(t.text[1:-1]), t.pos)
+        if t.kind == "name":
+            name = t.text[1:-1] if t.text.startswith("`") else t.text
+            if t.text.startswith("`") and not name:
+                raise self.error("a quoted name cannot be empty", t.pos)
+            nxt = self.peek()
+            if nxt is not None and nxt.kind == "op" and nxt.text == "(":
+                return self.call(name, t.pos)
+            return Name(name, t.pos)
+        if t.text == "(":
+            if (nxt := self.peek()) is not None and nxt.kind == "op" and nxt.text == ")":
+                raise self.error("expected an expression inside '()'", nxt.pos)
+            inner = self.expr()
+            self.expect(")")
+            return Paren(inner, t.pos)
+        if t.text in ("-", "+"):
+            return Unary(t.text, self.expr(_UNARY_BP), t.pos)
+        if t.text == "!":
+            return Unary("!", self.expr(_NOT_BP), t.pos)
+        raise self.error(f"expected a name, number or '(' here, found '{t.text}'", t.pos)
+
+    def call(self, name: str, pos: int) -> Call:
+        self.expect("(")
+        args: list[Node] = []
+        kwargs: list[tuple[str, Node]] = []
+        order: list[str | None] = []
+        if (t := self.peek()) is not None and t.kind == "op" and t.text == ")":
+            self.i += 1
+            return Call(name, (), (), pos, ())
+        while True:
+            t = self.peek()
+            nxt = self.toks[self.i + 1] if self.i + 1 < len(self.toks) else None
+            if t is not None and t.kind in ("name", "string") and nxt is not None and nxt.kind == "op" \
+                    and nxt.text == "=":
+                key = t.text[1:-1] if t.text[0] in "`'\"" else t.text
+                self.i += 2
+                kwargs.append((key, self.expr()))
+                order.append(key)
+            else:
+                args.append(self.expr())
+                order.append(None)
+            t = self.take()
+            if t.kind == "op" and t.text == ")":
+                break
+            if not (t.kind == "op" and t.text == ","):
+                raise self.error(f"expected ',' or ')' in the call to {name}(), found '{t.text}'", t.pos)
+        return Call(name, tuple(args), tuple(kwargs), pos, tuple(order))
+
+
+def _unescape(s: str) -> str:
+    return re.sub(r"\\(.)", lambda m: {"n": "\n", "t": "\t"}.get(m.group(1), m.group(1)), s)
+
+
+def parse_expression(text: str, base: int = 0, full_text: str | None = None) -> Node:
+    """Parse one R expression; FormulaError with a caret in `full_text` on bad syntax."""
+    shown = text if full_text is None else full_text
+    tokens = tokenize(text, base, shown)
+    end = base + len(text.rstrip())
+    if not tokens:
+        raise FormulaError("expected an expression", shown, base)
+    p = _Parser(tokens, shown, end)
+    node = p.expr()
+    if p.i < len(tokens):
+        t = tokens[p.i]
+        raise FormulaError(f"unexpected '{t.text}'", shown, t.pos)
+    return node
+
+
+# ----------------------------------------------------------------------------- deparse
+
+_SPACED = {"+", "-", "*", "==", "!=", "<", ">", "<=", ">=", "&", "&&", "|", "||", "~"}
+
+
+def syntactic(name: str) -> bool:
+    """R's rule for a name that needs no backticks."""
+    return bool(_R_NAME.fullmatch(name)) and name not in _RESERVED
+
+
+def quote(name: str) -> str:
+    return name if syntactic(name) else "`" + name.replace("`", "\\`") + "`"
+
+
+def format_number(value: float) -> str:
+    """A number as R's deparse / as.character writes it (15 significant digits, the shorter
+    of fixed and scientific notation: 1e+05, 10000, 0.5, 1e-10)."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "Inf" if value > 0 else "-Inf"
+    if value == int(value) and abs(value) < 1e15:
+        fixed = str(int(value))
+    else:
+        fixed = None
+    for digits in range(1, 16):
+        sci = f"{value:.{digits - 1}e}"
+        if float(sci) == value or digits == 15:
+            break
+    mant, exp = sci.split("e")
+    if "." in mant:
+        mant = mant.rstrip("0").rstrip(".")
+    e = int(exp)
+    sci_text = f"{mant}e{'-' if e < 0 else '+'}{abs(e):02d}"
+    if fixed is None:
+        if e >= 15:
+            return sci_text
+        fixed = f"{value:.{max(0, digits - 1 - e)}f}"
+        if "." in fixed:
+            fixed = fixed.rstrip("0").rstrip(".")
+    return sci_text if len(fixed) > len(sci_text) else fixed
+
+
+def _string(s: str) -> str:
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t") + '"'
+
+
+def deparse(node: Node) -> str:
+    """The expression as R's deparse writes it: the variable's label in R."""
+    if isinstance(node, Num):
+        if node.text.endswith("L"):
+            return format_number(node.value) + "L"
+        return format_number(node.value)
+    if isinstance(node, Str):
+        return _string(node.value)
+    if isinstance(node, Name):
+        return quote(node.name)
+    if isinstance(node, Paren):
+        return f"({deparse(node.inner)})"
+    if isinstance(node, Unary):
+        return f"{node.op}{deparse(node.operand)}"
+    if isinstance(node, Binary):
+        op = node.op
+        sep = f" {op} " if op in _SPACED or (op.startswith("%") and op not in ("%%", "%/%")) else op
+        return f"{deparse(node.left)}{sep}{deparse(node.right)}"
+    assert isinstance(node, Call)
+    parts: list[str] = []
+    ai = ki = 0
+    order = node.order or tuple([None] * len(node.args) + [k for k, _ in node.kwargs])
+    for key in order:
+        if key is None:
+            parts.append(deparse(node.args[ai]))
+            ai += 1
+        else:
+            parts.append(f"{quote(key)} = {deparse(node.kwargs[ki][1])}")
+            ki += 1
+    return f"{quote(node.fn)}({', '.join(parts)})"
+
+
+def names_in(node: Node) -> list[Name]:
+    """Every Name node read as a value (function names are not Names), left to right."""
+    if isinstance(node, Name):
+        return [node]
+    if isinstance(node, (Num, Str)):
+        return []
+    if isinstance(node, Paren):
+        return names_in(node.inner)
+    if isinstance(node, Unary):
+        return names_in(node.operand)
+    if isinstance(node, Binary):
+        return names_in(node.left) + names_in(node.right)
+    return [n for a in (*node.args, *(v for _, v in node.kwargs)) for n in names_in(a)]
