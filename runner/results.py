@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from runner.fit import Convergence, FitWarning, FixedEffect, RandomEffect
+from runner.fit import ICC, R2, AnovaRow, ConfintRow, Convergence, FitWarning, FixedEffect, RandomEffect
 
 SCHEMA_VERSION = 1
 
@@ -20,11 +20,19 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class ReportOptions(_Strict):
+    """The spec's `report:` section, kept in the record so `mixspec report` redraws the same page."""
+
+    title: str | None = None
+    caterpillar_max_levels: int | None = Field(None, ge=1)
+
+
 class SpecInfo(_Strict):
     name: str
     title: str | None = None
     path: str
     sha256: str
+    report: ReportOptions = Field(default_factory=ReportOptions)
 
 
 class DataInfo(_Strict):
@@ -61,6 +69,7 @@ class MLRefit(_Strict):
     aic: float
     bic: float
     npar: int
+    converged: bool = True
 
 
 class VerifyRecord(_Strict):
@@ -97,6 +106,10 @@ class ModelRecord(_Strict):
     ci_method: str | None = None
     fixed_effects: list[FixedEffect] = Field(default_factory=list)
     random_effects: list[RandomEffect] = Field(default_factory=list)
+    anova: list[AnovaRow] = Field(default_factory=list)  # type III F tests (lmerTest's anova(type = 3))
+    confint: list[ConfintRow] = Field(default_factory=list)  # intervals, lme4's confint names
+    r2: R2 | None = None  # Nakagawa, as performance::r2_nakagawa
+    icc: ICC | None = None  # as performance::icc
     converged: bool | None = None
     singular: bool | None = None
     convergence: Convergence | None = None
@@ -116,6 +129,7 @@ class RankingRow(_Strict):
     loglik: float
     npar: int
     best: bool = False
+    converged: bool = True  # false: the value comes from a fit that did not converge
 
 
 class RankingGroup(_Strict):

@@ -44,6 +44,8 @@ def _best(e: Expectation, models: dict[str, ModelRecord], ranking: list[RankingG
         return False, f"{name} is not ranked"
     top = g.rows[0]
     crit = top.criterion
+    if top.model == name and models[name].converged is False:
+        return False, f"{name} is best by {crit} ({top.method}) but did not converge: its criterion is not trustworthy"
     if top.model == name:
         second = f"; next {g.rows[1].model} at +{_g(g.rows[1].delta)}" if len(g.rows) > 1 else ""
         return True, f"{name} is best by {crit} ({top.method}) {_g(top.value)}{second}"
@@ -118,6 +120,9 @@ def evaluate_expectations(
             ok, detail = _best(e, models, ranking)
         elif e.kind == "fixed":
             ok, detail = _fixed(e, models)
+        elif e.kind == "converged" and e.models == ():
+            bad = [n for n, m in models.items() if m.converged is False]
+            ok, detail = True, ("did not converge (not gating): " + ", ".join(bad)) if bad else "all models converged"
         elif e.kind == "converged":
             ok, detail = _flags(e, models, "converged", False, "did not converge or failed")
         elif e.kind == "singular":

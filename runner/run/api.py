@@ -193,6 +193,34 @@ def _fit_all(plan: Plan, cache: FitCache, executor: str, jobs: int, scheduler: s
     return results
 
 
+def _mark_convergence(ranking: list, models: dict[str, ModelRecord]) -> None:
+    """Each ranking row says whether the fit its value comes from converged."""
+    for group in ranking:
+        for row in group.rows:
+            m = models.get(row.model)
+            if m is None:
+                continue
+            fit_ok = m.ml_refit.converged if row.fit_used == "ml_refit" and m.ml_refit is not None else m.converged
+            row.converged = fit_ok is not False
+
+
+def convergence_failures(expectations: list, models: dict[str, ModelRecord]) -> list[str]:
+    """With no `expect: converged:` the policy is `all`: a model that did not converge fails
+    the run (exit 1), as a CI gate must; a spec's own `converged:` check replaces this."""
+    if any(e.kind == "converged" for e in expectations):
+        return []
+    out = []
+    for name, m in models.items():
+        if m.status != "ok":
+            continue
+        if m.converged is False:
+            why = m.convergence.message if m.convergence is not None and m.convergence.message else "no reason given"
+            out.append(f"{name} did not converge ({why})")
+        elif m.ml_refit is not None and not m.ml_refit.converged:
+            out.append(f"{name} (ML refit) did not converge")
+    return out
+
+
 def build_record(plan: Plan, results: dict[str, TaskResult], out: Path, *, started: str, jobs: int,
                  executor: str) -> tuple[ResultsRecord, list[str]]:
     """The ResultsRecord, writing fit sidecars as it goes; also the failure messages."""
@@ -230,6 +258,8 @@ def build_record(plan: Plan, results: dict[str, TaskResult], out: Path, *, start
         models[name] = rec.model_record(primary.fit, source=rm.source, ml=ml_fit, verify=primary.verify,
                                         sidecar=sidecar, extra_warnings=extra)
     ranking, tests, test_warnings = compare_models(plan, fits)
+    _mark_convergence(ranking, models)
+    failures += convergence_failures(plan.expectations, models)
     expectations = evaluate_expectations(plan.expectations, models, ranking, _aic_ranking(plan, fits, ranking))
     spec = loaded.spec
     warnings = [str(w) for w in getattr(plan.validated, "warnings", [])]

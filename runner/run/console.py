@@ -20,7 +20,9 @@ def summary_lines(record: ResultsRecord, page: str | None = None) -> list[str]:
     """What `mixspec run` prints for one spec (no colour, no width assumptions)."""
     ok = [n for n, m in record.models.items() if m.status == "ok"]
     failed = [n for n, m in record.models.items() if m.status != "ok"]
+    unconverged = [n for n in ok if record.models[n].converged is False]
     lines = [f"{record.spec.name}: {len(ok)} of {len(record.models)} models fitted"
+             + (f", {len(unconverged)} did not converge" if unconverged else "")
              + (f" · report {page}" if page else "")]
     for group in record.ranking:
         if not group.rows:
@@ -28,7 +30,7 @@ def summary_lines(record: ResultsRecord, page: str | None = None) -> list[str]:
         head = group.rows[0]
         source = "ML refits" if any(r.fit_used == "ml_refit" for r in group.rows) else head.method
         rows = [["model", head.criterion, f"Δ{head.criterion}", "weight", "npar"]]
-        rows += [[("* " if r.best else "  ") + r.model, fmt_fixed(r.value), fmt_fixed(r.delta), fmt_weight(r.weight),
+        rows += [[("* " if r.best else "  ") + r.model + ("" if r.converged else " (did not converge)"), fmt_fixed(r.value), fmt_fixed(r.delta), fmt_weight(r.weight),
                   str(r.npar)] for r in group.rows]
         lines.append(f"  ranked by {head.criterion} ({source}):")
         lines += _table(rows, right={1, 2, 3, 4})
@@ -39,6 +41,9 @@ def summary_lines(record: ResultsRecord, page: str | None = None) -> list[str]:
         lines.append(f"  LRT {t.small} vs {t.large}: chi2 {t.chisq:.3f}, df {t.df}, p {fmt_p(t.p_value)}{boundary}")
     for name in failed:
         lines.append(f"  FAILED {name}: {record.models[name].error or 'no message'}")
+    for name in unconverged:
+        conv = record.models[name].convergence
+        lines.append(f"  {name} did not converge ({conv.message if conv is not None and conv.message else 'no reason given'})")
     for e in record.expectations:
         if not e.passed:
             lines.append(f"  expectation FAILED {e.text}: {e.detail}")

@@ -33,7 +33,8 @@ SUMMARY_NAME = "summary.md"
 
 def ml_refit_of(fit: Fit) -> MLRefit:
     """The ML numbers kept in a REML-fitted model's record."""
-    return MLRefit(loglik=fit.loglik, deviance=fit.objective, aic=fit.aic, bic=fit.bic, npar=fit.npar)
+    return MLRefit(loglik=fit.loglik, deviance=fit.objective, aic=fit.aic, bic=fit.bic, npar=fit.npar,
+                   converged=fit.converged)
 
 
 def model_record(fit: Fit, *, source: str, ml: Fit | None = None, verify: Any = None,
@@ -60,6 +61,10 @@ def model_record(fit: Fit, *, source: str, ml: Fit | None = None, verify: Any = 
         ci_method=fit.ci_method,
         fixed_effects=list(fit.fixed_effects),
         random_effects=list(fit.random_effects),
+        anova=list(fit.anova),
+        confint=list(fit.confint),
+        r2=fit.r2,
+        icc=fit.icc,
         converged=fit.converged,
         singular=fit.singular,
         convergence=fit.convergence,

@@ -5,7 +5,7 @@ Accepted forms (the YAML mapping under `expect:`):
     best: NAME                       # NAME ranks first by the spec's criterion
     fixed: ["TERM > 0", "TERM < -1.5", "TERM in [a, b]"]   # in every fitted model with TERM
     fixed: {NAME: ["TERM > 0"]}      # or per model
-    converged: all                   # or a list of model names
+    converged: all                   # or a list of model names, or any (absent = all)
     singular: none                   # or a list of model names that must not be singular
     delta_aic: {NAME: "< 2"}         # NAME's AIC delta in its ranking group (<, <=, >, >=)
 
@@ -175,6 +175,9 @@ def parse_expectations(raw: dict[str, Any] | None) -> list[Expectation]:
         elif key == "fixed":
             out.extend(_fixed(value))
         elif key == "converged":
+            if isinstance(value, str) and value.strip().lower() == "any":  # no model's convergence gates the run
+                out.append(Expectation("converged", "converged: any", models=()))
+                continue
             names = _names(value, key, "all")
             out.append(Expectation("converged", f"converged: {'all' if names is None else ', '.join(names)}", models=names))
         elif key == "singular":

@@ -70,10 +70,11 @@ class SqlSource(Strict):
     environment variable in `url_env` (credentials never belong in a spec).
     """
 
-    url: str | None = Field(None, description="SQLAlchemy URL, e.g. sqlite:///scores.db or "
-                            "duckdb:///scores.duckdb (relative file paths are relative to the spec)")
-    url_env: str | None = Field(None, description="Name of an environment variable holding the URL")
-    query: str | None = Field(None, description="SQL query returning the rows")
+    url: str | None = Field(None, description="A local database file in the repository: sqlite:///scores.db or "
+                            "duckdb:///scores.duckdb (relative to the spec); no password, host or parameters")
+    url_env: str | None = Field(None, description="Name of an environment variable holding the URL (for database "
+                                "servers); the person running mixspec must allow it: --allow-env NAME")
+    query: str | None = Field(None, description="One SELECT (or WITH ... SELECT) statement returning the rows")
     table: str | None = Field(None, description="Table to read whole (instead of query)")
 
     @model_validator(mode="after")
@@ -85,6 +86,28 @@ class SqlSource(Strict):
         if self.url_env is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.url_env):
             raise ValueError(f"url_env {self.url_env!r} is not an environment variable name")
         return self
+
+    @field_validator("url")
+    @classmethod
+    def _local_file(cls, value: str | None) -> str | None:
+        """Only a local sqlite/duckdb file without credentials (the value is never echoed)."""
+        from runner.data.sql import spec_url_problem
+
+        problem = None if value is None else spec_url_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("query")
+    @classmethod
+    def _one_select(cls, value: str | None) -> str | None:
+        """One reading statement, checked by DuckDB's parser before anything runs (validate too)."""
+        from runner.data.sql import query_problem
+
+        problem = None if value is None else query_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
 
 
 class SimulateSource(Strict):
@@ -130,13 +153,16 @@ class CenterSpec(Strict):
 class DataSpec(Strict):
     """Where the rows come from (exactly one source) and how they are prepared."""
 
-    path: str | None = Field(None, description="CSV, Parquet or xlsx file, relative to the spec file")
+    path: str | None = Field(None, description="CSV, Parquet or xlsx file inside the repository, relative to "
+                             "the spec file (other folders only with --allow-path DIR)")
     sheet: str | int | None = Field(None, description="Sheet of an xlsx file (name or 0-based index)")
     sql: SqlSource | None = Field(None, description="Rows from a database")
     example: str | None = Field(None, description="A data set shipped with mixspec: sleepstudy, "
                                 "penicillin, pastes, dyestuff, dyestuff2, students")
     simulate: SimulateSource | None = Field(None, description="Simulated students design")
-    filter: str | None = Field(None, description="Row filter in pandas query syntax, e.g. \"age >= 9\"")
+    filter: str | None = Field(None, description="Row condition, e.g. \"age >= 9 & sex == 'F'\": columns, "
+                               "numbers, strings, == != < <= > >=, & | ! (and or not), %in% c(...), is.na(x), "
+                               "+ - * /")
     na: Literal["common", "per_model"] = Field(
         "common", description="common: drop rows with a missing value in any column any model "
         "uses (models stay comparable); per_model: drop per model as lme4 does")
@@ -173,12 +199,32 @@ class DataSpec(Strict):
 # ----------------------------------------------------------------------------- models
 
 
+class BootstrapSpec(Strict):
+    """Parametric bootstrap: replicate i is seeded with numpy's SeedSequence([seed, i])."""
+
+    nsim: int = Field(1000, ge=1, le=100_000, description="Number of simulated replicates")
+    seed: int = Field(1, ge=0, description="Seed of the replicates")
+
+
+class InferenceSpec(Strict):
+    """Denominator df, p-values and intervals of a linear mixed model (GLMMs: Wald z)."""
+
+    df: Literal["satterthwaite", "kenward-roger", "none"] | None = Field(
+        None, description="satterthwaite (default, as lmerTest), kenward-roger (REML only, as pbkrtest) "
+        "or none (Wald z, as lme4)")
+    ci: Literal["wald", "profile", "bootstrap"] | None = Field(
+        None, description="wald (default; t on the df above), profile (lme4's confint) or bootstrap (parametric)")
+    level: float | None = Field(None, gt=0, lt=1, description="Confidence level (default 0.95)")
+    bootstrap: BootstrapSpec | None = Field(None, description="nsim and seed for ci: bootstrap")
+
+
 class Defaults(Strict):
     """Options every model inherits unless it says otherwise."""
 
     method: Method = Field("REML", description="REML or ML")
     engine: EngineName = Field("auto", description="auto (the native lme engine), lme or statsmodels")
     verify: Verify | None = Field(None, description="Also fit with statsmodels and report the difference")
+    inference: InferenceSpec = Field(default_factory=InferenceSpec, description="df, p-values and intervals")
 
 
 class ModelOptions(Strict):
@@ -189,6 +235,7 @@ class ModelOptions(Strict):
     method: Method | None = Field(None, description="REML or ML (default: defaults.method)")
     engine: EngineName | None = Field(None, description="Engine (default: defaults.engine)")
     verify: Verify | None = Field(None, description="Cross-check with statsmodels")
+    inference: InferenceSpec | None = Field(None, description="df, p-values and intervals (over defaults)")
 
 
 class FormulaModel(ModelOptions):
@@ -259,6 +306,8 @@ class CompareSpec(Strict):
     tests: list[tuple[str, str] | TestSpec] | Literal["auto"] = Field(
         default_factory=list, description="Likelihood-ratio tests as [small, large] pairs "
         "(or {models: [small, large], nested: strict}), or 'auto'")
+    bootstrap: BootstrapSpec | None = Field(
+        None, description="Also a parametric-bootstrap p-value per test (pbkrtest's PBmodcomp)")
 
     def test_pairs(self) -> list[tuple[str, str, str]]:
         """(small, large, nested) of every listed test; empty for 'auto'."""
@@ -279,8 +328,9 @@ class ExpectSpec(Strict):
     fixed: str | list[str] | dict[str, str | list[str]] | None = Field(
         None, description="Fixed-effect conditions: [\"age > 0\", \"sex[T.M] in [-3, 0]\"], "
         "or per model {NAME: [...]}")
-    converged: Literal["all"] | list[str] | None = Field(
-        None, description="'all' or a list of models that must converge")
+    converged: Literal["all", "any"] | list[str] | None = Field(
+        None, description="Which models must converge for the run to pass: 'all' (also when absent), a list "
+        "(the others are reported, not gating) or 'any' (none gates)")
     singular: Literal["none"] | list[str] | None = Field(
         None, description="'none' or a list of models that must not be singular")
     delta_aic: dict[str, str | float] | None = Field(
