@@ -111,14 +111,15 @@ def test_valid_entry_is_reused_and_gives_the_same_record(tmp_path, fits):
     spec = _spec(tmp_path)
     first = _run(spec, tmp_path)
     assert first.exit_code == 0 and _cached(first) == {"batch": False, "batch_ml": False}
-    assert len(fits) == 2  # batch (REML) and one ML fit serving batch#ml and batch_ml
+    keys = {_key(spec, t) for t in ("batch", "batch#ml", "batch_ml")}
+    assert len(fits) == len(keys)  # identical fits (same key) run once
     entries = sorted((tmp_path / "cache").rglob("*"))
     files = [p for p in entries if p.is_file()]
-    assert len(files) == 2 and all(p.suffix == ".json" for p in files)
+    assert len(files) == len(keys) and all(p.suffix == ".json" for p in files)
     doc = json.loads(files[0].read_text())  # plain data
     assert doc["format"] == 2 and "theta" in doc["fit"]
     second = _run(spec, tmp_path)
-    assert len(fits) == 2  # nothing refitted
+    assert len(fits) == len(keys)  # nothing refitted
     assert _cached(second) == {"batch": True, "batch_ml": True}
     assert _strip(second) == _strip(first)  # recomputed numbers identical, warnings none
     assert _record(second)["warnings"] == []
@@ -128,7 +129,7 @@ def test_valid_entry_is_reused_and_gives_the_same_record(tmp_path, fits):
     # lme4's REML criterion for Dyestuff (Yield ~ 1 + (1|Batch)): 319.6543
     assert _record(second)["models"]["batch"]["objective"] == pytest.approx(319.6543, abs=1e-3)
     third = _run(spec, tmp_path, use_cache=False)
-    assert len(fits) == 4 and not any(_cached(third).values())
+    assert len(fits) == 2 * len(keys) and not any(_cached(third).values())
 
 
 def _forge(path: Path, edit) -> None:
@@ -137,11 +138,13 @@ def _forge(path: Path, edit) -> None:
     path.write_text(json.dumps(doc))
 
 
-@pytest.mark.parametrize("what", ["estimate", "objective", "theta", "std_error", "variance", "singular"])
-def test_forged_entry_is_detected_and_refitted_with_a_warning(tmp_path, fits, what):
+@pytest.mark.parametrize("what,task", [("estimate", "batch"), ("objective", "batch"), ("theta", "batch"),
+                                       ("std_error", "batch#ml"), ("variance", "batch"), ("singular", "batch")])
+def test_forged_entry_is_detected_and_refitted_with_a_warning(tmp_path, fits, what, task):
+    """batch#ml is an ML refit without an inference step: its Wald rows are compared whole."""
     spec = _spec(tmp_path)
     first = _run(spec, tmp_path)
-    path = FitCache(tmp_path / "cache").path(_key(spec, "batch"))
+    path = FitCache(tmp_path / "cache").path(_key(spec, task))
 
     def edit(fit: dict) -> None:
         if what == "estimate":
@@ -162,15 +165,29 @@ def test_forged_entry_is_detected_and_refitted_with_a_warning(tmp_path, fits, wh
     _forge(path, edit)
     n = len(fits)
     second = _run(spec, tmp_path)
-    assert len(fits) == n + 1  # batch refitted, batch_ml reused
+    assert len(fits) == n + 1  # that entry refitted, the others reused
     assert _cached(second) == {"batch": False, "batch_ml": True}
     warnings = _record(second)["warnings"]
-    assert len(warnings) == 1 and warnings[0].startswith("batch: cached fit") and "refitted" in warnings[0]
+    assert len(warnings) == 1 and warnings[0].startswith(f"{task}: cached fit") and "refitted" in warnings[0]
     assert _strip(second)["models"] == _strip(first)["models"]  # the true numbers, not the forged ones
-    assert json.loads(path.read_text())["fit"] == json.loads(
-        (FitCache(tmp_path / "cache").path(_key(spec, "batch"))).read_text())["fit"]  # rewritten whole
     third = _run(spec, tmp_path)  # the rewritten entry is valid again
     assert len(fits) == n + 1 and _record(third)["warnings"] == []
+
+
+def test_forged_inference_numbers_are_recomputed(tmp_path, fits):
+    """Where an inference step made the rows (df, p, intervals), they are recomputed on reuse."""
+    spec = _spec(tmp_path)
+    first = _run(spec, tmp_path)
+    path = FitCache(tmp_path / "cache").path(_key(spec, "batch"))
+
+    def edit(fit: dict) -> None:
+        for row in fit["fixed_effects"]:
+            row.update(std_error=1e-9, p_value=1e-300, ci_low=0.0, ci_high=0.0)
+
+    _forge(path, edit)
+    second = _run(spec, tmp_path)
+    assert _strip(second)["models"] == _strip(first)["models"]
+    assert _record(second)["models"]["batch"]["fixed_effects"][0]["std_error"] > 1.0
 
 
 @pytest.mark.parametrize("content", [b"", b"{", b"\xff\xfe", b"[1, 2]", b'{"format": 2}', b"[" * 100_000,
@@ -213,7 +230,7 @@ def test_planted_pickle_is_never_unpickled(tmp_path, fits):
     marker = tmp_path / "pwned"
     payload = pickle.dumps(_Planted(marker))
     cache = FitCache(tmp_path / "cache")
-    for task_id in ("batch", "batch#ml"):
+    for task_id in ("batch", "batch#ml", "batch_ml"):
         key = _key(spec, task_id)
         json_path = cache.path(key)
         json_path.write_bytes(payload)  # where an entry is read
@@ -224,7 +241,8 @@ def test_planted_pickle_is_never_unpickled(tmp_path, fits):
     assert not marker.exists()
     assert _UNPICKLED == []
     assert second.exit_code == 0 and not any(_cached(second).values())
-    assert len(_record(second)["warnings"]) == 2  # batch and batch#ml (batch_ml shares the key)
+    keys = {_key(spec, t) for t in ("batch", "batch#ml", "batch_ml")}
+    assert len(_record(second)["warnings"]) == len(keys)  # one per entry, not per task
     pickle.loads(payload)  # the planted payload does run when unpickled: the test can fail
     assert marker.exists() and _UNPICKLED
 

@@ -138,7 +138,8 @@ class FitCache:
     @staticmethod
     def cacheable(task: "FitTask") -> bool:
         """Only fits that can be re-checked from their numbers: lme, no statsmodels cross-check."""
-        return task.engine in ("lme", "auto") and not task.verify
+        family = getattr(task.design, "family", None)
+        return task.engine in ("lme", "auto") and not task.verify and family in (None, "gaussian")
 
     def read(self, key: str) -> tuple[Fit, float] | None:
         """The entry's Fit (without arrays) and fit seconds; None when absent.
@@ -185,7 +186,12 @@ class FitCache:
             fit, seconds = found
             if fit.method != task.method or fit.formula != task.formula_text:
                 raise CacheMismatch("method or formula differ from the key's")
-            fit = recompute_lme(task.design, fit)
+            inference = getattr(task, "inference", None)
+            fit = recompute_lme(task.design, fit, wald=inference is None)
+            if inference is not None:  # df, p-values, intervals: derived, so recomputed too
+                from runner.run import tasks
+
+                fit = tasks._inference(task, fit)
         except CacheMismatch as exc:
             self._reject(task, str(exc))
             return None
@@ -201,7 +207,8 @@ class FitCache:
 
     def put(self, key: str, value: "TaskResult") -> None:
         """Store atomically; a cache that cannot be written never fails the run."""
-        if not self.enabled or value.fit is None or value.fit.engine != "lme" or value.verify is not None:
+        if (not self.enabled or value.fit is None or value.fit.engine != "lme" or value.verify is not None
+                or getattr(value.fit, "family", None) is not None):
             return
         p = self.path(key)
         try:  # a record that would not read back (a non-finite number) is not cached
