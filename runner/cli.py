@@ -39,6 +39,14 @@ def _print_issues(issues: list[SpecIssue]) -> None:
         _err(str(issue))
 
 
+AllowPath = Annotated[list[Path] | None, typer.Option(
+    "--allow-path", help="Also let specs read files in this folder (repeatable; default: only the repository; "
+    "or MIXSPEC_ALLOW_PATHS)", show_default=False, metavar="DIR")]
+AllowEnv = Annotated[list[str] | None, typer.Option(
+    "--allow-env", help="Let specs read a database URL from this environment variable via url_env "
+    "(repeatable; or MIXSPEC_URL_ENVS)", show_default=False, metavar="NAME")]
+
+
 def _table(validated) -> Table:  # noqa: ANN001 - runner.validate.ValidatedSpec, imported lazily
     from rich.table import Table
     from rich.text import Text
@@ -60,10 +68,13 @@ def _table(validated) -> Table:  # noqa: ANN001 - runner.validate.ValidatedSpec,
 def validate(
     specs: Annotated[list[Path], typer.Argument(help="Spec files (YAML)", show_default=False)],
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only problems")] = False,
+    allow_path: AllowPath = None,
+    allow_env: AllowEnv = None,
 ) -> None:
     """Check specs and their data without fitting: exit 0 when valid, 2 with every problem listed."""
     from rich.console import Console
 
+    from runner.data.files import granted
     from runner.run.plan import make_plan
     from runner.spec.errors import IssueError
 
@@ -71,7 +82,8 @@ def validate(
     code = EXIT_OK
     for path in specs:
         try:  # the run's own checks (data, designs, test pairs, expectations), nothing fitted
-            validated = make_plan(path).validated
+            with granted(allow_path or (), allow_env or ()):
+                validated = make_plan(path).validated
         except IssueError as exc:
             _print_issues(exc.issues)
             code = EXIT_INVALID
@@ -117,16 +129,21 @@ def run(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print results.json to stdout")] = False,
     cache_dir: Annotated[Path | None, typer.Option(help="Cache folder (default .mixspec-cache)")] = None,
+    allow_path: AllowPath = None,
+    allow_env: AllowEnv = None,
 ) -> None:
     """Fit every model of the specs, compare them, write results.json and the HTML report."""
     if executor not in ("local", "processes", "dask"):
         _err(f"mixspec run: --executor must be local, processes or dask, not {executor!r}")
         raise typer.Exit(EXIT_INVALID)
+    from runner.data.files import granted
     from runner.run.commands import run_command
     from runner.spec.errors import IssueError
 
     try:
-        code = run_command(list(specs), out, jobs, no_cache, verify, executor, scheduler, quiet, json_out, cache_dir)
+        with granted(allow_path or (), allow_env or ()):  # data is loaded in this process, before any fit
+            code = run_command(list(specs), out, jobs, no_cache, verify, executor, scheduler, quiet, json_out,
+                               cache_dir)
     except IssueError as exc:
         _print_issues(exc.issues)
         code = EXIT_INVALID
@@ -221,6 +238,7 @@ def init(
 ) -> None:
     """Write a starter spec from a data file's columns (then edit it and `mixspec run` it)."""
     from runner.data.errors import DataError
+    from runner.data.files import granted
     from runner.data.sources import load_frame
     from runner.spec.models import DataSpec
     from runner.spec.scaffold import data_line_for, scaffold_spec
@@ -233,7 +251,8 @@ def init(
         raise typer.Exit(EXIT_INVALID)
     try:
         source = DataSpec(example=example) if example else DataSpec(path=str(Path(data).resolve()))
-        frame = load_frame(source, Path.cwd())
+        with granted([Path(data).resolve().parent] if data else ()):  # the person named this file
+            frame = load_frame(source, Path.cwd())
     except DataError as exc:
         _err(f"mixspec init: {exc}")
         raise typer.Exit(EXIT_INVALID) from None

@@ -19,7 +19,10 @@ import numpy as np
 import pandas as pd
 
 from runner.data.errors import DataError
+from runner.data.filter import SYNTAX as FILTER_SYNTAX
+from runner.data.filter import FilterError, filter_rows
 from runner.data.hashing import data_sha256
+from runner.data.numbers import text_in_number_columns
 from runner.formula import grouping_variables, required_variables
 from runner.formula.variables import expression_variables, response_variables
 from runner.spec.errors import SpecIssue, ordered_issues
@@ -149,56 +152,21 @@ def _same_level(a: Any, b: Any) -> bool:
 # ----------------------------------------------------------------------------- steps
 
 
-FILTER_SYNTAX = ("a filter uses columns, numbers, strings, comparisons (== != < <= > >=), "
-                 "in / not in, and / or / not (or & | ~) and arithmetic (+ - * /)")
-_UNSUPPORTED = {"RShift": ">>", "LShift": "<<", "BitXor": "^", "MatMult": "@", "FloorDiv": "//",
-                "Lambda": "lambda", "Call": "a function call", "Dict": "a dict", "ListComp": "a comprehension",
-                "Subscript": "indexing", "Attribute": "attribute access", "IfExp": "if-else",
-                "Starred": "*", "Await": "await", "NamedExpr": ":="}
-
-
-def _filter_reason(exc: Exception) -> str:
-    """pandas' evaluator says 'no attribute visit_RShift' or '"Call" nodes are not implemented':
-    name the operator the user wrote instead."""
-    if isinstance(exc, KeyError) and exc.args and isinstance(exc.args[0], (bool, np.bool_)):
-        return "it gives one True/False for the whole table, not one per row (compare a column with a value)"
-    text = str(exc)
-    m = re.search(r"visit_(\w+)", text) or re.search(r"'(\w+)' nodes are not implemented", text)
-    if m:
-        node = m.group(1)
-        return f"{_UNSUPPORTED.get(node, node)} is not supported"
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def _apply_filter(frame: pd.DataFrame, text: str, issues: list[SpecIssue]) -> pd.DataFrame | None:
-    """pandas query syntax; a bad filter is a spec error naming the columns."""
-    if "@" in text or "__" in text:
-        issues.append(_issue("data.filter", "a filter may only use columns, numbers, strings and "
-                             "operators (no '@' or '__')"))
-        return None
+    """mixspec's own filter grammar (runner.data.filter), never pandas query or eval: a bad
+    filter is a spec error at its operator or column, with did-you-mean and the valid syntax."""
     try:
-        out = frame.query(text, engine="python")
-    except pd.errors.UndefinedVariableError as exc:
-        m = re.search(r"name '([^']+)' is not defined", str(exc))
-        name = m.group(1) if m else str(exc)
-        offset = text.find(name) if m else None
-        issues.append(_issue("data.filter", f"unknown column {name!r} in filter{_close(name, frame.columns)}",
-                             offset=offset if offset is not None and offset >= 0 else None))
+        keep = filter_rows(frame, text)
+    except FilterError as exc:
+        message = exc.message  # an unknown column gets did-you-mean instead of the syntax
+        if not message.startswith("unknown column"):
+            message = f"{message}; {FILTER_SYNTAX}"
+        issues.append(_issue("data.filter", message, offset=exc.offset))
         return None
-    except SyntaxError as exc:
-        offset = (exc.offset - 1) if exc.offset else None
-        issues.append(_issue("data.filter", f"invalid filter: {exc.msg}", offset=offset))
-        return None
-    except Exception as exc:  # pandas raises many types for bad expressions
-        issues.append(_issue("data.filter", f"invalid filter: {_filter_reason(exc)}; {FILTER_SYNTAX}"))
-        return None
-    if not isinstance(out, pd.DataFrame):
-        issues.append(_issue("data.filter", "the filter must be a condition on rows, e.g. \"age >= 9\""))
-        return None
-    if len(out) == 0:
+    if not keep.any():
         issues.append(_issue("data.filter", f"the filter keeps no rows (of {len(frame)})"))
         return None
-    return out.reset_index(drop=True)
+    return frame.loc[keep].reset_index(drop=True)
 
 
 def _factorize(frame: pd.DataFrame, col: str, spec: Any, rows: np.ndarray, issues: list[SpecIssue],
@@ -401,6 +369,10 @@ def prepare(frame: pd.DataFrame, data_spec: DataSpec, models: dict[str, Resolved
             raise DataError(issues)
         work = filtered
     rows_after_filter = len(work)
+    # a number column with text in some rows is an error naming the rows, never a silent factor
+    issues += text_in_number_columns(
+        work, usable.values(), set().union(*(grouping_variables(m.formula) for m in usable.values())),
+        set(data_spec.categorical), bool(data_spec.filter))[0]
 
     used_cols = sorted(set().union(*(_model_columns(m) for m in usable.values())) if usable else set())
     na = work[used_cols].isna() if used_cols else pd.DataFrame(index=work.index)

@@ -1,21 +1,29 @@
 """Data sources -> one pandas DataFrame: files, databases, shipped examples, simulation.
 
 Each source is read with the library made for it (pandas readers, duckdb's own API,
-SQLAlchemy). Database credentials come only from the URL or an environment
-variable and never appear in a message: passwords are redacted everywhere here.
+sqlite3, SQLAlchemy for servers). A spec is untrusted: files are resolved inside the
+repository and read within size limits (`runner.data.files`), SQL runs read-only on
+hardened connections (`runner.data.sql`). Database credentials come only from an
+environment variable the person running mixspec allows, and never appear in a
+message: passwords are redacted everywhere here.
 """
 
 from __future__ import annotations
 
 import difflib
 import importlib.resources
+import io
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from runner.data.errors import DataError
+from runner.data.files import (ENV_URL_VARS, allowed_url_envs, check_workbook, open_regular, resolve_spec_file,
+                               unpack)
+from runner.data.sql import query_problem, read_duckdb, read_sqlite, spec_url_problem, table_query, url_file
 from runner.spec.errors import SpecIssue
 from runner.spec.models import DataSpec, SqlSource
 
@@ -52,27 +60,54 @@ def load_example(name: str) -> pd.DataFrame:
         return pd.read_csv(file)
 
 
+def _file_kind(name: str) -> tuple[str, str | None] | None:
+    """(reader, compression) from the file name, or None when the type is not supported."""
+    lowered = name.lower()
+    for suffix, packing in ((".gz", "gz"), (".bz2", "bz2"), (".zip", "zip")):
+        if lowered.endswith(".csv" + suffix) or lowered.endswith(".tsv" + suffix):
+            return ("tsv" if lowered.endswith(".tsv" + suffix) else "csv"), packing
+    kind = _READERS.get(Path(lowered).suffix)
+    return (kind, None) if kind else None
+
+
 def _read_file(spec: DataSpec, base_dir: Path) -> pd.DataFrame:
+    """A data file inside the repository (or an allowed folder), read within the size limits."""
     assert spec.path is not None
-    file = Path(spec.path)
-    if not file.is_absolute():
-        file = base_dir / file
-    suffixes = "".join(file.suffixes[-2:]).lower()
-    kind = _READERS.get(file.suffix.lower()) or ("csv" if suffixes in (".csv.gz", ".csv.bz2", ".csv.zip") else None)
-    if kind is None:
-        raise _fail("data.path", f"unsupported file type {file.suffix!r}: use .csv, .parquet or .xlsx")
-    if not file.is_file():
-        raise _fail("data.path", f"data file not found: {spec.path} (looked in {file.parent})")
-    try:
-        if kind == "csv":
-            return pd.read_csv(file)
-        if kind == "tsv":
-            return pd.read_csv(file, sep="\t")
-        if kind == "parquet":
-            return pd.read_parquet(file)
-        return pd.read_excel(file, sheet_name=spec.sheet if spec.sheet is not None else 0, engine="openpyxl")
-    except (ValueError, OSError, ImportError, KeyError) as exc:
-        raise _fail("data.path", f"cannot read {spec.path} as {kind}: {exc}") from None
+    found = _file_kind(spec.path)
+    if found is None:
+        raise _fail("data.path", f"unsupported file type {Path(spec.path).suffix!r}: use .csv, .tsv, .csv.gz, "
+                    ".parquet or .xlsx")
+    kind, packing = found
+    real = resolve_spec_file(spec.path, base_dir, "data.path")
+    with open_regular(real, "data.path", spec.path) as handle:
+        source: Any = handle
+        if packing is not None:
+            source = io.BytesIO(unpack(handle, packing, "data.path", spec.path))
+        elif kind == "xlsx":
+            check_workbook(handle, "data.path", spec.path)
+        try:
+            if kind in ("csv", "tsv"):
+                return pd.read_csv(source, sep="\t" if kind == "tsv" else ",")
+            if kind == "parquet":
+                return pd.read_parquet(source)
+            return _read_workbook(source, spec)
+        except DataError:
+            raise
+        except Exception as exc:  # every reader has its own errors (a corrupt file must not be a traceback)
+            raise _fail("data.path", f"cannot read {spec.path} as {kind}: {_reason(exc)}") from None
+
+
+def _read_workbook(source: Any, spec: DataSpec) -> pd.DataFrame:
+    import openpyxl.xml
+
+    if not openpyxl.xml.DEFUSEDXML:  # XML entity expansion and external entities must be off
+        raise _fail("data.path", "reading .xlsx needs the defusedxml package (pip install defusedxml)")
+    return pd.read_excel(source, sheet_name=spec.sheet if spec.sheet is not None else 0, engine="openpyxl")
+
+
+def _reason(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return " ".join((lines[0] if lines else type(exc).__name__).split())[:300]
 
 
 _SECRET_PARAM = re.compile(r"(?i)\b((?:password|passwd|pwd|pass|token|secret|api_?key|access_?key|auth)\w*=)[^&\s;]*")
@@ -89,8 +124,18 @@ def redact(text: str, secrets: list[str]) -> str:
 
 
 def _sql_url(sql: SqlSource) -> tuple[str, str]:
-    """The URL and where it came from ("data.sql.url" or "data.sql.url_env")."""
+    """The URL and where it came from ("data.sql.url" or "data.sql.url_env").
+
+    A variable is read only when the person running mixspec allowed its name: a spec
+    naming any other variable is refused before the environment is looked at.
+    """
     if sql.url_env is not None:
+        allowed = allowed_url_envs()
+        if sql.url_env not in allowed:
+            shown = f" (allowed: {', '.join(sorted(allowed))})" if allowed else ""
+            raise _fail("data.sql.url_env", f"environment variable {sql.url_env!r} is not allowed{shown}: a spec "
+                        "may only read a database URL from a variable the person running mixspec allows, with "
+                        f"--allow-env {sql.url_env} or {ENV_URL_VARS}={sql.url_env}")
         value = os.environ.get(sql.url_env)
         if not value:
             raise _fail("data.sql.url_env", f"environment variable {sql.url_env} is not set or empty")
@@ -99,20 +144,19 @@ def _sql_url(sql: SqlSource) -> tuple[str, str]:
     return sql.url, "data.sql.url"
 
 
-def _resolve_file_url(url, base_dir: Path):
-    """sqlite/duckdb file paths in a spec are relative to the spec file, like `path:`."""
-    database = url.database
-    if database and database != ":memory:" and not database.startswith("file:") and not Path(database).is_absolute():
-        url = url.set(database=str(base_dir / database))
-    return url
-
-
-def _query(sql: SqlSource, quote: str = '"') -> str:
-    if sql.query is not None:
-        return sql.query
-    assert sql.table is not None
-    parts = sql.table.split(".")
-    return "SELECT * FROM " + ".".join(quote + p.replace(quote, quote * 2) + quote for p in parts)
+def _local_database(database: str, base_dir: Path, where: str, from_spec: bool) -> Path | None:
+    """The file of a sqlite/duckdb URL: inside the repository when the spec names it; as given
+    (relative to the spec) when it comes from an allowed environment variable."""
+    if database in ("", ":memory:"):
+        if from_spec:
+            raise _fail(where, "the URL names no database file")
+        return None
+    if from_spec:
+        return resolve_spec_file(database, base_dir, where, "database file")
+    file = Path(database) if Path(database).is_absolute() else base_dir / database
+    if not file.is_file():
+        raise _fail(where, "database file not found (the URL comes from the environment and is not shown)")
+    return file
 
 
 def _read_sql(spec: DataSpec, base_dir: Path) -> pd.DataFrame:
@@ -121,6 +165,15 @@ def _read_sql(spec: DataSpec, base_dir: Path) -> pd.DataFrame:
 
     assert spec.sql is not None
     text, where = _sql_url(spec.sql)
+    from_spec = where == "data.sql.url"
+    if from_spec:  # the schema refuses these too; checked here for specs built in Python
+        problem = spec_url_problem(text)
+        if problem:
+            raise _fail(where, problem)
+    query = spec.sql.query if spec.sql.query is not None else table_query(spec.sql.table or "")
+    problem = query_problem(query)
+    if problem:
+        raise _fail("data.sql.query" if spec.sql.query is not None else "data.sql.table", problem)
     secrets = []
     try:
         url = make_url(text)
@@ -135,10 +188,17 @@ def _read_sql(spec: DataSpec, base_dir: Path) -> pd.DataFrame:
     shown = url.set(query={}).render_as_string(hide_password=True)
     if url.query:
         shown += "?" + "&".join(f"{k}=***" for k in url.query)
+    backend = url.get_backend_name()
     try:
-        if url.get_backend_name() == "duckdb":
-            return _read_duckdb(spec.sql, _resolve_file_url(url, base_dir), shown)
-        return _read_sqlalchemy(spec.sql, _resolve_file_url(url, base_dir) if url.get_backend_name() == "sqlite" else url)
+        if backend in ("duckdb", "sqlite"):
+            database = url_file(text) if from_spec else (url.database or "")
+            file = _local_database(database, base_dir, where, from_spec)
+            if backend == "duckdb":
+                return read_duckdb(file, query)
+            if file is None:
+                raise _fail(where, "an in-memory SQLite database holds no data")
+            return read_sqlite(file, query)
+        return _read_sqlalchemy(spec.sql, url, query)
     except DataError:
         raise
     except Exception as exc:  # every driver has its own error types; none may leak a password
@@ -146,29 +206,14 @@ def _read_sql(spec: DataSpec, base_dir: Path) -> pd.DataFrame:
         raise _fail("data.sql", f"cannot read from {shown}: {message}") from None
 
 
-def _read_duckdb(sql: SqlSource, url, shown: str) -> pd.DataFrame:
-    import duckdb
+def _read_sqlalchemy(sql: SqlSource, url: Any, query: str) -> pd.DataFrame:
+    """A server database (URL from an allowed environment variable): the checked query only.
 
-    database = url.database or ":memory:"
-    if database != ":memory:" and not Path(database).is_file():
-        raise _fail("data.sql", f"database file not found: {shown}")
-    con = duckdb.connect(database, read_only=database != ":memory:")
-    try:
-        return con.execute(_query(sql)).df()
-    finally:
-        con.close()
-
-
-def _read_sqlalchemy(sql: SqlSource, url) -> pd.DataFrame:
+    Connect with a read-only, least-privilege role: mixspec checks that the query is one
+    SELECT, but only the server can stop a function with side effects.
+    """
     import sqlalchemy as sa
 
-    if url.get_backend_name() == "sqlite":
-        database = url.database
-        if database and database != ":memory:" and not Path(database).is_file():
-            raise _fail("data.sql", f"database file not found: {url.render_as_string(hide_password=True)}")
-        # read-only: a spec never writes to the analyst's database
-        if database and database != ":memory:":
-            url = url.set(database=f"file:{database}", query={"mode": "ro", "uri": "true"})
     engine = sa.create_engine(url)
     try:
         with engine.connect() as con:
@@ -177,7 +222,7 @@ def _read_sqlalchemy(sql: SqlSource, url) -> pd.DataFrame:
                 table = sa.table(parts[-1], schema=".".join(parts[:-1]) or None)
                 stmt = sa.select(sa.text("*")).select_from(table)
             else:
-                stmt = sa.text(sql.query or "")
+                stmt = sa.text(query)
             return pd.read_sql(stmt, con)
     finally:
         engine.dispose()

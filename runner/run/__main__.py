@@ -22,14 +22,19 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--quiet", action="store_true")
     r.add_argument("--json", action="store_true", dest="json_out")
     r.add_argument("--cache-dir", default=None)
+    r.add_argument("--allow-path", action="append", default=[], help="folder specs may also read (repeatable)")
+    r.add_argument("--allow-env", action="append", default=[], help="variable url_env may name (repeatable)")
     d = sub.add_parser("diff", help="what changed between two results.json")
     d.add_argument("old")
     d.add_argument("new")
     d.add_argument("--rtol", type=float, default=1e-6)
     a = p.parse_args(argv)
     if a.command == "run":
-        return run_command(a.specs, a.out, a.jobs, a.no_cache, a.verify, a.executor, a.scheduler, a.quiet,
-                           a.json_out, a.cache_dir)
+        from runner.data.files import granted
+
+        with granted(a.allow_path, a.allow_env):
+            return run_command(a.specs, a.out, a.jobs, a.no_cache, a.verify, a.executor, a.scheduler, a.quiet,
+                               a.json_out, a.cache_dir)
     return diff_command(a.old, a.new, a.rtol)
 
 
