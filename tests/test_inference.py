@@ -105,3 +105,29 @@ def test_singular_fit_steps_through_zero() -> None:
     var, df = sat.contrast(np.array([1.0]))
     # with theta = 0 the intercept's variance is sigma^2 / n: df = n - 1 = 29 (lmerTest: 29)
     assert df == pytest.approx(29.0, rel=1e-3)
+
+
+KR_CASES = [c for c in REF if REF[c].get("kenward_roger")]
+
+
+@pytest.mark.parametrize("case", KR_CASES)
+def test_kenward_roger_matches_pbkrtest(case: str) -> None:
+    design, fit = design_fit(case)
+    out = apply_inference(design, fit, InferenceSettings(df="kenward-roger"))
+    assert out.p_method == "kenward-roger"
+    for fe, ref in zip(out.fixed_effects, REF[case]["kenward_roger"], strict=True):
+        assert fe.lme4_name == ref["term"]
+        assert rel(fe.std_error_adjusted, ref["std_error"]) < 1e-3
+        assert rel(fe.df, ref["df"]) < 1e-3, (fe.lme4_name, fe.df, ref["df"])
+        assert rel(fe.p_value, ref["p_value"]) < 2e-3, (fe.lme4_name, fe.p_value, ref["p_value"])
+
+
+def test_kenward_roger_refusals() -> None:
+    from runner.inference.apply import InferenceRefused, check_settings
+
+    with pytest.raises(InferenceRefused, match="needs a REML fit"):
+        check_settings(InferenceSettings(df="kenward-roger"), "ML", 180)
+    with pytest.raises(InferenceRefused, match="above 10,000 rows"):
+        check_settings(InferenceSettings(df="kenward-roger"), "REML", 11_520)
+    check_settings(InferenceSettings(df="kenward-roger"), "REML", 10_000)
+    check_settings(InferenceSettings(df="satterthwaite"), "ML", 11_520)

@@ -18,6 +18,8 @@ from runner.compare.marginal import ReTerm
 from runner.compare.nesting import NestSide, auto_pairs, check_nested
 from runner.compare.shapes import TermShape, shapes_of
 from runner.design.model import Design
+from runner.inference.apply import InferenceRefused, check_settings
+from runner.inference.settings import settings_for
 from runner.run.cache import fit_key
 from runner.run.tasks import FitTask
 from runner.spec.errors import IssueError, SpecIssue, ordered_issues
@@ -42,6 +44,7 @@ class ModelPlan:
     independent_clusters: bool = True
     row_ids: np.ndarray | None = None
     need_ml: bool = False
+    inference: Any = None  # runner.inference.apply.InferenceSettings of the primary fit
 
 
 @dataclass
@@ -75,11 +78,12 @@ class Plan:
             for kind, method in kinds:
                 key = fit_key(m.design, method=method, engine=m.engine, formula_repr=repr(m.resolved.formula),
                               formula_text=m.resolved.formula_text, data_sha256=self.data_sha256,
-                              verify=m.verify and kind == "primary")
+                              verify=m.verify and kind == "primary",
+                              options={"inference": repr(m.inference)} if kind == "primary" else None)
                 out.append(FitTask(id=m.name if kind == "primary" else f"{m.name}#ml", model=m.name, kind=kind,
                                    design=m.design, method=method, engine=m.engine,
                                    formula_text=m.resolved.formula_text, verify=m.verify and kind == "primary",
-                                   key=key))
+                                   key=key, inference=m.inference if kind == "primary" else None))
         return out
 
 
@@ -192,6 +196,11 @@ def make_plan(path: str | Path, verify: bool = False) -> Plan:
         mp.npar = d.X.shape[1] + sum(t.nparams for t in mp.terms) + 1
         mp.independent_clusters = nested_factors(d)
         models[name] = mp
+        try:
+            mp.inference = settings_for(spec, name)
+            check_settings(mp.inference, mp.method, d.nobs)
+        except InferenceRefused as exc:
+            issues.append(_issue(loaded, (*rm.spec_path[:2], "inference"), str(exc)))
     if issues:
         raise PlanError(issues)
     issues = _expectation_terms(loaded, models)  # listed with the test-pair problems below

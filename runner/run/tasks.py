@@ -31,6 +31,7 @@ class FitTask:
     formula_text: str
     verify: bool
     key: str  # cache key
+    inference: Any = None  # runner.inference.apply.InferenceSettings (primary fits), or None
 
 
 @dataclass
@@ -48,6 +49,18 @@ def _fit(design: Design, method: str, engine: str, formula_text: str) -> Fit:
     from runner.engines.base import fit_design
 
     return fit_design(design, method, engine=engine, formula_text=formula_text)
+
+
+def _inference(task: FitTask, fit: Fit) -> Fit:
+    """df, p-values, intervals, F tests, R2/ICC; a failure is a warning, the fit stands."""
+    from runner.fit import FitWarning
+    from runner.inference.apply import apply_inference
+
+    try:
+        return apply_inference(task.design, fit, task.inference)
+    except Exception as exc:  # numerical trouble in an inference method must not lose the fit
+        return fit.model_copy(update={"warnings": [*fit.warnings, FitWarning(
+            code="inference", message=f"inference failed ({type(exc).__name__}: {exc}); Wald z kept")]})
 
 
 def _verify(design: Design, method: str, fit: Fit) -> Any:
@@ -76,6 +89,8 @@ def execute_task(task: FitTask) -> TaskResult:
         fit = _fit(task.design, task.method, task.engine, task.formula_text)
     except Exception as exc:  # EngineError, LinAlgError, anything inside a fit
         return TaskResult(task.id, None, f"{type(exc).__name__}: {exc}", time.perf_counter() - t0)
+    if task.inference is not None:
+        fit = _inference(task, fit)
     verify = None
     if task.verify:
         try:
