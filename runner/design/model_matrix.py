@@ -89,7 +89,7 @@ def _drop_unused(f: Factor) -> Factor:
     remap = np.full(len(f.levels), -1, dtype=np.int64)
     remap[keep] = np.arange(keep.size)
     base = int(remap[f.base]) if present[f.base] else 0
-    return Factor(remap[f.codes], [f.levels[j] for j in keep], f.contrast, base)
+    return Factor(remap[f.codes], [f.levels[j] for j in keep], f.contrast, base, numbered=f.numbered)
 
 
 def _codings(terms: Terms, values: dict[int, Block | Factor]) -> list[dict[int, bool]]:
@@ -116,13 +116,15 @@ def _codings(terms: Terms, values: dict[int, Block | Factor]) -> list[dict[int, 
 def _variable_columns(label: str, value: Block | Factor, contrasted: bool | None
                       ) -> tuple[np.ndarray, list[str], list[str | None]]:
     """(n x k, names, level per column) of one variable within a term."""
-    if isinstance(value, Block):
-        return value.values, [label + s for s in value.suffixes], [None] * len(value.suffixes)
+    if isinstance(value, Block):  # one column keeps the bare name (R: poly(x, 1), scale(x))
+        names = [label] if len(value.suffixes) == 1 else [label + s for s in value.suffixes]
+        return value.values, names, [None] * len(value.suffixes)
     k = len(value.levels)
     onehot = np.zeros((value.codes.size, k))
     onehot[np.arange(value.codes.size), value.codes] = 1.0
     if contrasted:
-        C, suffixes = contrast_matrix(value.contrast, value.levels, value.base)
+        named = [str(j + 1) for j in range(k)] if value.numbered else value.levels
+        C, suffixes = contrast_matrix(value.contrast, named, value.base)
         levels: list[str | None] = list(suffixes) if value.contrast == "treatment" else [None] * len(suffixes)
         return onehot @ C, [label + s for s in suffixes], levels
     return onehot, [label + lv for lv in value.levels], list(value.levels)

@@ -61,6 +61,7 @@ class Factor:
     contrast: str = "treatment"
     base: int = 0  # 0-based reference level for treatment contrasts
     logical: bool = False  # from TRUE/FALSE values: levels stay FALSE, TRUE (as R's model.matrix)
+    numbered: bool = False  # treatment columns named by level number (R's C(f, contr.treatment, base = 2))
 
     def __len__(self) -> int:
         return len(self.codes)
@@ -90,8 +91,15 @@ def canonical_function(name: str) -> str:
 # ----------------------------------------------------------------------------- static check
 
 
-def check(node: Node, text: str, where: str = "term", response: bool = False) -> None:
-    """Refuse anything the interpreter does not know, at parse time, with a caret on it."""
+_FORMULA_OPS = ("+", "-", ":", "*", "/", "%in%", "^")
+
+
+def check(node: Node, text: str, where: str = "term", response: bool = False, offsets: bool = False) -> None:
+    """Refuse anything the interpreter does not know, at parse time, with a caret on it.
+
+    `offsets`: offset() may stand as a term (the fixed part), reached only through formula
+    operators (`x + offset(log(n))`).
+    """
     def bad(message: str, at: Node) -> FormulaError:
         return FormulaError(message, text, at.pos)
 
@@ -106,18 +114,24 @@ def check(node: Node, text: str, where: str = "term", response: bool = False) ->
             walk(n.inner, top)
             return
         if isinstance(n, Unary):
-            walk(n.operand, False)
+            walk(n.operand, top and n.op in "+-" and not response)
             return
         if isinstance(n, Binary):
             if n.op.startswith("%") and n.op not in ("%%", "%/%", "%in%"):
                 raise bad(f"unknown operator {n.op}; supported: %% %/% %in%", n)
-            walk(n.left, False)
-            walk(n.right, False)
+            term_op = top and n.op in _FORMULA_OPS and not response
+            walk(n.left, term_op)
+            walk(n.right, term_op)
             return
         assert isinstance(n, Call)
         fn = canonical_function(n.fn)
         if fn == "offset":
-            raise bad("offset() must stand alone as a term of the fixed part, e.g. y ~ x + offset(log(n))", n)
+            if not (offsets and top):
+                raise bad("offset() must stand alone as a term of the fixed part, e.g. y ~ x + offset(log(n))", n)
+            if len(n.args) != 1 or n.kwargs:
+                raise bad("offset() takes one expression, e.g. offset(log(exposure))", n)
+            walk(n.args[0], False)
+            return
         if fn == "cbind" and not (response and top):
             raise bad("cbind() is only for a binomial response: cbind(successes, failures) ~ ...", n)
         if fn == "c":
@@ -211,7 +225,11 @@ class Evaluator:
             return s.to_numpy(dtype=bool)
         if pd.api.types.is_numeric_dtype(s.dtype):
             return s.to_numpy(dtype=float, na_value=np.nan)
-        return _Text(s.to_numpy(dtype=object))
+        values = s.to_numpy(dtype=object)  # text: a factor with levels in code-point order
+        labels = np.asarray([v if isinstance(v, str) else None for v in values], dtype=object)
+        f = _coded(labels, sorted({v for v in labels if v is not None}))
+        f.contrast = self.contrasts.get(name, "treatment")
+        return f
 
     def numeric(self, value: Any, what: str) -> np.ndarray | float:
         """A value as numbers (logical as 0/1, as R); factors and text are refused."""
@@ -490,7 +508,8 @@ class Evaluator:
             b = self.value(base_node)
             if not isinstance(b, float) or b != int(b) or not 1 <= b <= len(f.levels):
                 raise self.fail(f"base in {what} must be a level number 1..{len(f.levels)}")
-            base = int(b) - 1
+            # R calls contr.treatment(nlevels, base = b): its columns are named by level number
+            return Factor(f.codes, f.levels, kind, int(b) - 1, numbered=True)
         return Factor(f.codes, f.levels, kind, base)
 
 

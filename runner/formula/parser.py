@@ -251,7 +251,7 @@ class _Parser:
         except FormulaError as exc:
             shown = " ".join(self.text[a:b].split())
             raise self.error(f"{what} '{shown}' is not valid formula syntax: {exc.message}", exc.position) from None
-        check_functions(node, self.text, what.split()[-1], response=response)
+        check_functions(node, self.text, what.split()[-1], response=response, offsets=what == "the term")
         return node
 
     def check_expression(self, lo: int, hi: int, what: str) -> str:

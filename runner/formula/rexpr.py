@@ -25,6 +25,7 @@ _OPS = ("**", "&&", "||", "==", "!=", "<=", ">=", "+", "-", "*", "/", "^", ":", 
         "<", ">", "!", "&", "|", "~")
 # R's reserved words that are constants when they stand alone.
 CONSTANTS = {"TRUE": True, "FALSE": False, "T": True, "F": False}
+_LITERALS = frozenset({"TRUE", "FALSE", "NULL", "Inf", "NaN", "NA", "NA_integer_", "NA_real_", "NA_character_"})
 _RESERVED = frozenset({"if", "else", "repeat", "while", "function", "for", "next", "break", "TRUE",
                        "FALSE", "NULL", "Inf", "NaN", "NA", "NA_integer_", "NA_real_", "NA_character_", "in"})
 
@@ -334,7 +335,7 @@ def deparse(node: Node) -> str:
     if isinstance(node, Str):
         return _string(node.value)
     if isinstance(node, Name):
-        return quote(node.name)
+        return node.name if node.name in _LITERALS else quote(node.name)
     if isinstance(node, Paren):
         return f"({deparse(node.inner)})"
     if isinstance(node, Unary):
