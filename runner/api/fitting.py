@@ -1,0 +1,143 @@
+"""`runner.fit`: a formula and a DataFrame through the same steps `mixspec run` takes.
+
+The steps are the run's own functions, in the run's order: the formula is parsed by
+the spec loader's parser, the data prepared by `runner.data.prepare.prepare` (factors,
+missing values, lme4's pre-fit checks), the design built by `build_design`, and the fit
+made by `runner.run.tasks.execute_task`. So the numbers are those of `mixspec run`.
+Problems are raised as the CLI's located errors (SpecError, DataError).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pydantic import ValidationError
+
+from runner.api.context import ModelContext
+from runner.api.convert import as_pandas
+from runner.data.errors import DataError
+from runner.spec.errors import SpecError, SpecIssue
+from runner.spec.validation_issues import suggest
+
+METHODS = ("REML", "ML")
+ENGINES = ("auto", "lme", "statsmodels")
+FAMILIES = ("gaussian",)  # GLMM families arrive with the GLMM engine
+WEIGHTS_COLUMN, OFFSET_COLUMN = "(weights)", "(offset)"
+
+
+class FitError(RuntimeError):
+    """The engine failed on this model (what `mixspec run` records as a failed model)."""
+
+
+def _issue(path: str, message: str, col: int | None = None) -> SpecIssue:
+    return SpecIssue("<formula>" if path == "formula" else None, 1 if col is not None else None, col, path, message)
+
+
+def _choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
+    if value in choices:
+        return value
+    if isinstance(value, str) and value.upper() in choices:
+        return value.upper()
+    raise SpecError([_issue(name, f"{name} must be one of {', '.join(choices)}, got {value!r}"
+                            f"{suggest(str(value), choices)}")])
+
+
+def resolve_formula(formula: str, name: str = "model", *, method: str = "REML", engine: str = "lme",
+                    weights: str | None = None, offset: str | None = None) -> Any:
+    """A ResolvedModel as the spec loader makes it; a bad formula is a SpecError with its caret."""
+    from runner import formula as f
+    from runner.spec.load import ResolvedModel
+
+    if not isinstance(formula, str):
+        raise SpecError([_issue("formula", f"the formula must be text, got {type(formula).__name__}")])
+    try:
+        mf = f.parse_formula(formula)
+    except ValueError as exc:
+        pos = getattr(exc, "position", None)
+        raise SpecError([_issue("formula", str(exc), pos + 1 if isinstance(pos, int) else None)]) from None
+    return ResolvedModel(name=name, formula=mf, formula_text=f.render(mf), weights=weights, offset=offset,
+                         method=method, engine=engine, verify=None, source="model", spec_path=("formula",),
+                         written=formula)
+
+
+def _vector_column(frame: pd.DataFrame, value: Any, column: str, what: str) -> tuple[pd.DataFrame, str | None]:
+    """weights/offset given as a column name, or as values (added as a column)."""
+    if value is None or isinstance(value, str):
+        return frame, value
+    values = np.asarray(value, dtype=float)
+    if values.shape != (len(frame),):
+        raise DataError([SpecIssue(None, None, None, what, f"{what} has {values.size} values for "
+                                   f"{len(frame)} rows")])
+    return frame.assign(**{column: values}), column
+
+
+def _categorical(frame: pd.DataFrame, categorical: dict[str, Any] | None, used: set[str]) -> Any:
+    """The data spec's `categorical:`; a pandas Categorical's category order is its level order."""
+    from runner.spec.models import DataSpec
+
+    given = dict(categorical or {})
+    for col in used:
+        if col in frame.columns and col not in given and isinstance(frame[col].dtype, pd.CategoricalDtype):
+            given[col] = {"levels": [v for v in frame[col].cat.categories.tolist()]}
+    try:
+        return DataSpec(path="<DataFrame>", categorical=given)
+    except ValidationError as exc:
+        issues = [SpecIssue(None, None, None, ".".join(str(p) for p in e["loc"]), e["msg"]) for e in exc.errors()]
+        raise SpecError(issues) from None
+
+
+def prepare_model(formula: str, data: Any, *, method: str = "REML", engine: str = "lme",
+                  weights: Any = None, offset: Any = None, categorical: dict[str, Any] | None = None,
+                  name: str = "model") -> tuple[Any, Any, Any, pd.DataFrame]:
+    """(resolved model, prepared data, design, frame given) or the run's located errors."""
+    from runner.data.prepare import prepare
+    from runner.design.build import DesignError, build_design
+    from runner.formula.variables import required_variables
+
+    method = _choice("method", method, METHODS)
+    engine = _choice("engine", engine, ENGINES)
+    frame = as_pandas(data)
+    frame, weights = _vector_column(frame, weights, WEIGHTS_COLUMN, "weights")
+    frame, offset = _vector_column(frame, offset, OFFSET_COLUMN, "offset")
+    rm = resolve_formula(formula, name, method=method, engine=engine, weights=weights, offset=offset)
+    data_spec = _categorical(frame, categorical, set(required_variables(rm.formula)))
+    source = frame if isinstance(frame.index, pd.RangeIndex) and frame.index.start == 0 \
+        and frame.index.step == 1 else frame.reset_index(drop=True)
+    prepared = prepare(source, data_spec, {name: rm})
+    try:
+        design = build_design(rm.formula, prepared.frame_for(name), weights=rm.weights, offset=rm.offset)
+    except DesignError as exc:
+        raise DataError([SpecIssue("<formula>", None, None, "formula", str(exc))]) from None
+    return rm, prepared, design, frame
+
+
+def fit_model(formula: str, data: Any, *, method: str = "REML", family: str = "gaussian", link: str | None = None,
+              nagq: int = 1, weights: Any = None, offset: Any = None, categorical: dict[str, Any] | None = None,
+              engine: str = "lme", inference: Any = None, name: str = "model") -> Any:
+    """See `runner.fit`."""
+    from runner.api.model import FittedModel
+    from runner.run.plan import engine_name
+    from runner.run.tasks import FitTask, execute_task
+
+    if family not in FAMILIES:
+        raise SpecError([_issue("family", f"family {family!r} needs the GLMM engine, which this build does not "
+                                f"have (families: {', '.join(FAMILIES)}){suggest(str(family), FAMILIES)}")])
+    if link not in (None, "identity"):
+        raise SpecError([_issue("link", f"link {link!r}: the gaussian family uses the identity link")])
+    if nagq != 1:
+        raise SpecError([_issue("nagq", "nagq applies to GLMMs only (a linear mixed model's likelihood is exact)")])
+    rm, prepared, design, frame = prepare_model(formula, data, method=method, engine=engine, weights=weights,
+                                                offset=offset, categorical=categorical, name=name)
+    task = FitTask(id=name, model=name, kind="primary", design=design, method=rm.method,
+                   engine=engine_name(rm.engine), formula_text=rm.formula_text, verify=False, key="")
+    result = execute_task(task)
+    if result.fit is None:
+        raise FitError(f"{name}: {result.error}")
+    rows = np.flatnonzero(prepared.masks[name])
+    ctx = ModelContext(formula=rm.formula, formula_text=rm.formula_text, design=design,
+                       frame=prepared.frame_for(name), centered=dict(prepared.centered), weights=rm.weights,
+                       offset=rm.offset, engine=task.engine, row_index=frame.index[rows],
+                       extra={"prepared": prepared, "resolved": rm, "seconds": result.seconds})
+    return FittedModel(result.fit, ctx, name=name, inference=inference)
