@@ -1,7 +1,7 @@
 """Render time and size of an InstEval-sized HTML report (not a timed test: machines differ).
 
 73,421 residual rows, caterpillars of 2,972 / 1,128 / 28 levels, two models. Inputs
-are synthetic (runner.report.samples) so the benchmark measures the report alone.
+are synthetic (tests/report_samples.py) so the benchmark measures the report alone.
 Prints a Markdown table and writes it to benchmarks/out/report.md.
 
     .venv/bin/python benchmarks/bench_report.py [--repeat 3] [--models 2]
@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # report_samples: test fixtures
 
 TARGET_SECONDS = 5.0
 TARGET_BYTES = 2_000_000
@@ -32,7 +33,7 @@ def main() -> int:
 
     t0 = time.perf_counter()
     from runner.report.api import render_spec_report
-    from runner.report.samples import insteval_results
+    from report_samples import insteval_results
     import_seconds = time.perf_counter() - t0
 
     with tempfile.TemporaryDirectory(prefix="mixspec-bench-report-") as tmp:

@@ -1,6 +1,6 @@
 """The HTML report and the Markdown summary, rendered from results.json + sidecars.
 
-Inputs are realistic records built by `runner.report.samples` (lme4's numbers for the
+Inputs are realistic records built by `tests/report_samples.py` (lme4's numbers for the
 students models, simulated residuals and modes). The page is checked through its DOM
 (html5lib, strict), not by grepping: a number must sit in the right table cell.
 """
@@ -20,9 +20,10 @@ import pytest
 
 from runner.report import plots
 from runner.report.api import render_index, render_spec_report
+from runner.report.html import plot_svg
 from runner.report.format import fmt_fixed, fmt_int, fmt_num, fmt_p, fmt_weight, raw
 from runner.report.markdown import md, md_code, summary_markdown
-from runner.report.samples import insteval_results, sleepstudy_results, students_results
+from report_samples import insteval_results, sleepstudy_results, students_results
 from runner.report.views import icc_view
 from runner.results import ResultsRecord
 
@@ -191,8 +192,10 @@ def test_plots_present_and_summarized(students: tuple[Path, str, ResultsRecord])
     assert "2D histogram of 11,520 rows" in html
     assert "500 quantiles of 11,520 residuals" in html
     ids = re.findall(r'\sid="([^"]+)"', html)
-    assert len(ids) == len(set(ids)), "duplicate ids across inline SVGs"
-    assert "<metadata" not in html and "<?xml" not in html and "Matplotlib v" not in html
+    assert len(ids) == len(set(ids)), "duplicate ids"
+    assert all(re.match(r'<svg class="plot" role="img" aria-label="[^"]+" viewBox="0 0 [\d.]+ [\d.]+"', s) for s in svgs)
+    # students: 11,520 rows per model, so the residual plots are one raster each, not 11,520 dots
+    assert html.count('href="data:image/png;base64,') == 2 * 2  # histogram and colour bar of each ok model
     assert (page.parent / "fits" / "slopes_ranef.parquet").is_file()
 
 
@@ -213,11 +216,43 @@ def test_xss_is_escaped(tmp_path: Path) -> None:
     escaped = "&lt;script&gt;alert(1)&lt;/script&gt;"
     # model name: ranking, test (small), expectation detail, nav link, section heading, status text; level: factors
     assert html.count(escaped) >= 6
-    # the hostile level is a tick label of every caterpillar (SVG text, escaped by matplotlib)
-    cats = [s for s in re.findall(r"<svg\b.*?</svg>", html, re.S) if "caterpillar plot Subject" in s]
-    assert len(cats) == 4 and all(escaped in c for c in cats)  # intercept 1, slopes 1, uncorrelated 2 (Subject, Subject.1)
+    assert f"<title>Sleep {escaped} — mixspec report</title>" in html  # the spec's report.title
+    svgs = re.findall(r"<svg\b.*?</svg>", html, re.S)
+    kinds = {"coefficient plot", "residuals vs fitted", "normal QQ plot", "caterpillar plot"}
+    hostile: dict[str, int] = {}
+    for svg in svgs:
+        label = re.match(r'<svg [^>]*aria-label="([^"]*)"', svg).group(1)  # type: ignore[union-attr]
+        kind = next(k for k in kinds if label.startswith(k))
+        if escaped in svg:
+            hostile[kind] = hostile.get(kind, 0) + 1
+    # every kind of plot carries the hostile text somewhere (a term, a level, a column, the model name), escaped
+    assert set(hostile) == kinds, hostile
+    # the hostile level is a tick label of every caterpillar: intercept 1, slopes 1, uncorrelated 2 (Subject, Subject.1)
+    cats = [s for s in svgs if 'aria-label="caterpillar plot Subject' in s]
+    assert len(cats) == 4 and all(f">{escaped}</text>" in c for c in cats)
+    coefs = [s for s in svgs if 'aria-label="coefficient plot' in s]  # the term label is cut to 28 characters
+    assert len(coefs) == 3 and all(">Days&lt;script&gt;alert(1)&lt;/scrip…</text>" in c for c in coefs)
     md_text = summary_markdown(ResultsRecord.model_validate_json(results.read_text()))
     assert "<script>" not in md_text and "\\<script\\>alert(1)\\</script\\>" in md_text
+
+
+def test_report_section_title_and_caterpillar_levels(tmp_path: Path) -> None:
+    """The spec's `report:` section, carried in results.json, sets the page title and caterpillar size."""
+    results = students_results(tmp_path)
+    data = json.loads(results.read_text())
+    data["spec"]["report"] = {"title": "Scores, report view", "caterpillar_max_levels": 7}
+    results.write_text(json.dumps(data))
+    html = render_spec_report(results).read_text(encoding="utf-8")
+    assert "<title>Scores, report view — mixspec report</title>" in html
+    assert "Showing the 7 levels with the largest |mode| of 192." in html
+    classroom = next(s for s in re.findall(r"<svg\b.*?</svg>", html, re.S)
+                     if 'aria-label="caterpillar plot classroom of intercepts"' in s)
+    modes = pd.read_parquet(tmp_path / "fits" / "intercepts_ranef.parquet").query("group == 'classroom'")
+    top = modes.assign(a=modes["mode"].abs()).nlargest(7, "a").sort_values("mode", ascending=False)
+    labels = re.findall(r'text-anchor="end">([^<]+)</text>', classroom)
+    assert labels == list(top["level"])  # the 7 most extreme classrooms, largest mode on top
+    assert summary_markdown(ResultsRecord.model_validate_json(results.read_text())).startswith(
+        "# mixspec: Scores, report view\n")
 
 
 def test_missing_sidecar_is_a_note(tmp_path: Path) -> None:
@@ -229,21 +264,62 @@ def test_missing_sidecar_is_a_note(tmp_path: Path) -> None:
     assert "one point per row, 180 rows" in html
 
 
+def _dots(svg: str) -> int:
+    return len(re.findall(r"M[\d.]+ [\d.]+h0", svg))
+
+
 def test_plot_sizes_summarize_big_data() -> None:
     rng = np.random.default_rng(1)
     n = 73421
-    svg = plots.residual_plot(rng.normal(3, 0.5, n), rng.normal(0, 1, n), "r").svg
-    assert len(svg) < 120_000 and svg.count("<use") < 100  # one raster, not a point per row
-    qq = plots.qq_plot(rng.normal(0, 1, n), "q").svg
-    assert 500 <= qq.count("<use") < 540  # 500 quantiles plus tick marks
+    svg = plot_svg(plots.residual_plot(rng.normal(3, 0.5, n), rng.normal(0, 1, n)))
+    assert len(svg) < 20_000 and _dots(svg) == 0  # one raster, not a point per row
+    assert svg.count("<image") == 2  # the 2D histogram and its colour bar
+    qq = plot_svg(plots.qq_plot(rng.normal(0, 1, n)))
+    assert _dots(qq) == 500  # 500 quantiles, one dot each
+    small = plot_svg(plots.residual_plot(np.arange(180.0), rng.normal(0, 1, 180)))
+    assert _dots(small) == 180 and "<image" not in small
     levels = [f"s{i}" for i in range(2972)]
     frame = pd.DataFrame({"id": "s", "group": "s", "level": levels, "column": "Intercept",
                           "mode": rng.normal(0, 0.3, 2972), "cond_sd": 0.1})
-    cat = plots.caterpillar_plot(frame, "c", "s")
+    cat = plots.caterpillar_plot(frame, "s")
     assert cat is not None and "Showing the 50 levels with the largest |mode| of 2,972." in cat.caption
-    shown = re.findall(r">(s\d+)</text>", cat.svg)
-    top = frame.assign(a=frame["mode"].abs()).nlargest(50, "a")
-    assert sorted(shown) == sorted(top["level"])  # exactly the 50 most extreme levels
+    shown = re.findall(r">(s\d+)</text>", plot_svg(cat))
+    top = frame.assign(a=frame["mode"].abs()).nlargest(50, "a").sort_values("mode", ascending=False)
+    assert shown == list(top["level"])  # exactly the 50 most extreme levels, largest mode on top
+
+
+def test_plot_geometry_matches_the_data() -> None:
+    """A dot sits where its value maps: read the coefficient plot's dots back through its axis ticks."""
+    from runner.fit import FixedEffect
+
+    def fe(term: str, estimate: float, low: float | None, high: float | None) -> FixedEffect:
+        return FixedEffect(term=term, lme4_name=term, estimate=estimate, std_error=None, statistic=None,
+                           p_value=None, ci_low=low, ci_high=high)
+
+    fixed = [fe("Intercept", 250.0, None, None), fe("Days", 10.5, 7.5, 13.5), fe("Night", -4.0, -6.0, -2.0)]
+    chart = plots.coefficient_plot(fixed, "m")
+    assert chart is not None and "The intercept is omitted" in chart.caption
+    svg = plot_svg(chart)
+    ticks = {float(v.replace(",", "")): float(x) for x, v in
+             re.findall(r'<text class="tick" x="([\d.]+)" y="[\d.]+" text-anchor="middle">([-\d.,]+)</text>', svg)}
+    (a, xa), (b, xb) = sorted(ticks.items())[:2]
+    to_data = lambda px: a + (px - xa) * (b - a) / (xb - xa)  # noqa: E731
+    dots = [float(x) for x in re.findall(r"M([\d.]+) [\d.]+h0", svg)]
+    assert [round(to_data(x), 1) for x in dots] == [10.5, -4.0]
+    bars = re.findall(r"M([\d.]+) [\d.]+H([\d.]+)", svg)
+    assert [(round(to_data(float(lo)), 1), round(to_data(float(hi)), 1)) for lo, hi in bars] == [(7.5, 13.5),
+                                                                                                (-6.0, -2.0)]
+    assert re.findall(r'text-anchor="end">([^<]+)</text>', svg) == ["Days", "Night"]
+
+
+def test_each_plot_takes_milliseconds(tmp_path: Path) -> None:
+    """The students page draws 12 plots from 11,520-row sidecars; matplotlib took ~0.3 s per plot.
+    A loose bound (the benchmark measures properly): 12 plots and the page in well under 2 s."""
+    results = students_results(tmp_path)
+    render_spec_report(results)  # templates compiled, modules imported
+    t0 = time.perf_counter()
+    render_spec_report(results)
+    assert time.perf_counter() - t0 < 2.0
 
 
 @pytest.mark.slow

@@ -14,7 +14,7 @@ import pytest
 
 from runner.report.api import render_index, render_spec_report
 from runner.report.format import fmt_fixed, fmt_num, fmt_weight
-from runner.report.samples import students_results
+from report_samples import students_results
 
 pytestmark = pytest.mark.browser
 

@@ -47,7 +47,7 @@ def render_index(out_dir: Path) -> Path:
         status, status_text = status_of(record)
         entries.append(IndexEntry(
             name=record.spec.name,
-            title=record.spec.title or "",
+            title=record.spec.report.title or record.spec.title or "",
             href=f"{quote(folder)}/{PAGE_NAME}",
             best=", ".join(best_models(record)),
             status=status,

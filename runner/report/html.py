@@ -1,8 +1,8 @@
 """Assemble the spec page and the index page and render them with Jinja.
 
-Autoescape is on for every template: model names, column names and factor levels
-are user data. Only the SVG strings from `plots` are marked safe (matplotlib escapes
-the text inside them).
+Autoescape is on for every template and nothing is marked safe: model names, column
+names and factor levels are user data, and the plots are data too (`svg.Chart`), drawn
+by the `_plots.html.j2` macros.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
-from markupsafe import Markup
 
 from runner.report import plots, views
 from runner.report.format import fmt_fixed, fmt_int, fmt_num
@@ -34,10 +33,15 @@ def environment() -> Environment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
-    env.filters["safe_svg"] = lambda plot: Markup(plot.svg)
     env.filters["num"] = fmt_num
     env.filters["int_sep"] = fmt_int
     return env
+
+
+def plot_svg(chart: plots.Plot) -> str:
+    """One plot as inline SVG markup, through the same autoescaped macro as the page."""
+    template = environment().from_string('{% from "_plots.html.j2" import svg %}{{ svg(c) }}')
+    return template.render(c=chart)
 
 
 @dataclass
@@ -96,17 +100,17 @@ def _facts(name: str, m: ModelRecord, record: ResultsRecord) -> list[tuple[str, 
     return facts
 
 
-def _caterpillars(side_ranef, m: ModelRecord, prefix: str) -> list[plots.Plot]:  # type: ignore[no-untyped-def]
+def _caterpillars(side_ranef, name: str, m: ModelRecord, max_levels: int | None) -> list[plots.Plot]:  # type: ignore[no-untyped-def]
     ids = list(dict.fromkeys(r.id for r in m.random_effects if r.group != "Residual"))
     ids += [i for i in dict.fromkeys(side_ranef["id"].astype(str)) if i not in ids]
     out = []
-    for k, i in enumerate(ids):
+    for i in ids:
         block = side_ranef[side_ranef["id"].astype(str) == i]
         if block.empty:
             continue
         group = str(block["group"].iloc[0])
         title = group if group == i else f"{group} ({i})"
-        plot = plots.caterpillar_plot(block, f"{prefix}c{k}", title)
+        plot = plots.caterpillar_plot(block, title, name, max_levels)
         if plot is not None:
             out.append(plot)
     return out
@@ -115,7 +119,6 @@ def _caterpillars(side_ranef, m: ModelRecord, prefix: str) -> list[plots.Plot]: 
 def model_view(index: int, name: str, m: ModelRecord, record: ResultsRecord, results_dir: Path,
                notices: list[views.Notice]) -> ModelView:
     """Tables and plots of one model; a failed model gets its error and nothing else."""
-    prefix = f"m{index}"
     mv = ModelView(name=name, anchor=f"model-{index}", record=m, facts=_facts(name, m, record),
                    warnings=[n for n in notices if n.model == name and n.level != "error"],  # the error box says it
                    best=name in views.best_models(record))
@@ -123,17 +126,17 @@ def model_view(index: int, name: str, m: ModelRecord, record: ResultsRecord, res
         return mv
     mv.fixed_header, mv.fixed_rows = views.fixed_effect_rows(m)
     mv.fixed_caption = views.fixed_caption(m)
-    mv.coef = plots.coefficient_plot(m.fixed_effects, f"{prefix}f") if m.fixed_effects else None
+    mv.coef = plots.coefficient_plot(m.fixed_effects, name) if m.fixed_effects else None
     mv.random_rows = views.random_effect_rows(m)
     mv.icc = views.icc_view(m)
     side = load_sidecar(results_dir, name, m)
     mv.notes.extend(side.problems)
     if side.fits is not None:
         mv.diagnostics.append(plots.residual_plot(side.fits["fitted"].to_numpy(), side.fits["residuals"].to_numpy(),
-                                                  f"{prefix}r"))
-        mv.diagnostics.append(plots.qq_plot(side.fits["residuals"].to_numpy(), f"{prefix}q"))
+                                                  name))
+        mv.diagnostics.append(plots.qq_plot(side.fits["residuals"].to_numpy(), name))
     if side.ranef is not None:
-        mv.caterpillars = _caterpillars(side.ranef, m, prefix)
+        mv.caterpillars = _caterpillars(side.ranef, name, m, record.spec.report.caterpillar_max_levels)
     return mv
 
 
@@ -166,7 +169,7 @@ def render_spec_page(record: ResultsRecord, results_dir: Path) -> str:
     status, status_text = views.status_of(record)
     return environment().get_template("spec.html.j2").render(
         record=record,
-        title=record.spec.title or record.spec.name,
+        title=views.report_title(record),
         status=status,
         status_text=status_text,
         provenance=provenance(record),

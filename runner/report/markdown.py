@@ -99,7 +99,7 @@ def _notices(record: ResultsRecord) -> list[str]:
 def summary_markdown(record: ResultsRecord) -> str:
     """The whole summary as Markdown text (ends with a newline)."""
     status, status_text = views.status_of(record)
-    title = record.spec.title or record.spec.name
+    title = views.report_title(record)
     ok = sum(1 for m in record.models.values() if m.status == "ok")
     best = ", ".join(md(b) for b in views.best_models(record)) or "—"
     lines = [

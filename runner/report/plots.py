@@ -1,160 +1,136 @@
-"""Matplotlib figures as inline SVG strings for the HTML report.
+"""The report's plots as `svg.Chart` data: coefficients, residuals, QQ, caterpillars.
 
 Plots summarize, never draw one element per data row: residuals vs fitted become a
 2D histogram (one embedded raster) above SCATTER_MAX rows, the QQ plot uses at most
-QQ_POINTS quantiles, and a caterpillar shows at most CATERPILLAR_MAX levels. Output
-is deterministic (fixed hash salt, no date, no creator metadata) and every SVG id is
-prefixed so several plots can live in one HTML document.
+QQ_POINTS quantiles, and a caterpillar shows at most CATERPILLAR_MAX levels (or the
+spec's `report.caterpillar_max_levels`). Sizes are chosen so that, scaled to a 375 px
+phone, tick labels stay at least 9 px tall.
 """
 
 from __future__ import annotations
 
-import io
-import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 
-import matplotlib
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_svg import FigureCanvasSVG
-from matplotlib.colors import LogNorm
-from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, NullFormatter
 from scipy.special import ndtri
 
 from runner.fit import FixedEffect
+from runner.report.raster import log_counts_image, png_data_uri
+from runner.report.svg import (
+    FONT_PX,
+    Box,
+    Chart,
+    Image,
+    Line,
+    Scale,
+    Text,
+    cut,
+    dots,
+    f1,
+    label_width,
+    nice_ticks,
+    padded,
+    polyline,
+    segments,
+    tick_label,
+    x_axis,
+    y_axis,
+)
 
 SCATTER_MAX = 1500
 QQ_POINTS = 500
 CATERPILLAR_MAX = 50
-_ACCENT = "#1f5f99"
-_RC = {
-    "svg.fonttype": "none",  # real <text>: small, selectable, searchable
-    "svg.hashsalt": "mixspec",  # deterministic clip-path and marker ids
-    "svg.image_inline": True,
-    "text.parse_math": False,  # a '$' in a level name is text, not mathtext
-    "font.family": "sans-serif",
-    "font.size": 9,
-    "axes.spines.top": False,
-    "axes.spines.right": False,
-}
+INTERCEPTS = frozenset({"Intercept", "(Intercept)"})
 
-_HEADER = re.compile(r"^.*?(?=<svg\b)", re.S)
-_METADATA = re.compile(r"\s*<metadata>.*?</metadata>", re.S)
-_STYLE = re.compile(r"\s*<style[^>]*>.*?</style>", re.S)
-_EMPTY_DEFS = re.compile(r"\s*<defs>\s*</defs>", re.S)
-_SIZE = re.compile(r'<svg([^>]*?) width="([\d.]+)pt" height="([\d.]+)pt"')
-_ID = re.compile(r'\sid="([^"]+)"')
-_REF = re.compile(r'(href="#|url\(#)([^")]+)')
+Plot = Chart  # what the page lays out
 
 
-@dataclass(frozen=True)
-class Plot:
-    """One rendered figure: inline SVG markup plus a caption (plain text, escaped later)."""
-
-    svg: str
-    caption: str = ""
-    width_pt: float = 432.0  # natural width, so the page can lay plots side by side only when they fit
+def _of(model: str) -> str:
+    return f" of {model}" if model else ""
 
 
-def _figure(width: float, height: float) -> Figure:
-    fig = Figure(figsize=(width, height))
-    FigureCanvasSVG(fig)
-    return fig
+def _finite_range(*arrays: np.ndarray) -> tuple[float, float]:
+    values = np.concatenate([np.asarray(a, dtype=float).ravel() for a in arrays])
+    values = values[np.isfinite(values)]
+    return (float(values.min()), float(values.max())) if values.size else (0.0, 1.0)
 
 
-def svg_text(fig: Figure, prefix: str, label: str) -> str:
-    """Serialize a figure to SVG fit for inlining in HTML.
-
-    Drops the XML prolog, metadata and the global `*{...}` style (it would apply to the
-    whole page), removes ids nothing refers to, prefixes the rest so plots never share
-    an id, and makes the figure scale down to the page width.
-    """
-    buf = io.StringIO()
-    fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None})  # inside _render's rc_context
-    text = buf.getvalue()
-    text = _HEADER.sub("", text, count=1)
-    text = _METADATA.sub("", text, count=1)
-    text = _STYLE.sub("", text)
-    text = _EMPTY_DEFS.sub("", text)
-    referenced = {m.group(2) for m in _REF.finditer(text)}
-    text = _ID.sub(lambda m: f' id="{prefix}-{m.group(1)}"' if m.group(1) in referenced else "", text)
-    text = _REF.sub(lambda m: f"{m.group(1)}{prefix}-{m.group(2)}", text)
-
-    def size(m: re.Match[str]) -> str:
-        return (
-            f'<svg{m.group(1)} class="plot" role="img" aria-label="{_attr(label)}" '
-            f'style="max-width:{m.group(2)}pt"'
-        )
-
-    return _SIZE.sub(size, text, count=1).strip()
+def _category_axis(chart: Chart, box: Box, labels: Sequence[str], ys: np.ndarray, font_cls: str = "tick") -> None:
+    for label, y in zip(labels, ys.tolist()):
+        chart.marks.append(Line(f1(box.left - 4), f1(y), f1(box.left), f1(y), "axis"))
+        chart.marks.append(Text(f1(box.left - 6), f1(y + 4), label, font_cls, "end"))
+    chart.marks.append(Line(f1(box.left), f1(box.top), f1(box.left), f1(box.bottom), "axis"))
 
 
-def _short(label: str, limit: int = 28) -> str:
-    """Tick labels longer than `limit` characters are cut with an ellipsis."""
-    return label if len(label) <= limit else label[: limit - 1] + "…"
+def _zero_line(chart: Chart, box: Box, scale: Scale) -> None:
+    if scale.lo <= 0 <= scale.hi:
+        x = f1(float(scale(0.0)))
+        chart.marks.append(Line(x, f1(box.top), x, f1(box.bottom), "zero"))
 
 
-def _attr(text: str) -> str:
-    return text.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def _margins(fig: Figure, left: float, bottom: float = 0.5, right: float = 0.15, top: float = 0.15,
-             wspace: float = 0.08) -> None:
-    """Margins in inches. Fixed margins, not constrained layout: that measures every
-    tick label several times and doubles the render time of a page."""
-    w, h = fig.get_size_inches()
-    fig.subplots_adjust(left=left / w, right=1 - right / w, bottom=bottom / h, top=1 - top / h, wspace=wspace)
-
-
-def _label_inches(labels: Sequence[str], fontsize: float) -> float:
-    """Rough width of the widest tick label (0.6 em per character), plus the tick."""
-    return 0.2 + 0.6 * fontsize / 72 * max((len(x) for x in labels), default=1)
-
-
-def _render(build, width: float, height: float, prefix: str, label: str) -> str:  # type: ignore[no-untyped-def]
-    with matplotlib.rc_context(_RC):
-        fig = _figure(width, height)
-        build(fig)
-        return svg_text(fig, prefix, label)
-
-
-def coefficient_plot(fixed: Sequence[FixedEffect], prefix: str) -> Plot | None:
+def coefficient_plot(fixed: Sequence[FixedEffect], model: str = "") -> Plot | None:
     """Estimates with their intervals; the intercept is left out when other terms exist
     because its scale would squash them."""
-    rows = [f for f in fixed if f.term not in {"Intercept", "(Intercept)"}] or list(fixed)
-    omitted = len(rows) < len(fixed)
+    rows = [f for f in fixed if f.term not in INTERCEPTS] or list(fixed)
     if not rows:
         return None
+    omitted = len(rows) < len(fixed)
     n = len(rows)
-
-    names = [_short(r.term) for r in rows]
-    width, height = 6.0, 0.9 + 0.32 * n
-
-    def build(fig: Figure) -> None:
-        _margins(fig, left=min(0.45 * width, _label_inches(names, 9)), bottom=0.55)
-        ax = fig.add_subplot()
-        y = np.arange(n)[::-1]
-        est = np.array([r.estimate for r in rows], dtype=float)
-        lo = np.array([np.nan if r.ci_low is None else r.ci_low for r in rows], dtype=float)
-        hi = np.array([np.nan if r.ci_high is None else r.ci_high for r in rows], dtype=float)
-        ok = np.isfinite(lo) & np.isfinite(hi)
-        ax.hlines(y[ok], lo[ok], hi[ok], color=_ACCENT, lw=2)
-        ax.plot(est, y, "o", color=_ACCENT, ms=5)
-        ax.axvline(0, color="#888888", lw=0.8, ls="--")
-        ax.set_yticks(y, names)
-        ax.set_ylim(-0.7, n - 0.3)
-        ax.set_xlabel("estimate with confidence interval")
-
+    labels = [cut(r.term) for r in rows]
+    width = 420.0
+    left = min(0.45 * width, label_width(labels))
+    box = Box(left, 10.0, width - 15.0, 10.0 + 24.0 * n)
+    est = np.array([r.estimate for r in rows], dtype=float)
+    lo = np.array([np.nan if r.ci_low is None else r.ci_low for r in rows], dtype=float)
+    hi = np.array([np.nan if r.ci_high is None else r.ci_high for r in rows], dtype=float)
+    xmin, xmax = _finite_range(est, lo, hi, np.zeros(1))
+    scale = Scale(*padded(xmin, xmax), box.left, box.right)
+    ys = box.top + 12.0 + 24.0 * np.arange(n)
     caption = "Fixed effects with their confidence intervals."
     if omitted:
         caption += " The intercept is omitted (its scale would hide the other terms)."
-    svg = _render(build, width, height, prefix, "coefficient plot")
-    return Plot(svg, caption, width * 72)
+    chart = Chart(width, box.bottom + 42.0, f"coefficient plot{_of(model)}", caption)
+    x_axis(chart, box, scale, "estimate with confidence interval")
+    _zero_line(chart, box, scale)
+    _category_axis(chart, box, labels, ys)
+    chart.marks.append(segments(scale(lo), scale(hi), ys, "ci"))
+    chart.marks.append(dots(scale(est), ys, "dot"))
+    return chart
 
 
-def residual_plot(fitted: np.ndarray, resid: np.ndarray, prefix: str) -> Plot:
+def _binned_mean(fitted: np.ndarray, resid: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean residual in `bins` quantile bins of the fitted values: a cheap trend instead of a lowess."""
+    edges = np.unique(np.quantile(fitted, np.linspace(0, 1, bins + 1)))
+    if edges.size <= 2:
+        return np.empty(0), np.empty(0)
+    idx = np.clip(np.searchsorted(edges, fitted, side="right") - 1, 0, edges.size - 2)
+    sums = np.bincount(idx, weights=resid, minlength=edges.size - 1)
+    cnt = np.bincount(idx, minlength=edges.size - 1)
+    mid = (edges[:-1] + edges[1:]) / 2
+    keep = cnt > 0
+    return mid[keep], sums[keep] / cnt[keep]
+
+
+def _density(chart: Chart, box: Box, fitted: np.ndarray, resid: np.ndarray, xs: Scale, ys: Scale) -> None:
+    """The 2D histogram as one raster, and a log colour bar to its right."""
+    counts, _, _ = np.histogram2d(fitted, resid, bins=(80, 60), range=((xs.lo, xs.hi), (ys.lo, ys.hi)))
+    vmax = float(counts.max())
+    chart.marks.append(Image(f1(box.left), f1(box.top), f1(box.right - box.left), f1(box.bottom - box.top),
+                             png_data_uri(log_counts_image(counts.T, vmax))))
+    bar = Box(box.right + 12, box.top, box.right + 24, box.bottom)
+    ramp = np.exp(np.linspace(np.log(max(vmax, 1.0)), 0.0, 64))[:, None]
+    chart.marks.append(Image(f1(bar.left), f1(bar.top), f1(bar.right - bar.left), f1(bar.bottom - bar.top),
+                             png_data_uri(log_counts_image(ramp, vmax)[::-1])))
+    top = np.log(max(vmax, 1.0)) or 1.0
+    for k in range(0, int(np.floor(np.log10(max(vmax, 1.0)))) + 1):
+        y = bar.bottom - np.log(10.0**k) / top * (bar.bottom - bar.top)
+        chart.marks.append(Line(f1(bar.right), f1(y), f1(bar.right + 3), f1(y), "axis"))
+        chart.marks.append(Text(f1(bar.right + 5), f1(y + 4), f"{10**k:,}", "tick"))
+    chart.marks.append(Text(f1(bar.left - 2), f1(bar.top - 4), "rows per cell", "small"))
+
+
+def residual_plot(fitted: np.ndarray, resid: np.ndarray, model: str = "") -> Plot:
     """Residuals vs fitted: points for small data, a 2D histogram (one raster) for big."""
     fitted = np.asarray(fitted, dtype=float)
     resid = np.asarray(resid, dtype=float)
@@ -163,120 +139,133 @@ def residual_plot(fitted: np.ndarray, resid: np.ndarray, prefix: str) -> Plot:
     n = fitted.size
     dense = n > SCATTER_MAX
     bins = int(min(20, max(4, n // 40)))  # about 40 rows per bin at least, so the line is not noise
-
-    def build(fig: Figure) -> None:
-        _margins(fig, left=0.65, bottom=0.5, right=1.0 if dense else 0.15)
-        ax = fig.add_subplot()
-        if n == 0:
-            ax.text(0.5, 0.5, "no residuals", ha="center", transform=ax.transAxes)
-            return
-        if dense:
-            counts, xe, ye = np.histogram2d(fitted, resid, bins=(80, 60))
-            counts = np.where(counts > 0, counts, np.nan)
-            img = ax.imshow(
-                counts.T,
-                origin="lower",
-                extent=(xe[0], xe[-1], ye[0], ye[-1]),
-                aspect="auto",
-                interpolation="nearest",
-                cmap="viridis",
-                norm=LogNorm(vmin=1, vmax=max(1.0, float(np.nanmax(counts)))),
-            )
-            box = ax.get_position()
-            cax = fig.add_axes((box.x1 + 0.02, box.y0, 0.03, box.height))
-            bar = fig.colorbar(img, cax=cax, label="rows per cell")
-            bar.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:,.0f}"))
-            bar.ax.yaxis.set_minor_formatter(NullFormatter())
-        else:
-            ax.plot(fitted, resid, "o", ms=3, alpha=0.6, color=_ACCENT, mec="none")
-        # binned mean of the residuals: a cheap trend line instead of a lowess
-        edges = np.unique(np.quantile(fitted, np.linspace(0, 1, bins + 1)))
-        if edges.size > 2:
-            idx = np.clip(np.searchsorted(edges, fitted, side="right") - 1, 0, edges.size - 2)
-            sums = np.bincount(idx, weights=resid, minlength=edges.size - 1)
-            cnt = np.bincount(idx, minlength=edges.size - 1)
-            mid = (edges[:-1] + edges[1:]) / 2
-            keep = cnt > 0
-            ax.plot(mid[keep], sums[keep] / cnt[keep], color="#d62728", lw=1.5, label="binned mean")
-        ax.axhline(0, color="#444444", lw=0.8)
-        ax.set_xlabel("fitted")
-        ax.set_ylabel("residual")
-
+    width = 480.0 if dense else 420.0
+    box = Box(62.0, 22.0 if dense else 10.0, width - (75.0 if dense else 15.0), 250.0)
     kind = f"2D histogram of {n:,} rows" if dense else f"one point per row, {n:,} rows"
     caption = f"Residuals vs fitted values ({kind}); red: mean residual in {bins} bins of fitted values."
-    return Plot(_render(build, 5.0, 3.4, prefix, "residuals vs fitted"), caption, 5.0 * 72)
+    chart = Chart(width, box.bottom + 42.0, f"residuals vs fitted{_of(model)}", caption)
+    xs = Scale(*padded(*_finite_range(fitted)), box.left, box.right)
+    ys = Scale(*padded(*_finite_range(resid, np.zeros(1))), box.bottom, box.top)
+    x_axis(chart, box, xs, "fitted")
+    y_axis(chart, box, ys, "residual")
+    if n == 0:
+        chart.marks.append(Text(f1((box.left + box.right) / 2), f1((box.top + box.bottom) / 2), "no residuals",
+                                "tick", "middle"))
+        return chart
+    if dense:
+        _density(chart, box, fitted, resid, xs, ys)
+    else:
+        chart.marks.append(dots(xs(fitted), ys(resid), "dot small"))
+    y0 = f1(float(ys(0.0)))
+    chart.marks.append(Line(f1(box.left), y0, f1(box.right), y0, "zero solid"))
+    mx, my = _binned_mean(fitted, resid, bins)
+    trend = polyline(xs(mx), ys(my), "trend")
+    if trend is not None:
+        chart.marks.append(trend)
+    return chart
 
 
-def qq_plot(resid: np.ndarray, prefix: str) -> Plot:
+def qq_plot(resid: np.ndarray, model: str = "") -> Plot:
     """Normal QQ plot of standardized residuals, at most QQ_POINTS quantiles."""
     r = np.asarray(resid, dtype=float)
     r = r[np.isfinite(r)]
     n = r.size
     m = min(n, QQ_POINTS)
-
-    def build(fig: Figure) -> None:
-        _margins(fig, left=0.6, bottom=0.5)
-        ax = fig.add_subplot()
-        if n < 2:
-            ax.text(0.5, 0.5, "too few residuals", ha="center", transform=ax.transAxes)
-            return
-        sd = float(np.std(r, ddof=1)) or 1.0
-        z = (r - float(np.mean(r))) / sd
-        probs = (np.arange(1, m + 1) - 0.5) / m
-        sample = np.sort(z) if m == n else np.quantile(z, probs)
-        theo = ndtri(probs)
-        ax.plot(theo, sample, "o", ms=3, color=_ACCENT, mec="none")
-        lim = float(max(np.abs(theo).max(), np.abs(sample).max()))
-        ax.plot([-lim, lim], [-lim, lim], color="#888888", lw=0.8, ls="--")
-        ax.set_xlabel("normal quantile")
-        ax.set_ylabel("standardized residual")
-
     note = f" ({m} quantiles of {n:,} residuals)" if m < n else ""
-    return Plot(_render(build, 3.6, 3.4, prefix, "normal QQ plot"), f"Normal QQ plot of the residuals{note}.", 3.6 * 72)
+    width = 330.0
+    box = Box(62.0, 10.0, width - 15.0, 250.0)
+    chart = Chart(width, box.bottom + 42.0, f"normal QQ plot{_of(model)}", f"Normal QQ plot of the residuals{note}.")
+    if n < 2:
+        chart.marks.append(Text(f1(width / 2), f1(box.bottom / 2), "too few residuals", "tick", "middle"))
+        return chart
+    sd = float(np.std(r, ddof=1)) or 1.0
+    z = (r - float(np.mean(r))) / sd
+    probs = (np.arange(1, m + 1) - 0.5) / m
+    sample = np.sort(z) if m == n else np.quantile(z, probs)
+    theo = ndtri(probs)
+    lim = float(max(np.abs(theo).max(), np.abs(sample).max()))
+    xs = Scale(*padded(-lim, lim), box.left, box.right)
+    ys = Scale(*padded(-lim, lim), box.bottom, box.top)
+    x_axis(chart, box, xs, "normal quantile")
+    y_axis(chart, box, ys, "standardized residual")
+    chart.marks.append(Line(f1(float(xs(-lim))), f1(float(ys(-lim))), f1(float(xs(lim))), f1(float(ys(lim))),
+                            "zero"))
+    chart.marks.append(dots(xs(theo), ys(sample), "dot small"))
+    return chart
 
 
-def caterpillar_plot(ranef: pd.DataFrame, prefix: str, title: str) -> Plot | None:
+def _ranef_grid(ranef: pd.DataFrame) -> tuple[list[str], np.ndarray, np.ndarray, list[str]]:
+    """Levels (first-seen order), modes and conditional SDs as (level, column) arrays, and the columns."""
+    level_codes, levels = pd.factorize(ranef["level"].astype(str), sort=False)
+    col_codes, columns = pd.factorize(ranef["column"].astype(str), sort=False)
+    modes = np.full((len(levels), len(columns)), np.nan)
+    sds = np.full_like(modes, np.nan)
+    rev = slice(None, None, -1)  # assigned in reverse, so the first row of a (level, column) wins
+    modes[level_codes[rev], col_codes[rev]] = ranef["mode"].to_numpy(dtype=float)[rev]
+    sds[level_codes[rev], col_codes[rev]] = ranef["cond_sd"].to_numpy(dtype=float)[rev]
+    return [str(x) for x in levels], modes, sds, [str(c) for c in columns]
+
+
+def caterpillar_plot(ranef: pd.DataFrame, title: str, model: str = "",
+                     max_levels: int | None = None) -> Plot | None:
     """Conditional modes of one random term with +-1.96 conditional SD, one panel per column.
 
-    With more than CATERPILLAR_MAX levels only those with the largest |mode| of the
-    first column are drawn (the caption says so); levels are sorted by that mode.
+    With more than `max_levels` levels (default CATERPILLAR_MAX) only those with the
+    largest |mode| of the first column are drawn (the caption says so); levels are
+    sorted by that mode.
     """
     if ranef.empty:
         return None
-    columns = list(dict.fromkeys(ranef["column"].astype(str)))
-    modes = ranef.pivot_table(index="level", columns="column", values="mode", aggfunc="first", sort=False)
-    sds = ranef.pivot_table(index="level", columns="column", values="cond_sd", aggfunc="first", sort=False)
-    modes.index = modes.index.astype(str)
-    sds.index = sds.index.astype(str)
-    total = len(modes)
-    first = modes[columns[0]].abs().fillna(-1.0)
-    keep = first.sort_values(ascending=False, kind="mergesort").index[:CATERPILLAR_MAX]
-    order = modes.loc[keep, columns[0]].sort_values(ascending=False, kind="mergesort").index
-    modes, sds = modes.loc[order], sds.loc[order]
+    limit = max_levels or CATERPILLAR_MAX
+    levels, modes, sds, columns = _ranef_grid(ranef)
+    total = len(levels)
+    first = np.where(np.isfinite(modes[:, 0]), np.abs(modes[:, 0]), -1.0)
+    keep = np.argsort(-first, kind="stable")[:limit]
+    lead = modes[keep, 0]
+    order = keep[np.argsort(np.where(np.isnan(lead), np.inf, -lead), kind="stable")]
+    modes, sds = modes[order], sds[order]
     shown = len(order)
 
-    labels = [_short(lab) for lab in order]
-    fontsize = 7 if shown > 25 else 8
-    width = min(7.0, 2.6 + 2.2 * len(columns))
-    height = 0.9 + 0.16 * shown
-
-    def build(fig: Figure) -> None:
-        _margins(fig, left=min(0.45 * width, _label_inches(labels, fontsize)), bottom=0.45, top=0.3)
-        axes = fig.subplots(1, len(columns), sharey=True, squeeze=False)[0]
-        y = np.arange(shown)[::-1]
-        for ax, col in zip(axes, columns):
-            est = modes[col].to_numpy(dtype=float)
-            half = 1.96 * sds[col].to_numpy(dtype=float)
-            ok = np.isfinite(half)
-            ax.hlines(y[ok], (est - half)[ok], (est + half)[ok], color="#9ab6d3", lw=1.5)
-            ax.plot(est, y, "o", ms=3, color=_ACCENT)
-            ax.axvline(0, color="#888888", lw=0.8, ls="--")
-            ax.set_title(col)
-            ax.set_ylim(-0.7, shown - 0.3)
-        axes[0].set_yticks(y, labels, fontsize=fontsize)
-
-    svg = _render(build, width, height, prefix, f"caterpillar plot {title}")
+    labels = [cut(levels[i]) for i in order]
+    panel, gap, row = (240.0 if len(columns) == 1 else 170.0), 12.0, 15.0
+    left = min(200.0, label_width(labels))
+    width = left + len(columns) * panel + (len(columns) - 1) * gap + 15.0
+    top = 24.0
+    bottom = top + row * shown + 6.0
     caption = f"Conditional modes of {title} with ±1.96 conditional SD, sorted by the {columns[0]} mode."
     if shown < total:
         caption += f" Showing the {shown} levels with the largest |mode| of {total:,}."
-    return Plot(svg, caption, width * 72)
+    chart = Chart(width, bottom + 26.0, f"caterpillar plot {title}{_of(model)}", caption)
+    ys = top + 3.0 + row / 2 + row * np.arange(shown)
+    for k, col in enumerate(columns):
+        x0 = left + k * (panel + gap)
+        box = Box(x0, top, x0 + panel, bottom)
+        est = modes[:, k]
+        half = 1.96 * sds[:, k]
+        xmin, xmax = _finite_range(est - half, est + half, est, np.zeros(1))
+        scale = Scale(*padded(xmin, xmax), box.left, box.right)
+        ticks = nice_ticks(scale.lo, scale.hi, 3)
+        if len(ticks) > 4:
+            ticks = ticks[::2]
+        _panel_ticks(chart, box, scale, ticks)
+        _zero_line(chart, box, scale)
+        chart.marks.append(Text(f1((box.left + box.right) / 2), f1(top - 8), cut(col, 20), "panel-title", "middle"))
+        chart.marks.append(segments(scale(est - half), scale(est + half), ys, "ci light"))
+        chart.marks.append(dots(scale(est), ys, "dot small"))
+        if k == 0:
+            _category_axis(chart, box, labels, ys)
+        else:
+            chart.marks.append(Line(f1(box.left), f1(box.top), f1(box.left), f1(box.bottom), "axis"))
+    return chart
+
+
+def _panel_ticks(chart: Chart, box: Box, scale: Scale, ticks: list[float]) -> None:
+    for t in ticks:
+        x = f1(float(scale(t)))
+        chart.marks.append(Line(x, f1(box.top), x, f1(box.bottom), "grid"))
+        chart.marks.append(Text(x, f1(box.bottom + 16), tick_label(t, ticks), "tick", "middle"))
+    chart.marks.append(Line(f1(box.left), f1(box.bottom), f1(box.right), f1(box.bottom), "axis"))
+
+
+__all__ = ["CATERPILLAR_MAX", "FONT_PX", "Plot", "QQ_POINTS", "SCATTER_MAX", "caterpillar_plot",
+           "coefficient_plot", "qq_plot", "residual_plot"]

@@ -334,6 +334,11 @@ def notices(record: ResultsRecord) -> list[Notice]:
     return errors + warns
 
 
+def report_title(record: ResultsRecord) -> str:
+    """The spec's `report.title`, else its `title`, else its name."""
+    return record.spec.report.title or record.spec.title or record.spec.name
+
+
 def best_models(record: ResultsRecord) -> list[str]:
     return [r.model for g in record.ranking for r in g.rows if r.best]
 

@@ -1,8 +1,9 @@
-"""Realistic results.json + sidecars without fitting: for report tests and the benchmark.
+"""Realistic results.json + sidecars without fitting: for the report tests and benchmarks/bench_report.py.
 
 The numbers are lme4's (students, InstEval; see tests/reference/), the per-row and
 per-level arrays are simulated with a fixed seed. `hostile` puts `<script>` into a
-model name, a factor level and a column name, to test escaping end to end.
+model name, a factor level, a fixed-effect term, a random-effect column and the report
+title, so that every plot carries it, to test escaping end to end.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from runner.results import (
     ModelRecord,
     RankingGroup,
     RankingRow,
+    ReportOptions,
     ResultsRecord,
     RunInfo,
     SpecInfo,
@@ -227,7 +229,8 @@ def sleepstudy_results(out_dir: Path, hostile: bool = False) -> Path:
                                  371, 372)]
     if hostile:
         subjects[0] = EVIL
-    fe = [("Intercept", "(Intercept)"), ("Days", "Days")]
+    fe = [("Intercept", "(Intercept)"), ("Days" if not hostile else f"Days{EVIL}", "Days")]
+    days = "Days" if not hostile else f"Days{EVIL}"  # a random-slope column: a caterpillar panel title
     slopes = ModelRecord(
         status="ok", formula="Reaction ~ Days + (Days | Subject)", engine="lme", method="REML", nobs=n, npar=6,
         ngroups={"Subject": 18}, theta=[0.966741773967412, 0.0151690588960361, 0.230909953207795],
@@ -265,7 +268,7 @@ def sleepstudy_results(out_dir: Path, hostile: bool = False) -> Path:
         ranef = [("Subject", "Subject", subjects, "Intercept", rng.normal(0, 24, 18), np.full(18, 12.0))]
         if "Days" in m.formula.split("+")[-1]:
             ids = "Subject" if "||" not in m.formula else "Subject.1"
-            ranef.append((ids, "Subject", subjects, "Days", rng.normal(0, 6, 18), np.full(18, 2.3)))
+            ranef.append((ids, "Subject", subjects, days, rng.normal(0, 6, 18), np.full(18, 2.3)))
         m.sidecar = _write_sidecars(out_dir, name, fitted, rng.normal(0, m.sigma or 25, n), ranef)
     ml = {k: (m.ml_refit.aic if m.ml_refit else m.aic, m.ml_refit.loglik if m.ml_refit else m.loglik, m.npar,
               "ml_refit" if m.ml_refit else "own") for k, m in names.items()}
@@ -278,7 +281,7 @@ def sleepstudy_results(out_dir: Path, hostile: bool = False) -> Path:
     chisq = 2 * (-875.969672231605 + 876.001627569942)
     record = ResultsRecord(
         spec=SpecInfo(name="sleepstudy", title="Reaction time under sleep deprivation", path="specs/sleepstudy.yaml",
-                      sha256="5" * 64),
+                      sha256="5" * 64, report=ReportOptions(title=f"Sleep {EVIL}" if hostile else None)),
         data=DataInfo(source="example: sleepstudy", sha256="6" * 64, rows=n, rows_used=n),
         environment=_ENV,
         factors={"Subject": FactorInfo(levels=subjects)},
