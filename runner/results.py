@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from runner.fit import ICC, R2, AnovaRow, ConfintRow, Convergence, FitWarning, FixedEffect, RandomEffect
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: fixed-effect `term` is R's name (sexM), as lme4_name; 1 had formulaic's (sex[T.M])
 
 
 class _Strict(BaseModel):

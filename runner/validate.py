@@ -56,7 +56,7 @@ def _build_designs(loaded: LoadedSpec, data: PreparedData, names: list[str] | No
                    ) -> tuple[dict[str, Any], list[SpecIssue]]:
     """Build each model's design (or those in `names`): rank, scale and lme4's checks."""
     try:
-        from runner.design.build import DesignError, build_design
+        from runner.design.build import DesignError, design_for
     except ImportError:
         return {}, []
     designs: dict[str, Any] = {}
@@ -65,8 +65,8 @@ def _build_designs(loaded: LoadedSpec, data: PreparedData, names: list[str] | No
         if names is not None and name not in names:
             continue
         try:
-            designs[name] = build_design(model.formula, data.frame_for(name),
-                                         weights=model.weights, offset=model.offset)
+            designs[name] = design_for(data, name, model.formula,
+                                       weights=model.weights, offset=model.offset)
         except DesignError as exc:
             issues.append(loaded.issue(model.spec_path, str(exc)))
     return designs, issues

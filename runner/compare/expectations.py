@@ -23,8 +23,10 @@ def _group_of(name: str, ranking: list[RankingGroup]) -> RankingGroup | None:
 
 
 def _find_effect(record: ModelRecord, term: str):
+    from runner.design.naming import r_name
+
     for fe in record.fixed_effects:
-        if term in (fe.term, fe.lme4_name):
+        if term in (fe.term, fe.lme4_name) or r_name(term) in (r_name(fe.term), fe.lme4_name):
             return fe
     if term in ("Intercept", "(Intercept)"):
         for fe in record.fixed_effects:

@@ -73,6 +73,11 @@ class PreparedData:
     def nobs(self, model_name: str) -> int:
         return int(self.masks[model_name].sum())
 
+    @property
+    def contrasts(self) -> dict[str, str]:
+        """Columns coded other than by treatment contrasts (`data.categorical.<col>.contrast`)."""
+        return {col: info.contrast for col, info in self.factors.items() if info.contrast != "treatment"}
+
     def dropped_for(self, model_name: str) -> dict[str, int]:
         """Rows this model loses to the filter and to missing values."""
         return {"filter": self.dropped.get("filter", 0),
@@ -202,7 +207,8 @@ def _factorize(frame: pd.DataFrame, col: str, spec: Any, rows: np.ndarray, issue
     if outside.any():
         values = values.astype(object).where(~outside, None)
     frame[col] = pd.Categorical(values, categories=order)
-    return FactorInfo(levels=[str(v) for v in order], reference=str(reference))
+    contrast = getattr(spec, "contrast", None) or "treatment"
+    return FactorInfo(levels=[str(v) for v in order], reference=str(reference), contrast=contrast)
 
 
 def _center(frame: pd.DataFrame, col: str, how: Any, rows: np.ndarray,

@@ -270,3 +270,11 @@ def build_design(mf: ModelFormula, frame: pd.DataFrame, weights: str | None = No
         off = spec_off if off is None else off + spec_off
     return Design(response=mf.response, y=y, X=X, fixed=fixed, blocks=blocks, weights=w,
                   offset=off, dropped_fixed=dropped, warnings=warnings, formula_state=state)
+
+
+def design_for(prepared: Any, name: str, mf: ModelFormula, weights: str | None = None,
+               offset: str | None = None) -> Design:
+    """The design of model `name` on its rows of `prepared` data (a PreparedData): variables
+    are learned on all filtered rows, as R's model.frame, with the spec's contrasts."""
+    return build_design(mf, prepared.frame_for(name), weights=weights, offset=offset,
+                        learn_frame=getattr(prepared, "frame", None), contrasts=getattr(prepared, "contrasts", None))

@@ -168,7 +168,7 @@ def _expectation_terms(loaded: Any, models: dict[str, "ModelPlan"]) -> list[Spec
 
 def make_plan(path: str | Path, verify: bool = False) -> Plan:
     """Validate the spec and data, build designs, prove nesting of test pairs; PlanError on problems."""
-    from runner.design.build import build_design
+    from runner.design.build import design_for
 
     validated = _validate(Path(path))
     loaded, prepared = validated.loaded, prepared_of(validated)
@@ -180,9 +180,9 @@ def make_plan(path: str | Path, verify: bool = False) -> Plan:
         mp = ModelPlan(name=name, resolved=rm, design=None, engine=engine_name(rm.engine), method=rm.method,
                        verify=bool(verify or rm.verify))
         try:
-            mp.design = built.get(name) or build_design(rm.formula, prepared.frame_for(name), weights=rm.weights,
-                                                        offset=rm.offset)
-        except Exception as exc:  # DesignError and formulaic's errors: the data cannot give this model
+            mp.design = built.get(name) or design_for(prepared, name, rm.formula, weights=rm.weights,
+                                                      offset=rm.offset)
+        except Exception as exc:  # DesignError: the data cannot give this model
             issues.append(_issue(loaded, tuple(rm.spec_path), f"{type(exc).__name__}: {exc}"
                                  if not isinstance(exc, ValueError) else str(exc)))
             models[name] = mp

@@ -9,8 +9,8 @@ Accepted forms (the YAML mapping under `expect:`):
     singular: none                   # or a list of model names that must not be singular
     delta_aic: {NAME: "< 2"}         # NAME's AIC delta in its ranking group (<, <=, >, >=)
 
-TERM is a fixed-effect name as formulaic prints it (`sex[T.M]`) or as lme4 does
-(`sexM`). A small regex grammar keeps user text out of `eval` and gives messages
+TERM is a fixed-effect name as R and lme4 print it (`sexM`, `(Intercept)`); the spelling
+of schema 1 (formulaic's `sex[T.M]`, `Intercept`) is accepted and read as R's name. A small regex grammar keeps user text out of `eval` and gives messages
 that say what was expected.
 """
 
@@ -150,6 +150,9 @@ def _fixed(value: Any) -> list[Expectation]:
             term, cond = parse_condition_term(item)
         except ValueError as exc:
             raise ValueError(f"expect.fixed: {exc}") from None
+        from runner.design.naming import r_name
+
+        term = r_name(term)  # `sex[T.M]` (schema 1) is `sexM`
         where = f"{model}: " if model else ""
         out.append(Expectation("fixed", f"fixed: {where}{term} {cond.text()}", model=model, term=term, condition=cond))
     return out

@@ -141,6 +141,9 @@ class CategoricalSpec(Strict):
         None, description="Reference (baseline) level; default: the first level")
     levels: list[str | int | float] | None = Field(
         None, description="Level order; values outside it are an error")
+    contrast: Literal["treatment", "sum", "helmert", "poly"] = Field(
+        "treatment", description="Coding of the factor in the fixed effects, as R's contr.treatment "
+        "(default: reference level), contr.sum, contr.helmert or contr.poly (ordered levels)")
 
 
 class CenterSpec(Strict):
@@ -326,7 +329,7 @@ class ExpectSpec(Strict):
 
     best: str | None = Field(None, description="The model expected to rank first")
     fixed: str | list[str] | dict[str, str | list[str]] | None = Field(
-        None, description="Fixed-effect conditions: [\"age > 0\", \"sex[T.M] in [-3, 0]\"], "
+        None, description="Fixed-effect conditions: [\"age > 0\", \"sexM in [-3, 0]\"], "
         "or per model {NAME: [...]}")
     converged: Literal["all", "any"] | list[str] | None = Field(
         None, description="Which models must converge for the run to pass: 'all' (also when absent), a list "
