@@ -68,7 +68,7 @@ def at_theta(ctx: ModelContext, fit: Fit, theta: np.ndarray) -> Fit:
 
     with threadpool_limits(limits=1), np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
         problem = build_problem(ctx.design)
-        theta = np.asarray(theta, dtype=float)
+        theta = np.atleast_1d(np.asarray(theta, dtype=float))
         f = factorize(problem, theta)
         objective = float(objective_from(problem, f, fit.method))
         raw = raw_factors(problem, theta)
