@@ -25,6 +25,7 @@ from runner.results import (
     DataInfo,
     FactorInfo,
     ModelRecord,
+    ReportOptions,
     ResultsRecord,
     RunInfo,
     SpecInfo,
@@ -267,7 +268,8 @@ def build_record(plan: Plan, results: dict[str, TaskResult], out: Path, *, start
     factors = {k: FactorInfo(levels=list(v.levels), reference=v.reference, contrast=v.contrast)
                for k, v in getattr(prepared, "factors", {}).items()}
     record = ResultsRecord(
-        spec=SpecInfo(name=plan.name, title=spec.title, path=str(loaded.file), sha256=loaded.sha256),
+        spec=SpecInfo(name=plan.name, title=spec.title, path=str(loaded.file), sha256=loaded.sha256,
+                      report=ReportOptions(**spec.report.model_dump())),
         data=DataInfo(source=describe_source(spec.data), sha256=prepared.sha256, rows=prepared.rows,
                       rows_used=prepared.rows_used, dropped=dict(prepared.dropped), na=prepared.na),
         environment=rec.environment(Path(loaded.path).resolve().parent),
@@ -282,16 +284,35 @@ def build_record(plan: Plan, results: dict[str, TaskResult], out: Path, *, start
     return record, failures
 
 
-def _render_report(results_path: Path, progress: Progress) -> None:
+def _write_outputs(record: ResultsRecord, out: Path, report: bool) -> tuple[Path | None, str | None]:
+    """results.json, summary.md and the page; on a failure (a full disk) the reason, and every
+    output of an earlier run that this one did not replace is removed: no page, summary or
+    record left in `out` may pass for this run's."""
+    from runner.report.api import PAGE_NAME, render_spec_report
+
+    written: list[str] = []
     try:
-        from runner.report.api import render_spec_report
-    except ImportError as exc:
-        progress.log(f"mixspec: HTML report skipped (report module unavailable: {exc})")
-        return
-    try:
-        render_spec_report(results_path)
-    except Exception as exc:  # a broken report never changes the run's result
-        print(f"mixspec: HTML report failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        results_path = rec.write_results(record, out)
+        written.append(rec.RESULTS_NAME)
+        rec.write_summary(record, out)
+        written.append(rec.SUMMARY_NAME)
+        if report:
+            render_spec_report(results_path)
+            written.append(PAGE_NAME)
+    except Exception as exc:  # OSError (ENOSPC, EROFS, EACCES) or a bug in rendering: the run fails either way
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else f"{type(exc).__name__}: {exc}"
+        failed = (rec.RESULTS_NAME, rec.SUMMARY_NAME, "HTML report")[len(written)]
+        removed = []
+        for name in (rec.RESULTS_NAME, rec.SUMMARY_NAME, PAGE_NAME):
+            if name not in written and (out / name).exists():
+                try:
+                    (out / name).unlink()
+                    removed.append(name)
+                except OSError:
+                    pass
+        note = f"; removed the earlier run's {', '.join(removed)}" if removed else ""
+        return (out / rec.RESULTS_NAME if written else None), f"{failed} not written: {why}{note}"
+    return results_path, None
 
 
 def _output_problem(out: Path) -> str | None:
@@ -334,12 +355,9 @@ def run_spec(path: str | Path, out_dir: str | Path = "reports", jobs: int | None
         results = _fit_all(plan, cache, executor, jobs, scheduler, progress)
         record, failures = build_record(plan, results, out, started=started, jobs=jobs, executor=executor)
         record.warnings.extend(cache.warnings)
-        results_path = rec.write_results(record, out)
-        rec.write_summary(record, out)
-        if report:
-            _render_report(results_path, progress)
+        results_path, output_error = _write_outputs(record, out, report)
     failed_expect = [f"expectation failed: {e.text}: {e.detail}" for e in record.expectations if not e.passed]
-    errors = failures + failed_expect
+    errors = failures + failed_expect + ([output_error] if output_error else [])
     if not quiet:
         for e in errors:
             print(f"mixspec: {plan.name}: {e}", file=sys.stderr)
