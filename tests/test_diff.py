@@ -5,8 +5,15 @@ from __future__ import annotations
 import copy
 import json
 
+import math
+from pathlib import Path
+
+import pytest
+from report_samples import sleepstudy_results
+from typer.testing import CliRunner
+
+from runner.cli import app
 from runner.run.diff import diff_files, diff_results
-from runner.run.__main__ import main as run_main
 
 
 def _record() -> dict:
@@ -65,15 +72,75 @@ def test_changed_estimate_sd_status_ranking_and_models():
     assert "expectation 'best: b': pass -> fail" in rep.changes
 
 
-def test_diff_files_and_command_exit_codes(tmp_path, capsys):
+def test_changes_to_and_from_infinity_and_nan():
     old = _record()
+    cases = [(-100.0, -math.inf, True), (-math.inf, -100.0, True), (math.inf, -math.inf, True),
+             (math.inf, math.inf, False), (math.nan, math.nan, False), (math.nan, -100.0, True),
+             (-100.0, math.nan, True), (math.nan, math.inf, True), (None, math.nan, True)]
+    for before, after, changed in cases:
+        a, b = copy.deepcopy(old), copy.deepcopy(old)
+        a["models"]["a"]["loglik"], b["models"]["a"]["loglik"] = before, after
+        rep = diff_results(a, b)
+        assert rep.changed is changed, (before, after, rep.changes)
+        if changed:
+            assert rep.changes == [f"a: loglik: {before!r} -> {after!r}"]
+
+
+def _results(tmp_path: Path, name: str) -> tuple[Path, dict]:
+    path = sleepstudy_results(tmp_path / name)
+    return path, json.loads(path.read_text())
+
+
+def test_diff_files_and_command_exit_codes(tmp_path):
+    old_path, old = _results(tmp_path, "old")
     new = copy.deepcopy(old)
     new["tests"][0]["chisq"] = 3.0
-    (tmp_path / "old.json").write_text(json.dumps(old))
+    new["models"]["slopes"]["loglik"] = float("-inf")  # written by another tool as -Infinity
     (tmp_path / "new.json").write_text(json.dumps(new))
     (tmp_path / "same.json").write_text(json.dumps(old))
-    assert diff_files(tmp_path / "old.json", tmp_path / "new.json").changes == ["test a vs b chisq: 2.0 -> 3.0"]
-    assert run_main(["diff", str(tmp_path / "old.json"), str(tmp_path / "same.json")]) == 0
-    assert run_main(["diff", str(tmp_path / "old.json"), str(tmp_path / "new.json")]) == 1
-    assert "chisq" in capsys.readouterr().out
-    assert run_main(["diff", str(tmp_path / "old.json"), str(tmp_path / "missing.json")]) == 2
+    assert "-Infinity" in (tmp_path / "new.json").read_text()
+    assert diff_files(old_path, tmp_path / "new.json").changes == [
+        "slopes: loglik: -871.814135979976 -> -inf",
+        f"test uncorrelated vs slopes chisq: {old['tests'][0]['chisq']!r} -> 3.0"]
+    cli = CliRunner()
+    assert cli.invoke(app, ["diff", str(old_path), str(tmp_path / "same.json")]).exit_code == 0
+    changed = cli.invoke(app, ["diff", str(old_path), str(tmp_path / "new.json")])
+    assert changed.exit_code == 1 and "chisq" in changed.stdout
+    assert cli.invoke(app, ["diff", str(old_path), str(tmp_path / "missing.json")]).exit_code == 2
+
+
+@pytest.mark.parametrize("name,text,message", [
+    ("deep", "[" * 100_000 + "]" * 100_000, "deep.json: not a results.json: nested more than 64 levels deep"),
+    ("deep_object", '{"models": ' + '{"a": ' * 200 + "1" + "}" * 201,
+     "deep_object.json: not a results.json: nested more than 64 levels deep"),
+    ("huge", '{"models": {}, "schema_version": ' + "1" + "0" * 400 + "}",
+     "huge.json: not a results.json: an integer of 401 digits (results.json has none above 64 bits)"),
+    ("garbage", "{not json", "garbage.json: not a results.json: Expecting property name enclosed in double quotes"),
+    ("binary", b"\xff\xfe{}", "binary.json: not a results.json: not UTF-8 text"),
+])
+def test_hostile_files_exit_2_without_a_traceback(tmp_path, name, text, message):
+    good, _ = _results(tmp_path, "good")
+    bad = tmp_path / f"{name}.json"
+    bad.write_bytes(text if isinstance(text, bytes) else text.encode())
+    for args in ([str(good), str(bad)], [str(bad), str(good)]):
+        result = CliRunner().invoke(app, ["diff", *args])
+        assert result.exit_code == 2, result.output
+        assert result.stderr.startswith(f"mixspec diff: {tmp_path}/{message}")
+        assert "Traceback" not in result.output and isinstance(result.exception, SystemExit)
+
+
+def test_both_files_are_checked_against_the_results_schema(tmp_path):
+    good, data = _results(tmp_path, "good")
+    data["models"]["slopes"]["status"] = "maybe"
+    data["models"]["intercept"]["npar"] = "four"
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(data))
+    for args in ([good, bad], [bad, good]):
+        result = CliRunner().invoke(app, ["diff", *map(str, args)])
+        assert result.exit_code == 2
+        assert result.stderr.startswith(f"mixspec diff: {bad}: not a valid results.json: models.")
+        assert "(and 1 more)" in result.stderr
+    minimal = tmp_path / "minimal.json"  # a dict with models but nothing else a record needs
+    minimal.write_text(json.dumps(_record()))
+    result = CliRunner().invoke(app, ["diff", str(good), str(minimal)])
+    assert result.exit_code == 2 and "not a valid results.json" in result.stderr

@@ -1,8 +1,7 @@
 """The `run` and `diff` commands as plain functions returning exit codes.
 
-`runner.cli` (typer) wraps these; `python -m runner.run` (argparse) does too, so the
-runner works even where the CLI module is not importable. Messages go to stderr;
-`--json` prints results records to stdout.
+`runner.cli` (typer) wraps these; a Python user can call them too. Messages go to
+stderr; `--json` prints results records to stdout.
 """
 
 from __future__ import annotations

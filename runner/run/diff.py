@@ -4,6 +4,10 @@ For CI on a pull request: models added or removed, status changes, estimates, SD
 variances, theta, objective and logLik moved beyond a relative tolerance, ranking
 order and best model, test p-values, expectation results. The `run` section
 (timings) is ignored. Exit 1 when anything changed.
+
+Both files are untrusted: each is parsed with limits (nesting depth, integer size)
+and validated against the results.json schema before anything is compared, so a
+broken or hostile file is a one-line error (exit 2), never a traceback.
 """
 
 from __future__ import annotations
@@ -33,13 +37,19 @@ class DiffReport:
         return "".join(f"- {c}\n" for c in self.changes)
 
 
+MAX_DEPTH = 64  # results.json nests about 6 deep; far below the parser's recursion limit
+MAX_INT_DIGITS = 20  # every integer in results.json fits in 64 bits
+
+
 def _moved(a: Any, b: Any, rtol: float, atol: float = 1e-12) -> bool:
+    """Whether a value changed beyond the tolerance; NaN equals NaN, +-inf equals only itself."""
     if a is None or b is None:
         return (a is None) != (b is None)
     if isinstance(a, bool) or isinstance(b, bool) or not isinstance(a, (int, float)) or not isinstance(b, (int, float)):
         return a != b
-    if math.isnan(a) or math.isnan(b):
-        return not (math.isnan(a) and math.isnan(b))
+    a, b = float(a), float(b)
+    if not (math.isfinite(a) and math.isfinite(b)):  # inf - inf is NaN and inf > inf is False: compare exactly
+        return not (a == b or (math.isnan(a) and math.isnan(b)))
     return abs(a - b) > atol + rtol * max(abs(a), abs(b))
 
 
@@ -141,15 +151,59 @@ def diff_results(old: dict[str, Any], new: dict[str, Any], rtol: float = 1e-6) -
     return DiffReport(out)
 
 
+def _int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise ValueError(f"an integer of {len(text.lstrip('-'))} digits (results.json has none above 64 bits)")
+    return int(text)
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth, iteratively (a recursive walk is what a hostile file would overflow)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        deepest = max(deepest, level)
+        if level > MAX_DEPTH:
+            break
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
+def load_record(path: str | Path) -> dict[str, Any]:
+    """One results.json as a dict, parsed with limits and checked against the results schema.
+
+    ValueError (with the file name and the first problem) for anything that is not one
+    spec's record; `--json` of a several-spec run prints a list, refused with the reason.
+    """
+    from pydantic import ValidationError
+
+    from runner.results import ResultsRecord
+
+    try:
+        data = json.loads(Path(path).read_bytes().decode("utf-8"), parse_int=_int)
+    except RecursionError:
+        raise ValueError(f"{path}: not a results.json: nested more than {MAX_DEPTH} levels deep") from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not a results.json: not UTF-8 text ({exc.reason})") from None
+    except ValueError as exc:  # JSONDecodeError or _int's refusal
+        raise ValueError(f"{path}: not a results.json: {exc}") from None
+    if _depth(data) > MAX_DEPTH:
+        raise ValueError(f"{path}: not a results.json: nested more than {MAX_DEPTH} levels deep")
+    if not isinstance(data, dict) or "models" not in data:
+        what = f"a list of {len(data)} records" if isinstance(data, list) else "not a results record"
+        raise ValueError(f"{path} is {what}: diff compares two results.json files of one spec "
+                         "(reports/<spec>/results.json)")
+    try:
+        ResultsRecord.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(x) for x in first["loc"]) or "(top level)"
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise ValueError(f"{path}: not a valid results.json: {where}: {first['msg']}{more}") from None
+    return data
+
+
 def diff_files(old_path: str | Path, new_path: str | Path, rtol: float = 1e-6) -> DiffReport:
-    """`diff_results` of two results.json files (one spec's record each; `--json` of a
-    several-spec run prints a list, which is refused with the reason)."""
-    records = []
-    for path in (old_path, new_path):
-        data = json.loads(Path(path).read_text())
-        if not isinstance(data, dict) or "models" not in data:
-            what = f"a list of {len(data)} records" if isinstance(data, list) else "not a results record"
-            raise ValueError(f"{path} is {what}: diff compares two results.json files of one spec "
-                             "(reports/<spec>/results.json)")
-        records.append(data)
-    return diff_results(records[0], records[1], rtol)
+    """`diff_results` of two results.json files, each validated by `load_record` first."""
+    return diff_results(load_record(old_path), load_record(new_path), rtol)
