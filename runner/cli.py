@@ -218,7 +218,7 @@ def simulate(
                                 students=students, scores=scores)
     except ValidationError as exc:
         for e in exc.errors(include_url=False):
-            _err(f"mixspec simulate: --{e['loc'][0]}: {e['msg']}")
+            _err(f"mixspec simulate: --{e['loc'][0]}: {e['msg']}" if e["loc"] else f"mixspec simulate: {e['msg'].removeprefix('Value error, ')}")
         raise typer.Exit(EXIT_INVALID) from None
     frame = simulate_students(params)
     try:

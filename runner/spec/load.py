@@ -16,6 +16,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from runner.formula.model import ModelFormula
 from runner.spec.errors import SpecError, SpecIssue, ordered_issues
+from runner.spec.limits import MAX_MODELS, MAX_SPEC_BYTES
 from runner.spec.models import (
     CompareSpec,
     DataSpec,
@@ -93,14 +94,33 @@ class LoadedSpec:
 
 
 def _read(path: Path, file: str) -> bytes:
+    """The file's bytes, refusing more than MAX_SPEC_BYTES without reading them all."""
     try:
-        return path.read_bytes()
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_SPEC_BYTES + 1)
+        if len(data) > MAX_SPEC_BYTES:
+            raise SpecError([SpecIssue(file, 1, None, "", f"the spec file is larger than {MAX_SPEC_BYTES:,} bytes "
+                                       "(the limit is 1 MB)")])
+        return data
     except FileNotFoundError:
         raise SpecError([SpecIssue(file, None, None, "", "spec file not found")]) from None
     except IsADirectoryError:
         raise SpecError([SpecIssue(file, None, None, "", "is a directory, not a spec file")]) from None
     except OSError as exc:
         raise SpecError([SpecIssue(file, None, None, "", f"cannot read spec: {exc.strerror}")]) from None
+
+
+def _check_model_count(raw: dict[str, Any], locator: NodeLocator, file: str) -> None:
+    """At most MAX_MODELS models plus variants, checked before any of them is resolved."""
+    names = [(section, key) for section in ("models", "variants") if isinstance(raw.get(section), dict)
+             for key in raw[section]]
+    if len(names) <= MAX_MODELS:
+        return
+    section, first_over = names[MAX_MODELS]
+    line, col = locator.position((section, str(first_over)), at_key=True)
+    raise SpecError([SpecIssue(file, line, col, f"{section}.{first_over}",
+                               f"{len(names):,} models and variants; the limit is {MAX_MODELS} "
+                               "(split the spec into several files)")])
 
 
 def _formula_issue(exc: Exception, loc: tuple[Any, ...], locator: NodeLocator, file: str) -> SpecIssue:
@@ -326,12 +346,16 @@ def load_spec(path: str | Path) -> LoadedSpec:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise SpecError([SpecIssue(file, None, None, "", f"not UTF-8 text (byte {exc.start})")]) from None
+        line = data.count(b"\n", 0, exc.start) + 1
+        col = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise SpecError([SpecIssue(file, line, col, "", f"not UTF-8 text (byte {exc.start} is "
+                                   f"0x{data[exc.start]:02x}): save the spec as UTF-8")]) from None
     raw, locator, issues = parse_yaml(text, file)
     if raw is None:
         raise SpecError([SpecIssue(file, 1, 1, "", "the spec is empty")])
     if not isinstance(raw, dict):
         raise SpecError([SpecIssue(file, 1, 1, "", "a spec is a mapping of keys (name, data, models, ...)")])
+    _check_model_count(raw, locator, file)
 
     spec: Spec | None = None
     try:

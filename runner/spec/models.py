@@ -133,6 +133,16 @@ class SimulateSource(Strict):
     sex_m: float = Field(-1.5, description="Fixed effect of sex M relative to F")
     seed: int = Field(20261125, ge=0, description="Seed of numpy's default_rng")
 
+    @model_validator(mode="after")
+    def _rows_limit(self) -> SimulateSource:
+        from runner.spec.limits import MAX_SIMULATE_ROWS
+
+        rows = self.provinces * self.schools * self.classrooms * self.students * self.scores
+        if rows > MAX_SIMULATE_ROWS:
+            raise ValueError(f"simulate gives {rows:,} rows (provinces x schools x classrooms x students x "
+                             f"scores); the limit is {MAX_SIMULATE_ROWS:,}")
+        return self
+
 
 class CategoricalSpec(Strict):
     """How a column becomes a factor: its reference level and optionally its level order."""

@@ -13,8 +13,10 @@ from typing import Any
 import yaml
 
 from runner.spec.errors import SpecError, SpecIssue
+from runner.spec.limits import MAX_DEPTH, MAX_STRING
 
 MAX_NODES = 200_000  # guard against alias bombs (`&a [*a, *a, ...]`) before pydantic walks them
+STR_TAG = "tag:yaml.org,2002:str"
 
 
 @dataclass
@@ -144,15 +146,140 @@ def _duplicate_keys(node: yaml.Node, file: str, out: list[SpecIssue], path: tupl
             _duplicate_keys(child, file, out, (*path, str(i)))
 
 
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return []
+
+
+def _at(file: str, node: yaml.Node, message: str) -> SpecIssue:
+    return SpecIssue(file, node.start_mark.line + 1, node.start_mark.column + 1, "", message)
+
+
+def _shape_issues(root: yaml.Node, file: str) -> list[SpecIssue]:
+    """Nesting depth (aliases followed), recursive aliases and over-long strings, found
+    without recursion, before anything recursive (constructor, pydantic) walks the tree."""
+    issues: list[SpecIssue] = []
+    height: dict[int, int] = {}  # finished nodes: levels below and including them
+    on_path: set[int] = set()
+    stack: list[tuple[yaml.Node, int, bool]] = [(root, 1, False)]
+    while stack:
+        node, level, finished = stack.pop()
+        key = id(node)
+        if finished:
+            on_path.discard(key)
+            height[key] = 1 + max((height.get(id(c), 0) for c in _children(node)), default=0)
+            continue
+        if key in on_path:
+            return [_at(file, node, "a YAML alias refers to a node that contains it (a recursive structure)")]
+        if key in height:
+            if level - 1 + height[key] > MAX_DEPTH:
+                return [_at(file, node, f"YAML nested more than {MAX_DEPTH} levels deep (the limit) through an alias")]
+            continue
+        if level > MAX_DEPTH:
+            return [_at(file, node, f"YAML nested more than {MAX_DEPTH} levels deep (the limit)")]
+        if isinstance(node, yaml.ScalarNode):
+            if len(node.value) > MAX_STRING:
+                issues.append(_at(file, node, f"a string of {len(node.value):,} characters; the limit is "
+                                  f"{MAX_STRING:,}"))
+            height[key] = 1
+            continue
+        on_path.add(key)
+        stack.append((node, level, True))
+        stack.extend((c, level + 1, False) for c in reversed(_children(node)))
+    return issues
+
+
+def _too_deep(text: str, file: str) -> SpecIssue:
+    """Where the nesting passes the limit, found from the parser's events (not recursive)."""
+    depth = 0
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    mark = event.start_mark
+                    return SpecIssue(file, mark.line + 1, mark.column + 1, "",
+                                     f"YAML nested more than {MAX_DEPTH} levels deep (the limit)")
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+    except yaml.YAMLError:
+        pass
+    return SpecIssue(file, None, None, "", f"YAML nested more than {MAX_DEPTH} levels deep (the limit)")
+
+
+def _reader_issue(exc: yaml.reader.ReaderError, text: str, file: str) -> SpecIssue:
+    """A character YAML does not allow (NUL, other control characters), with its line and column."""
+    index = int(exc.position) if isinstance(exc.position, int) else 0
+    line = text.count("\n", 0, index) + 1
+    col = index - (text.rfind("\n", 0, index) + 1) + 1
+    char = exc.character if isinstance(exc.character, str) else chr(exc.character)
+    what = "a NUL byte" if char == "\0" else f"the non-printable character U+{ord(char):04X}"
+    return SpecIssue(file, line, col, "", f"{what} is not allowed in a spec (YAML text only)")
+
+
+#: Mappings whose keys are model names, and places whose values name models: plain
+#: scalars there stay text (a model named `yes`, `no`, `on`, `off`, `null`, `true`, `1`).
+_NAME_KEYS = (("models",), ("variants",), ("expect", "fixed"), ("expect", "delta_aic"))
+_NAME_VALUES = (("variants", "*", "from"), ("compare", "tests", "*", "*"), ("expect", "best"),
+                ("expect", "converged", "*"), ("expect", "singular", "*"))
+
+
+def _select(node: yaml.Node, path: tuple[str, ...]) -> list[yaml.Node]:
+    """Nodes at `path` under `node`; `*` is every value of a mapping or item of a sequence."""
+    nodes = [node]
+    for seg in path:
+        nxt: list[yaml.Node] = []
+        for n in nodes:
+            if isinstance(n, yaml.MappingNode):
+                nxt += [v for k, v in n.value if seg == "*" or (isinstance(k, yaml.ScalarNode) and k.value == seg)]
+            elif isinstance(n, yaml.SequenceNode) and seg == "*":
+                nxt += list(n.value)
+        nodes = nxt
+    return nodes
+
+
+def _as_text(node: yaml.Node) -> None:
+    if isinstance(node, yaml.ScalarNode) and node.style is None:
+        node.tag = STR_TAG
+
+
+def names_as_text(root: yaml.Node) -> None:
+    """Keep model names as text where YAML 1.1 would resolve them to booleans, null or numbers."""
+    for path in _NAME_KEYS:
+        for mapping in _select(root, path):
+            if isinstance(mapping, yaml.MappingNode):
+                for key_node, _ in mapping.value:
+                    _as_text(key_node)
+    for path in _NAME_VALUES:
+        for value in _select(root, path):
+            _as_text(value)
+
+
 def parse_yaml(text: str, file: str) -> tuple[Any, NodeLocator, list[SpecIssue]]:
     """SafeLoader data, its locator and structural issues (duplicate keys); SpecError on bad YAML."""
-    loader = yaml.SafeLoader(text)
     try:
-        root = loader.get_single_node()
-        if root is not None and _expanded_size(root, {}) > MAX_NODES:
-            raise SpecError([SpecIssue(file, None, None, "", f"spec too large (more than {MAX_NODES} "
-                                       "YAML nodes once aliases are expanded)")])
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as exc:
+        raise SpecError([_reader_issue(exc, text, file)]) from None
+    try:
+        try:
+            root = loader.get_single_node()
+        except RecursionError:
+            raise SpecError([_too_deep(text, file)]) from None
+        if root is not None:
+            shape = _shape_issues(root, file)
+            if shape:
+                raise SpecError(shape)
+            if _expanded_size(root, {}) > MAX_NODES:
+                raise SpecError([SpecIssue(file, None, None, "", f"spec too large (more than {MAX_NODES} "
+                                           "YAML nodes once aliases are expanded)")])
+            names_as_text(root)
         data = loader.construct_document(root) if root is not None else None
+    except yaml.reader.ReaderError as exc:
+        raise SpecError([_reader_issue(exc, text, file)]) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (None, None)
