@@ -13,8 +13,10 @@ import numpy as np
 from scipy import stats
 
 from runner.design.model import Design
-from runner.fit import ICC, R2, ConfintRow, Fit, FitWarning, FixedEffect
+from runner.fit import ICC, R2, AnovaRow, ConfintRow, Fit, FitWarning, FixedEffect
 from runner.inference import varpar
+from runner.inference.anova import anova_rows, type3_contrasts
+from runner.inference.terms import structure_from_design
 from runner.inference.intervals import variance_rows, wald_bounds
 from runner.inference.r2 import variance_shares
 from runner.inference.satterthwaite import Satterthwaite, satterthwaite
@@ -78,6 +80,29 @@ def _fixed_rows(state: LmmState, fit: Fit, sat: Satterthwaite | None, settings: 
     return out
 
 
+def _anova(design: Design, state: LmmState, tester: object | None) -> tuple[list[AnovaRow], str | None]:
+    """Type III rows (F without df and p when df: none), or a note why there are none."""
+    structure = structure_from_design(design)
+    if isinstance(structure, str):
+        return [], f"no type III F tests: {structure}"
+    if not structure.terms:
+        return [], None
+    try:
+        contrasts = type3_contrasts(structure, design.X)
+    except (ValueError, np.linalg.LinAlgError) as exc:
+        return [], f"no type III F tests: {exc}"
+    if tester is None:
+        rows = []
+        for label, L in contrasts.items():
+            q = L.shape[0]
+            V = L @ state.vcov @ L.T
+            Lb = L @ state.beta
+            F = float(Lb @ np.linalg.solve(V, Lb) / q) if q else None
+            rows.append(AnovaRow(term=label, num_df=q, den_df=None, F=F, p_value=None))
+        return rows, None
+    return anova_rows(contrasts, state.beta, tester), None
+
+
 def apply_inference(design: Design, fit: Fit, settings: InferenceSettings) -> Fit:
     """A copy of `fit` with the requested inference (the fit itself is not changed)."""
     if fit.engine != "lme" or getattr(design, "family", None) not in (None, "gaussian"):
@@ -109,6 +134,9 @@ def apply_inference(design: Design, fit: Fit, settings: InferenceSettings) -> Fi
     confint = variance_rows(vnames, vest) + [
         ConfintRow(parameter=fe.lme4_name, estimate=fe.estimate, low=fe.ci_low, high=fe.ci_high) for fe in fixed]
     update["confint"] = confint
+    update["anova"], note = _anova(design, state, kr if kr is not None else sat)
+    if note:
+        warnings.append(FitWarning(code="anova", message=note))
     shares = variance_shares(design, state.beta, varpar.block_covariances(state.problem, state.theta, state.sigma),
                              state.sigma)
     update["r2"] = R2(marginal=shares.r2_marginal, conditional=shares.r2_conditional)

@@ -65,7 +65,7 @@ def state_at(design: Design, theta: np.ndarray, sigma: float, reml: bool,
              problem: Problem | None = None) -> LmmState:
     """The state at given estimates (theta in lme4's parameterization, sigma)."""
     problem = build_problem(design) if problem is None else problem
-    theta = np.asarray(theta, dtype=float)
+    theta = np.atleast_1d(np.asarray(theta, dtype=float))
     f = factor_at(problem, theta)
     beta = beta_at(problem, f)
     vcov = sigma ** 2 * unscaled_vcov(problem, f)
