@@ -27,6 +27,27 @@ def students_page(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]
     return page, json.loads(results.read_text())
 
 
+_VISIBLE_COLUMNS = """
+const t = document.querySelector('table.' + arguments[0]);
+return Array.from(t.querySelectorAll('thead th')).filter(th => th.getClientRects().length > 0)
+            .map(th => th.textContent.trim());"""
+_WIDEST_RIGHT_EDGE = """
+const cells = document.querySelectorAll('table.' + arguments[0] + ' td, table.' + arguments[0] + ' th');
+return Math.max(...Array.from(cells).filter(c => c.getClientRects().length > 0)
+                                     .map(c => c.getBoundingClientRect().right));"""
+_SCROLLS_SIDEWAYS = """
+const tw = document.querySelector('table.' + arguments[0]).parentElement;
+return tw.scrollWidth > tw.clientWidth;"""
+_SMALLEST_PLOT_TEXT = """
+let smallest = Infinity;
+for (const svg of document.querySelectorAll('svg.plot')) {
+  const scale = svg.getBoundingClientRect().width / svg.viewBox.baseVal.width;
+  for (const t of svg.querySelectorAll('text'))
+    smallest = Math.min(smallest, parseFloat(getComputedStyle(t).fontSize) * scale);
+}
+return smallest;"""
+
+
 def _set_width(drv, width: int) -> None:  # type: ignore[no-untyped-def]
     """Emulate a phone viewport; a headless window may refuse to get that narrow."""
     drv.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
@@ -86,6 +107,20 @@ def test_students_report_in_chromium(driver, students_page: tuple[Path, dict], t
         plot_width = driver.execute_script(
             "return Math.max(...Array.from(document.querySelectorAll('svg.plot'), s => s.getBoundingClientRect().right))")
         assert plot_width <= 375
+        # the columns an analyst needs are on screen without scrolling sideways, secondary ones hidden
+        for table, needed, hidden in (("ranking", ["model", "AIC", "ΔAIC", "weight"], ["formula", "BIC"]),
+                                      ("fixed", ["term", "estimate", "p", "95% CI"], ["SE", "df"]),
+                                      ("tests", ["small", "large", "χ²", "p (boundary)"], ["logLik small"])):
+            shown = driver.execute_script(_VISIBLE_COLUMNS, table)
+            assert [h for h in needed if h in shown] == needed, (table, shown)
+            assert not set(hidden) & set(shown), (table, shown)
+            assert driver.execute_script(_WIDEST_RIGHT_EDGE, table) <= 375, table
+            assert driver.execute_script(_SCROLLS_SIDEWAYS, table) is False, table
+        ranking = driver.find_elements(By.CSS_SELECTOR, "table.ranking tbody tr")[0].find_elements(By.TAG_NAME, "td")
+        assert [ranking[i].text for i in (5, 7, 8)] == ["86,480.96", "0.00", "0.989"]  # AIC, ΔAIC, weight on screen
+        # every plot label is readable: rendered at 9 px or more after the plot is scaled to the screen
+        smallest = driver.execute_script(_SMALLEST_PLOT_TEXT)
+        assert smallest >= 9.0, smallest
         shot = tmp_path / "students-375.png"
         assert driver.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
     finally:

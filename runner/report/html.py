@@ -33,6 +33,7 @@ def environment() -> Environment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
+    env.globals["secondary_columns"] = views.secondary_columns
     env.filters["num"] = fmt_num
     env.filters["int_sep"] = fmt_int
     return env

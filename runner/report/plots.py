@@ -41,6 +41,7 @@ from runner.report.svg import (
 SCATTER_MAX = 1500
 QQ_POINTS = 500
 CATERPILLAR_MAX = 50
+MAX_WIDTH = 430.0  # px; a 375 px phone shows ~355 px, so 12 px labels stay above 9 px (x 0.83)
 INTERCEPTS = frozenset({"Intercept", "(Intercept)"})
 
 Plot = Chart  # what the page lays out
@@ -78,7 +79,7 @@ def coefficient_plot(fixed: Sequence[FixedEffect], model: str = "") -> Plot | No
     omitted = len(rows) < len(fixed)
     n = len(rows)
     labels = [cut(r.term) for r in rows]
-    width = 420.0
+    width = MAX_WIDTH
     left = min(0.45 * width, label_width(labels))
     box = Box(left, 10.0, width - 15.0, 10.0 + 24.0 * n)
     est = np.array([r.estimate for r in rows], dtype=float)
@@ -139,7 +140,7 @@ def residual_plot(fitted: np.ndarray, resid: np.ndarray, model: str = "") -> Plo
     n = fitted.size
     dense = n > SCATTER_MAX
     bins = int(min(20, max(4, n // 40)))  # about 40 rows per bin at least, so the line is not noise
-    width = 480.0 if dense else 420.0
+    width = MAX_WIDTH
     box = Box(62.0, 22.0 if dense else 10.0, width - (75.0 if dense else 15.0), 250.0)
     kind = f"2D histogram of {n:,} rows" if dense else f"one point per row, {n:,} rows"
     caption = f"Residuals vs fitted values ({kind}); red: mean residual in {bins} bins of fitted values."
@@ -227,8 +228,10 @@ def caterpillar_plot(ranef: pd.DataFrame, title: str, model: str = "",
     shown = len(order)
 
     labels = [cut(levels[i]) for i in order]
-    panel, gap, row = (240.0 if len(columns) == 1 else 170.0), 12.0, 15.0
+    gap, row = 12.0, 15.0
     left = min(200.0, label_width(labels))
+    room = MAX_WIDTH - left - 15.0 - (len(columns) - 1) * gap  # panels share what the labels leave
+    panel = max(90.0, min(240.0, room / len(columns)))
     width = left + len(columns) * panel + (len(columns) - 1) * gap + 15.0
     top = 24.0
     bottom = top + row * shown + 6.0

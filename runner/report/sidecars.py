@@ -1,6 +1,7 @@
 """Read the per-model parquet sidecars the runner writes beside results.json.
 
-`fits/<model>.parquet` holds columns fitted and residuals (one row per data row);
+`fits/<model>.parquet` holds row (the 0-based row of the loaded source), the
+`data.id_columns` and grouping columns, fitted and residuals (one row per data row);
 `fits/<model>_ranef.parquet` holds id, group, level, column, mode, cond_sd (one row
 per level and random-effect column). The report only reads them: it never refits.
 """

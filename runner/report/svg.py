@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-FONT_PX = 12.0  # tick labels; the page scales a plot down at phone width, so this stays >= 9 px there
+FONT_PX = 12.0  # tick labels; a plot <= 430 px wide scaled to a 375 px phone keeps them >= 9 px
 CHAR_PX = 6.6  # rough width of one character at FONT_PX (labels are cut, never measured)
 
 

@@ -22,6 +22,17 @@ from runner.results import ModelRecord, RankingGroup, RankingRow, ResultsRecord
 
 INTERCEPT_NAMES = frozenset({"Intercept", "(Intercept)"})
 
+# Columns a phone (<= 600 px) hides so the ones an analyst needs fit without sideways
+# scrolling: model, criterion, delta and weight; term, estimate, p and interval; chi-square
+# and p. A column not named here (a new field) stays visible everywhere.
+SECONDARY = frozenset({"formula", "fit", "npar", "logLik", "BIC", "SE", "t", "z", "df", "source", "fits",
+                       "logLik small", "logLik large", "levels", "variance", "p (naive)"})
+
+
+def secondary_columns(header: list[str]) -> list[int]:
+    """Positions of the columns hidden at phone width."""
+    return [i for i, h in enumerate(header) if h in SECONDARY]
+
 
 @dataclass(frozen=True)
 class Cell:
