@@ -152,4 +152,14 @@ class Fit(BaseModel):
     convergence: Convergence
     warnings: list[FitWarning] = Field(default_factory=list)
     fit_seconds: float = 0.0
+    # generalized linear mixed models (absent for linear ones): lme4's family and link,
+    # nAGQ, the success level of a factor response, how vcov(beta) was computed
+    # ("hessian": beta block of 2 H^-1; "rx": (R_X' R_X)^-1), and for nagq > 1 lme4
+    # 1.1-31's logLik, which omits the saturated model's term (lme4 issue 161)
+    family: str | None = None
+    link: str | None = None
+    nagq: int | None = None
+    success_level: str | None = None
+    vcov_method: Literal["hessian", "rx"] | None = None
+    loglik_lme4: float | None = None
     arrays: FitArrays | None = Field(default=None, exclude=True)

@@ -1,0 +1,342 @@
+"""PIRLS and the Laplace / adaptive Gauss-Hermite deviance of a GLMM (lme4's glmer).
+
+For fixed theta (and, in glmer's second stage, fixed beta) the conditional modes u
+maximize the penalized log-likelihood; penalized iteratively reweighted least squares
+finds them. Each iteration is a weighted linear mixed-model solve with working weights
+W = wt mu'(eta)^2 / V(mu) and working response z = eta - offset + (y - mu) / mu'(eta):
+
+    (Lambda' Z' W Z Lambda + I) u + Lambda' Z' W X beta = Lambda' Z' W z   (and X' rows)
+
+solved with MixedModels.jl's blocked Cholesky: the term with the most columns (q_1 =
+levels x columns) is eliminated level by level (its diagonal block is block diagonal),
+only the rest (other terms and, in stage 1, X) is a dense Cholesky. Per iteration the
+weighted Gram products are O(nnz) sparse products on a fixed pattern (every row has one
+entry per column of every term). Steps that raise the penalized deviance are halved
+(lme4's pwrssUpdate); a step that cannot be made to decrease it, or no convergence in
+`MAX_ITER` iterations, raises PirlsError.
+
+Laplace deviance (lme4's glmResp::Laplace, with aic() = -2 sum log p(y | mu)):
+    -2 sum log p(y | mu(u)) + ||u||^2 + log|L|^2.
+AGQ (lme4's glmerAGQ, one scalar term): per level, the deviance contributions at
+u + z_k sd are weighted by the Gauss-Hermite rule; lme4 1.1-31 sums deviance residuals
+there (no saturated log-likelihood), so both that value and the full one are returned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.linalg import cholesky, solve_triangular
+
+from runner.design.model import Design
+from runner.engines.lme.families import Family
+from runner.engines.lme.templates import Template
+
+MAX_ITER = 100
+MAX_HALVINGS = 20
+NOISE = 1e-13  # relative change of the penalized deviance below its rounding
+STEP_TOL = 1e-13  # converged when the largest change of (u, beta) is below this (relative to 1 + size):
+# the Laplace deviance depends on u to first order through log|L|, so PIRLS's tolerance is
+# the criterion's noise, and a finite-difference Hessian (step 1e-4) divides it by 1e-8
+FLOOR_TOL = 1e-9
+
+
+class PirlsError(ArithmeticError):
+    """PIRLS diverged or did not converge at this theta."""
+
+
+@dataclass
+class GlmmModel:
+    """Everything per model that does not depend on theta or the weights."""
+
+    family: Family
+    y: np.ndarray
+    wt: np.ndarray
+    offset: np.ndarray
+    X: np.ndarray
+    templates: list[Template]  # lme4 block order
+    theta_slices: list[slice]  # lme4 block order
+    lower: np.ndarray
+    start: np.ndarray
+    order: list[int]  # internal position -> lme4 block index (largest q first)
+    codes: list[np.ndarray]  # internal order
+    Xb: list[np.ndarray]  # internal order: each term's lhs columns
+    col_start: list[int]  # internal order: first column of the term in u
+    q: int
+    q1: int
+    l1: int
+    p1: int
+    indptr: np.ndarray  # CSR pattern of Z (n x q), K entries per row
+    indices: np.ndarray
+    K: int
+    log_density_const: float  # unused by the criterion; see `cond_dev`
+
+    @property
+    def n(self) -> int:
+        return int(self.y.size)
+
+    @property
+    def p(self) -> int:
+        return int(self.X.shape[1])
+
+    @property
+    def scalar_single(self) -> bool:
+        return len(self.templates) == 1 and self.templates[0].p == 1
+
+
+def build_model(design: Design, family: Family, y: np.ndarray, wt: np.ndarray) -> GlmmModel:
+    blocks = design.blocks
+    if not blocks:
+        raise PirlsError("a GLMM needs at least one random-effect term (without one it is a GLM)")
+    n = design.nobs
+    templates = [Template(b.covariance, b.ncols, b.group, tuple(b.column_names)) for b in blocks]
+    sizes = [t.ntheta for t in templates]
+    offs = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+    qs = [b.nlevels * b.ncols for b in blocks]
+    order = sorted(range(len(blocks)), key=lambda i: -qs[i])
+    col_start, c = [], 0
+    for i in order:
+        col_start.append(c)
+        c += qs[i]
+    cols = []
+    for pos, i in enumerate(order):
+        b = blocks[i]
+        cols.append(col_start[pos] + b.codes[:, None] * b.ncols + np.arange(b.ncols)[None, :])
+    indices = np.hstack(cols).astype(np.int32)
+    K = indices.shape[1]
+    first = blocks[order[0]]
+    return GlmmModel(
+        family=family, y=y, wt=wt, offset=np.zeros(n) if design.offset is None else np.asarray(design.offset, float),
+        X=np.ascontiguousarray(design.X, dtype=float), templates=templates,
+        theta_slices=[slice(offs[i], offs[i + 1]) for i in range(len(blocks))],
+        lower=np.concatenate([t.lower() for t in templates]),
+        start=np.concatenate([t.start() for t in templates]),
+        order=order, codes=[blocks[i].codes for i in order], Xb=[blocks[i].X for i in order],
+        col_start=col_start, q=c, q1=qs[order[0]], l1=first.nlevels, p1=first.ncols,
+        indptr=(np.arange(n + 1) * K).astype(np.int32), indices=indices.ravel(), K=K,
+        log_density_const=0.0)
+
+
+def factors(model: GlmmModel, theta: np.ndarray) -> list[np.ndarray]:
+    """T_i(theta) per internal block."""
+    return [model.templates[i].factor(theta[model.theta_slices[i]]) for i in model.order]
+
+
+def zlambda_values(model: GlmmModel, theta: np.ndarray) -> np.ndarray:
+    """(n, K) values of Z Lambda on Z's pattern: row i of term j is x_ij' T_j."""
+    return np.hstack([Xb @ T for Xb, T in zip(model.Xb, factors(model, theta))])
+
+
+@dataclass
+class Decomposition:
+    """The blocked Cholesky of [Lambda'Z'WZLambda + I, .; X'WZLambda, X'WX] at one W."""
+
+    L1: np.ndarray  # (l1, p1, p1) lower factors of the first block
+    L1inv: np.ndarray
+    Bs: sp.csr_matrix  # tail x q1: B L1^{-T}
+    Ls: np.ndarray  # lower factor of the tail Schur complement (random tail, then X)
+    H1: sp.csr_matrix  # weighted first-block columns
+    Ht: sp.csr_matrix  # weighted tail columns
+    logdet: float  # log |L|^2 of the random part
+    qr: int  # random tail size
+
+    def solve(self, rhs_w: np.ndarray) -> np.ndarray:
+        """x with M x = H' rhs_w (rhs_w = sqrt(W) z): [u (internal order); beta]."""
+        r1 = self.H1.T @ rhs_w
+        rt = self.Ht.T @ rhs_w
+        p1 = self.L1.shape[1]
+        if p1 == 1:
+            y1 = r1 / self.L1[:, 0, 0]
+        else:
+            y1 = np.einsum("cab,cb->ca", self.L1inv, r1.reshape(-1, p1)).ravel()
+        if self.Ls.shape[0]:
+            yt = solve_triangular(self.Ls, rt - self.Bs @ y1, lower=True, check_finite=False)
+            xt = solve_triangular(self.Ls, yt, lower=True, trans="T", check_finite=False)
+            y1 = y1 - self.Bs.T @ xt
+        else:
+            xt = np.zeros(0)
+        if p1 == 1:
+            x1 = y1 / self.L1[:, 0, 0]
+        else:
+            x1 = np.einsum("cba,cb->ca", self.L1inv, y1.reshape(-1, p1)).ravel()
+        return np.concatenate([x1, xt])
+
+
+def decompose(model: GlmmModel, zl: np.ndarray, w: np.ndarray, with_x: bool) -> Decomposition:
+    """The blocked factor of the penalized weighted system at working weights w."""
+    n, K, p1, l1, q1 = model.n, model.K, model.p1, model.l1, model.q1
+    sw = np.sqrt(w)
+    V = zl * sw[:, None]
+    V1 = V[:, :p1]
+    codes1 = model.codes[0]
+    D = np.empty((l1, p1, p1))
+    for a in range(p1):
+        for b in range(a, p1):
+            s = np.bincount(codes1, weights=V1[:, a] * V1[:, b], minlength=l1)
+            D[:, a, b] = s
+            D[:, b, a] = s
+    D += np.eye(p1)
+    rows = np.arange(n)
+    H1 = sp.csr_matrix((V1.ravel(), (np.repeat(rows, p1), model.indices.reshape(n, K)[:, :p1].ravel())),
+                       shape=(n, q1))
+    qr = model.q - q1
+    parts = []
+    if qr:
+        Vt = V[:, p1:]
+        it = model.indices.reshape(n, K)[:, p1:] - q1
+        kt = K - p1
+        parts.append(sp.csr_matrix((Vt.ravel(), it.ravel(), np.arange(n + 1) * kt), shape=(n, qr)))
+    if with_x and model.p:
+        parts.append(sp.csr_matrix(model.X * sw[:, None]))
+    Ht = sp.hstack(parts, format="csr") if parts else sp.csr_matrix((n, 0))
+    if p1 == 1:
+        d = D[:, 0, 0]
+        L1 = np.sqrt(d)[:, None, None]
+        L1inv = 1.0 / L1
+        logdet = float(np.sum(np.log(d)))
+        Bs = (Ht.T @ H1).tocsr() @ sp.diags(1.0 / L1[:, 0, 0])
+    else:
+        L1 = np.linalg.cholesky(D)
+        L1inv = np.linalg.inv(L1)
+        logdet = 2.0 * float(np.sum(np.log(np.diagonal(L1, axis1=1, axis2=2))))
+        blk = sp.bsr_matrix((np.ascontiguousarray(np.swapaxes(L1inv, 1, 2)), np.arange(l1), np.arange(l1 + 1)),
+                            shape=(q1, q1))
+        Bs = ((Ht.T @ H1) @ blk).tocsr()
+    nt = Ht.shape[1]
+    if nt:
+        C = (Ht.T @ Ht).toarray()
+        C[np.arange(qr), np.arange(qr)] += 1.0
+        C -= (Bs @ Bs.T).toarray()
+        try:
+            Ls = cholesky(C, lower=True, check_finite=False)
+        except np.linalg.LinAlgError as exc:
+            raise PirlsError("the penalized weighted system is not positive definite") from exc
+        dg = np.diagonal(Ls)
+        if not np.all(dg > 0) or not np.all(np.isfinite(dg)):
+            raise PirlsError("the penalized weighted system is not positive definite")
+        logdet += 2.0 * float(np.sum(np.log(dg[:qr])))
+    else:
+        Ls = np.zeros((0, 0))
+    return Decomposition(L1=L1, L1inv=L1inv, Bs=Bs.tocsr(), Ls=Ls, H1=H1, Ht=Ht, logdet=logdet, qr=qr)
+
+
+@dataclass
+class Mode:
+    """The converged conditional mode at one theta (and beta)."""
+
+    u: np.ndarray  # internal order
+    beta: np.ndarray
+    eta: np.ndarray
+    mu: np.ndarray
+    w: np.ndarray  # working weights at the mode
+    dec: Decomposition  # factor at the mode's weights
+    iterations: int
+
+
+def _zl_matrix(model: GlmmModel, zl: np.ndarray) -> sp.csr_matrix:
+    return sp.csr_matrix((zl.ravel(), model.indices, model.indptr), shape=(model.n, model.q))
+
+
+def pirls(model: GlmmModel, zl: np.ndarray, beta: np.ndarray, u: np.ndarray | None, with_x: bool) -> Mode:
+    """Conditional modes at theta (zl = Z Lambda's values); with_x also beta (glmer's nAGQ=0).
+
+    `u` None starts as glm does (eta from the family's mustart, first step taken whole);
+    otherwise from (u, beta), with steps halved while the penalized deviance rises."""
+    fam, link = model.family, model.family.link
+    y, wt, off, X = model.y, model.wt, model.offset, model.X
+    ZL = _zl_matrix(model, zl)
+    if u is None:
+        eta = link.linkfun(fam.mustart(y, wt))
+        u = np.zeros(model.q)
+        old = np.inf
+    else:
+        eta = off + X @ beta + ZL @ u
+        mu = link.linkinv(eta)
+        old = float(np.sum(fam.dev_resid(y, mu, wt)) + u @ u)
+    last = np.inf
+    for it in range(MAX_ITER):
+        mu = link.linkinv(eta)
+        me = link.mu_eta(eta)
+        w = wt * me * me / fam.variance(mu)
+        z = eta - off + (y - mu) / me
+        if not with_x:
+            z = z - X @ beta
+        if not (np.all(np.isfinite(w)) and np.all(np.isfinite(z))):
+            raise PirlsError("PIRLS produced non-finite working weights (the linear predictor diverged)")
+        dec = decompose(model, zl, w, with_x)
+        x = dec.solve(np.sqrt(w) * z)
+        u_new = x[:model.q]
+        b_new = x[model.q:] if with_x else beta
+        du, db = u_new - u, b_new - beta
+        size = 1.0 + max(float(np.max(np.abs(u), initial=0.0)), float(np.max(np.abs(beta), initial=0.0)))
+        step = max(float(np.max(np.abs(du), initial=0.0)), float(np.max(np.abs(db), initial=0.0)))
+        # converged when the step is tiny, or small and no longer shrinking (its rounding floor)
+        if np.isfinite(old) and (step <= STEP_TOL * size or (step <= FLOOR_TOL * size and step >= 0.5 * last)):
+            return Mode(u=u, beta=beta, eta=eta, mu=mu, w=w, dec=dec, iterations=it)
+        last = step
+        fac = 1.0
+        for _ in range(MAX_HALVINGS + 1):
+            uc, bc = u + fac * du, beta + fac * db
+            etac = off + X @ bc + ZL @ uc
+            muc = link.linkinv(etac)
+            pdev = float(np.sum(fam.dev_resid(y, muc, wt)) + uc @ uc)
+            # a rise within rounding noise is no rise: near the mode, a Fisher-scoring step
+            # (probit, cloglog) changes the deviance by less than its rounding, and halving
+            # it there would stop PIRLS early (a noisy deviance, a wrong Hessian)
+            if np.isfinite(pdev) and pdev <= old + NOISE * (1.0 + abs(old)):
+                break
+            fac *= 0.5
+        else:
+            raise PirlsError(f"PIRLS step-halvings failed to reduce the penalized deviance "
+                             f"({old:.6g}) after {MAX_HALVINGS} halvings")
+        u, beta, eta, old = uc, bc, etac, pdev
+    raise PirlsError(f"PIRLS did not converge in {MAX_ITER} iterations")
+
+
+def cond_dev(model: GlmmModel, mu: np.ndarray) -> float:
+    """-2 sum log p(y | mu) with every constant (lme4's family aic())."""
+    return -2.0 * float(np.sum(model.family.log_density(model.y, mu, model.wt)))
+
+
+def laplace(model: GlmmModel, mode: Mode) -> float:
+    """The Laplace deviance (-2 x approximate marginal log-likelihood, constants included)."""
+    return cond_dev(model, mode.mu) + float(mode.u @ mode.u) + mode.dec.logdet
+
+
+def gh_rule(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Gauss-Hermite knots and weights for the standard normal (lme4's GHrule: z, w/sum w)."""
+    x, w = np.polynomial.hermite.hermgauss(n)
+    z = x * np.sqrt(2.0)
+    z = (z - z[::-1]) / 2.0  # exactly symmetric, as lme4's GHrule and MixedModels.jl
+    w = (w + w[::-1]) / 2.0
+    return z, w / w.sum()
+
+
+def agq(model: GlmmModel, zl: np.ndarray, mode: Mode, rule: tuple[np.ndarray, np.ndarray]
+        ) -> tuple[float, float]:
+    """(full deviance, lme4 1.1-31's deviance) by adaptive Gauss-Hermite quadrature.
+
+    One scalar term: the levels are independent given beta, so the integral is a product
+    of one-dimensional ones, each centred at the mode with the conditional SD 1/L_cc."""
+    fam = model.family
+    y, wt = model.y, model.wt
+    codes = model.codes[0]
+    q = model.q
+    x = zl[:, 0]  # Z Lambda's single value per row
+    sd = 1.0 / mode.dec.L1[:, 0, 0]
+    dr0 = fam.dev_resid(y, mode.mu, wt)
+    devc0 = mode.u ** 2 + np.bincount(codes, weights=dr0, minlength=q)
+    mult = np.zeros(q)
+    for zk, wk in zip(*rule):
+        if zk == 0.0:
+            mult += wk
+            continue
+        du = zk * sd
+        muk = fam.link.linkinv(mode.eta + x * du[codes])
+        devck = (mode.u + du) ** 2 + np.bincount(codes, weights=fam.dev_resid(y, muk, wt), minlength=q)
+        mult += wk * np.exp(-0.5 * (devck - devc0) + 0.5 * zk * zk)
+    dev_lme4 = float(devc0.sum()) + mode.dec.logdet - 2.0 * float(np.sum(np.log(mult)))
+    full = dev_lme4 - float(dr0.sum()) + cond_dev(model, mode.mu)
+    return full, dev_lme4
