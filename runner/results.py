@@ -116,6 +116,7 @@ class ModelRecord(_Strict):
     warnings: list[FitWarning] = Field(default_factory=list)
     verify: VerifyRecord | None = None
     sidecar: str | None = None  # relative path of fits/<model>.parquet
+    predictions: str | None = None  # relative path of predictions/<model>.parquet (spec predict:)
 
 
 class RankingRow(_Strict):

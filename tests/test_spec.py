@@ -287,7 +287,7 @@ def test_a_list_or_text_where_a_mapping_belongs_names_the_keys(tmp_path):
     errs = errors_of(path)
     assert errs == [
         f"{path}:1:7: data: expected a mapping with the keys path, sheet, sql, example, simulate, filter, "
-        "na, categorical, center, sha256; got the text 'sleepstudy'",
+        "na, categorical, center, sha256, id_columns; got the text 'sleepstudy'",
         f"{path}:4:1: expect: expected a mapping with the keys best, fixed, converged, singular, delta_aic; "
         "got a list ['best == m']",
     ]

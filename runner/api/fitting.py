@@ -2,7 +2,7 @@
 
 The steps are the run's own functions, in the run's order: the formula is parsed by
 the spec loader's parser, the data prepared by `runner.data.prepare.prepare` (factors,
-missing values, lme4's pre-fit checks), the design built by `build_design`, and the fit
+missing values, lme4's pre-fit checks), the design built by `design_for`, and the fit
 made by `runner.run.tasks.execute_task`. So the numbers are those of `mixspec run`.
 Problems are raised as the CLI's located errors (SpecError, DataError).
 """
@@ -93,7 +93,7 @@ def prepare_model(formula: str, data: Any, *, method: str = "REML", engine: str 
                   name: str = "model") -> tuple[Any, Any, Any, pd.DataFrame]:
     """(resolved model, prepared data, design, frame given) or the run's located errors."""
     from runner.data.prepare import prepare
-    from runner.design.build import DesignError, build_design
+    from runner.design.build import DesignError, design_for
     from runner.formula.variables import required_variables
 
     method = _choice("method", method, METHODS)
@@ -107,7 +107,7 @@ def prepare_model(formula: str, data: Any, *, method: str = "REML", engine: str 
         and frame.index.step == 1 else frame.reset_index(drop=True)
     prepared = prepare(source, data_spec, {name: rm})
     try:
-        design = build_design(rm.formula, prepared.frame_for(name), weights=rm.weights, offset=rm.offset)
+        design = design_for(prepared, name, rm.formula, weights=rm.weights, offset=rm.offset)
     except DesignError as exc:
         raise DataError([SpecIssue("<formula>", None, None, "formula", str(exc))]) from None
     return rm, prepared, design, frame

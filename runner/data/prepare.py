@@ -61,6 +61,7 @@ class PreparedData:
     grouping: set[str] = field(default_factory=set)  # columns used as grouping factors
     centered: dict[str, dict[str, float | None]] = field(default_factory=dict)
     warnings: list[SpecIssue] = field(default_factory=list)
+    source_rows: np.ndarray | None = None  # 0-based row in the loaded source of each row of `frame`
 
     def frame_for(self, model_name: str) -> pd.DataFrame:
         """The rows `model_name` uses, with levels unused in those rows dropped."""
@@ -171,7 +172,7 @@ def _apply_filter(frame: pd.DataFrame, text: str, issues: list[SpecIssue]) -> pd
     if not keep.any():
         issues.append(_issue("data.filter", f"the filter keeps no rows (of {len(frame)})"))
         return None
-    return frame.loc[keep].reset_index(drop=True)
+    return frame.loc[keep]  # the index is the source row (PreparedData.source_rows)
 
 
 def _factorize(frame: pd.DataFrame, col: str, spec: Any, rows: np.ndarray, issues: list[SpecIssue],
@@ -369,11 +370,13 @@ def prepare(frame: pd.DataFrame, data_spec: DataSpec, models: dict[str, Resolved
                 issues.append(_issue(f"data.{section}.{col}", f"column {col!r} not in the data{_close(col, columns)}"))
 
     work = frame.copy()
+    source_rows = np.arange(rows)
     if data_spec.filter:
         filtered = _apply_filter(work, data_spec.filter, issues)
         if filtered is None:
             raise DataError(issues)
-        work = filtered
+        source_rows = filtered.index.to_numpy()
+        work = filtered.reset_index(drop=True)
     rows_after_filter = len(work)
     # a number column with text in some rows is an error naming the rows, never a silent factor
     issues += text_in_number_columns(
@@ -422,7 +425,8 @@ def prepare(frame: pd.DataFrame, data_spec: DataSpec, models: dict[str, Resolved
     dropped = {"filter": rows - rows_after_filter, "missing": rows_after_filter - rows_used}
     prepared = PreparedData(frame=work, sha256=digest, na=data_spec.na, rows=rows, rows_after_filter=rows_after_filter,
                             rows_used=rows_used, dropped=dropped, missing_by_column=missing_by_column, masks=masks,
-                            factors=factors, grouping=grouping, centered=centered, warnings=warnings)
+                            factors=factors, grouping=grouping, centered=centered, warnings=warnings,
+                            source_rows=source_rows)
     if any(i.severity == "error" for i in issues):
         raise DataError(ordered_issues([*issues, *warnings]), partial=prepared)
     return prepared

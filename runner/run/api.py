@@ -253,11 +253,25 @@ def build_record(plan: Plan, results: dict[str, TaskResult], out: Path, *, start
                 extra.append(FitWarning(code="ml_refit_failed", message=f"ML refit failed: {err}"))
         sidecar = None
         try:
-            sidecar = rec.write_sidecars(primary.fit, out, name, m.row_ids)
+            from runner.run.predictions import sidecar_columns
+
+            sidecar = rec.write_sidecars(primary.fit, out, name, m.row_ids,
+                                         sidecar_columns(m, prepared, getattr(plan, "id_columns", [])))
         except Exception as exc:  # a sidecar is for plots; the numbers stand without it
             extra.append(FitWarning(code="sidecar", message=f"sidecar not written: {exc}"))
         models[name] = rec.model_record(primary.fit, source=rm.source, ml=ml_fit, verify=primary.verify,
                                         sidecar=sidecar, extra_warnings=extra)
+    if getattr(plan, "predict", None) is not None:
+        from runner.run.predictions import write_predictions
+
+        written = write_predictions(plan.predict, plan.models, fits, prepared, out)
+        for n, rel in written.items():
+            if rel.startswith("error: "):
+                failures.append(f"{n}: predictions not written: {rel[7:]}")
+                models[n].warnings.append(FitWarning(code="predictions", message=f"predictions not written: "
+                                                     f"{rel[7:]}"))
+            else:
+                models[n].predictions = rel
     ranking, tests, test_warnings = compare_models(plan, fits)
     _mark_convergence(ranking, models)
     failures += convergence_failures(plan.expectations, models)

@@ -68,6 +68,8 @@ class Plan:
     refit: bool
     expectations: list[Any]
     data_sha256: str
+    predict: Any = None  # runner.run.predictions.PredictPlan of the spec's predict: section
+    id_columns: list[str] = field(default_factory=list)  # data.id_columns, carried into the fit sidecars
 
     def tasks(self) -> list[FitTask]:
         out = []
@@ -189,7 +191,9 @@ def make_plan(path: str | Path, verify: bool = False) -> Plan:
             continue
         d = mp.design
         mask = getattr(prepared, "masks", {}).get(name)
-        mp.row_ids = np.flatnonzero(mask) if mask is not None else np.arange(d.nobs)
+        used = np.flatnonzero(mask) if mask is not None else np.arange(d.nobs)
+        source = getattr(prepared, "source_rows", None)
+        mp.row_ids = source[used] if source is not None else used  # rows of the loaded source
         mp.rows_key = _hash(d.response, d.y, mp.row_ids, d.weights if d.weights is not None else "w")
         mp.fixed_key = _hash(d.X)
         mp.terms = shapes_of(d)
@@ -204,6 +208,10 @@ def make_plan(path: str | Path, verify: bool = False) -> Plan:
     if issues:
         raise PlanError(issues)
     issues = _expectation_terms(loaded, models)  # listed with the test-pair problems below
+    from runner.run.predictions import plan_predictions
+
+    predict, predict_issues = plan_predictions(loaded, prepared, models)
+    issues += predict_issues
 
     compare = spec.compare
     tests: list[TestPlan] = []
@@ -248,4 +256,4 @@ def make_plan(path: str | Path, verify: bool = False) -> Plan:
     sha = getattr(prepared, "sha256", "") or ""
     return Plan(validated=validated, name=loaded.name, spec_path=Path(path), models=models, tests=tests,
                 criterion=compare.criterion, refit=compare.refit, expectations=list(loaded.expectations),
-                data_sha256=sha)
+                data_sha256=sha, predict=predict, id_columns=list(getattr(spec.data, "id_columns", None) or []))

@@ -151,8 +151,10 @@ def _write_parquet(frame: Any, path: Path) -> None:
         pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp)
 
 
-def write_sidecars(fit: Fit, spec_out: Path, model: str, row_ids: Any = None) -> str | None:
-    """fits/<model>.parquet (row, fitted, residuals) and fits/<model>_ranef.parquet; the relative path."""
+def write_sidecars(fit: Fit, spec_out: Path, model: str, row_ids: Any = None, columns: Any = None) -> str | None:
+    """fits/<model>.parquet (row, the id and grouping `columns`, fitted, residuals) and
+    fits/<model>_ranef.parquet; the relative path. `row` is the 0-based row of the loaded
+    source (before filter and missing-value drops), so the file joins back to it."""
     import pandas as pd
 
     arrays = fit.arrays
@@ -162,6 +164,9 @@ def write_sidecars(fit: Fit, spec_out: Path, model: str, row_ids: Any = None) ->
     rows = np.asarray(row_ids) if row_ids is not None and len(row_ids) == n else np.arange(n)
     fits = pd.DataFrame({"row": rows, "fitted": np.asarray(arrays.fitted, float),
                          "residuals": np.asarray(arrays.residuals, float)})
+    if columns is not None and len(columns) == n:
+        for j, name in enumerate(columns.columns):
+            fits.insert(1 + j, str(name), columns[name].to_numpy())
     rel = f"fits/{model}.parquet"
     _write_parquet(fits, spec_out / rel)
     recs: dict[str, list[Any]] = {"id": [], "group": [], "level": [], "column": [], "mode": [], "cond_sd": []}

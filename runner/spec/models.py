@@ -184,6 +184,8 @@ class DataSpec(Strict):
     center: dict[str, float | Literal["mean"] | CenterSpec] = Field(
         default_factory=dict, description="Columns to centre: a number, 'mean', or {center, scale}")
     sha256: str | None = Field(None, description="Pin: fail if the loaded data's hash differs")
+    id_columns: list[str] = Field(default_factory=list, description="Columns that identify a row; carried "
+                                  "into fits/<model>.parquet and predictions/<model>.parquet to join them back")
 
     @model_validator(mode="after")
     def _one_source(self) -> DataSpec:
@@ -361,6 +363,29 @@ class ReportSpec(Strict):
 _NameKey = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")]  # no dots: paths are dotted
 
 
+class PredictSpec(Strict):
+    """Predictions of fitted models on new rows, written to predictions/<model>.parquet."""
+
+    data: DataSpec = Field(description="The new rows: a data source as under data: (path, sql, example), "
+                           "with filter and id_columns; factor levels and centring come from the fitted data")
+    models: list[str] | None = Field(None, description="Models to predict with (default: every model)")
+    random_effects: bool = Field(True, description="Include the random effects (false: the population "
+                                 "prediction, lme4's re.form = NA)")
+    new_levels: Literal["population", "error"] = Field(
+        "population", description="A grouping level not fitted: predict at the population value "
+        "(lme4's allow.new.levels = TRUE) or make it an error")
+    formats: list[Literal["parquet", "csv"]] = Field(default_factory=lambda: ["parquet"], min_length=1,
+                                                     description="Files to write per model")
+
+    @model_validator(mode="after")
+    def _prepared_like_fitted(self) -> PredictSpec:
+        for key in ("categorical", "center"):
+            if getattr(self.data, key):
+                raise ValueError(f"predict.data.{key} is not allowed: the new rows are coded as the fitted "
+                                 f"data (set {key} under data:)")
+        return self
+
+
 class Spec(Strict):
     """A mixspec spec: data, models, variants, comparisons and expectations."""
 
@@ -373,6 +398,7 @@ class Spec(Strict):
     compare: CompareSpec = Field(default_factory=CompareSpec)
     expect: ExpectSpec | None = None
     report: ReportSpec = Field(default_factory=ReportSpec)
+    predict: PredictSpec | None = Field(None, description="Predict new rows with the fitted models")
 
     @field_validator("name")
     @classmethod
