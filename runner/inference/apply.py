@@ -104,7 +104,15 @@ def _anova(design: Design, state: LmmState, tester: object | None) -> tuple[list
 
 
 def apply_inference(design: Design, fit: Fit, settings: InferenceSettings) -> Fit:
-    """A copy of `fit` with the requested inference (the fit itself is not changed)."""
+    """A copy of `fit` with the requested inference (the fit itself is not changed).
+    One BLAS thread, as the engine fits: ~100 small factorizations, each slower threaded."""
+    from runner.engines.lme.engine import _one_blas_thread
+
+    with _one_blas_thread(), np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+        return _apply(design, fit, settings)
+
+
+def _apply(design: Design, fit: Fit, settings: InferenceSettings) -> Fit:
     if fit.engine != "lme" or getattr(design, "family", None) not in (None, "gaussian"):
         return fit
     warnings: list[FitWarning] = []
