@@ -136,6 +136,9 @@ def _offset(mf: ModelFormula, frame: pd.DataFrame, state: State, learn: pd.DataF
 
 def _block(term: RandomTerm, frame: pd.DataFrame, state: State, learn: pd.DataFrame | None,
            contrasts: dict[str, str] | None) -> RandomBlock:
+    absent = [g for g in term.group if g not in frame.columns]
+    if absent:
+        raise DesignError(f"grouping factor column '{absent[0]}' is not in the data")
     codes, levels = group_factor(frame, term.group)
     where = f"random term ({term.lhs} | {term.group_name})"
     if term.lhs == "1":

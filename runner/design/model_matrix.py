@@ -49,16 +49,22 @@ def _bad_rows(mask: np.ndarray) -> str:
 
 
 def materialize(terms: Terms, frame: pd.DataFrame, state: State, learn_frame: pd.DataFrame | None = None,
-                contrasts: dict[str, str] | None = None) -> dict[int, Block | Factor]:
-    """Every variable a term uses, evaluated on `frame` (parameters learned on `learn_frame`)."""
+                contrasts: dict[str, str] | None = None, predict: bool = False) -> dict[int, Block | Factor]:
+    """Every variable a term uses, evaluated on `frame` (parameters learned on `learn_frame`).
+
+    `predict`: `frame` holds new rows; every parameter, factor level and contrast comes from
+    `state` as a fit recorded it, nothing is learned (a level never fitted is an error).
+    """
     used = sorted({i for t in terms.terms for i in t})
     out: dict[int, Block | Factor] = {}
     for i in used:
         node, label = terms.nodes[i], terms.variables[i]
         try:
-            if learn_frame is not None:
+            if learn_frame is not None and not predict:
                 evaluate(node, learn_frame, state, learning=True, contrasts=contrasts)
-            v = evaluate(node, frame, state, learning=learn_frame is None, contrasts=contrasts)
+            v = evaluate(node, frame, state, learning=learn_frame is None and not predict, contrasts=contrasts)
+            if predict and isinstance(v, Factor):
+                v = _as_fitted(v, state.get("factors", {}).get(label), label)
         except EvalError as exc:
             raise EvalError(f"term '{label}': {exc}") from None
         if isinstance(v, Block):
@@ -70,11 +76,28 @@ def materialize(terms: Terms, frame: pd.DataFrame, state: State, learn_frame: pd
             bad = v.codes < 0
             if bad.any():
                 raise EvalError(f"term '{label}' has missing or unknown levels at {_bad_rows(bad)}")
-            v = _drop_unused(v)
-            state.setdefault("factors", {})[label] = {"levels": list(v.levels), "contrast": v.contrast,
-                                                      "base": v.base}
+            if not predict:
+                v = _drop_unused(v)
+                state.setdefault("factors", {})[label] = {"levels": list(v.levels), "contrast": v.contrast,
+                                                          "base": v.base, "numbered": v.numbered}
         out[i] = v
     return out
+
+
+def _as_fitted(f: Factor, fitted: dict[str, Any] | None, label: str) -> Factor:
+    """A factor on new rows coded with the fitted levels and contrast."""
+    if fitted is None:
+        raise EvalError(f"term '{label}' was not a factor in the fitted model")
+    levels = list(fitted["levels"])
+    index = {lv: j for j, lv in enumerate(levels)}
+    labels = [f.levels[c] if c >= 0 else None for c in f.codes]
+    unseen = sorted({lv for lv in labels if lv is not None and lv not in index})
+    if unseen:
+        raise EvalError(f"term '{label}' has level{'s' if len(unseen) > 1 else ''} {', '.join(unseen[:5])} "
+                        f"not in the fitted data (levels: {', '.join(levels[:10])})")
+    codes = np.asarray([index[lv] if lv is not None else -1 for lv in labels], dtype=np.int64)
+    return Factor(codes, levels, fitted["contrast"], int(fitted["base"]), logical=f.logical,
+                  numbered=bool(fitted.get("numbered", False)))
 
 
 def _drop_unused(f: Factor) -> Factor:

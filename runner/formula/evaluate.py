@@ -164,17 +164,22 @@ def check(node: Node, text: str, where: str = "term", response: bool = False, of
     walk(node, True)
 
 
-def _contrast_of(node: Node, bad: Callable[[str], Exception]) -> tuple[str, str | None]:
-    """C()'s second argument -> (kind, reference level or None)."""
+def _contrast_of(node: Node, bad: Callable[[str], Exception]) -> tuple[str, str | None, bool]:
+    """C()'s second argument -> (kind, reference level or None, columns numbered).
+
+    As R: a contrast function (`contr.treatment`, `contr.SAS`) is called with the number
+    of levels, so its columns are numbered (`C(f, contr.treatment)2`); a name in quotes or
+    the short names (`treatment`) use the levels (`C(f, treatment)b`).
+    """
     names = ", ".join(f"contr.{k}" for k in KINDS)
     if isinstance(node, (Name, Str)):
         key = node.name if isinstance(node, Name) else node.value
         if key in _CONTRASTS:
-            return _CONTRASTS[key], None
+            return _CONTRASTS[key], None, isinstance(node, Name) and key.startswith("contr.")
     if isinstance(node, Call) and node.fn in ("Treatment", "contr.treatment") and len(node.args) + len(node.kwargs) == 1:
         ref = node.args[0] if node.args else dict(node.kwargs).get("reference", dict(node.kwargs).get("base"))
         if isinstance(ref, (Str, Num)):
-            return "treatment", ref.value if isinstance(ref, Str) else format_number(ref.value)
+            return "treatment", ref.value if isinstance(ref, Str) else format_number(ref.value), False
     raise bad(f"unknown contrast '{deparse(node)}'; use one of {names} (or Treatment(\"b\"))")
 
 
@@ -495,7 +500,7 @@ class Evaluator:
         contr = node.args[1] if len(node.args) > 1 else kw.get("contr")
         if contr is None:
             return Factor(f.codes, f.levels, "treatment", 0)
-        kind, ref = _contrast_of(contr, lambda m: self.fail(m))
+        kind, ref, numbered = _contrast_of(contr, lambda m: self.fail(m))
         base = 0
         if kind == "SAS":
             kind, base = "treatment", len(f.levels) - 1
@@ -510,7 +515,7 @@ class Evaluator:
                 raise self.fail(f"base in {what} must be a level number 1..{len(f.levels)}")
             # R calls contr.treatment(nlevels, base = b): its columns are named by level number
             return Factor(f.codes, f.levels, kind, int(b) - 1, numbered=True)
-        return Factor(f.codes, f.levels, kind, base)
+        return Factor(f.codes, f.levels, kind, base, numbered=numbered)
 
 
 def _coded(labels: np.ndarray, levels: list[str]) -> Factor:

@@ -194,7 +194,7 @@ class _Parser:
                     raise self.error(f"unexpected '{t.text}': an operator (+, -, *, :, ...) is missing before it"
                                      if t.kind != "op" else f"unexpected '{t.text}'")
                 break
-            if bp < min_bp or (bp == min_bp and t.text != "^"):
+            if bp < min_bp:
                 break
             self.i += 1
             right = self.expr(bp if t.text == "^" else bp + 1)
