@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test test-all bench clean
+.PHONY: demo example test test-all bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -14,6 +14,10 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(VENV)/bin/mixspec run specs/*.yaml --out reports
+
+# The example report committed under docs/example/ (the demo writes only to reports/, which git ignores).
+example: $(STAMP)
+	$(VENV)/bin/mixspec run specs/sleepstudy.yaml --out docs/example --no-cache
 
 # pytest exits 5 when it collected nothing: a broken suite, not a pass.
 test: $(STAMP)
