@@ -180,3 +180,18 @@ def test_state_is_plain_data_and_reused_on_new_rows() -> None:
     new = STUDY.iloc[[3, 7]].reset_index(drop=True)
     X_new = model_matrix(terms, materialize(terms, new, state, predict=True)).X
     np.testing.assert_allclose(X_new, d.X[[3, 7]], rtol=1e-12)
+
+
+def test_on_new_rows_reuses_the_fit() -> None:
+    """New rows get the fit's scale/poly parameters, factor coding and kept columns."""
+    from runner.design.build import on_new_rows
+
+    mf = parse_formula("y ~ scale(x) + poly(k, 2) + g + offset(log(k)) + (1 + g | s)")
+    d = build_design(mf, STUDY)
+    rows = [5, 0, 11]
+    X, offset, blocks = on_new_rows(mf, d, STUDY.iloc[rows].reset_index(drop=True))
+    np.testing.assert_allclose(X, d.X[rows], rtol=1e-12)
+    np.testing.assert_allclose(offset, d.offset[rows], rtol=1e-12)
+    np.testing.assert_allclose(blocks[0], d.blocks[0].X[rows], rtol=1e-12)
+    with pytest.raises(DesignError, match="level zz not in the fitted data"):
+        on_new_rows(mf, d, STUDY.iloc[[0]].assign(g="zz"))

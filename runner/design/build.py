@@ -260,6 +260,8 @@ def build_design(mf: ModelFormula, frame: pd.DataFrame, weights: str | None = No
     off = _offset(mf, frame, state, learn_frame)
     _check_response_varies(mf.response, y if off is None else y - off, X)
     raw = [_block(t, frame, state, learn_frame, contrasts) for t in mf.random]
+    for i, b in enumerate(raw):
+        b.term_index = i
     blocks = [raw[i] for i in lme4_order([b.nlevels for b in raw])]
     for b, ident in zip(blocks, _unique_ids([b.group for b in blocks])):
         b.id = ident
@@ -281,3 +283,37 @@ def design_for(prepared: Any, name: str, mf: ModelFormula, weights: str | None =
     are learned on all filtered rows, as R's model.frame, with the spec's contrasts."""
     return build_design(mf, prepared.frame_for(name), weights=weights, offset=offset,
                         learn_frame=getattr(prepared, "frame", None), contrasts=getattr(prepared, "contrasts", None))
+
+
+def on_new_rows(mf: ModelFormula, design: Design, frame: pd.DataFrame
+                ) -> tuple[np.ndarray, np.ndarray | None, list[np.ndarray]]:
+    """The fitted model's fixed columns, formula offset and each block's columns (in
+    `design.blocks` order) on new rows, with every parameter, level and contrast the fit
+    learned (`design.formula_state`): nothing is relearned from the new rows."""
+    state = {k: (dict(v) if isinstance(v, dict) else v) for k, v in design.formula_state.items()}
+
+    def columns(terms: rterms.Terms, names: list[str], what: str) -> np.ndarray:
+        try:
+            mm = model_matrix(terms, materialize(terms, frame, state, predict=True))
+        except EvalError as exc:
+            raise DesignError(f"cannot build the {what} on the new rows: {exc}") from None
+        index = {n: j for j, n in enumerate(mm.names)}
+        return mm.X[:, [index[n] for n in names]] if len(frame) else np.zeros((0, len(names)))
+
+    X = columns(fixed_terms(mf), [c.lme4_name for c in design.fixed], "fixed-effects model matrix")
+    offset = None
+    for node in fixed_terms(mf).offsets:
+        try:
+            v = evaluate(node, frame, state, learning=False)
+        except EvalError as exc:
+            raise DesignError(f"the term 'offset({rexpr.deparse(node)})' on the new rows: {exc}") from None
+        x = v.values[:, 0] if isinstance(v, Block) else np.full(len(frame), np.nan)
+        offset = x if offset is None else offset + x
+    blocks = []
+    for b in design.blocks:
+        term = mf.random[b.term_index]
+        if term.lhs == "1":
+            blocks.append(np.ones((len(frame), 1)))
+        else:
+            blocks.append(columns(_lhs_terms(term), b.column_names, f"random term ({term.lhs} | {term.group_name})"))
+    return X, offset, blocks

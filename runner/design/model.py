@@ -31,6 +31,7 @@ class RandomBlock:
     factor_columns: tuple[str, ...] = ()  # data columns whose interaction is the group
     lhs_variables: tuple[str, ...] = ()  # data columns used on the lhs (for validate's `||` warning)
     lhs_is_factor: bool = False  # lhs contains a factor (its columns stay correlated under `||`)
+    term_index: int = -1  # position of its term in ModelFormula.random (blocks are in lme4's order)
 
     @property
     def nlevels(self) -> int:

@@ -26,7 +26,7 @@ class RandomTerm:
 
     group: tuple[str, ...]
     intercept: bool = True
-    terms: tuple[str, ...] = ()  # non-intercept lhs terms in formulaic syntax, e.g. ("age",)
+    terms: tuple[str, ...] = ()  # non-intercept lhs terms as R deparses them, e.g. ("age", "I(age^2)")
     covariance: Covariance = "unstructured"
     double_bar: bool = False  # produced by expanding `(x||g)`; kept for rendering and warnings
     # lme4's name for the grouping factor when it is not ":".join(group): the
@@ -43,14 +43,14 @@ class RandomTerm:
 
     @property
     def lhs(self) -> str:
-        """The lhs as a formulaic right-hand side, e.g. `1 + age` or `0 + f`."""
+        """The lhs as formula text, e.g. `1 + age` or `0 + f`."""
         parts = ["1" if self.intercept else "0", *self.terms]
         return " + ".join(parts)
 
 
 @dataclass(frozen=True)
 class ModelFormula:
-    """`response ~ fixed + random` with the fixed part kept as formulaic terms.
+    """`response ~ fixed + random` with the fixed part kept as R expressions (deparsed text).
 
     `fixed_terms` are the top-level `+`-separated terms exactly as written
     (`a*b`, `C(x)`, `I(x**2)` stay whole), so variants can add and drop them.
@@ -63,5 +63,5 @@ class ModelFormula:
 
     @property
     def fixed_rhs(self) -> str:
-        """The fixed part as a formulaic right-hand side (`1 + age + sex`)."""
+        """The fixed part as formula text (`1 + age + sex`)."""
         return " + ".join(["1" if self.intercept else "0", *self.fixed_terms])

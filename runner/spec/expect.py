@@ -10,8 +10,9 @@ Accepted forms (the YAML mapping under `expect:`):
     delta_aic: {NAME: "< 2"}         # NAME's AIC delta in its ranking group (<, <=, >, >=)
 
 TERM is a fixed-effect name as R and lme4 print it (`sexM`, `(Intercept)`); the spelling
-of schema 1 (formulaic's `sex[T.M]`, `Intercept`) is accepted and read as R's name. A small regex grammar keeps user text out of `eval` and gives messages
-that say what was expected.
+of schema 1 (formulaic's `sex[T.M]`, `Intercept`) is accepted and read as R's name.
+A small regex grammar keeps user text out of `eval` and gives messages that say what
+was expected.
 """
 
 from __future__ import annotations

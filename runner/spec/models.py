@@ -273,7 +273,7 @@ class StructuredModel(ModelOptions):
     """A model written as response, fixed terms and a list of grouping levels."""
 
     response: str = Field(description="Response column")
-    fixed: list[str] = Field(default_factory=list, description="Fixed-effect terms (formulaic syntax)")
+    fixed: list[str] = Field(default_factory=list, description="Fixed-effect terms (R formula syntax)")
     intercept: bool = Field(True, description="Include a fixed intercept")
     random: list[RandomSpec] = Field(default_factory=list, description="Grouping levels")
 
