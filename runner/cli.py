@@ -45,6 +45,10 @@ AllowPath = Annotated[list[Path] | None, typer.Option(
 AllowEnv = Annotated[list[str] | None, typer.Option(
     "--allow-env", help="Let specs read a database URL from this environment variable via url_env "
     "(repeatable; or MIXSPEC_URL_ENVS)", show_default=False, metavar="NAME")]
+MaxMemory = Annotated[str | None, typer.Option(
+    "--max-memory", help="Refuse (exit 2) a model whose estimated peak memory exceeds this: 2GB, 500MB, 1.5G "
+    "(binary units), or off (default: 80% of the smaller of RAM and the cgroup's memory limit)",
+    show_default=False, metavar="SIZE")]
 
 
 def _table(validated) -> Table:  # noqa: ANN001 - runner.validate.ValidatedSpec, imported lazily
@@ -75,6 +79,7 @@ def validate(
     from rich.console import Console
 
     from runner.data.files import granted
+    max_memory: MaxMemory = None,
     from runner.run.plan import make_plan
     from runner.spec.errors import IssueError
 
@@ -83,7 +88,8 @@ def validate(
     for path in specs:
         try:  # the run's own checks (data, designs, test pairs, expectations), nothing fitted
             with granted(allow_path or (), allow_env or ()):
-                validated = make_plan(path).validated
+                plan = make_plan(path)
+            validated = plan.validated
         except IssueError as exc:
             _print_issues(exc.issues)
             code = EXIT_INVALID
@@ -97,9 +103,30 @@ def validate(
 
 @app.command()
 def schema(
+        code = max(code, _preflight_lines(plan, max_memory, path, quiet))
     results: Annotated[bool, typer.Option("--results", help="The results.json schema instead of the spec's")] = False,
 ) -> None:
     """Print the JSON Schema of spec files (for editor completion) or of results.json."""
+def _preflight_lines(plan, max_memory: str | None, path: Path, quiet: bool) -> int:  # noqa: ANN001 - Plan
+    """Each model's memory and time estimate (printed unless quiet); refusals on stderr (exit 2)."""
+    from runner.run.preflight import estimate_plan, fmt_mb, refusals, resolve_limit
+
+    try:
+        limit, how = resolve_limit(max_memory)
+    except ValueError as exc:
+        _err(f"mixspec validate: {exc}")
+        return EXIT_INVALID
+    estimates = estimate_plan(plan)
+    if not quiet and estimates:
+        print(f"pre-flight (limit {fmt_mb(limit) if limit else 'none'}, {how}):")
+        for e in estimates.values():
+            print(f"  {e.summary()}")
+    refused = refusals(estimates, limit, how)
+    for r in refused:
+        _err(f"{path}: {r}")
+    return EXIT_INVALID if refused else EXIT_OK
+
+
     if results:
         try:
             from runner.results import ResultsRecord
@@ -136,6 +163,7 @@ def run(
     if executor not in ("local", "processes", "dask"):
         _err(f"mixspec run: --executor must be local, processes or dask, not {executor!r}")
         raise typer.Exit(EXIT_INVALID)
+    max_memory: MaxMemory = None,
     from runner.data.files import granted
     from runner.run.commands import run_command
     from runner.spec.errors import IssueError
@@ -143,7 +171,7 @@ def run(
     try:
         with granted(allow_path or (), allow_env or ()):  # data is loaded in this process, before any fit
             code = run_command(list(specs), out, jobs, no_cache, verify, executor, scheduler, quiet, json_out,
-                               cache_dir)
+                               cache_dir, max_memory)
     except IssueError as exc:
         _print_issues(exc.issues)
         code = EXIT_INVALID

@@ -166,6 +166,10 @@ class ExpectationRecord(_Strict):
 class Timing(_Strict):
     fit_seconds: float
     cached: bool
+    # peak resident memory (MB) of the process that fitted the model, during its fit (the largest of the
+    # primary fit and its ML refit; null when cached), beside the pre-flight estimate (runner/run/preflight.py)
+    peak_mb: float | None = None
+    memory_estimate_mb: float | None = None
 
 
 class RunInfo(_Strict):

@@ -184,7 +184,7 @@ def _fit_all(plan: Plan, cache: FitCache, executor: str, jobs: int, scheduler: s
         if r.fit is not None:
             cache.put(keys[r.id], TaskResult(r.id, r.fit, None, r.seconds, verify=r.verify))
         for tid in by_key[keys[r.id]]:
-            results[tid] = TaskResult(tid, r.fit, r.error, r.seconds, verify=r.verify)
+            results[tid] = TaskResult(tid, r.fit, r.error, r.seconds, verify=r.verify, peak_mb=r.peak_mb)
             progress.done(tid, r.fit is not None, r.seconds, False)
 
     try:
@@ -223,7 +223,7 @@ def convergence_failures(expectations: list, models: dict[str, ModelRecord]) -> 
 
 
 def build_record(plan: Plan, results: dict[str, TaskResult], out: Path, *, started: str, jobs: int,
-                 executor: str) -> tuple[ResultsRecord, list[str]]:
+                 executor: str, estimates: dict[str, Any] | None = None) -> tuple[ResultsRecord, list[str]]:
     """The ResultsRecord, writing fit sidecars as it goes; also the failure messages."""
     loaded, prepared = plan.validated.loaded, prepared_of(plan.validated)
     fits: dict[str, Fit] = {k: r.fit for k, r in results.items() if r.fit is not None}
@@ -235,7 +235,11 @@ def build_record(plan: Plan, results: dict[str, TaskResult], out: Path, *, start
         primary = results.get(name)
         ml_res = results.get(f"{name}#ml")
         parts = [r for r in (primary, ml_res) if r is not None]
-        timings[name] = Timing(fit_seconds=sum(r.seconds for r in parts), cached=bool(parts) and all(r.cached for r in parts))
+        peaks = [r.peak_mb for r in parts if r.peak_mb is not None and not r.cached]
+        estimate = (estimates or {}).get(name)
+        timings[name] = Timing(fit_seconds=sum(r.seconds for r in parts), cached=bool(parts) and all(r.cached for r in parts),
+                               peak_mb=max(peaks) if peaks else None,
+                               memory_estimate_mb=round(estimate.memory_mb, 1) if estimate is not None else None)
         if primary is None or primary.fit is None:
             err = primary.error if primary is not None else "not fitted"
             failures.append(f"{name}: {err}")
@@ -344,9 +348,36 @@ def _output_problem(out: Path) -> str | None:
 
 
 def run_spec(path: str | Path, out_dir: str | Path = "reports", jobs: int | None = None, use_cache: bool = True,
+def _preflight(plan: Plan, max_memory: str | None, jobs: int, quiet: bool) -> tuple[list[str], dict, int]:
+    """Refusals (printed), the memory estimates, and the parallel fits the limit allows."""
+    from runner.run.preflight import estimate_plan, jobs_within, refusals, resolve_limit
+
+    try:
+        limit, how = resolve_limit(max_memory)
+    except ValueError as exc:
+        errors = [f"mixspec: {exc}"]
+    else:
+        estimates = estimate_plan(plan)
+        errors = [f"{plan.spec_path}: {r}" for r in refusals(estimates, limit, how)]
+    if errors:
+        if not quiet:
+            for e in errors:
+                print(e, file=sys.stderr)
+        return errors, {}, jobs
+    fewer = jobs_within(estimates, jobs, limit)
+    if fewer < jobs and not quiet:
+        print(f"mixspec: {plan.name}: {fewer} parallel fit{'s' if fewer > 1 else ''} instead of {jobs}: the largest "
+              f"memory estimates together exceed {how} ({limit:,.0f} MB)", file=sys.stderr)
+    return [], estimates, fewer
+
+
              verify: bool = False, executor: str = "local", scheduler: str | None = None, quiet: bool = False,
-             cache_dir: str | Path | None = None, report: bool = True) -> RunOutcome:
-    """Run one spec end to end; never raises for invalid specs or failed fits (see exit_code)."""
+             cache_dir: str | Path | None = None, report: bool = True, max_memory: str | None = None) -> RunOutcome:
+    """Run one spec end to end; never raises for invalid specs or failed fits (see exit_code).
+
+    `max_memory` ("2GB", "500MB"; None: 80% of RAM or the cgroup's limit, "off": none): a model
+    whose pre-flight memory estimate exceeds it is refused before anything is fitted (exit 2).
+    """
     started = _now()
     jobs = jobs or default_jobs()
     with _sigterm_raises():
@@ -365,9 +396,13 @@ def run_spec(path: str | Path, out_dir: str | Path = "reports", jobs: int | None
                 print(f"mixspec: {problem}", file=sys.stderr)
             return RunOutcome(None, EXIT_INVALID, None, [problem], Path(path))
         progress = Progress(plan.name, quiet=quiet)
+        refused, estimates, jobs = _preflight(plan, max_memory, jobs, quiet)
+        if refused:
+            return RunOutcome(None, EXIT_INVALID, None, refused, Path(path))
         cache = FitCache(cache_dir, enabled=use_cache)
         results = _fit_all(plan, cache, executor, jobs, scheduler, progress)
-        record, failures = build_record(plan, results, out, started=started, jobs=jobs, executor=executor)
+        record, failures = build_record(plan, results, out, started=started, jobs=jobs, executor=executor,
+                                        estimates=estimates)
         record.warnings.extend(cache.warnings)
         results_path, output_error = _write_outputs(record, out, report)
     failed_expect = [f"expectation failed: {e.text}: {e.detail}" for e in record.expectations if not e.passed]

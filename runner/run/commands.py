@@ -17,10 +17,10 @@ from runner.run.record import record_json
 
 def run_command(specs: list[str | Path], out: str | Path = "reports", jobs: int | None = None, no_cache: bool = False,
                 verify: bool = False, executor: str = "local", scheduler: str | None = None, quiet: bool = False,
-                json_out: bool = False, cache_dir: str | Path | None = None) -> int:
+                json_out: bool = False, cache_dir: str | Path | None = None, max_memory: str | None = None) -> int:
     """Run specs; 0 ok, 1 a model or an expectation failed, 2 an invalid spec or data."""
     outcomes = run_specs(list(specs), out, jobs=jobs, use_cache=not no_cache, verify=verify, executor=executor,
-                         scheduler=scheduler, quiet=quiet or json_out, cache_dir=cache_dir)
+                         scheduler=scheduler, quiet=quiet or json_out, cache_dir=cache_dir, max_memory=max_memory)
     if json_out:
         records = [o.record for o in outcomes if o.record is not None]
         if len(records) == 1:

@@ -42,6 +42,7 @@ class TaskResult:
     seconds: float
     verify: Any | None = None  # VerifyRecord
     cached: bool = False
+    peak_mb: float | None = None  # peak resident memory of the fitting process during the task (preflight.PeakMeter)
 
 
 def _fit(design: Design, method: str, engine: str, formula_text: str) -> Fit:
@@ -82,8 +83,18 @@ def _load_engines(task: FitTask) -> None:
 
 
 def execute_task(task: FitTask) -> TaskResult:
-    """Fit one task; never raises for a numerical failure (the result says failed)."""
+    """Fit one task; never raises for a numerical failure (the result says failed). The
+    result carries the process's peak resident memory during the task (VmHWM, reset first)."""
+    from runner.run.preflight import measure_peak
+
     _load_engines(task)
+    with measure_peak() as meter:
+        result = _execute(task)
+    result.peak_mb = meter.peak_mb
+    return result
+
+
+def _execute(task: FitTask) -> TaskResult:
     t0 = time.perf_counter()
     try:
         fit = _fit(task.design, task.method, task.engine, task.formula_text)

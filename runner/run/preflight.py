@@ -1,0 +1,335 @@
+"""Pre-flight: each model's peak memory and time class from its design, before any fit.
+
+A model that would not fit in memory is refused (exit 2) with the estimate and what
+would shrink it, instead of the kernel killing a worker halfway through a run. The
+estimate follows what the `lme` engine builds (runner/engines/lme/structure.py):
+
+- the design arrays (y, X, each term's columns and level codes), held by the process;
+- the set-up's transients: Z_1 and the tail's sparse columns, the dense tail A_tt
+  (nt x nt), and the update matrix of the first term, whose construction enumerates
+  every pair of non-zeros within each of its levels (~38 bytes a pair at its peak:
+  the 1M-row benchmark's 33.6 million pairs took 1.2 GB);
+- per evaluation: the stored regions of the tail (dense square and the rectangles
+  below the nested "stages"), a few copies.
+
+The constants are calibrated against peaks measured in a fresh process (VmHWM, see
+`measure_peak`) on the 1M-row benchmark (benchmarks/bench_scale.py) and on the
+students models; tests/test_preflight.py keeps the estimate within a factor of two of
+the measured peak. Times are a class ("seconds", "minutes", ...), not a promise.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+MB = 2 ** 20
+BASE_MB = 160.0  # a fitting process before its first fit: Python, numpy, scipy, pandas, runner (measured 150-165)
+PAIR_BYTES = 38.0  # peak bytes per within-level pair while the update matrix is built
+SPARSE_BYTES = 24.0  # peak bytes per non-zero while Z_1 / the tail's columns are assembled
+S_BYTES = 12.0  # stored bytes per non-zero of a CSR matrix (float64 + int32 index)
+EVAL_COPIES = 3  # tail copies alive during an evaluation and the post-fit solve
+FLOPS = 2.0e10  # dense Cholesky flop rate of one BLAS thread (InstEval: 0.52 GFlop in ~11 ms)
+PAIR_SECONDS = 4.7e-7  # set-up seconds per within-level pair (1M-row benchmark: 15.7 s for 33.6 M)
+ROW_SECONDS = 5e-6  # set-up seconds per row and random column (sparse assembly, Gram products)
+
+
+@dataclass(frozen=True)
+class Part:
+    """One contributor to the peak, with what would shrink it."""
+
+    name: str
+    mb: float
+    what: str  # e.g. "the crossed block of item (3,000 levels) x user is dense: 3,053 x 3,053"
+    shrink: str
+
+
+@dataclass
+class Estimate:
+    """A model's estimated peak resident memory (MB) of the process that fits it, and time."""
+
+    model: str
+    memory_mb: float
+    parts: list[Part] = field(default_factory=list)
+    seconds: float = 0.0
+    nt: int = 0  # tail size
+    dense: int = 0  # dense square of the tail
+    pairs: int = 0  # within-level pairs of the first term's update
+
+    @property
+    def time_class(self) -> str:
+        s = self.seconds
+        return ("under a second" if s < 1 else "seconds" if s < 60 else "minutes" if s < 3600
+                else "hours" if s < 86400 else "days")
+
+    def summary(self) -> str:
+        """One line for `mixspec validate`."""
+        top = sorted(self.parts, key=lambda p: -p.mb)[:2]
+        detail = "; ".join(f"{p.name} {fmt_mb(p.mb)}" for p in top if p.mb >= 1)
+        return (f"{self.model}: ~{fmt_mb(self.memory_mb)} peak, {self.time_class} (~{self.seconds:,.0f} s)"
+                + (f" [{detail}]" if detail else ""))
+
+    def refusal(self, limit_mb: float, how: str) -> str:
+        """Why the model is refused and what would shrink it."""
+        top = [p for p in sorted(self.parts, key=lambda p: -p.mb) if p.mb >= 1][:3]
+        reasons = "; ".join(f"{p.what}: {fmt_mb(p.mb)} ({p.shrink})" for p in top)
+        return (f"{self.model}: estimated peak memory {fmt_mb(self.memory_mb)} exceeds --max-memory "
+                f"{fmt_mb(limit_mb)} ({how}); nothing was fitted. Where it goes: Python and its libraries "
+                f"~{fmt_mb(BASE_MB)}; {reasons}. Raise --max-memory if the machine has the memory")
+
+
+def fmt_mb(mb: float) -> str:
+    return f"{mb / 1024:,.1f} GB" if mb >= 1024 else f"{mb:,.0f} MB"
+
+
+# --- limits -----------------------------------------------------------------------------
+
+_SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str) -> float:
+    """'2GB', '500MB', '1.5g', '800M', '2GiB' -> MB (binary units: 1 GB = 1024 MB); a bare
+    number is MB. ValueError with the accepted forms otherwise."""
+    m = _SIZE.match(str(text))
+    if not m or (m.group(3) and not m.group(3).lower().endswith("b")):
+        raise ValueError(f"--max-memory {text!r}: give a size such as 2GB, 500MB or 1.5G")
+    value = float(m.group(1))
+    unit = m.group(2).lower()
+    mb = value * {"": 1.0, "k": 1 / 1024, "m": 1.0, "g": 1024.0, "t": 1024.0 ** 2}[unit]
+    if mb <= 0:
+        raise ValueError(f"--max-memory {text!r}: must be more than zero")
+    return mb
+
+
+def _cgroup_limit() -> float | None:
+    """The cgroup's memory limit in MB (v2 memory.max or v1 memory.limit_in_bytes), or None."""
+    candidates: list[Path] = []
+    try:
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            hid, controllers, path = line.split(":", 2)
+            path = path.lstrip("/")
+            if hid == "0" and controllers == "":
+                candidates.append(Path("/sys/fs/cgroup") / path / "memory.max")
+            elif "memory" in controllers.split(","):
+                candidates.append(Path("/sys/fs/cgroup/memory") / path / "memory.limit_in_bytes")
+    except (OSError, ValueError):
+        pass
+    candidates += [Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory/memory.limit_in_bytes")]
+    for f in candidates:
+        try:
+            text = f.read_text().strip()
+        except OSError:
+            continue
+        if text and text != "max":
+            value = int(text)
+            if 0 < value < 2 ** 60:  # v1 writes ~2^63 for "no limit"
+                return value / MB
+            return None
+    return None
+
+
+def physical_mb() -> float | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / MB
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def default_limit() -> tuple[float | None, str]:
+    """80% of the smaller of physical memory and the cgroup's limit, and how it was found."""
+    ram, cg = physical_mb(), _cgroup_limit()
+    known = [(v, what) for v, what in ((ram, "RAM"), (cg, "cgroup memory limit")) if v]
+    if not known:
+        return None, "no limit known"
+    value, what = min(known)
+    return 0.8 * value, f"default: 80% of {fmt_mb(value)} {what}"
+
+
+def resolve_limit(text: str | None) -> tuple[float | None, str]:
+    """The --max-memory value in MB and a description; None when no limit applies."""
+    if text is None or str(text).strip() == "":
+        return default_limit()
+    if str(text).strip().lower() in ("none", "off", "0"):
+        return None, "no limit"
+    return parse_size(text), "--max-memory"
+
+
+# --- the estimate --------------------------------------------------------------------------
+
+def _pairs_per_level(fine: np.ndarray, coarse: np.ndarray, n_fine: int, n_coarse: int) -> np.ndarray:
+    """For each level of `fine`, the number of distinct levels of `coarse` among its rows."""
+    key = np.sort(fine.astype(np.int64) * n_coarse + coarse.astype(np.int64))  # np.unique: 100x slower here
+    if key.size:
+        key = key[np.concatenate([[True], key[1:] != key[:-1]])]
+    return np.bincount(key // n_coarse, minlength=n_fine)
+
+
+def _nested_in(fine: np.ndarray, coarse: np.ndarray, n_fine: int, n_coarse: int) -> bool:
+    return bool(_pairs_per_level(fine, coarse, n_fine, n_coarse).max(initial=0) <= 1)
+
+
+def _nbytes(design: Any) -> int:
+    total = design.y.nbytes + design.X.nbytes
+    for b in design.blocks:
+        total += b.X.nbytes + np.asarray(b.codes).nbytes
+    for extra in (design.weights, design.offset):
+        if extra is not None:
+            total += extra.nbytes
+    return total
+
+
+def estimate_design(model: str, design: Any, method: str = "ML", fits: int = 1) -> Estimate:
+    """The estimate of one model from its design (lme engine; `fits`: primary + ML refit)."""
+    n, p = design.X.shape
+    blocks = list(design.blocks)
+    design_mb = _nbytes(design) / MB
+    if not blocks:
+        return Estimate(model, BASE_MB + 2 * design_mb, [Part("design", design_mb, "design arrays", "fewer rows")])
+    q = [b.nlevels * b.ncols for b in blocks]
+    order = sorted(range(len(blocks)), key=lambda i: -q[i])
+    first, rest = blocks[order[0]], [blocks[i] for i in order[1:]]
+    l1, p1 = first.nlevels, first.ncols
+    c1 = np.asarray(first.codes)
+    # entries of A_1t per first level: each tail term's distinct levels there, times its columns
+    per_level = np.full(l1, float(p + 1))
+    for b in rest:
+        per_level += b.ncols * _pairs_per_level(c1, np.asarray(b.codes), l1, b.nlevels)
+    per_level *= p1
+    entries = float(per_level.sum())
+    pairs = float(np.sum(per_level ** 2))
+    both = any(b.ncols > 1 for b in rest)
+    nnz_s = pairs if both else (pairs + entries) / 2
+    nt = int(sum(b.nlevels * b.ncols for b in rest) + p + 1)
+    # stages: tail terms in which every earlier eliminated factor is nested stay block diagonal
+    eliminated = [(c1, l1)]
+    staged = 0
+    for b in rest:
+        codes = np.asarray(b.codes)
+        if not all(_nested_in(c, codes, lv, b.nlevels) for c, lv in eliminated):
+            break
+        staged += b.nlevels * b.ncols
+        eliminated.append((codes, b.nlevels))
+    dense = nt - staged
+    random_cols = sum(b.ncols for b in blocks)
+    sparse_mb = SPARSE_BYTES * n * (random_cols + p + 1) / MB
+    a_tt = 8.0 * nt * nt / MB
+    pair_mb = PAIR_BYTES * pairs / MB
+    s_mb = S_BYTES * nnz_s / MB
+    a_t1 = S_BYTES * entries / MB
+    stored = 8.0 * dense * nt / MB  # dense square and the rectangles below the stages
+    setup = sparse_mb + a_tt + a_t1 + max(pair_mb, 2 * s_mb)
+    evaluate = a_tt + a_t1 + 2 * s_mb + EVAL_COPIES * stored
+    memory = BASE_MB + design_mb + max(setup, evaluate)
+
+    dense_terms = [b for b in rest if sum(x.nlevels * x.ncols for x in rest[:rest.index(b)]) >= staged]
+    names = " and ".join(f"{b.group} ({b.nlevels:,} level{'s' if b.nlevels != 1 else ''})" for b in dense_terms)
+    parts = [
+        Part("design", design_mb, f"design arrays ({n:,} rows x {p + 1 + 2 * random_cols} columns)",
+             "fewer rows or columns"),
+        Part("update pairs", pair_mb,
+             f"the update from {first.group} ({l1:,} levels, ~{entries / max(l1, 1):.0f} non-zero columns each) "
+             f"enumerates {pairs:,.0f} pairs during set-up",
+             f"fewer {' and '.join(b.group for b in rest) or 'fixed-effect'} levels met by each {first.group}, or fewer "
+             f"rows"),
+        Part("dense tail", EVAL_COPIES * stored + a_tt,
+             (f"the crossed block of {names} x {first.group} is dense: {dense:,} x {dense:,}" if dense_terms
+              else f"the fixed-effect block is dense: {dense:,} x {dense:,}"),
+             "fewer levels of the crossed factors (merge rare levels), or nest them" if dense_terms
+             else "fewer fixed-effect columns"),
+        Part("update matrix", 2 * s_mb, f"the update matrix ({nnz_s:,.0f} non-zeros, two copies)",
+             f"fewer crossed levels per {first.group} level"),
+        Part("sparse columns", sparse_mb, f"the sparse random-effect columns ({n:,} rows)", "fewer rows"),
+    ]
+    flops = dense ** 3 / 3 + 2 * nnz_s + 4 * dense * nt + l1 * p1 ** 3
+    ntheta = sum(len(b.column_names) * (len(b.column_names) + 1) // 2 for b in blocks)
+    evals = 40 + 6 * ntheta + 2 * ntheta ** 2
+    per_fit = ROW_SECONDS * n * (random_cols + p + 1) + PAIR_SECONDS * pairs + evals * flops / FLOPS
+    return Estimate(model, memory, parts, seconds=fits * per_fit, nt=nt, dense=dense, pairs=int(pairs))
+
+
+def estimate_plan(plan: Any) -> dict[str, Estimate]:
+    """Estimates of every lme-engine model of a `runner.run.plan.Plan` with a design."""
+    out: dict[str, Estimate] = {}
+    for name, m in plan.models.items():
+        if m.design is None or m.engine not in ("lme", "auto"):
+            continue
+        try:
+            out[name] = estimate_design(name, m.design, m.method, fits=2 if m.method == "REML" else 1)
+        except Exception:  # an estimate is advice; a design it cannot read is fitted as before
+            continue
+    return out
+
+
+def refusals(estimates: dict[str, Estimate], limit_mb: float | None, how: str) -> list[str]:
+    if limit_mb is None:
+        return []
+    return [e.refusal(limit_mb, how) for e in estimates.values() if e.memory_mb > limit_mb]
+
+
+def jobs_within(estimates: dict[str, Estimate], jobs: int, limit_mb: float | None) -> int:
+    """The most parallel fits whose largest estimates together stay under the limit (at least 1)."""
+    if limit_mb is None or jobs <= 1 or not estimates:
+        return jobs
+    peaks = sorted((e.memory_mb for e in estimates.values()), reverse=True)
+    k = jobs
+    while k > 1 and sum(peaks[:k]) > limit_mb:
+        k -= 1
+    return k
+
+
+# --- the measurement -----------------------------------------------------------------------
+
+def _status_mb(key: str) -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _reset_peak() -> bool:
+    """Reset the kernel's peak-RSS mark of this process (Linux >= 4.0); False if not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+class PeakMeter:
+    """Peak resident memory (MB) of this process while the block ran: the kernel's VmHWM,
+    reset at the start, so a pool worker's earlier, larger fits do not count. Where the
+    reset is impossible, ru_maxrss (the process's lifetime peak; an upper bound)."""
+
+    def __init__(self) -> None:
+        self.peak_mb: float | None = None
+
+    def __enter__(self) -> "PeakMeter":
+        self._reset = _reset_peak()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        value = _status_mb("VmHWM") if self._reset else None
+        if value is None:
+            try:
+                import resource
+
+                value = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            except (ImportError, OSError):
+                value = None
+        self.peak_mb = None if value is None else round(value, 1)
+
+
+@contextmanager
+def measure_peak() -> Iterator[PeakMeter]:
+    with PeakMeter() as meter:
+        yield meter
