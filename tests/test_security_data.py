@@ -441,3 +441,14 @@ def test_number_column_with_text_names_the_rows(repo: Path) -> None:
     path = spec(repo, "  path: mixed.csv", model='models:\n  m: {formula: "Yield ~ factor(dose) + plate + (1|Batch)"}\n')
     code, text = cli("validate", path.name, cwd=repo)
     assert code == 0, text  # written as a factor: its text level is a level
+
+
+def test_nul_bytes_and_control_characters_in_data_are_exit_2(repo: Path) -> None:
+    (repo / "nul.csv").write_bytes(b"Batch,Yield\nA,1\nA\x00,2\nB,3\nB,4\n")
+    (repo / "name.csv").write_bytes(b'"Ba\x1b[2Jtch",Yield\nA,1\nB,2\n')
+    for name, message in (("nul.csv", "column 'Batch' holds a NUL character in 1 rows (first: data row 2, 'A\\x00')"),
+                          ("name.csv", "column 1's name 'Ba\\x1b[2Jtch' contains a control character")):
+        path = spec(repo, f"  path: {name}")
+        for code, text in both(path):
+            assert code == 2 and message in text, text
+            assert "\x00" not in text and "\x1b" not in text

@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     from runner.spec.load import ResolvedModel
 
 SHOWN_ROWS = 5
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def _is_text(series: pd.Series) -> bool:
@@ -59,8 +58,9 @@ def _numeric_roles(model: ResolvedModel, grouping: set[str], categorical: set[st
 
 
 def _shown(value: object) -> str:
-    text = _CONTROL.sub("", str(value))
-    return repr(text[:40] + ("..." if len(text) > 40 else ""))
+    """The value as Python's repr shows it: control characters escaped, never sent raw to a terminal."""
+    text = str(value)
+    return repr(text[:40]) + ("..." if len(text) > 40 else "")
 
 
 def _where(model: ResolvedModel, role: str) -> str:

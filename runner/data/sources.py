@@ -18,6 +18,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from runner.data.errors import DataError
@@ -246,7 +247,29 @@ def load_frame(data_spec: DataSpec, base_dir: str | Path) -> pd.DataFrame:
     if frame.shape[1] == 0 or frame.shape[0] == 0:
         raise _fail(f"data.{kind}", f"the data has no {'columns' if frame.shape[1] == 0 else 'rows'}")
     frame.columns = [str(c) for c in frame.columns]
+    _check_text(frame, f"data.{kind}")
     duplicated = sorted({c for c in frame.columns if list(frame.columns).count(c) > 1})
     if duplicated:
         raise _fail(f"data.{kind}", f"duplicate column names: {', '.join(duplicated)}")
     return frame.reset_index(drop=True)
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _check_text(frame: pd.DataFrame, key: str) -> None:
+    """No control characters in column names (they reach terminals, YAML and reports) and no NUL
+    bytes in text values: both are errors naming the place, shown escaped."""
+    for i, name in enumerate(frame.columns):
+        if _CONTROL.search(name):
+            raise _fail(key, f"column {i + 1}'s name {name[:60]!r} contains a control character "
+                        "(a NUL, newline, escape...): rename it in the data")
+    for name in frame.columns:
+        column = frame[name]
+        if column.dtype != object and not pd.api.types.is_string_dtype(column.dtype):
+            continue
+        has_nul = column.map(lambda v: isinstance(v, str) and "\x00" in v).to_numpy(dtype=bool)
+        if has_nul.any():
+            row = int(np.flatnonzero(has_nul)[0])
+            raise _fail(key, f"column {name!r} holds a NUL character in {int(has_nul.sum())} rows (first: data "
+                        f"row {row + 1}, {str(column.iloc[row])[:40]!r}): the file is damaged or not text")
