@@ -42,13 +42,13 @@ def _print_issues(issues: list[SpecIssue]) -> None:
 AllowPath = Annotated[list[Path] | None, typer.Option(
     "--allow-path", help="Also let specs read files in this folder (repeatable; default: only the repository; "
     "or MIXSPEC_ALLOW_PATHS)", show_default=False, metavar="DIR")]
-AllowEnv = Annotated[list[str] | None, typer.Option(
-    "--allow-env", help="Let specs read a database URL from this environment variable via url_env "
-    "(repeatable; or MIXSPEC_URL_ENVS)", show_default=False, metavar="NAME")]
 MaxMemory = Annotated[str | None, typer.Option(
     "--max-memory", help="Refuse (exit 2) a model whose estimated peak memory exceeds this: 2GB, 500MB, 1.5G "
     "(binary units), or off (default: 80% of the smaller of RAM and the cgroup's memory limit)",
     show_default=False, metavar="SIZE")]
+AllowEnv = Annotated[list[str] | None, typer.Option(
+    "--allow-env", help="Let specs read a database URL from this environment variable via url_env "
+    "(repeatable; or MIXSPEC_URL_ENVS)", show_default=False, metavar="NAME")]
 
 
 def _table(validated) -> Table:  # noqa: ANN001 - runner.validate.ValidatedSpec, imported lazily
@@ -74,12 +74,12 @@ def validate(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only problems")] = False,
     allow_path: AllowPath = None,
     allow_env: AllowEnv = None,
+    max_memory: MaxMemory = None,
 ) -> None:
     """Check specs and their data without fitting: exit 0 when valid, 2 with every problem listed."""
     from rich.console import Console
 
     from runner.data.files import granted
-    max_memory: MaxMemory = None,
     from runner.run.plan import make_plan
     from runner.spec.errors import IssueError
 
@@ -98,15 +98,10 @@ def validate(
             _err(str(warning))
         if not quiet:
             console.print(_table(validated))
+        code = max(code, _preflight_lines(plan, max_memory, path, quiet))
     raise typer.Exit(code)
 
 
-@app.command()
-def schema(
-        code = max(code, _preflight_lines(plan, max_memory, path, quiet))
-    results: Annotated[bool, typer.Option("--results", help="The results.json schema instead of the spec's")] = False,
-) -> None:
-    """Print the JSON Schema of spec files (for editor completion) or of results.json."""
 def _preflight_lines(plan, max_memory: str | None, path: Path, quiet: bool) -> int:  # noqa: ANN001 - Plan
     """Each model's memory and time estimate (printed unless quiet); refusals on stderr (exit 2)."""
     from runner.run.preflight import estimate_plan, fmt_mb, refusals, resolve_limit
@@ -127,6 +122,11 @@ def _preflight_lines(plan, max_memory: str | None, path: Path, quiet: bool) -> i
     return EXIT_INVALID if refused else EXIT_OK
 
 
+@app.command()
+def schema(
+    results: Annotated[bool, typer.Option("--results", help="The results.json schema instead of the spec's")] = False,
+) -> None:
+    """Print the JSON Schema of spec files (for editor completion) or of results.json."""
     if results:
         try:
             from runner.results import ResultsRecord
@@ -158,12 +158,12 @@ def run(
     cache_dir: Annotated[Path | None, typer.Option(help="Cache folder (default .mixspec-cache)")] = None,
     allow_path: AllowPath = None,
     allow_env: AllowEnv = None,
+    max_memory: MaxMemory = None,
 ) -> None:
     """Fit every model of the specs, compare them, write results.json and the HTML report."""
     if executor not in ("local", "processes", "dask"):
         _err(f"mixspec run: --executor must be local, processes or dask, not {executor!r}")
         raise typer.Exit(EXIT_INVALID)
-    max_memory: MaxMemory = None,
     from runner.data.files import granted
     from runner.run.commands import run_command
     from runner.spec.errors import IssueError

@@ -347,7 +347,6 @@ def _output_problem(out: Path) -> str | None:
     return None
 
 
-def run_spec(path: str | Path, out_dir: str | Path = "reports", jobs: int | None = None, use_cache: bool = True,
 def _preflight(plan: Plan, max_memory: str | None, jobs: int, quiet: bool) -> tuple[list[str], dict, int]:
     """Refusals (printed), the memory estimates, and the parallel fits the limit allows."""
     from runner.run.preflight import estimate_plan, jobs_within, refusals, resolve_limit
@@ -371,6 +370,7 @@ def _preflight(plan: Plan, max_memory: str | None, jobs: int, quiet: bool) -> tu
     return [], estimates, fewer
 
 
+def run_spec(path: str | Path, out_dir: str | Path = "reports", jobs: int | None = None, use_cache: bool = True,
              verify: bool = False, executor: str = "local", scheduler: str | None = None, quiet: bool = False,
              cache_dir: str | Path | None = None, report: bool = True, max_memory: str | None = None) -> RunOutcome:
     """Run one spec end to end; never raises for invalid specs or failed fits (see exit_code).
@@ -395,10 +395,10 @@ def _preflight(plan: Plan, max_memory: str | None, jobs: int, quiet: bool) -> tu
             if not quiet:
                 print(f"mixspec: {problem}", file=sys.stderr)
             return RunOutcome(None, EXIT_INVALID, None, [problem], Path(path))
-        progress = Progress(plan.name, quiet=quiet)
         refused, estimates, jobs = _preflight(plan, max_memory, jobs, quiet)
         if refused:
             return RunOutcome(None, EXIT_INVALID, None, refused, Path(path))
+        progress = Progress(plan.name, quiet=quiet)
         cache = FitCache(cache_dir, enabled=use_cache)
         results = _fit_all(plan, cache, executor, jobs, scheduler, progress)
         record, failures = build_record(plan, results, out, started=started, jobs=jobs, executor=executor,
