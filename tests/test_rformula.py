@@ -195,3 +195,14 @@ def test_on_new_rows_reuses_the_fit() -> None:
     np.testing.assert_allclose(blocks[0], d.blocks[0].X[rows], rtol=1e-12)
     with pytest.raises(DesignError, match="level zz not in the fitted data"):
         on_new_rows(mf, d, STUDY.iloc[[0]].assign(g="zz"))
+
+
+def test_removal_between_terms_as_r() -> None:
+    """R: y ~ a*b - a:b + x keeps a, b, x; the removal and the terms before it are one term."""
+    mf = parse_formula("y ~ a*b - a:b + x + (1|g)")
+    assert mf.fixed_terms == ("a * b - a:b", "x")
+    from runner.design.build import fixed_terms
+    from runner.formula import render
+
+    assert fixed_terms(mf).labels == ["a", "b", "x"]
+    assert parse_formula(render(mf)) == mf

@@ -254,10 +254,12 @@ class _Parser:
         check_functions(node, self.text, what.split()[-1], response=response, offsets=what == "the term")
         return node
 
-    def check_expression(self, lo: int, hi: int, what: str) -> str:
+    def check_expression(self, lo: int, hi: int, what: str, removal: bool = False) -> str:
         """Validate tokens [lo, hi) as formula terms and return their canonical (deparsed) text."""
         node = self.expression(lo, hi, what)
         expanded = rterms.expand(node, self.text)
+        if removal and expanded.offsets:
+            raise self.error("an offset() cannot be removed with '-'", self.pos(lo))
         if not expanded.terms and not expanded.offsets:
             text = rexpr.deparse(node)
             raise self.error(f"{what} '{text}' adds no columns (write 1 or 0 for the intercept)", self.pos(lo))
@@ -329,13 +331,26 @@ class _Parser:
                     random.append(term)
                 continue
             if sign == "-":
-                raise self.error(
-                    "only the intercept can be removed with '-' (write y ~ x - 1 or y ~ 0 + x)", self.pos(a - 1)
-                )
+                # R's removal (`a*b - a:b`): the terms so far and the removal become one term
+                # text, which rterms expands as R does
+                if not fixed:
+                    raise self.error("nothing to remove: '-' removes a term written before it, e.g. "
+                                     "a*b - a:b (or the intercept: x - 1)", self.pos(a - 1))
+                removed = self.check_expression(a, b, "the term", removal=True)
+                fixed = [self.fixed_removal(fixed, removed, a)]
+                continue
             text = self.check_expression(a, b, "the term")
             if text not in fixed:
                 fixed.append(text)
         return Rhs(fixed, intercept, random)
+
+    def fixed_removal(self, fixed: list[str], removed: str, at: int) -> str:
+        """`a * b` then `- a:b` -> the single term `a * b - a:b` (canonical text)."""
+        text = " + ".join(fixed) + " - " + removed
+        node = rexpr.parse_expression(text)
+        if not rterms.expand(node, text).terms:
+            raise self.error(f"removing '{removed}' leaves no terms", self.pos(at))
+        return rexpr.deparse(node)
 
     def random_terms(self, lo: int, hi: int) -> list[RandomTerm] | None:
         """The terms of `(lhs | g)` or `fn(lhs | g)` in [lo, hi), or None for a fixed term."""
