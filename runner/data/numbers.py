@@ -34,9 +34,8 @@ def _as_factor(model: ResolvedModel, column: str) -> bool:
     """Whether the model's formula wraps `column` in factor(), as.factor(), ordered() or C()."""
     name = re.escape(column)
     pattern = rf"(?<![\w.])(?:factor|as\.factor|ordered|C)\(\s*(?:{name}|`{name}`)\s*[,)]"
-    texts = [model.written or "", getattr(model, "formula_text", "") or "",
-             *getattr(model.formula, "fixed_terms", ()),
-             *(t for term in getattr(model.formula, "random", ()) for t in getattr(term, "terms", ()))]
+    texts = [model.written or "", model.formula_text or "", *model.formula.fixed_terms,
+             *(str(t) for term in model.formula.random for t in term.terms)]
     return any(re.search(pattern, str(t)) for t in texts)
 
 
@@ -50,8 +49,7 @@ def _numeric_roles(model: ResolvedModel, grouping: set[str], categorical: set[st
             roles[col] = "fixed"
     for col in response_variables(model.formula):
         roles[col] = "response"
-    for key in ("weights", "offset"):
-        col = getattr(model, key)
+    for key, col in (("weights", model.weights), ("offset", model.offset)):
         if col:
             roles[col] = key
     return roles

@@ -107,10 +107,24 @@ def table_query(table: str, quote: str = '"') -> str:
 # ----------------------------------------------------------------------------- hardened connections
 
 
+MIN_DUCKDB = (1, 1, 0)  # sniff_csv read files with external access off before 1.1.0 (CVE-2024-41672)
+
+
+def _version(text: str) -> tuple[int, ...]:
+    parts = []
+    for piece in text.split(".")[:3]:
+        digits = "".join(ch for ch in piece if ch.isdigit()) or "0"
+        parts.append(int(digits))
+    return tuple(parts)
+
+
 def read_duckdb(database: Path | None, query: str) -> pd.DataFrame:
     """Run one checked SELECT on a DuckDB file opened read-only, external access off, config locked."""
     import duckdb
 
+    if _version(duckdb.__version__) < MIN_DUCKDB:
+        raise RuntimeError(f"DuckDB {duckdb.__version__} lets queries read files through sniff_csv; "
+                           "mixspec needs duckdb >= 1.1.0 (pip install -U duckdb)")
     if database is None:
         con = duckdb.connect(":memory:", config=dict(DUCKDB_CONFIG))
     else:
@@ -124,7 +138,7 @@ def read_duckdb(database: Path | None, query: str) -> pd.DataFrame:
 
 def _sqlite_authorizer(action: int, arg1: str | None, arg2: str | None, _db: str | None, _source: str | None) -> int:
     """Allow reading only: SELECT, reading columns, functions (not extension loading), read PRAGMAs."""
-    if action in (sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, getattr(sqlite3, "SQLITE_RECURSIVE", -1)):
+    if action in (sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_RECURSIVE):
         return sqlite3.SQLITE_OK
     if action == sqlite3.SQLITE_FUNCTION:
         return sqlite3.SQLITE_DENY if (arg2 or "").lower() in _SQLITE_DENIED_FUNCTIONS else sqlite3.SQLITE_OK
