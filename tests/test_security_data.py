@@ -288,8 +288,9 @@ def test_duckdb_connection_settings_are_locked(duck: Path) -> None:
                       "current_setting('autoload_known_extensions') AS autoload, "
                       "current_setting('autoinstall_known_extensions') AS autoinstall, "
                       "current_setting('allow_community_extensions') AS community, "
-                      "current_setting('python_enable_replacements') AS replacements")
-    assert got.iloc[0].tolist() == [False, True, False, False, False, False]
+                      "current_setting('python_enable_replacements') AS replacements, "
+                      "current_setting('temp_directory') AS spill")
+    assert got.iloc[0].tolist() == [False, True, False, False, False, False, ""]
     assert DUCKDB_CONFIG["memory_limit"] == "2GB"
     secret_frame = pd.DataFrame({"token": [SECRET]})  # noqa: F841 - a Python replacement scan would find it
     with pytest.raises(Exception, match="secret_frame") as info:

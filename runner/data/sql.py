@@ -33,6 +33,7 @@ DUCKDB_CONFIG: dict[str, Any] = {
     "allow_unsigned_extensions": False,
     "python_enable_replacements": False,  # a table name never resolves to a Python variable
     "memory_limit": "2GB",
+    "temp_directory": "",  # never spill to disk next to the database: a query creates no file
 }
 # Words that only writing or configuring statements use: refused anywhere outside strings and quoted
 # names, so a data-modifying CTE (`WITH x AS (DELETE ...) SELECT ...`) or SELECT INTO never runs.
