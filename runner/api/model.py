@@ -45,6 +45,8 @@ class FittedModel:
     method = property(lambda self: self.fit.method)
     formula = property(lambda self: self.fit.formula)
     ngroups = property(lambda self: dict(self.fit.ngroups))
+    family = property(lambda self: self.fit.family or "gaussian")
+    link = property(lambda self: self.fit.link or "identity")
     warnings = property(lambda self: [w.message for w in self.fit.warnings])
 
     @property
@@ -72,6 +74,10 @@ class FittedModel:
         """Covariance matrix of the fixed effects (lme4's vcov()), by lme4 names."""
         if self._vcov is None:
             from runner.api.vcov import fixed_vcov
+
+            if self.family != "gaussian":
+                raise NotImplementedError("vcov() of a GLMM: the fit records standard errors only "
+                                          "(see fixed_effects.std_error)")
 
             self._vcov = fixed_vcov(self.context, self.fit)
         names = [fe.lme4_name for fe in self.fit.fixed_effects]
@@ -101,7 +107,8 @@ class FittedModel:
         return out
 
     def fitted(self) -> pd.Series:
-        """Fitted values (X beta + Z b), indexed as the fitted rows of the data given."""
+        """Fitted values (X beta + Z b; for a GLMM the mean, as lme4's fitted()), indexed as the
+        fitted rows of the data given."""
         return self._series(self._arrays().fitted, "fitted")
 
     def residuals(self) -> pd.Series:
@@ -141,14 +148,13 @@ class FittedModel:
         fitted values. Rows missing a predictor give NaN.
         """
         from runner.api.convert import as_pandas
-        from runner.api.predict import population_fitted, predict_new
+        from runner.api.predict import predict_new
 
         if newdata is None:
-            from runner.api.predict import _check_options, inverse_link
+            from runner.api.predict import _check_options, inverse_link, linear_predictor
 
             _check_options(new_levels, type)
-            eta = self._arrays().fitted if random_effects else population_fitted(self.context, self.fit)
-            eta = np.asarray(eta, float)
+            eta = linear_predictor(self.context, self.fit, random_effects)
             return self._series(inverse_link(self.context.link, eta) if type == "response" else eta, "prediction")
         frame = as_pandas(newdata, "newdata")
         values = predict_new(self.context, self.fit, frame, random_effects=random_effects,

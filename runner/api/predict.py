@@ -80,6 +80,16 @@ def predict_new(ctx: ModelContext, fit: Fit, newdata: pd.DataFrame, random_effec
     return inverse_link(ctx.link, eta) if type == "response" else eta
 
 
+def linear_predictor(ctx: ModelContext, fit: Fit, random_effects: bool = True) -> np.ndarray:
+    """X beta + offset (+ Z b at the conditional modes) on the fitted rows."""
+    eta = population_fitted(ctx, fit)
+    if random_effects and fit.arrays is not None:
+        for block, blk in zip(ctx.design.blocks, fit.arrays.ranef):
+            modes = np.asarray(blk.modes, float).reshape(len(blk.levels), len(blk.columns))
+            eta = eta + np.einsum("na,na->n", block.X, modes[block.codes])
+    return eta
+
+
 def population_fitted(ctx: ModelContext, fit: Fit) -> np.ndarray:
     """X beta (+ offset) on the fitted rows."""
     d = ctx.design

@@ -45,8 +45,14 @@ def _random_rows(model: Any) -> list[list[str]]:
 def summary_text(model: Any) -> str:
     fit = model.fit
     lines = []
-    how = "REML" if fit.method == "REML" else "maximum likelihood "
-    lines.append(f"Linear mixed model fit by {how} ['lmerMod']")
+    family = fit.family or "gaussian"
+    if family != "gaussian":
+        approx = "Laplace Approximation" if (fit.nagq or 1) == 1 else f"Adaptive Gauss-Hermite Quadrature (nAGQ = {fit.nagq})"
+        lines.append(f"Generalized linear mixed model fit by maximum likelihood ({approx}) ['glmerMod']")
+        lines.append(f" Family: {family}  ( {fit.link} )")
+    else:
+        how = "REML" if fit.method == "REML" else "maximum likelihood "
+        lines.append(f"Linear mixed model fit by {how} ['lmerMod']")
     lines.append(f"Formula: {fit.formula}")
     lines.append("")
     if fit.method == "REML":
@@ -56,7 +62,7 @@ def summary_text(model: Any) -> str:
         lines += _table(["     AIC", "     BIC", "  logLik", "deviance", "df.resid"],
                         [[f"{fit.aic:.1f}", f"{fit.bic:.1f}", f"{fit.loglik:.1f}", f"{fit.objective:.1f}",
                           str(dfres)]], left=0)
-    if fit.arrays is not None:
+    if fit.arrays is not None and family == "gaussian":
         r = np.asarray(fit.arrays.residuals, float)
         d = model.context.design
         if d.weights is not None:
@@ -72,7 +78,7 @@ def summary_text(model: Any) -> str:
     lines.append(f"Number of obs: {fit.nobs}, groups:  {groups}")
     lines += ["", "Fixed effects:"]
     fe = fit.fixed_effects
-    lines += _table(["", "Estimate", "Std. Error", "t value"],
+    lines += _table(["", "Estimate", "Std. Error", "t value" if family == "gaussian" else "z value"],
                     [[f.lme4_name, f"{f.estimate:.4g}" if abs(f.estimate) >= 1e4 else f"{f.estimate:.3f}",
                       f"{f.std_error:.3f}" if f.std_error is not None else "NA",
                       f"{f.statistic:.3f}" if f.statistic is not None else "NA"] for f in fe])
@@ -105,7 +111,7 @@ def _abbrev(name: str) -> str:
 def summary_html(model: Any) -> str:
     """The summary in a <pre> plus the two tables, for notebooks."""
     fe = model.fixed_effects[["lme4_name", "estimate", "std_error", "statistic", "p_value", "ci_low", "ci_high"]]
-    re_ = model.random_effects.drop(columns=["id"]).fillna("")
+    re_ = model.random_effects.drop(columns=["id"]).astype(object).where(lambda f: f.notna(), "")
     return (f"<div class='mixspec-model'><pre>{html.escape(model.summary())}</pre>"
             f"<details><summary>fixed effects</summary>{fe.to_html(index=False)}</details>"
             f"<details><summary>random effects</summary>{re_.to_html(index=False)}</details></div>")

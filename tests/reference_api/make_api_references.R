@@ -58,3 +58,20 @@ for (cs in cases) {
              file.path(out_dir, paste0(cs$id, ".json")))
   cat(cs$id, "ok\n")
 }
+
+# A GLMM: cbpp's binomial model; predictions on the link and the response scale.
+d <- read.csv("tests/reference_glmm/data/cbpp.csv", colClasses = c(herd = "factor", period = "factor"))
+m <- glmer(cbind(incidence, size - incidence) ~ period + (1 | herd), data = d, family = binomial,
+           control = glmerControl(tolPwrss = 1e-13))  # as tests/reference_glmm/tight.json
+nd <- data.frame(herd = c("1", "5", "99", "15", "99"), period = c("1", "4", "2", "3", "1"))
+write.csv(nd, file.path(out_dir, "cbpp_binomial_newdata.csv"), row.names = FALSE)
+out <- list(id = "cbpp_binomial", formula = "prop ~ period + (1 | herd)", weights = "size", family = "binomial",
+            deviance = deviance(m), theta = unname(getME(m, "theta")), beta = unname(fixef(m)),
+            newdata = nd,
+            predict_link = unname(predict(m, newdata = nd, allow.new.levels = TRUE)),
+            predict_response = unname(predict(m, newdata = nd, allow.new.levels = TRUE, type = "response")),
+            predict_population_response = unname(predict(m, newdata = nd, re.form = NA, type = "response")),
+            fitted = unname(fitted(m)), lme4_version = as.character(packageVersion("lme4")))
+writeLines(toJSON(out, auto_unbox = TRUE, digits = NA, pretty = TRUE, dataframe = "columns"),
+           file.path(out_dir, "glmm_cbpp_binomial.json"))
+cat("cbpp_binomial ok\n")
