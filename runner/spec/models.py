@@ -64,10 +64,9 @@ class Strict(BaseModel):
 
 
 class SqlSource(Strict):
-    """Rows from a database: a SQLite or DuckDB file, or any SQLAlchemy URL.
-
-    Give the URL in the spec only when it holds no password; otherwise name an
-    environment variable in `url_env` (credentials never belong in a spec).
+    """Rows from a database: a SQLite or DuckDB file in the repository (`url`), or a server
+    whose SQLAlchemy URL is in an environment variable (`url_env`) that the person running
+    mixspec allows with --allow-env. A spec never holds credentials, and only reads.
     """
 
     url: str | None = Field(None, description="A local database file in the repository: sqlite:///scores.db or "
