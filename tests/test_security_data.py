@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 from runner.cli import app
 from runner.data import files
 from runner.data.errors import DataError
-from runner.data.files import granted, repository_root, resolve_spec_file
+from runner.data.files import granted, repository_root
 from runner.data.sources import load_frame
 from runner.data.sql import DUCKDB_CONFIG, query_problem, read_duckdb, read_sqlite, spec_url_problem
 from runner.spec.models import DataSpec
