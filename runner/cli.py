@@ -268,8 +268,12 @@ def init(
     from runner.data.errors import DataError
     from runner.data.files import granted
     from runner.data.sources import load_frame
+    response: Annotated[str | None, typer.Option(help="Response column (default: a numeric column named "
+                                                 "like an outcome, else the first numeric non-id column)")] = None,
+    group: Annotated[list[str] | None, typer.Option(help="Grouping column; repeat for several (default: "
+                                                    "columns with many repeated levels)")] = None,
     from runner.spec.models import DataSpec
-    from runner.spec.scaffold import data_line_for, scaffold_spec
+    from runner.spec.scaffold import ScaffoldError, data_for, scaffold_spec
 
     if (data is None) == (example is None):
         _err("mixspec init: give exactly one of --data FILE or --example NAME")
@@ -284,7 +288,11 @@ def init(
     except DataError as exc:
         _err(f"mixspec init: {exc}")
         raise typer.Exit(EXIT_INVALID) from None
-    text = scaffold_spec(spec.stem, data_line_for(data, example, spec), frame)
+    try:
+        text = scaffold_spec(spec.stem, data_for(data, example, spec), frame, response, group)
+    except ScaffoldError as exc:
+        _err(f"mixspec init: {exc}")
+        raise typer.Exit(EXIT_INVALID) from None
     try:
         spec.write_text(text, encoding="utf-8")
     except OSError as exc:
