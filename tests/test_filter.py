@@ -98,6 +98,7 @@ def test_rows_kept_match_pandas_written_by_hand(text: str, expected: pd.Series) 
     ("y > 2 %% 1", "%% is not supported", 7),
     ("x %like% 'a'", "%like% is not supported (only %in%)", 3),
     ("", "the filter is empty", 1),
+    ("x != NA", "NA is not a value to compare with; test for missing values with is.na(x)", 6),
     ("1 == 1", "it gives one True/False for the whole table", 3),
     ("y + 1", "the filter must be a condition on rows", 3),
     ("y > 2 &\n  n <<< 3", "<< is not supported", 5),  # second line, column 5

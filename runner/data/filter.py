@@ -443,6 +443,9 @@ class _Evaluator:
     def column(self, node: Node) -> _Value:
         name = node.value
         if name not in self.cache:
+            if name not in self.columns and name in ("NA", "NaN", "None", "null", "NULL", "nan"):
+                raise FilterError(f"invalid filter: {name} is not a value to compare with; test for missing "
+                                  "values with is.na(x) or !is.na(x)", node.pos)
             if name not in self.columns:
                 raise FilterError(f"unknown column {name!r} in filter{_close_columns(name, self.columns)}", node.pos)
             try:
