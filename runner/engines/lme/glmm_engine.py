@@ -162,7 +162,7 @@ def _cond_var(model: GlmmModel, mode: Mode, theta: np.ndarray) -> list[np.ndarra
     qr = dec.qr
     p1, l1 = model.p1, model.l1
     Ls = dec.Ls[:qr, :qr]
-    Bs = dec.Bs[:qr].toarray() if qr else np.zeros((0, model.q1))
+    Bs = dec.Bs[:qr] if qr else np.zeros((0, model.q1))
     Kmat = solve_triangular(Ls, Bs, lower=True) if qr else Bs
     # first block: L1^{-T} (I + K_c' K_c) L1^{-1}
     Kc = Kmat.reshape(qr, l1, p1)

@@ -24,7 +24,7 @@ there (no saturated log-likelihood), so both that value and the full one are ret
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
@@ -71,7 +71,27 @@ class GlmmModel:
     indptr: np.ndarray  # CSR pattern of Z (n x q), K entries per row
     indices: np.ndarray
     K: int
-    log_density_const: float  # unused by the criterion; see `cond_dev`
+    cache: dict = field(default_factory=dict)  # level-pair indices and level indicators, built on first use
+
+    def pair_index(self, a: int, b: int) -> np.ndarray:
+        """codes_a * levels_b + codes_b per row (internal positions a, b)."""
+        key = ("pair", a, b)
+        if key not in self.cache:
+            lb = (self.col_start[b + 1] if b + 1 < len(self.Xb) else self.q) - self.col_start[b]
+            lb //= self.Xb[b].shape[1]
+            self.cache[key] = self.codes[a].astype(np.int64) * lb + self.codes[b]
+        return self.cache[key]
+
+    def indicator(self, pos: int) -> sp.csr_matrix:
+        """(levels x n) 0/1 matrix of a term's grouping factor (sums over each level's rows)."""
+        key = ("ind", pos)
+        if key not in self.cache:
+            codes = self.codes[pos]
+            l = ((self.col_start[pos + 1] if pos + 1 < len(self.Xb) else self.q) - self.col_start[pos]) \
+                // self.Xb[pos].shape[1]
+            self.cache[key] = sp.csr_matrix((np.ones(codes.size), (codes, np.arange(codes.size))),
+                                            shape=(l, codes.size))
+        return self.cache[key]
 
     @property
     def n(self) -> int:
@@ -115,8 +135,7 @@ def build_model(design: Design, family: Family, y: np.ndarray, wt: np.ndarray) -
         start=np.concatenate([t.start() for t in templates]),
         order=order, codes=[blocks[i].codes for i in order], Xb=[blocks[i].X for i in order],
         col_start=col_start, q=c, q1=qs[order[0]], l1=first.nlevels, p1=first.ncols,
-        indptr=(np.arange(n + 1) * K).astype(np.int32), indices=indices.ravel(), K=K,
-        log_density_const=0.0)
+        indptr=(np.arange(n + 1) * K).astype(np.int32), indices=indices.ravel(), K=K)
 
 
 def factors(model: GlmmModel, theta: np.ndarray) -> list[np.ndarray]:
@@ -135,17 +154,15 @@ class Decomposition:
 
     L1: np.ndarray  # (l1, p1, p1) lower factors of the first block
     L1inv: np.ndarray
-    Bs: sp.csr_matrix  # tail x q1: B L1^{-T}
+    Bs: np.ndarray  # (tail, q1) dense: B L1^{-T}
     Ls: np.ndarray  # lower factor of the tail Schur complement (random tail, then X)
-    H1: sp.csr_matrix  # weighted first-block columns
-    Ht: sp.csr_matrix  # weighted tail columns
     logdet: float  # log |L|^2 of the random part
     qr: int  # random tail size
 
-    def solve(self, rhs_w: np.ndarray) -> np.ndarray:
-        """x with M x = H' rhs_w (rhs_w = sqrt(W) z): [u (internal order); beta]."""
-        r1 = self.H1.T @ rhs_w
-        rt = self.Ht.T @ rhs_w
+    def solve(self, r: np.ndarray) -> np.ndarray:
+        """x with M x = r (r from `rhs`): [u (internal order); beta]."""
+        q1 = self.Bs.shape[1]
+        r1, rt = r[:q1], r[q1:]
         p1 = self.L1.shape[1]
         if p1 == 1:
             y1 = r1 / self.L1[:, 0, 0]
@@ -164,51 +181,105 @@ class Decomposition:
         return np.concatenate([x1, xt])
 
 
+def _block_cols(model: GlmmModel) -> list[slice]:
+    """Columns of zl (n x K) per internal block."""
+    out, c = [], 0
+    for Xb in model.Xb:
+        out.append(slice(c, c + Xb.shape[1]))
+        c += Xb.shape[1]
+    return out
+
+
+def _levels(model: GlmmModel, pos: int) -> int:
+    end = model.col_start[pos + 1] if pos + 1 < len(model.Xb) else model.q
+    return (end - model.col_start[pos]) // model.Xb[pos].shape[1]
+
+
+def _cross(model: GlmmModel, a: int, b: int, va: np.ndarray, zb: np.ndarray) -> np.ndarray:
+    """Dense (q_a x q_b) sum over rows of va zb' placed by (level_a, level_b), level-major."""
+    la, lb = _levels(model, a), _levels(model, b)
+    pa, pb = va.shape[1], zb.shape[1]
+    idx = model.pair_index(a, b)
+    out = np.empty((la, pa, lb, pb))
+    for i in range(pa):
+        for j in range(pb):
+            out[:, i, :, j] = np.bincount(idx, weights=va[:, i] * zb[:, j], minlength=la * lb).reshape(la, lb)
+    return out.reshape(la * pa, lb * pb)
+
+
+def _level_sums(model: GlmmModel, pos: int, v: np.ndarray, M: np.ndarray) -> np.ndarray:
+    """(q_pos x m): per level and column i of the block, sum of v_i M over its rows."""
+    l = _levels(model, pos)
+    G = model.indicator(pos)
+    return np.stack([G @ (M * v[:, i:i + 1]) for i in range(v.shape[1])], axis=1).reshape(l * v.shape[1], -1)
+
+
+def rhs(model: GlmmModel, zl: np.ndarray, w: np.ndarray, z: np.ndarray, with_x: bool) -> np.ndarray:
+    """[Lambda'Z'W z; X'W z] in the internal column order."""
+    wz = (w * z)[:, None]
+    parts = [_level_sums(model, pos, zl[:, sl], wz).ravel() for pos, sl in enumerate(_block_cols(model))]
+    if with_x:
+        parts.append(model.X.T @ wz[:, 0])
+    return np.concatenate(parts)
+
+
 def decompose(model: GlmmModel, zl: np.ndarray, w: np.ndarray, with_x: bool) -> Decomposition:
-    """The blocked factor of the penalized weighted system at working weights w."""
-    n, K, p1, l1, q1 = model.n, model.K, model.p1, model.l1, model.q1
-    sw = np.sqrt(w)
-    V = zl * sw[:, None]
-    V1 = V[:, :p1]
+    """The blocked factor of the penalized weighted system at working weights w.
+
+    Dense blocks by bincount on precomputed level-pair indices (no sparse matrices are
+    built per iteration: their construction cost dominated small fits)."""
+    p1, l1, q1 = model.p1, model.l1, model.q1
+    cols = _block_cols(model)
+    V = zl * w[:, None]
+    V1, Z1 = V[:, cols[0]], zl[:, cols[0]]
     codes1 = model.codes[0]
     D = np.empty((l1, p1, p1))
     for a in range(p1):
         for b in range(a, p1):
-            s = np.bincount(codes1, weights=V1[:, a] * V1[:, b], minlength=l1)
-            D[:, a, b] = s
-            D[:, b, a] = s
+            sv = np.bincount(codes1, weights=V1[:, a] * Z1[:, b], minlength=l1)
+            D[:, a, b] = sv
+            D[:, b, a] = sv
     D += np.eye(p1)
-    rows = np.arange(n)
-    H1 = sp.csr_matrix((V1.ravel(), (np.repeat(rows, p1), model.indices.reshape(n, K)[:, :p1].ravel())),
-                       shape=(n, q1))
     qr = model.q - q1
-    parts = []
-    if qr:
-        Vt = V[:, p1:]
-        it = model.indices.reshape(n, K)[:, p1:] - q1
-        kt = K - p1
-        parts.append(sp.csr_matrix((Vt.ravel(), it.ravel(), np.arange(n + 1) * kt), shape=(n, qr)))
-    if with_x and model.p:
-        parts.append(sp.csr_matrix(model.X * sw[:, None]))
-    Ht = sp.hstack(parts, format="csr") if parts else sp.csr_matrix((n, 0))
+    nb = len(cols)
+    xp = model.p if with_x else 0
+    nt = qr + xp
+    B = np.empty((nt, q1))
+    C = np.zeros((nt, nt))
+    offs = [model.col_start[pos] - q1 for pos in range(nb)]
+    for a in range(1, nb):
+        va, za = V[:, cols[a]], zl[:, cols[a]]
+        qa = _levels(model, a) * za.shape[1]
+        ra = slice(offs[a], offs[a] + qa)
+        B[ra] = _cross(model, a, 0, va, Z1)
+        for b in range(1, a + 1):
+            rb = slice(offs[b], offs[b] + _levels(model, b) * zl[:, cols[b]].shape[1])
+            blk = _cross(model, a, b, va, zl[:, cols[b]])
+            C[ra, rb] = blk
+            C[rb, ra] = blk.T
+        if xp:
+            xa = _level_sums(model, a, va, model.X)
+            C[qr:, ra] = xa.T
+            C[ra, qr:] = xa
+    if xp:
+        Xw = model.X * w[:, None]
+        B[qr:] = _level_sums(model, 0, V1, model.X).T
+        C[qr:, qr:] = Xw.T @ model.X
     if p1 == 1:
         d = D[:, 0, 0]
         L1 = np.sqrt(d)[:, None, None]
         L1inv = 1.0 / L1
         logdet = float(np.sum(np.log(d)))
-        Bs = (Ht.T @ H1).tocsr() @ sp.diags(1.0 / L1[:, 0, 0])
+        Bs = B / L1[:, 0, 0][None, :]
     else:
         L1 = np.linalg.cholesky(D)
         L1inv = np.linalg.inv(L1)
         logdet = 2.0 * float(np.sum(np.log(np.diagonal(L1, axis1=1, axis2=2))))
-        blk = sp.bsr_matrix((np.ascontiguousarray(np.swapaxes(L1inv, 1, 2)), np.arange(l1), np.arange(l1 + 1)),
-                            shape=(q1, q1))
-        Bs = ((Ht.T @ H1) @ blk).tocsr()
-    nt = Ht.shape[1]
+        # B L1^{-T}: per level c, columns c*p1..: B_c @ L1inv_c^T
+        Bs = np.einsum("tca,cba->tcb", B.reshape(nt, l1, p1), L1inv).reshape(nt, q1)
     if nt:
-        C = (Ht.T @ Ht).toarray()
         C[np.arange(qr), np.arange(qr)] += 1.0
-        C -= (Bs @ Bs.T).toarray()
+        C -= Bs @ Bs.T
         try:
             Ls = cholesky(C, lower=True, check_finite=False)
         except np.linalg.LinAlgError as exc:
@@ -219,7 +290,7 @@ def decompose(model: GlmmModel, zl: np.ndarray, w: np.ndarray, with_x: bool) -> 
         logdet += 2.0 * float(np.sum(np.log(dg[:qr])))
     else:
         Ls = np.zeros((0, 0))
-    return Decomposition(L1=L1, L1inv=L1inv, Bs=Bs.tocsr(), Ls=Ls, H1=H1, Ht=Ht, logdet=logdet, qr=qr)
+    return Decomposition(L1=L1, L1inv=L1inv, Bs=Bs, Ls=Ls, logdet=logdet, qr=qr)
 
 
 @dataclass
@@ -235,8 +306,15 @@ class Mode:
     iterations: int
 
 
-def _zl_matrix(model: GlmmModel, zl: np.ndarray) -> sp.csr_matrix:
-    return sp.csr_matrix((zl.ravel(), model.indices, model.indptr), shape=(model.n, model.q))
+def zl_times(model: GlmmModel, zl: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """Z Lambda u, term by term (a gather per term, no sparse product)."""
+    out = np.zeros(model.n)
+    for pos, sl in enumerate(_block_cols(model)):
+        p = sl.stop - sl.start
+        l = _levels(model, pos)
+        ub = u[model.col_start[pos]:model.col_start[pos] + l * p].reshape(l, p)
+        out += np.einsum("np,np->n", zl[:, sl], ub[model.codes[pos]]) if p > 1 else zl[:, sl.start] * ub[model.codes[pos], 0]
+    return out
 
 
 def pirls(model: GlmmModel, zl: np.ndarray, beta: np.ndarray, u: np.ndarray | None, with_x: bool) -> Mode:
@@ -246,13 +324,12 @@ def pirls(model: GlmmModel, zl: np.ndarray, beta: np.ndarray, u: np.ndarray | No
     otherwise from (u, beta), with steps halved while the penalized deviance rises."""
     fam, link = model.family, model.family.link
     y, wt, off, X = model.y, model.wt, model.offset, model.X
-    ZL = _zl_matrix(model, zl)
     if u is None:
         eta = link.linkfun(fam.mustart(y, wt))
         u = np.zeros(model.q)
         old = np.inf
     else:
-        eta = off + X @ beta + ZL @ u
+        eta = off + X @ beta + zl_times(model, zl, u)
         mu = link.linkinv(eta)
         old = float(np.sum(fam.dev_resid(y, mu, wt)) + u @ u)
     last = np.inf
@@ -266,7 +343,7 @@ def pirls(model: GlmmModel, zl: np.ndarray, beta: np.ndarray, u: np.ndarray | No
         if not (np.all(np.isfinite(w)) and np.all(np.isfinite(z))):
             raise PirlsError("PIRLS produced non-finite working weights (the linear predictor diverged)")
         dec = decompose(model, zl, w, with_x)
-        x = dec.solve(np.sqrt(w) * z)
+        x = dec.solve(rhs(model, zl, w, z, with_x))
         u_new = x[:model.q]
         b_new = x[model.q:] if with_x else beta
         du, db = u_new - u, b_new - beta
@@ -279,7 +356,7 @@ def pirls(model: GlmmModel, zl: np.ndarray, beta: np.ndarray, u: np.ndarray | No
         fac = 1.0
         for _ in range(MAX_HALVINGS + 1):
             uc, bc = u + fac * du, beta + fac * db
-            etac = off + X @ bc + ZL @ uc
+            etac = off + X @ bc + zl_times(model, zl, uc)
             muc = link.linkinv(etac)
             pdev = float(np.sum(fam.dev_resid(y, muc, wt)) + uc @ uc)
             # a rise within rounding noise is no rise: near the mode, a Fisher-scoring step

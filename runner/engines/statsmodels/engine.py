@@ -117,8 +117,11 @@ class StatsmodelsEngine:
     def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         self.max_bytes = max_bytes
 
-    def fit(self, design: Design, method: str = "REML", formula_text: str = "") -> Fit:
+    def fit(self, design: Design, method: str = "REML", formula_text: str = "", family: str = "gaussian") -> Fit:
         """Fit by REML or ML; raises InexpressibleModel when MixedLM cannot say the model."""
+        if family != "gaussian":  # MixedLM is linear; statsmodels' mixed GLMs are variational Bayes
+            raise InexpressibleModel(f"statsmodels has no frequentist {family} mixed model (only variational "
+                                     "Bayes BinomialBayesMixedGLM/PoissonBayesMixedGLM): use engine: lme")
         if method not in ("REML", "ML"):
             raise ValueError(f"method must be REML or ML, not {method!r}")
         t0 = time.perf_counter()
