@@ -453,3 +453,14 @@ def test_nul_bytes_and_control_characters_in_data_are_exit_2(repo: Path) -> None
         for code, text in both(path):
             assert code == 2 and message in text, text
             assert "\x00" not in text and "\x1b" not in text
+
+
+def test_parquet_that_unpacks_too_far_is_refused(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pd.DataFrame({"Batch": ["A"] * 300_000, "Yield": np.zeros(300_000)}).to_parquet(repo / "z.parquet")
+    assert load_frame(DataSpec(path="z.parquet"), repo).shape == (300_000, 2)
+    monkeypatch.setattr(files, "MAX_UNPACKED_BYTES", 1 << 20)
+    with pytest.raises(DataError, match="'z.parquet' unpacks to more than 1 MB"):
+        load_frame(DataSpec(path="z.parquet"), repo)
+    (repo / "bad.parquet").write_bytes(b"PAR1 not really")
+    with pytest.raises(DataError, match="cannot read 'bad.parquet': not a valid Parquet file"):
+        load_frame(DataSpec(path="bad.parquet"), repo)

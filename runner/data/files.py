@@ -9,7 +9,7 @@ never /proc, /sys or /dev. Only the person running mixspec can allow other folde
 (`--allow-path DIR`, `MIXSPEC_ALLOW_PATHS`), and database variables
 (`--allow-env NAME`, `MIXSPEC_URL_ENVS`): a spec cannot grant itself anything.
 
-Compressed files (.gz, .bz2, .zip, .xlsx) are unpacked with a size cap and a
+Compressed files (.gz, .bz2, .zip, .xlsx, Parquet pages) are unpacked with a size cap and a
 compression-ratio check, so a small file cannot expand into gigabytes.
 """
 
@@ -237,10 +237,27 @@ def check_workbook(file: BinaryIO, key: str, name: str) -> None:
     file.seek(0)
 
 
+def check_parquet(file: BinaryIO, key: str, name: str) -> None:
+    """Parquet pages are compressed and run-length encoded: refuse a file whose rows would unpack
+    beyond the limits (at least 8 bytes a cell, whatever the encoding)."""
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.ParquetFile(file).metadata
+        total = max(sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups)),
+                    8 * meta.num_rows * meta.num_columns)
+    except Exception as exc:  # pyarrow's errors for a damaged file
+        raise _fail(key, f"cannot read {name!r}: not a valid Parquet file ({_first_line(exc)})") from None
+    if total > _limit(MAX_UNPACKED_BYTES):  # no ratio check: run-length encoding is legitimately dense
+        raise _too_big(key, name, total, os.fstat(file.fileno()).st_size)
+    file.seek(0)
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return (text[0] if text else type(exc).__name__)[:200]
 
 
-__all__ = ["ENV_PATHS", "ENV_URL_VARS", "Grant", "allowed_folders", "allowed_url_envs", "check_workbook",
+__all__ = ["ENV_PATHS", "ENV_URL_VARS", "Grant", "allowed_folders", "allowed_url_envs", "check_parquet",
+           "check_workbook",
            "granted", "open_regular", "repository_root", "resolve_spec_file", "unpack"]

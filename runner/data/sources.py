@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 
 from runner.data.errors import DataError
-from runner.data.files import (ENV_URL_VARS, allowed_url_envs, check_workbook, open_regular, resolve_spec_file,
-                               unpack)
+from runner.data.files import (ENV_URL_VARS, allowed_url_envs, check_parquet, check_workbook, open_regular,
+                               resolve_spec_file, unpack)
 from runner.data.sql import query_problem, read_duckdb, read_sqlite, spec_url_problem, table_query, url_file
 from runner.spec.errors import SpecIssue
 from runner.spec.models import DataSpec, SqlSource
@@ -86,6 +86,8 @@ def _read_file(spec: DataSpec, base_dir: Path) -> pd.DataFrame:
             source = io.BytesIO(unpack(handle, packing, "data.path", spec.path))
         elif kind == "xlsx":
             check_workbook(handle, "data.path", spec.path)
+        elif kind == "parquet":
+            check_parquet(handle, "data.path", spec.path)
         try:
             if kind in ("csv", "tsv"):
                 return pd.read_csv(source, sep="\t" if kind == "tsv" else ",")
