@@ -31,7 +31,10 @@ EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 
 
 def _err(line: str) -> None:
-    print(line, file=sys.stderr)
+    """A message on stderr; names and levels in it come from specs and data (terminal_safe)."""
+    from runner.run.console import terminal_safe
+
+    print(terminal_safe(line), file=sys.stderr)
 
 
 def _print_issues(issues: list[SpecIssue]) -> None:
@@ -52,19 +55,21 @@ AllowEnv = Annotated[list[str] | None, typer.Option(
 
 
 def _table(validated) -> Table:  # noqa: ANN001 - runner.validate.ValidatedSpec, imported lazily
+    from runner.run.console import terminal_safe
+
     from rich.table import Table
     from rich.text import Text
 
     data = validated.data
     title = (f"{validated.loaded.file}: {validated.loaded.name} — {data.rows} rows, "
              f"{data.rows_used} used ({data.na})")
-    table = Table(title=Text(title), title_justify="left", show_lines=False)
+    table = Table(title=Text(terminal_safe(title)), title_justify="left", show_lines=False)
     for header, justify in (("model", "left"), ("formula", "left"), ("nobs", "right"), ("groups", "left")):
         table.add_column(header, justify=justify)  # type: ignore[arg-type]
     for s in validated.summaries.values():
         groups = ", ".join(f"{g} ({n})" for g, n in s.groups.items()) or "-"
         name = s.name if s.source == "model" else f"{s.name} ({s.source})"
-        table.add_row(Text(name), Text(s.formula), Text(str(s.nobs)), Text(groups))
+        table.add_row(*(Text(terminal_safe(c)) for c in (name, s.formula, str(s.nobs), groups)))
     return table
 
 

@@ -34,6 +34,7 @@ from runner.results import (
 )
 from runner.run import record as rec
 from runner.run.cache import FitCache
+from runner.run.console import terminal_safe
 from runner.run.executors import default_jobs, run_tasks
 from runner.run.plan import ModelPlan, Plan, make_plan, prepared_of
 from runner.run.progress import Progress
@@ -387,7 +388,7 @@ def run_spec(path: str | Path, out_dir: str | Path = "reports", jobs: int | None
             errors = [str(i) for i in exc.issues]
             if not quiet:
                 for e in errors:
-                    print(e, file=sys.stderr)
+                    print(terminal_safe(e), file=sys.stderr)
             return RunOutcome(None, EXIT_INVALID, None, errors, Path(path))
         out = Path(out_dir) / plan.name
         problem = _output_problem(out)
@@ -409,7 +410,7 @@ def run_spec(path: str | Path, out_dir: str | Path = "reports", jobs: int | None
     errors = failures + failed_expect + ([output_error] if output_error else [])
     if not quiet:
         for e in errors:
-            print(f"mixspec: {plan.name}: {e}", file=sys.stderr)
+            print(terminal_safe(f"mixspec: {plan.name}: {e}"), file=sys.stderr)
     return RunOutcome(record, EXIT_FAILED if errors else EXIT_OK, results_path, errors, Path(path))
 
 

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from runner.run.api import exit_code, run_specs
-from runner.run.console import summary_lines
+from runner.run.console import summary_lines, terminal_safe
 from runner.run.diff import diff_files
 from runner.run.record import record_json
 
@@ -30,7 +30,8 @@ def run_command(specs: list[str | Path], out: str | Path = "reports", jobs: int 
     if json_out or quiet:  # quiet silences progress and summaries, never the reasons for a failure
         for o in outcomes:
             for e in o.errors:  # located spec errors already start with the file
-                print(e if e.startswith(str(o.spec_path)) else f"mixspec: {o.spec_path}: {e}", file=sys.stderr)
+                print(terminal_safe(e if e.startswith(str(o.spec_path)) else f"mixspec: {o.spec_path}: {e}"),
+                      file=sys.stderr)
     else:
         for o in outcomes:
             if o.results_path is not None:
@@ -50,5 +51,5 @@ def diff_command(old: str | Path, new: str | Path, rtol: float = 1e-6) -> int:
     except (OSError, ValueError) as exc:
         print(f"mixspec diff: {exc}", file=sys.stderr)
         return 2
-    sys.stdout.write(report.text())
+    sys.stdout.write(terminal_safe(report.text()))
     return report.exit_code

@@ -6,8 +6,27 @@ models and expectations. Everything else is in results.json, summary.md and the 
 
 from __future__ import annotations
 
+import re
+
 from runner.report.format import fmt_fixed, fmt_p, fmt_weight
 from runner.results import ResultsRecord
+
+# C0 controls but tab and newline, DEL, C1 controls (ESC starts terminal escape sequences,
+# CR rewrites a line), and bidirectional overrides that make text read differently
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+# what CI runners read as commands at the start of a line (after blanks): GitHub Actions'
+# `::error::` / `::add-mask::` and the older `##[command]`
+_WORKFLOW_COMMAND = re.compile(r"^(\s*)(::|##\[)")
+
+
+def terminal_safe(text: object) -> str:
+    """`text` fit for a terminal or CI log: control characters removed, tabs as spaces, and
+    every line that a CI runner would take as a workflow command escaped with a backslash.
+
+    Names, levels and messages come from specs and data files (untrusted); this is applied
+    where lines are printed, so results.json keeps the text as it is."""
+    lines = _CONTROL.sub("", str(text).replace("\r\n", "\n")).replace("\t", " ").split("\n")
+    return "\n".join(_WORKFLOW_COMMAND.sub(r"\1\\\2", line) for line in lines)
 
 
 def _table(rows: list[list[str]], right: set[int]) -> list[str]:
@@ -50,4 +69,4 @@ def summary_lines(record: ResultsRecord, page: str | None = None) -> list[str]:
     passed = sum(e.passed for e in record.expectations)
     if record.expectations:
         lines.append(f"  expectations: {passed} of {len(record.expectations)} pass")
-    return lines
+    return [terminal_safe(line) for line in lines]

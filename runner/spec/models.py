@@ -20,6 +20,8 @@ from pydantic import (
     model_validator,
 )
 
+from runner.spec.limits import MAX_NSIM
+
 Method = Literal["REML", "ML"]
 EngineName = Literal["auto", "lme", "statsmodels"]
 Verify = Literal["statsmodels"]
@@ -216,7 +218,7 @@ class DataSpec(Strict):
 class BootstrapSpec(Strict):
     """Parametric bootstrap: replicate i is seeded with numpy's SeedSequence([seed, i])."""
 
-    nsim: int = Field(1000, ge=1, le=100_000, description="Number of simulated replicates")
+    nsim: int = Field(1000, ge=1, le=MAX_NSIM, description="Number of simulated replicates")
     seed: int = Field(1, ge=0, description="Seed of the replicates")
 
 
