@@ -60,9 +60,9 @@ def test_validate_prints_warnings_on_stderr(tmp_path):
     assert "warning: labels of 'cask' repeat in every level of 'batch'" in result.stderr
 
 
-def test_schema_is_json_via_python_m_runner():
-    out = subprocess.run([sys.executable, "-m", "runner", "schema"], capture_output=True, text=True, cwd=ROOT,
-                         timeout=120, check=True)
+def test_schema_is_json():
+    out = runner.invoke(app, ["schema"])
+    assert out.exit_code == 0
     schema = json.loads(out.stdout)
     assert schema["title"] == "Spec" and "models" in schema["properties"]
     assert schema["$defs"]["Defaults"]["properties"]["method"]["enum"] == ["REML", "ML"]
@@ -77,6 +77,7 @@ def test_results_schema():
 
 
 def test_validate_exit_code_from_a_real_process(tmp_path):
+    """The one process-boundary test: `python -m runner` is the CLI and its exit code is the process's."""
     path = tmp_path / "bad.yaml"
     path.write_text("data: {example: sleepstudy}\nmodels: {m: {formula: 'Reaction ~ Dayz + (1|Subject)'}}\n")
     out = subprocess.run([sys.executable, "-m", "runner", "validate", str(path)], capture_output=True, text=True,

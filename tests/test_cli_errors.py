@@ -1,13 +1,20 @@
 """User mistakes at the command line: a clear message and exit 2, never a traceback,
-and --quiet never hides why a run failed."""
+and --quiet never hides why a run failed.
+
+In-process through typer's CliRunner (the exit code and the stdout/stderr split are what
+is tested, not the process boundary; test_cli.py has the one real-process check).
+"""
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import os
+from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from typer.testing import CliRunner
+
+from runner.cli import app
+
 SPEC = """name: dye
 data: {example: dyestuff}
 models:
@@ -15,9 +22,23 @@ models:
 """
 
 
-def mixspec(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "runner", *args], capture_output=True, text=True, cwd=cwd,
-                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, timeout=120)
+@dataclass
+class Outcome:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def mixspec(*args: str, cwd: Path) -> Outcome:
+    """`mixspec ARGS` run in `cwd`, in this process."""
+    before = Path.cwd()
+    os.chdir(cwd)
+    try:
+        result = CliRunner().invoke(app, list(args))
+    finally:
+        os.chdir(before)
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    return Outcome(result.exit_code, result.stdout, result.stderr)
 
 
 def test_quiet_still_prints_the_errors_of_an_invalid_spec(tmp_path: Path) -> None:
@@ -30,7 +51,7 @@ def test_quiet_still_prints_the_errors_of_an_invalid_spec(tmp_path: Path) -> Non
 
 def test_quiet_still_prints_a_failed_expectation(tmp_path: Path) -> None:
     (tmp_path / "s.yaml").write_text(SPEC + "expect:\n  fixed: [\"Intercept < 0\"]\n")
-    out = mixspec("run", "s.yaml", "--out", "out", "--quiet", "--no-cache", cwd=tmp_path)
+    out = mixspec("run", "s.yaml", "--out", "out", "--quiet", "--no-cache", "--jobs", "1", cwd=tmp_path)
     assert out.returncode == 1
     assert "expectation failed: fixed: Intercept < 0" in out.stderr
 
@@ -45,7 +66,7 @@ def test_out_that_is_a_file_is_refused_before_fitting(tmp_path: Path) -> None:
 
 def test_report_of_a_folder_and_diff_of_a_list(tmp_path: Path) -> None:
     (tmp_path / "s.yaml").write_text(SPEC)
-    run = mixspec("run", "s.yaml", "--out", "out", "--json", "--no-cache", cwd=tmp_path)
+    run = mixspec("run", "s.yaml", "--out", "out", "--json", "--no-cache", "--jobs", "1", cwd=tmp_path)
     assert run.returncode == 0
     (tmp_path / "one.json").write_text(run.stdout)
     (tmp_path / "many.json").write_text("[" + run.stdout + "," + run.stdout + "]")
