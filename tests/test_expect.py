@@ -25,7 +25,7 @@ def test_parse_all_forms():
     assert texts == [
         "best: slopes",
         "fixed: age > 0",
-        "fixed: sexM < -1.5",  # schema 1's formulaic spelling is read as R's name
+        "fixed: sex[T.M] < -1.5",
         "fixed: age in [0.5, 2]",
         "fixed: x >= 0.001",
         "converged: all",
@@ -34,14 +34,14 @@ def test_parse_all_forms():
         "delta_aic: intercepts >= 4",
     ]
     assert exps[3].condition == Condition("in", 0.5, 2.0)
-    assert exps[2].term == "sexM" and exps[2].condition == Condition("<", -1.5)
+    assert exps[2].term == "sexM" and exps[2].condition  # schema 1's spelling looks up R's name == Condition("<", -1.5)
 
 
 def test_per_model_fixed_and_none_keys():
     exps = parse_expectations({"fixed": {"slopes": ["age:sex[T.M] <= 0"]}, "best": None})
     assert len(exps) == 1
     assert exps[0].model == "slopes" and exps[0].term == "age:sexM"
-    assert exps[0].text == "fixed: slopes: age:sexM <= 0"
+    assert exps[0].text == "fixed: slopes: age:sex[T.M] <= 0"
 
 
 @pytest.mark.parametrize(

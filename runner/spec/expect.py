@@ -153,9 +153,10 @@ def _fixed(value: Any) -> list[Expectation]:
             raise ValueError(f"expect.fixed: {exc}") from None
         from runner.design.naming import r_name
 
-        term = r_name(term)  # `sex[T.M]` (schema 1) is `sexM`
         where = f"{model}: " if model else ""
-        out.append(Expectation("fixed", f"fixed: {where}{term} {cond.text()}", model=model, term=term, condition=cond))
+        # the check reads as written; the term it looks up is R's name (`sex[T.M]`, schema 1, is `sexM`)
+        out.append(Expectation("fixed", f"fixed: {where}{term} {cond.text()}", model=model, term=r_name(term),
+                               condition=cond))
     return out
 
 
