@@ -24,7 +24,7 @@ class ModelContext:
     formula: ModelFormula
     formula_text: str
     design: Design
-    frame: pd.DataFrame  # the rows fitted, as build_design read them (prepared, NA rows dropped)
+    rows: Any  # the rows fitted as the design read them: a DataFrame, or a function making it
     centered: dict[str, dict[str, float | None]] = field(default_factory=dict)  # data.center of a spec
     weights: str | None = None
     offset: str | None = None
@@ -33,6 +33,14 @@ class ModelContext:
     family: str = "gaussian"
     link: str = "identity"
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def frame(self) -> pd.DataFrame:
+        """The fitted rows (prepared, missing values dropped); made on first use, since only
+        predictions need them and a fit should not pay for a copy of its data."""
+        if callable(self.rows):
+            self.rows = self.rows()
+        return self.rows
 
 
 def block_terms(mf: ModelFormula, design: Design) -> list[RandomTerm]:

@@ -142,7 +142,7 @@ def fit_model(formula: str, data: Any, *, method: str = "REML", family: str = "g
         fit, seconds, engine_used = _fit_glmm(design, rm, family, link, nagq, name)
     rows = np.flatnonzero(prepared.masks[name])
     ctx = ModelContext(formula=rm.formula, formula_text=rm.formula_text, design=design,
-                       frame=prepared.frame_for(name), centered=dict(prepared.centered), weights=rm.weights,
+                       rows=lambda: prepared.frame_for(name), centered=dict(prepared.centered), weights=rm.weights,
                        offset=rm.offset, engine=engine_used, row_index=frame.index[rows],
                        family=fit.family or "gaussian", link=fit.link or "identity",
                        extra={"prepared": prepared, "resolved": rm, "seconds": seconds})

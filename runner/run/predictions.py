@@ -100,7 +100,7 @@ def _context(m: Any, prepared: Any) -> Any:
 
     rm = m.resolved
     return ModelContext(formula=rm.formula, formula_text=rm.formula_text, design=m.design,
-                        frame=prepared.frame_for(m.name), centered=dict(getattr(prepared, "centered", {}) or {}),
+                        rows=prepared.frame_for(m.name), centered=dict(getattr(prepared, "centered", {}) or {}),
                         weights=rm.weights, offset=rm.offset, engine=m.engine)
 
 
