@@ -206,3 +206,23 @@ def test_removal_between_terms_as_r() -> None:
 
     assert fixed_terms(mf).labels == ["a", "b", "x"]
     assert parse_formula(render(mf)) == mf
+
+
+def test_factor_levels_learned_on_all_rows_then_dropped_as_lme4() -> None:
+    """factor(z) sees every filtered row (R's model.frame); levels only in rows dropped for
+    missing values are then dropped (lme4's drop.unused.levels), and the state says so."""
+    full = pd.DataFrame({"y": [1.0, 2, 3, 4, 5, 6, np.nan, 8], "z": [1, 2, 3, 1, 2, 3, 9, 1],
+                         "g": ["a", "b"] * 4})
+    kept = full.dropna().reset_index(drop=True)
+    d = build_design(parse_formula("y ~ factor(z) + (1|g)"), kept, learn_frame=full)
+    assert [c.lme4_name for c in d.fixed] == ["(Intercept)", "factor(z)2", "factor(z)3"]
+    assert d.formula_state["factor(z)"] == {"levels": ["1", "2", "3", "9"]}
+    assert d.formula_state["factors"]["factor(z)"]["levels"] == ["1", "2", "3"]
+
+
+def test_membership_center_and_logical_columns() -> None:
+    _, mm = matrix("I(a %in% c('p', 'q')) + center(x) + I(!(x > 4))")
+    assert mm.names == ["(Intercept)", 'I(a %in% c("p", "q"))TRUE', "center(x)", "I(!(x > 4))TRUE"]
+    np.testing.assert_array_equal(mm.X[:3, 1], [1, 1, 0])
+    np.testing.assert_allclose(mm.X[:, 2], FRAME["x"] - FRAME["x"].mean())
+    np.testing.assert_array_equal(mm.X[:4, 3], [1, 1, 1, 1 * (not 4 > 4)])

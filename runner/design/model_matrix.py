@@ -143,14 +143,12 @@ def _variable_columns(label: str, value: Block | Factor, contrasted: bool | None
         names = [label] if len(value.suffixes) == 1 else [label + s for s in value.suffixes]
         return value.values, names, [None] * len(value.suffixes)
     k = len(value.levels)
-    onehot = np.zeros((value.codes.size, k))
-    onehot[np.arange(value.codes.size), value.codes] = 1.0
     if contrasted:
         named = [str(j + 1) for j in range(k)] if value.numbered else value.levels
         C, suffixes = contrast_matrix(value.contrast, named, value.base)
         levels: list[str | None] = list(suffixes) if value.contrast == "treatment" else [None] * len(suffixes)
-        return onehot @ C, [label + s for s in suffixes], levels
-    return onehot, [label + lv for lv in value.levels], list(value.levels)
+        return C[value.codes], [label + s for s in suffixes], levels  # = indicators @ contrasts
+    return np.eye(k)[value.codes], [label + lv for lv in value.levels], list(value.levels)
 
 
 def model_matrix(terms: Terms, values: dict[int, Block | Factor]) -> ModelMatrix:

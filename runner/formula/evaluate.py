@@ -462,8 +462,12 @@ class Evaluator:
             return {"levels": [level_label(u) for u in np.unique(x[ok])]}
 
         levels = self.remember(key, learn)["levels"]
-        labels = np.asarray([level_label(u) if k else None for u, k in zip(x, ok)], dtype=object)
-        return _coded(labels, levels)
+        uniq, inverse = np.unique(x[ok], return_inverse=True)  # label each distinct value once
+        index = {lv: j for j, lv in enumerate(levels)}
+        to_code = np.asarray([index.get(level_label(u), -1) for u in uniq], dtype=np.int64)
+        codes = np.full(x.size, -1, dtype=np.int64)
+        codes[ok] = to_code[inverse.ravel()] if uniq.size else -1
+        return Factor(codes, list(levels))
 
     def learned_levels(self, key: str, present: list[str], levels: list[str], codes: np.ndarray) -> Factor:
         order = self.remember(key, lambda: {"levels": present})["levels"]
@@ -519,9 +523,9 @@ class Evaluator:
 
 
 def _coded(labels: np.ndarray, levels: list[str]) -> Factor:
-    index = {lv: j for j, lv in enumerate(levels)}
-    codes = np.asarray([index.get(v, -1) if v is not None else -1 for v in labels], dtype=np.int64)
-    return Factor(codes, list(levels))
+    """Codes of text labels among `levels` (-1 for missing or unknown)."""
+    codes = pd.Categorical(pd.Series(labels, dtype=object), categories=list(levels)).codes
+    return Factor(np.asarray(codes, dtype=np.int64), list(levels))
 
 
 def _poly_coefs(x: np.ndarray, degree: int) -> tuple[list[float], list[float]]:
