@@ -18,6 +18,7 @@ FRAGMENTS = st.sampled_from(
         "y", "x", "g", "~", " ~ ", "+", " + ", "-", "0", "1", "(", ")", "|", "||", "/", ":", "*", "**", ",",
         " ", "diag(", "homcs(", "us(", "foo(", "I(", "C(", "np.log(", "`a b`", "'s'", '"', "`", "[", "]",
         "{", "}", ".", "2", "(1|g)", "(x||g)", "(1|a/b)", "\n", "$", "#", "é",
+        "^", "%in%", "%%", "log(", "poly(", "offset(", "relevel(", "factor(", ">", "!", "&", "=", "TRUE",
     ]
 )
 TERMS = st.sampled_from(
@@ -26,6 +27,8 @@ TERMS = st.sampled_from(
         "(1|g)", "(x|g)", "(0+x|g)", "(x-1|g)", "(x||g)", "(a*b||g)", "(1|a/b)", "(1|a/b/c)", "(x||a/b)",
         "(1|a:b)", "(1|c:(b:a))", "diag(x|g)", "homdiag(0+f|h)", "homcs(0+f|k)", "us(1+x|m)", "((1|q))",
         "(1|`odd name`)", "(center(age) + I(x**2)|s)", "(I(x ** 2)*z||g)",
+        "poly(x, 2)", "log(x, base = 2)", "relevel(f, ref = 'b')", "C(f, contr.sum)", "offset(log(n))",
+        "I(x > 3)", "(a + b + c)^2", "a*b - a:b", "scale(x)", "(0 + factor(z) | g)",
     ]
 )
 RESPONSES = st.sampled_from(["y", "np.log(y)", "`odd y`", "score"])

@@ -226,3 +226,8 @@ def test_membership_center_and_logical_columns() -> None:
     np.testing.assert_array_equal(mm.X[:3, 1], [1, 1, 0])
     np.testing.assert_allclose(mm.X[:, 2], FRAME["x"] - FRAME["x"].mean())
     np.testing.assert_array_equal(mm.X[:4, 3], [1, 1, 1, 1 * (not 4 > 4)])
+
+
+def test_power_in_a_random_term_warns_too() -> None:
+    d = build_design(parse_formula("y ~ x + (x^2 | g)"), STUDY)
+    assert any("did you mean I(x^2)?" in w for w in d.warnings)

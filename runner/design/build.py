@@ -267,6 +267,8 @@ def build_design(mf: ModelFormula, frame: pd.DataFrame, weights: str | None = No
         b.id = ident
     _check_identifiable(blocks, len(y))
     warnings += _shared_columns(blocks)
+    for t in mf.random:
+        warnings += [w for w in _lhs_terms(t).warnings if w not in warnings]
     w = _vector(frame, weights, "weights")
     if w is not None and np.any(w <= 0):
         raise DesignError(f"weights column '{weights}' must be positive")
