@@ -434,3 +434,35 @@ def test_icc_per_factor_sums_to_the_adjusted_icc_of_performance(tmp_path: Path, 
     assert view.rows and not view.notes
     reference = json.loads((Path(__file__).parent / "reference" / "inference.json").read_text())[case]["icc"]
     assert sum(r.icc for r in view.rows) == pytest.approx(reference["adjusted"], rel=1e-4)
+
+
+def test_inference_results_get_their_tables(tmp_path: Path) -> None:
+    """F tests, intervals, R2 and ICC (lmerTest, lme4 and performance's numbers from the
+    references) appear when a record carries them, each number in its own cell."""
+    root = Path(__file__).parent
+    anova = json.loads((root / "reference_inference" / "anova.json").read_text())["students_age_sex"]
+    ref = json.loads((root / "reference" / "inference.json").read_text())["students_intercepts"]
+    results = students_results(tmp_path)
+    data = json.loads(results.read_text())
+    m = data["models"]["intercepts"]
+    m["anova"] = anova["anova_satterthwaite"]
+    estimates = {r["term"]: r["estimate"] for r in ref["satterthwaite"]}
+    m["confint"] = [{"parameter": r["parameter"], "estimate": estimates[r["parameter"]], "low": r["low"],
+                     "high": r["high"]} for r in ref["profile_ci"] if r["parameter"] in estimates]
+    m["r2"], m["icc"] = ref["r2_nakagawa"], ref["icc"]
+    results.write_text(json.dumps(data))
+    html = render_spec_report(results).read_text(encoding="utf-8")
+    doc = parse_strict(html)
+    rows = table_rows(doc, "anova")
+    assert [[text_of(td) for td in r] for r in rows] == [
+        ["age", "1", "11,343", "454.1", "< 0.001"],  # lmerTest: F 454.09, den df 11342.89
+        ["sex", "1", "11,342", "0.5356", "0.464"],
+        ["age:sex", "1", "11,342", "0.007671", "0.930"]]
+    assert float(rows[1][3].get("data-v")) == 0.535579441895553
+    confint = table_rows(doc, "confint")
+    assert [[text_of(td) for td in r] for r in confint] == [
+        ["(Intercept)", "25.60", "[22.06, 29.13]"], ["age", "2.021", "[1.835, 2.207]"],
+        ["sexM", "-1.791", "[-2.168, -1.414]"]]
+    assert "R² (Nakagawa)</dt><dd>marginal 0.0303, conditional 0.370</dd>" in html
+    assert "ICC (performance)</dt><dd>adjusted 0.350, unadjusted 0.340</dd>" in html
+    assert html.count("Type III F tests") == 1  # only the model that has them

@@ -54,6 +54,7 @@ class ModelView:
     fixed_header: list[str] = field(default_factory=list)
     fixed_rows: list[list[views.Cell]] = field(default_factory=list)
     fixed_caption: str | None = None
+    tables: list[views.TableView] = field(default_factory=list)
     coef: plots.Plot | None = None
     random_rows: list[list[views.Cell]] = field(default_factory=list)
     icc: views.IccView = field(default_factory=views.IccView)
@@ -127,6 +128,8 @@ def model_view(index: int, name: str, m: ModelRecord, record: ResultsRecord, res
         return mv
     mv.fixed_header, mv.fixed_rows = views.fixed_effect_rows(m)
     mv.fixed_caption = views.fixed_caption(m)
+    mv.tables = views.inference_tables(m)
+    mv.facts += views.inference_facts(m)
     mv.coef = plots.coefficient_plot(m.fixed_effects, name) if m.fixed_effects else None
     mv.random_rows = views.random_effect_rows(m)
     mv.icc = views.icc_view(m)

@@ -240,6 +240,52 @@ def fixed_effect_rows(model: ModelRecord) -> tuple[list[str], list[list[Cell]]]:
     return header, rows
 
 
+@dataclass
+class TableView:
+    """An optional table of a model section: shown only when the record has its rows."""
+
+    title: str
+    header: list[str]
+    rows: list[list[Cell]]
+    cls: str
+    caption: str | None = None
+
+
+def inference_tables(model: ModelRecord) -> list[TableView]:
+    """Type III F tests and confint() intervals, when the run computed them (empty lists otherwise).
+
+    New optional result fields get a table here; the template lays out any TableView.
+    """
+    out = []
+    if model.anova:
+        out.append(TableView("Type III F tests", ["term", "num df", "den df", "F", "p"],
+                             [[Cell(r.term, r.term, "name"), count(r.num_df), num(r.den_df), num(r.F), pval(r.p_value)]
+                              for r in model.anova], "anova",
+                             f"F tests of each term (lmerTest's anova, type III){_method(model.p_method)}."))
+    if model.confint:
+        out.append(TableView("Intervals", ["parameter", "estimate", "95% CI"],
+                             [[Cell(r.parameter, r.parameter, "name"), num(r.estimate),
+                               Cell(fmt_ci(r.low, r.high), raw(r.low), "n")] for r in model.confint], "confint",
+                             f"95% intervals with lme4's confint() names{_method(model.ci_method)}."))
+    return out
+
+
+def _method(name: str | None) -> str:
+    return f"; {name}" if name else ""
+
+
+def inference_facts(model: ModelRecord) -> list[tuple[str, str]]:
+    """Nakagawa's R2 and performance's ICC, when computed."""
+    facts = []
+    if model.r2 is not None:
+        facts.append(("R² (Nakagawa)", f"marginal {fmt_num(model.r2.marginal, 3)}, "
+                                       f"conditional {fmt_num(model.r2.conditional, 3)}"))
+    if model.icc is not None:
+        facts.append(("ICC (performance)", f"adjusted {fmt_num(model.icc.adjusted, 3)}, "
+                                           f"unadjusted {fmt_num(model.icc.unadjusted, 3)}"))
+    return facts
+
+
 def fixed_caption(model: ModelRecord) -> str | None:
     """Say how p-values and intervals were computed, when the record says so."""
     parts = []
