@@ -231,3 +231,23 @@ def test_membership_center_and_logical_columns() -> None:
 def test_power_in_a_random_term_warns_too() -> None:
     d = build_design(parse_formula("y ~ x + (x^2 | g)"), STUDY)
     assert any("did you mean I(x^2)?" in w for w in d.warnings)
+
+
+def test_spec_contrast_key_and_learning_on_filtered_rows(tmp_path: Path) -> None:
+    """data.categorical.<col>.contrast codes the column in every model; scale() is learned
+    on the rows after the filter, before rows with a missing response are dropped."""
+    from runner.validate import validate_spec
+
+    d = pd.read_csv(Path(__file__).resolve().parents[1] / "runner" / "data" / "examples" / "sleepstudy.csv")
+    d["half"] = np.where(d["Days"] < 5, "early", "late")
+    d.loc[[0, 1, 2], "Reaction"] = np.nan
+    d.to_csv(tmp_path / "s.csv", index=False)
+    (tmp_path / "s.yaml").write_text(
+        "data:\n  path: s.csv\n  filter: \"Days >= 1\"\n  categorical: {half: {contrast: sum}}\n"
+        "models:\n  m: {formula: \"Reaction ~ half + scale(Days) + (1 | Subject)\"}\n")
+    design = validate_spec(tmp_path / "s.yaml").designs["m"]
+    assert [c.lme4_name for c in design.fixed] == ["(Intercept)", "half1", "scale(Days)"]
+    np.testing.assert_array_equal(np.unique(design.X[:, 1]), [-1.0, 1.0])
+    days = d.loc[d["Days"] >= 1, "Days"]  # 162 filtered rows, one of them with a missing response
+    assert design.nobs == 160
+    assert design.formula_state["scale(Days)"] == pytest.approx({"center": days.mean(), "scale": days.std()})

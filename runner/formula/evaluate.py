@@ -362,6 +362,8 @@ class Evaluator:
                 if base_node is None:
                     return np.log(x)
                 base = self.numeric(self.value(base_node), what)
+                if isinstance(base, float) and base in (2.0, 10.0):  # R's logbase uses log2/log10 here
+                    return np.log2(x) if base == 2.0 else np.log10(x)
                 return np.log(x) / np.log(base)
         if fn in _UNARY_FUNCS:
             x = self.numeric(self.value(node.args[0]), what)
