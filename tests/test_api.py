@@ -178,6 +178,13 @@ def test_glmm_predictions_match_glmer() -> None:
                                ref["predict_population_response"], rtol=5e-5)
     np.testing.assert_allclose(m.fitted().to_numpy(), ref["fitted"], rtol=5e-5)
     assert "Family: binomial  ( logit )" in m.summary()
+    # simulate: the proportion of `size` trials per row, moments as glmer's simulate()
+    sim = ref["simulate"]
+    draws = m.simulate(sim["nsim"], seed=3).to_numpy()
+    counts = draws * cbpp["size"].to_numpy()[:, None]
+    np.testing.assert_allclose(counts, np.round(counts), atol=1e-9)
+    se = np.sqrt((np.asarray(sim["var"]) + draws.var(axis=1, ddof=1)) / sim["nsim"])
+    assert np.abs((draws.mean(axis=1) - sim["mean"]) / se).max() < 5
 
 
 def test_import_is_lazy() -> None:

@@ -104,20 +104,26 @@ def _sqrt_psd(S: np.ndarray) -> np.ndarray:
 
 
 def simulate(ctx: ModelContext, fit: Fit, nsim: int = 1, seed: int | None = None) -> np.ndarray:
-    """(n, nsim) responses drawn from the fitted model (new random effects each time)."""
-    if ctx.family != "gaussian":
-        raise NotImplementedError(f"simulate for family {ctx.family!r} is not available yet")
+    """(n, nsim) responses drawn from the fitted model (new random effects each time), as
+    lme4's simulate(): gaussian y + N(0, sigma^2 / w); binomial the proportion of w trials
+    (a 0/1 response without weights); poisson counts."""
     if not isinstance(nsim, (int, np.integer)) or nsim < 1:
         raise ValueError(f"nsim must be a positive integer, got {nsim!r}")
     rng = np.random.default_rng(seed)
     d = ctx.design
     n = d.nobs
-    mean = population_fitted(ctx, fit)
-    out = np.repeat(mean[:, None], nsim, axis=1)
+    eta = np.repeat(population_fitted(ctx, fit)[:, None], nsim, axis=1)
     for block in d.blocks:
         L = _sqrt_psd(block_covariance(fit, block))
         b = rng.standard_normal((nsim, block.nlevels, block.ncols)) @ L.T  # (nsim, levels, q)
-        out += np.einsum("nq,snq->ns", block.X, b[:, block.codes, :])
-    scale = fit.sigma / np.sqrt(d.weights) if d.weights is not None else np.full(n, fit.sigma)
-    out += rng.standard_normal((n, nsim)) * scale[:, None]
-    return out
+        eta += np.einsum("nq,snq->ns", block.X, b[:, block.codes, :])
+    if ctx.family == "gaussian":
+        scale = fit.sigma / np.sqrt(d.weights) if d.weights is not None else np.full(n, fit.sigma)
+        return eta + rng.standard_normal((n, nsim)) * scale[:, None]
+    mu = inverse_link(ctx.link, eta)
+    if ctx.family == "binomial":
+        trials = np.rint(d.weights).astype(np.int64) if d.weights is not None else np.ones(n, np.int64)
+        return rng.binomial(trials[:, None], np.clip(mu, 0.0, 1.0)) / trials[:, None]
+    if ctx.family == "poisson":
+        return rng.poisson(mu).astype(float)
+    raise NotImplementedError(f"simulate for family {ctx.family!r}")

@@ -72,6 +72,9 @@ out <- list(id = "cbpp_binomial", formula = "prop ~ period + (1 | herd)", weight
             predict_response = unname(predict(m, newdata = nd, allow.new.levels = TRUE, type = "response")),
             predict_population_response = unname(predict(m, newdata = nd, re.form = NA, type = "response")),
             fitted = unname(fitted(m)), lme4_version = as.character(packageVersion("lme4")))
+sims <- simulate(m, nsim = NSIM, seed = 20261201)  # each a (successes, failures) matrix
+props <- sapply(sims, function(s) s[, 1] / rowSums(s))
+out$simulate <- list(nsim = NSIM, mean = unname(rowMeans(props)), var = unname(apply(props, 1, var)))
 writeLines(toJSON(out, auto_unbox = TRUE, digits = NA, pretty = TRUE, dataframe = "columns"),
            file.path(out_dir, "glmm_cbpp_binomial.json"))
 cat("cbpp_binomial ok\n")
