@@ -92,6 +92,9 @@ def test_rows_kept_match_pandas_written_by_hand(text: str, expected: pd.Series) 
     ("Days.to_csv('/tmp/x') == 1", "Days.to_csv(...) is not a function a filter can call", 1),
     ("__import__('os').system('id')", "__import__(...) is not a function a filter can call", 1),
     ("y.max() > 2", "y.max(...) is not a function a filter can call", 1),
+    ("y > 1 & x.isna()", "x.isna(...) is not a function a filter can call (only is.na(x), and c(...) after "
+                         "%in%); did you mean is.na(x)?", 9),
+    ("notnull(x)", "did you mean !is.na(x)?", 1),
     ("@y > 2", "'@' is not supported", 1),
     ("y > 2;", "one condition only", 6),
     ("'abc", "the string starting here has no closing '", 1),

@@ -337,8 +337,11 @@ class _Parser:
             return Node("isna", name.pos, "is.na", (arg,))
         if name.text == "c":
             raise FilterError("invalid filter: c(...) belongs after %in%, e.g. g %in% c('a', 'b')", name.pos)
+        words = {w.lower().replace("_", "") for w in (name.text.replace(".", ""), name.text.rsplit(".", 1)[-1])}
+        hint = ("; did you mean is.na(x)?" if words & {"isna", "isnull", "isnan", "missing"} else
+                "; did you mean !is.na(x)?" if words & {"notna", "notnull", "notnan"} else "")
         raise FilterError(f"invalid filter: {name.text}(...) is not a function a filter can call "
-                          "(only is.na(x), and c(...) after %in%)", name.pos)
+                          f"(only is.na(x), and c(...) after %in%){hint}", name.pos)
 
     def list_(self) -> Node:
         tok = self.tok
