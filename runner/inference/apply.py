@@ -103,6 +103,22 @@ def _anova(design: Design, state: LmmState, tester: object | None) -> tuple[list
     return anova_rows(contrasts, state.beta, tester), None
 
 
+def _other_intervals(design: Design, fit: Fit, state: LmmState, settings: InferenceSettings
+                     ) -> tuple[dict[str, tuple[float | None, float | None]], list[str]]:
+    """Profile (on the ML fit, as lme4 refits) or parametric-bootstrap bounds by confint name."""
+    if settings.ci == "profile":
+        from runner.engines import fit_design
+        from runner.inference.profile import profile_intervals
+
+        ml = state if not state.reml else state_from_fit(design, fit_design(design, "ML"))
+        res = profile_intervals(ml, settings.level)
+        return res.bounds, res.warnings
+    from runner.inference.bootstrap import bootstrap_intervals
+
+    res = bootstrap_intervals(design, fit, state, settings.level, settings.nsim, settings.seed)
+    return res.bounds, res.warnings
+
+
 def apply_inference(design: Design, fit: Fit, settings: InferenceSettings) -> Fit:
     """A copy of `fit` with the requested inference (the fit itself is not changed).
     One BLAS thread, as the engine fits: ~100 small factorizations, each slower threaded."""
@@ -141,6 +157,15 @@ def _apply(design: Design, fit: Fit, settings: InferenceSettings) -> Fit:
     vest = varpar.to_sdcor(state.problem, state.theta, state.sigma)
     confint = variance_rows(vnames, vest) + [
         ConfintRow(parameter=fe.lme4_name, estimate=fe.estimate, low=fe.ci_low, high=fe.ci_high) for fe in fixed]
+    if settings.ci in ("profile", "bootstrap"):
+        bounds, notes = _other_intervals(design, fit, state, settings)
+        warnings += [FitWarning(code=settings.ci, message=m) for m in notes]
+        confint = [r.model_copy(update=dict(zip(("low", "high"), bounds.get(r.parameter, (None, None)))))
+                   for r in confint]
+        by_name = {r.parameter: r for r in confint}
+        fixed = [fe.model_copy(update=dict(ci_low=by_name[fe.lme4_name].low, ci_high=by_name[fe.lme4_name].high))
+                 for fe in fixed]
+        update["fixed_effects"] = fixed
     update["confint"] = confint
     update["anova"], note = _anova(design, state, kr if kr is not None else sat)
     if note:
