@@ -57,6 +57,7 @@ Y, X, G, N = FRAME["y"], FRAME["x"], FRAME["g"], FRAME["n"]
     ("x > 0", X > 0),  # NaN > 0 is False
     ("(y + 1) * 2 > 10", (Y + 1) * 2 > 10),
     ("y / n >= 1 - 0.1", Y / N >= 0.9),
+    ("y / (n - 1) > 2 | 0/0 == 0", Y / (N - 1) > 2),  # 1/0 is inf, 0/0 NaN: never an exception
     ("-y < -4", -Y < -4),
     ("2 < n <= 5", (N > 2) & (N <= 5)),  # a chained comparison, as Python
     ("`test score` >= 50", FRAME["test score"] >= 50),

@@ -420,7 +420,8 @@ def _column_value(series: pd.Series, name: str) -> _Value:
 
 def _literal(node: Node) -> _Value:
     if node.kind == "num":
-        return _Value("num", float(node.value), False, f"the number {node.value:g}")
+        # a numpy scalar, so that 1/0 is inf and 0/0 NaN under errstate, as for columns (never ZeroDivisionError)
+        return _Value("num", np.float64(node.value), False, f"the number {node.value:g}")
     if node.kind == "str":
         return _Value("str", node.value, False, f"the text {node.value!r}")
     return _Value("bool", bool(node.value), False, "TRUE" if node.value else "FALSE")
@@ -493,7 +494,7 @@ class _Evaluator:
 
     def numeric(self, value: _Value, op: str, pos: int) -> _Value:
         if value.kind == "bool":
-            data = value.data.astype(float) if not value.scalar else float(value.data)
+            data = value.data.astype(float) if not value.scalar else np.float64(value.data)
             return _Value("num", data, value.na, value.what)
         if value.kind != "num":
             raise FilterError(f"invalid filter: {op!r} needs numbers, but {value.what} is text", pos)
