@@ -68,6 +68,17 @@ def test_pyarrow_and_polars_inputs(slopes: runner.FittedModel) -> None:
     pa = pytest.importorskip("pyarrow")
     m = runner.fit(FORMULA, pa.Table.from_pandas(SLEEP))
     assert m.objective == slopes.objective
+    class FakePolars:  # polars is optional: its conversion path is to_pandas(), checked without it
+        __module__ = "polars.dataframe.frame"
+        schema = None
+
+        def to_pandas(self) -> pd.DataFrame:
+            return SLEEP.copy()
+
+    assert runner.fit(FORMULA, FakePolars()).objective == slopes.objective
+
+
+def test_real_polars(slopes: runner.FittedModel) -> None:
     pl = pytest.importorskip("polars")
     m2 = runner.fit(FORMULA, pl.from_pandas(SLEEP))
     assert m2.objective == slopes.objective
