@@ -163,6 +163,8 @@ class ExpectationRecord(_Strict):
     detail: str
 
 
+    p_bootstrap: float | None = None  # parametric bootstrap (pbkrtest's PBmodcomp), compare: bootstrap
+    p_bootstrap_n: int | None = None  # replicates used (T* > 0); dropped and failed ones are in warnings
 class Timing(_Strict):
     fit_seconds: float
     cached: bool

@@ -161,3 +161,12 @@ def pb_lrt(small: Design, large: Design, small_ml: Fit, observed: float, nsim: i
     p = (1 + int(np.sum(pos > observed))) / (1 + pos.size)
     return PBTest(p_value=float(p), n_used=int(pos.size), n_nonpositive=int(t.size - pos.size),
                   n_failed=len(reps.failed))
+
+
+def pb_modcomp(small: Design, large: Design, small_ml: Fit, observed: float, nsim: int, seed: int) -> PBTest:
+    """PBmodcomp for two nested linear mixed models on the same rows (ML fit of the small one)."""
+    from runner.engines.lme.engine import _one_blas_thread
+    from runner.inference.state import state_from_fit
+
+    with _one_blas_thread(), np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+        return pb_lrt(small, large, small_ml, observed, nsim, seed, state_from_fit(small, small_ml))

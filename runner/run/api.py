@@ -112,6 +112,26 @@ def _side(m: ModelPlan, fit: Fit) -> LRTSide:
                    independent_clusters=m.independent_clusters)
 
 
+def _bootstrap_p(plan: Plan, ms: ModelPlan, ml_: ModelPlan, fits: dict[str, Fit], r: TestRecord) -> None:
+    """compare: bootstrap: PBmodcomp's p on the ML fits (linear mixed models of the lme engine)."""
+    boot = getattr(plan.validated.loaded.spec.compare, "bootstrap", None)
+    if boot is None:
+        return
+    fs, fl = _ml_fit(ms, fits), _ml_fit(ml_, fits)
+    if fs is None or fl is None or ms.design is None or ml_.design is None:
+        return
+    if fs.engine != "lme" or fs.family is not None or fl.family is not None:
+        r.warnings.append("bootstrap p: linear mixed models of the lme engine only")
+        return
+    from runner.inference.bootstrap import pb_modcomp
+
+    pb = pb_modcomp(ms.design, ml_.design, fs, 2.0 * (fl.loglik - fs.loglik), boot.nsim, boot.seed)
+    r.p_bootstrap, r.p_bootstrap_n = pb.p_value, pb.n_used
+    if pb.n_nonpositive or pb.n_failed:
+        r.warnings.append(f"bootstrap p: {pb.n_nonpositive} replicates with T* <= 0 dropped, "
+                          f"{pb.n_failed} failed, of {boot.nsim}")
+
+
 def compare_models(plan: Plan, fits: dict[str, Fit]) -> tuple[list, list[TestRecord], list[str]]:
     """Ranking groups, test records and record-level warnings from the fits that succeeded."""
     cands = []
@@ -144,6 +164,7 @@ def compare_models(plan: Plan, fits: dict[str, Fit]) -> tuple[list, list[TestRec
                                if t.nesting == "marginal" else
                                "unproven_nesting: nesting not proven; no boundary correction applied")
         tests.append(r)
+        _bootstrap_p(plan, ms, ml_, fits, r)
     return ranking, tests, warnings
 
 
