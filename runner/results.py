@@ -101,6 +101,15 @@ class ModelRecord(_Strict):
     objective: float | None = None
     aic: float | None = None
     bic: float | None = None
+    # GLMMs only (None for linear models): glmer's family, link, nAGQ, the success level of a
+    # factor response, vcov(beta)'s source ("hessian" | "rx") and, for nagq > 1, lme4 1.1-31's
+    # logLik without the saturated term (`loglik` always includes every density constant)
+    family: str | None = None
+    link: str | None = None
+    nagq: int | None = None
+    success_level: str | None = None
+    vcov_method: str | None = None
+    loglik_lme4: float | None = None
     ml_refit: MLRefit | None = None
     p_method: str | None = None
     ci_method: str | None = None

@@ -38,6 +38,7 @@ class Candidate:
     rows_key: str  # response + rows used: models with equal keys are comparable
     fixed_key: str  # hash of the fixed-effect matrix
     error: str | None = None
+    family: str = "gaussian"  # "gaussian" or a GLMM's "family (link)": ranked only within one
 
 
 def criterion_value(stats: FitStats, criterion: str) -> float:
@@ -128,16 +129,23 @@ def rank_models(candidates: list[Candidate], criterion: str = "AIC", refit: bool
     """Rank by `criterion`, one group per set of rows, groups in order of first appearance."""
     if criterion not in CRITERIA:
         raise ValueError(f"unknown criterion {criterion!r}; use one of {', '.join(CRITERIA)}")
-    groups: dict[str, list[Candidate]] = {}
+    groups: dict[tuple[str, str], list[Candidate]] = {}
     for c in candidates:
-        groups.setdefault(c.rows_key, []).append(c)
+        groups.setdefault((c.family, c.rows_key), []).append(c)
+    keys = list(groups)
     out = [rank_group(members, criterion, refit) for members in groups.values()]
     if len(out) > 1:
-        for g in out:
-            others = [n for h in out if h is not g for n in h.models]
-            why = (
-                f"fitted to different data than {', '.join(others)} (other rows, response values or prior "
-                "weights); likelihoods of different data are not comparable, so they are ranked apart"
-            )
+        for key, g in zip(keys, out):
+            other_family = [n for k, h in zip(keys, out) if h is not g and k[0] != key[0] for n in h.models]
+            other_rows = [n for k, h in zip(keys, out) if h is not g and k[0] == key[0] for n in h.models]
+            whys = []
+            if other_family:
+                whys.append(f"family {key[0]}: ranked apart from {', '.join(other_family)} (another family or "
+                            "link; their likelihoods are not comparable)")
+            if other_rows:
+                whys.append(
+                    f"fitted to different data than {', '.join(other_rows)} (other rows, response values or prior "
+                    "weights); likelihoods of different data are not comparable, so they are ranked apart")
+            why = "; ".join(whys)
             g.note = f"{g.note}; {why}" if g.note else why
     return out

@@ -36,7 +36,7 @@ from runner.run import record as rec
 from runner.run.cache import FitCache
 from runner.run.console import terminal_safe
 from runner.run.executors import default_jobs, run_tasks
-from runner.run.plan import ModelPlan, Plan, make_plan, prepared_of
+from runner.run.plan import ModelPlan, Plan, glmm_kind, make_plan, prepared_of
 from runner.run.progress import Progress
 from runner.run.tasks import TaskResult
 from runner.spec.errors import IssueError
@@ -139,7 +139,8 @@ def compare_models(plan: Plan, fits: dict[str, Fit]) -> tuple[list, list[TestRec
         own = fits.get(m.name)
         ml = _ml_fit(m, fits)
         cands.append(Candidate(m.name, own is not None, _fit_stats(own) if own else None,
-                               _fit_stats(ml) if ml else None, m.rows_key, m.fixed_key))
+                               _fit_stats(ml) if ml else None, m.rows_key, m.fixed_key,
+                               family=glmm_kind(m.resolved, nagq=False)))
     ranking = rank_models(cands, plan.criterion, plan.refit)
     tests: list[TestRecord] = []
     warnings: list[str] = []
@@ -173,7 +174,8 @@ def _aic_ranking(plan: Plan, fits: dict[str, Fit], ranking: list) -> list:
         return ranking
     cands = [Candidate(m.name, fits.get(m.name) is not None,
                        _fit_stats(fits[m.name]) if m.name in fits else None,
-                       _fit_stats(f) if (f := _ml_fit(m, fits)) else None, m.rows_key, m.fixed_key)
+                       _fit_stats(f) if (f := _ml_fit(m, fits)) else None, m.rows_key, m.fixed_key,
+                       family=glmm_kind(m.resolved, nagq=False))
              for m in plan.models.values()]
     return rank_models(cands, "AIC", plan.refit)
 

@@ -77,15 +77,19 @@ class Plan:
             if m.design is None:
                 continue
             kinds = [("primary", m.method)] + ([("ml_refit", "ML")] if m.need_ml else [])
+            glmm = None if m.resolved.family == "gaussian" else (m.resolved.family, m.resolved.link,
+                                                                    m.resolved.nagq)
             for kind, method in kinds:
+                options = {"inference": repr(m.inference)} if kind == "primary" else {}
+                if glmm is not None:
+                    options["glmm"] = list(glmm)
                 key = fit_key(m.design, method=method, engine=m.engine, formula_repr=repr(m.resolved.formula),
                               formula_text=m.resolved.formula_text, data_sha256=self.data_sha256,
-                              verify=m.verify and kind == "primary",
-                              options={"inference": repr(m.inference)} if kind == "primary" else None)
+                              verify=m.verify and kind == "primary", options=options or None)
                 out.append(FitTask(id=m.name if kind == "primary" else f"{m.name}#ml", model=m.name, kind=kind,
                                    design=m.design, method=method, engine=m.engine,
                                    formula_text=m.resolved.formula_text, verify=m.verify and kind == "primary",
-                                   key=key, inference=m.inference if kind == "primary" else None))
+                                   key=key, inference=m.inference if kind == "primary" else None, glmm=glmm))
         return out
 
 
@@ -188,7 +192,7 @@ def make_plan(path: str | Path, verify: bool = False) -> Plan:
     models: dict[str, ModelPlan] = {}
     for name, rm in loaded.models.items():
         mp = ModelPlan(name=name, resolved=rm, design=None, engine=engine_name(rm.engine), method=rm.method,
-                       verify=bool(verify or rm.verify))
+                       verify=bool(verify or rm.verify) and rm.family == "gaussian")  # no GLMM in statsmodels
         try:
             mp.design = built.get(name) or design_for(prepared, name, rm.formula, weights=rm.weights,
                                                       offset=rm.offset)
@@ -202,7 +206,8 @@ def make_plan(path: str | Path, verify: bool = False) -> Plan:
         used = np.flatnonzero(mask) if mask is not None else np.arange(d.nobs)
         source = getattr(prepared, "source_rows", None)
         mp.row_ids = source[used] if source is not None else used  # rows of the loaded source
-        mp.rows_key = _hash(d.response, d.y, mp.row_ids, d.weights if d.weights is not None else "w")
+        mp.rows_key = _hash(d.response, d.y, mp.row_ids, d.weights if d.weights is not None else "w",
+                            glmm_kind(rm, nagq=False))  # ranked within one family and link
         mp.fixed_key = _hash(d.X)
         mp.terms = shapes_of(d)
         mp.npar = d.X.shape[1] + sum(t.nparams for t in mp.terms) + 1
@@ -233,6 +238,13 @@ def make_plan(path: str | Path, verify: bool = False) -> Plan:
             issues.append(_issue(loaded, ("compare", "tests", i), f"unknown model in test [{small}, {large}]"))
             continue
         ms, ml = models[small], models[large]
+        kinds = glmm_kind(ms.resolved), glmm_kind(ml.resolved)
+        if kinds[0] != kinds[1]:  # GLMMs are compared within one family, link and nagq (lme4's anova)
+            if source == "listed":
+                issues.append(_issue(loaded, ("compare", "tests", i),
+                                     f"{small} ({kinds[0]}) and {large} ({kinds[1]}) cannot be compared by a "
+                                     "likelihood-ratio test: both models need the same family, link and nagq"))
+            continue
         why = check_nested(_nest_side(ms), _nest_side(ml))
         if source == "listed" and not why.nested and (why.how != "undecided" or required == "strict"):
             issues.append(_issue(loaded, ("compare", "tests", i),
@@ -265,3 +277,11 @@ def make_plan(path: str | Path, verify: bool = False) -> Plan:
     return Plan(validated=validated, name=loaded.name, spec_path=Path(path), models=models, tests=tests,
                 criterion=compare.criterion, refit=compare.refit, expectations=list(loaded.expectations),
                 data_sha256=sha, predict=predict, id_columns=list(getattr(spec.data, "id_columns", None) or []))
+
+
+def glmm_kind(rm: Any, nagq: bool = True) -> str:
+    """"gaussian", or a GLMM's family, link (and nagq): what likelihoods may be compared within."""
+    family = getattr(rm, "family", "gaussian")
+    if family == "gaussian":
+        return "gaussian"
+    return f"{family} ({rm.link}" + (f", nagq {rm.nagq})" if nagq else ")")

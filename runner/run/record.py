@@ -56,6 +56,8 @@ def model_record(fit: Fit, *, source: str, ml: Fit | None = None, verify: Any = 
         objective=fit.objective,
         aic=fit.aic,
         bic=fit.bic,
+        family=fit.family, link=fit.link, nagq=fit.nagq, success_level=fit.success_level,
+        vcov_method=fit.vcov_method, loglik_lme4=fit.loglik_lme4,
         ml_refit=ml_refit_of(ml) if ml is not None else None,
         p_method=fit.p_method,
         ci_method=fit.ci_method,

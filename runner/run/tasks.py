@@ -32,6 +32,7 @@ class FitTask:
     verify: bool
     key: str  # cache key
     inference: Any = None  # runner.inference.apply.InferenceSettings (primary fits), or None
+    glmm: tuple[str, str | None, int] | None = None  # (family, link, nagq) of a GLMM; None for a linear model
 
 
 @dataclass
@@ -45,10 +46,15 @@ class TaskResult:
     peak_mb: float | None = None  # peak resident memory of the fitting process during the task (preflight.PeakMeter)
 
 
-def _fit(design: Design, method: str, engine: str, formula_text: str) -> Fit:
+def _fit(design: Design, method: str, engine: str, formula_text: str,
+         glmm: tuple[str, str | None, int] | None = None) -> Fit:
     """The engine call (a seam: tests replace it to make one model fail)."""
     from runner.engines.base import fit_design
 
+    if glmm is not None:
+        family, link, nagq = glmm
+        return fit_design(design, method, engine=engine, formula_text=formula_text, family=family, link=link,
+                          nagq=nagq)
     return fit_design(design, method, engine=engine, formula_text=formula_text)
 
 
@@ -97,10 +103,11 @@ def execute_task(task: FitTask) -> TaskResult:
 def _execute(task: FitTask) -> TaskResult:
     t0 = time.perf_counter()
     try:
-        fit = _fit(task.design, task.method, task.engine, task.formula_text)
+        fit = _fit(task.design, task.method, task.engine, task.formula_text,
+                   *([task.glmm] if task.glmm is not None else []))
     except Exception as exc:  # EngineError, LinAlgError, anything inside a fit
         return TaskResult(task.id, None, f"{type(exc).__name__}: {exc}", time.perf_counter() - t0)
-    if task.inference is not None:
+    if task.inference is not None and fit.family in (None, "gaussian"):  # GLMMs keep glmer's Wald z
         fit = _inference(task, fit)
     verify = None
     if task.verify:

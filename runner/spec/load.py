@@ -49,6 +49,9 @@ class ResolvedModel:
     source: str  # "model" or "variant of X"
     spec_path: tuple[str, ...]  # where it is defined, e.g. ("models", "slopes", "formula")
     written: str | None = None  # the formula text as written in the spec (formula models only)
+    family: str = "gaussian"  # gaussian | binomial | poisson (a GLMM is always fitted by ML)
+    link: str | None = None  # None: the family's canonical link
+    nagq: int = 1
 
 
 @dataclass
@@ -157,15 +160,17 @@ class _Resolver:
         self.issues: list[SpecIssue] = []
         self.done: dict[str, ResolvedModel | None] = {}
 
-    def issue(self, loc: tuple[Any, ...], message: str) -> None:
+    def issue(self, loc: tuple[Any, ...], message: str, severity: str = "error") -> None:
         line, col = self.locator.position(loc)
-        self.issues.append(SpecIssue(self.file, line, col, ".".join(str(s) for s in loc), message))
+        self.issues.append(SpecIssue(self.file, line, col, ".".join(str(s) for s in loc), message,
+                                     severity))  # type: ignore[arg-type]
 
     def _options(self, own: Any, base: ResolvedModel | None) -> dict[str, Any]:
         d = self.s.defaults
         out: dict[str, Any] = {}
         for key, default in (("method", d.method), ("engine", d.engine), ("verify", d.verify),
-                             ("weights", None), ("offset", None)):
+                             ("weights", None), ("offset", None), ("family", d.family), ("link", d.link),
+                             ("nagq", d.nagq)):
             value = getattr(own, key)
             if key in own.model_fields_set or value is not None:
                 out[key] = value
@@ -173,7 +178,48 @@ class _Resolver:
                 out[key] = getattr(base, key)
             else:
                 out[key] = default
+        return self._glmm_options(own, base, out)
+
+    def _glmm_options(self, own: Any, base: ResolvedModel | None, out: dict[str, Any]) -> dict[str, Any]:
+        """GLMM rules (issue 13): a GLMM is fitted by ML (REML written on the model itself is
+        an error; an inherited REML does not apply, with a warning); link and nagq must suit
+        the family; statsmodels cannot fit one."""
+        from runner.engines.lme.families import DEFAULT_LINK, FAMILY_LINKS
+
+        family, link, where = out["family"], out["link"], self._where(own)
+        if family == "gaussian":
+            if link not in (None, "identity"):
+                self.issue((*where, "link"), f"link {link!r} needs family binomial or poisson "
+                                             "(family gaussian has the identity link)")
+            if "nagq" in own.model_fields_set and own.nagq != 1:
+                self.issue((*where, "nagq"), "nagq applies to GLMMs (family binomial or poisson) only")
+            out["link"] = None
+            return out
+        if link is not None and link not in FAMILY_LINKS[family]:
+            self.issue((*where, "link"), f"link {link!r} is not available for family {family} "
+                                         f"(choose {', '.join(FAMILY_LINKS[family])})")
+        out["link"] = link or DEFAULT_LINK[family]
+        if out["method"] == "REML":
+            if "method" in own.model_fields_set:
+                self.issue((*where, "method"), f"a GLMM (family {family}) is fitted by maximum likelihood, as "
+                                               "lme4's glmer: remove method: REML or write method: ML")
+            elif (base is None or base.family == "gaussian") and "method" in self.s.defaults.model_fields_set:
+                self.issue((*where, "family"), f"family {family}: fitted by ML (the inherited method REML "
+                                               "does not apply to a GLMM)", severity="warning")
+        out["method"] = "ML"
+        if out["engine"] == "statsmodels":
+            self.issue((*where, "engine"), "engine statsmodels cannot fit a GLMM (statsmodels has no frequentist "
+                                           "mixed GLM); use engine: lme or auto")
+        if out["verify"]:
+            out["verify"] = None
         return out
+
+    def _where(self, own: Any) -> tuple[Any, ...]:
+        for section in ("models", "variants"):
+            for name, m in getattr(self.s, section).items():
+                if m is own:
+                    return (section, name)
+        return ()
 
     def model(self, name: str, m: FormulaModel | StructuredModel) -> ResolvedModel | None:
         if isinstance(m, FormulaModel):

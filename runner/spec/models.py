@@ -24,6 +24,8 @@ from runner.spec.limits import MAX_NSIM
 
 Method = Literal["REML", "ML"]
 EngineName = Literal["auto", "lme", "statsmodels"]
+FamilyName = Literal["gaussian", "binomial", "poisson"]
+LinkName = Literal["identity", "logit", "probit", "cloglog", "log"]
 Verify = Literal["statsmodels"]
 CovarianceName = Literal["unstructured", "diagonal", "identity", "compound_symmetry"]
 
@@ -237,8 +239,12 @@ class InferenceSpec(Strict):
 class Defaults(Strict):
     """Options every model inherits unless it says otherwise."""
 
-    method: Method = Field("REML", description="REML or ML")
+    method: Method = Field("REML", description="REML or ML (linear models; a GLMM is always ML)")
     engine: EngineName = Field("auto", description="auto (the native lme engine), lme or statsmodels")
+    family: FamilyName = Field("gaussian", description="gaussian (linear mixed model), binomial or poisson (GLMM)")
+    link: LinkName | None = Field(None, description="binomial: logit (default), probit, cloglog; poisson: log")
+    nagq: int = Field(1, ge=0, le=100, description="lme4's nAGQ: 1 Laplace, > 1 adaptive Gauss-Hermite "
+                                                   "quadrature (one scalar random term), 0 glmer's fast stage")
     verify: Verify | None = Field(None, description="Also fit with statsmodels and report the difference")
     inference: InferenceSpec = Field(default_factory=InferenceSpec, description="df, p-values and intervals")
 
@@ -250,6 +256,9 @@ class ModelOptions(Strict):
     offset: str | None = Field(None, description="Numeric column added to the linear predictor")
     method: Method | None = Field(None, description="REML or ML (default: defaults.method)")
     engine: EngineName | None = Field(None, description="Engine (default: defaults.engine)")
+    family: FamilyName | None = Field(None, description="gaussian, binomial or poisson (default: defaults.family)")
+    link: LinkName | None = Field(None, description="Link function (default: the family's canonical link)")
+    nagq: int | None = Field(None, ge=0, le=100, description="lme4's nAGQ (default: defaults.nagq)")
     verify: Verify | None = Field(None, description="Cross-check with statsmodels")
     inference: InferenceSpec | None = Field(None, description="df, p-values and intervals (over defaults)")
 

@@ -93,6 +93,13 @@ class Family:
 
     def log_density(self, y: np.ndarray, mu: np.ndarray, wt: np.ndarray) -> np.ndarray:
         """Per-row log p(y | mu) with every constant (lme4's family aic() is -2 x the sum)."""
+        return self.log_constant(y, wt) + self.log_kernel(y, mu, wt)
+
+    def log_constant(self, y: np.ndarray, wt: np.ndarray) -> np.ndarray:
+        """The part of log p(y | mu) free of mu (binomial log C(n, k), Poisson -log y!)."""
+        raise NotImplementedError
+
+    def log_kernel(self, y: np.ndarray, mu: np.ndarray, wt: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
     def mustart(self, y: np.ndarray, wt: np.ndarray) -> np.ndarray:
@@ -108,11 +115,13 @@ class Binomial(Family):
     def dev_resid(self, y: np.ndarray, mu: np.ndarray, wt: np.ndarray) -> np.ndarray:
         return 2.0 * wt * (xlogy(y, y / mu) + xlogy(1.0 - y, (1.0 - y) / (1.0 - mu)))
 
-    def log_density(self, y: np.ndarray, mu: np.ndarray, wt: np.ndarray) -> np.ndarray:
-        n = np.round(wt)
-        k = np.round(wt * y)
-        const = gammaln(n + 1.0) - gammaln(k + 1.0) - gammaln(n - k + 1.0)
-        return const + xlogy(k, mu) + xlogy(n - k, 1.0 - mu)
+    def log_constant(self, y: np.ndarray, wt: np.ndarray) -> np.ndarray:
+        n, k = np.round(wt), np.round(wt * y)
+        return gammaln(n + 1.0) - gammaln(k + 1.0) - gammaln(n - k + 1.0)
+
+    def log_kernel(self, y: np.ndarray, mu: np.ndarray, wt: np.ndarray) -> np.ndarray:
+        n, k = np.round(wt), np.round(wt * y)
+        return xlogy(k, mu) + xlogy(n - k, 1.0 - mu)
 
     def mustart(self, y: np.ndarray, wt: np.ndarray) -> np.ndarray:
         return (wt * y + 0.5) / (wt + 1.0)
@@ -127,8 +136,11 @@ class Poisson(Family):
     def dev_resid(self, y: np.ndarray, mu: np.ndarray, wt: np.ndarray) -> np.ndarray:
         return 2.0 * wt * (xlogy(y, y / mu) - (y - mu))
 
-    def log_density(self, y: np.ndarray, mu: np.ndarray, wt: np.ndarray) -> np.ndarray:
-        return wt * (xlogy(y, mu) - mu - gammaln(y + 1.0))
+    def log_constant(self, y: np.ndarray, wt: np.ndarray) -> np.ndarray:
+        return -wt * gammaln(y + 1.0)
+
+    def log_kernel(self, y: np.ndarray, mu: np.ndarray, wt: np.ndarray) -> np.ndarray:
+        return wt * (xlogy(y, mu) - mu)
 
     def mustart(self, y: np.ndarray, wt: np.ndarray) -> np.ndarray:
         return y + 0.1

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.linalg import cholesky, solve_triangular
+from scipy.linalg import lapack
 
 from runner.design.model import Design
 from runner.engines.lme.families import Family
@@ -169,8 +169,8 @@ class Decomposition:
         else:
             y1 = np.einsum("cab,cb->ca", self.L1inv, r1.reshape(-1, p1)).ravel()
         if self.Ls.shape[0]:
-            yt = solve_triangular(self.Ls, rt - self.Bs @ y1, lower=True, check_finite=False)
-            xt = solve_triangular(self.Ls, yt, lower=True, trans="T", check_finite=False)
+            yt, _ = lapack.dtrtrs(self.Ls, rt - self.Bs @ y1, lower=1)
+            xt, _ = lapack.dtrtrs(self.Ls, yt, lower=1, trans=1)
             y1 = y1 - self.Bs.T @ xt
         else:
             xt = np.zeros(0)
@@ -210,6 +210,13 @@ def _cross(model: GlmmModel, a: int, b: int, va: np.ndarray, zb: np.ndarray) -> 
 def _level_sums(model: GlmmModel, pos: int, v: np.ndarray, M: np.ndarray) -> np.ndarray:
     """(q_pos x m): per level and column i of the block, sum of v_i M over its rows."""
     l = _levels(model, pos)
+    if v.shape[1] * M.shape[1] <= 8:  # a few bincounts beat a sparse product's overhead
+        codes = model.codes[pos]
+        out = np.empty((l, v.shape[1], M.shape[1]))
+        for i in range(v.shape[1]):
+            for j in range(M.shape[1]):
+                out[:, i, j] = np.bincount(codes, weights=v[:, i] * M[:, j], minlength=l)
+        return out.reshape(l * v.shape[1], -1)
     G = model.indicator(pos)
     return np.stack([G @ (M * v[:, i:i + 1]) for i in range(v.shape[1])], axis=1).reshape(l * v.shape[1], -1)
 
@@ -280,10 +287,9 @@ def decompose(model: GlmmModel, zl: np.ndarray, w: np.ndarray, with_x: bool) -> 
     if nt:
         C[np.arange(qr), np.arange(qr)] += 1.0
         C -= Bs @ Bs.T
-        try:
-            Ls = cholesky(C, lower=True, check_finite=False)
-        except np.linalg.LinAlgError as exc:
-            raise PirlsError("the penalized weighted system is not positive definite") from exc
+        Ls, info = lapack.dpotrf(C, lower=1, clean=1, overwrite_a=1)
+        if info != 0:
+            raise PirlsError("the penalized weighted system is not positive definite")
         dg = np.diagonal(Ls)
         if not np.all(dg > 0) or not np.all(np.isfinite(dg)):
             raise PirlsError("the penalized weighted system is not positive definite")
@@ -373,8 +379,11 @@ def pirls(model: GlmmModel, zl: np.ndarray, beta: np.ndarray, u: np.ndarray | No
 
 
 def cond_dev(model: GlmmModel, mu: np.ndarray) -> float:
-    """-2 sum log p(y | mu) with every constant (lme4's family aic())."""
-    return -2.0 * float(np.sum(model.family.log_density(model.y, mu, model.wt)))
+    """-2 sum log p(y | mu) with every constant (lme4's family aic()); the constants
+    (log C(n, k), -log y!) are summed once per model."""
+    if "ll_const" not in model.cache:
+        model.cache["ll_const"] = float(np.sum(model.family.log_constant(model.y, model.wt)))
+    return -2.0 * (model.cache["ll_const"] + float(np.sum(model.family.log_kernel(model.y, mu, model.wt))))
 
 
 def laplace(model: GlmmModel, mode: Mode) -> float:
