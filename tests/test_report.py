@@ -17,13 +17,13 @@ import html5lib
 import numpy as np
 import pandas as pd
 import pytest
+from report_samples import insteval_results, sleepstudy_results, students_results
 
 from runner.report import plots
 from runner.report.api import render_index, render_spec_report
-from runner.report.html import plot_svg
 from runner.report.format import fmt_fixed, fmt_int, fmt_num, fmt_p, fmt_weight, raw
+from runner.report.html import plot_svg
 from runner.report.markdown import md, md_code, summary_markdown
-from report_samples import insteval_results, sleepstudy_results, students_results
 from runner.report.views import icc_view
 from runner.results import ResultsRecord
 

@@ -11,10 +11,10 @@ import json
 from pathlib import Path
 
 import pytest
+from report_samples import students_results
 
 from runner.report.api import render_index, render_spec_report
 from runner.report.format import fmt_fixed, fmt_num, fmt_weight
-from report_samples import students_results
 
 pytestmark = pytest.mark.browser
 

@@ -7,8 +7,8 @@ sees half a page and an interrupted render leaves the old page in place.
 
 from __future__ import annotations
 
-from urllib.parse import quote
 from pathlib import Path
+from urllib.parse import quote
 
 from runner.atomic import write_atomic_text
 from runner.report.html import IndexEntry, render_index_page, render_spec_page

@@ -107,10 +107,13 @@ class Scale:
     p0: float
     p1: float
 
-    def __call__(self, x: float | np.ndarray) -> float | np.ndarray:
+    def __call__(self, x: float | np.ndarray) -> np.ndarray:
+        """Pixels of x (an array, 0-d for a scalar: take float() of it)."""
+        values = np.asarray(x, dtype=float)
         span = self.hi - self.lo
-        return self.p0 + (np.asarray(x, dtype=float) - self.lo) / span * (self.p1 - self.p0) if span else \
-            np.full_like(np.asarray(x, dtype=float), (self.p0 + self.p1) / 2)
+        if not span:
+            return np.full_like(values, (self.p0 + self.p1) / 2)
+        return self.p0 + (values - self.lo) / span * (self.p1 - self.p0)
 
 
 def nice_ticks(lo: float, hi: float, target: int = 5) -> list[float]:

@@ -376,10 +376,10 @@ def notices(record: ResultsRecord) -> list[Notice]:
         if m.singular:
             warns.append(Notice("warn", f"Model {name}: singular fit (a variance at 0 or a correlation at ±1); "
                                         "consider a simpler random-effects structure.", name))
-        for w in m.warnings:
-            if (w.code == "singular" and m.singular) or (w.code == "convergence" and m.converged is False):
+        for fw in m.warnings:
+            if (fw.code == "singular" and m.singular) or (fw.code == "convergence" and m.converged is False):
                 continue
-            warns.append(Notice("warn", f"Model {name} [{w.code}]: {w.message}", name, w.code, w.message))
+            warns.append(Notice("warn", f"Model {name} [{fw.code}]: {fw.message}", name, fw.code, fw.message))
         if record.data.na == "per_model" and m.nobs is not None and m.nobs != record.data.rows_used:
             warns.append(Notice("warn", f"Model {name} used {fmt_int(m.nobs)} rows (na: per_model); it is "
                                         "compared only with models fitted to the same rows.", name))

@@ -81,22 +81,22 @@ def _model(name: str, old: dict[str, Any], new: dict[str, Any], rtol: float, out
         for i, (a, b) in enumerate(zip(t_old, t_new)):
             _num(f"{name}: theta[{i}]", a, b, rtol, out)
     fo, fn = _keyed(old.get("fixed_effects") or [], ("term",)), _keyed(new.get("fixed_effects") or [], ("term",))
-    for k in fo.keys() - fn.keys():
-        out.append(f"{name}: fixed effect {k[0]} removed")
-    for k in fn.keys() - fo.keys():
-        out.append(f"{name}: fixed effect {k[0]} added")
-    for k in [k for k in fo if k in fn]:
+    for term in fo.keys() - fn.keys():
+        out.append(f"{name}: fixed effect {term[0]} removed")
+    for term in fn.keys() - fo.keys():
+        out.append(f"{name}: fixed effect {term[0]} added")
+    for term in [t for t in fo if t in fn]:
         for f in ("estimate", "std_error"):
-            _num(f"{name}: {k[0]} {f}", fo[k].get(f), fn[k].get(f), rtol, out)
+            _num(f"{name}: {term[0]} {f}", fo[term].get(f), fn[term].get(f), rtol, out)
     key = ("id", "group", "term", "term2")
     ro, rn = _keyed(old.get("random_effects") or [], key), _keyed(new.get("random_effects") or [], key)
-    for k in ro.keys() ^ rn.keys():
-        label = f"{k[1]} {k[2]}" + (f"/{k[3]}" if k[3] else "")
-        out.append(f"{name}: random effect {label} {'removed' if k in ro else 'added'}")
-    for k in [k for k in ro if k in rn]:
-        label = f"{k[1]} {k[2] or 'residual'}" + (f"/{k[3]}" if k[3] else "")
+    for rk in ro.keys() ^ rn.keys():
+        label = f"{rk[1]} {rk[2]}" + (f"/{rk[3]}" if rk[3] else "")
+        out.append(f"{name}: random effect {label} {'removed' if rk in ro else 'added'}")
+    for rk in [r for r in ro if r in rn]:
+        label = f"{rk[1]} {rk[2] or 'residual'}" + (f"/{rk[3]}" if rk[3] else "")
         for f in ("sd", "variance", "corr"):
-            _num(f"{name}: {label} {f}", ro[k].get(f), rn[k].get(f), rtol, out)
+            _num(f"{name}: {label} {f}", ro[rk].get(f), rn[rk].get(f), rtol, out)
 
 
 def _ranking(old: list[dict[str, Any]], new: list[dict[str, Any]], rtol: float, out: list[str]) -> None:
