@@ -466,3 +466,26 @@ def test_inference_results_get_their_tables(tmp_path: Path) -> None:
     assert "R² (Nakagawa)</dt><dd>marginal 0.0303, conditional 0.370</dd>" in html
     assert "ICC (performance)</dt><dd>adjusted 0.350, unadjusted 0.340</dd>" in html
     assert html.count("Type III F tests") == 1  # only the model that has them
+
+
+def test_report_section_of_a_spec_reaches_the_page(tmp_path: Path) -> None:
+    """`report: {title, caterpillar_max_levels}` in a spec: recorded in results.json by the run,
+    used by the page it renders and again by `mixspec report` (which reads only results.json)."""
+    from run_helpers import run_quiet, write_spec
+
+    spec = write_spec(tmp_path, "sleep", "data: {example: sleepstudy}\n"
+                                         "report: {title: Sleep deprived, caterpillar_max_levels: 5}\n"
+                                         "models:\n  m: {formula: 'Reaction ~ Days + (1|Subject)'}\n")
+    outcome = run_quiet(spec, tmp_path, report=True)
+    assert outcome.exit_code == 0 and outcome.results_path is not None
+    record = json.loads(outcome.results_path.read_text())
+    assert record["spec"]["report"] == {"title": "Sleep deprived", "caterpillar_max_levels": 5}
+    for _ in range(2):  # as the run wrote it, then re-rendered from results.json alone
+        html = (outcome.results_path.parent / "index.html").read_text(encoding="utf-8")
+        assert "<title>Sleep deprived — mixspec report</title>" in html
+        assert "Showing the 5 levels with the largest |mode| of 18." in html
+        ranef = pd.read_parquet(outcome.results_path.parent / "fits" / "m_ranef.parquet")
+        top = ranef.assign(a=ranef["mode"].abs()).nlargest(5, "a").sort_values("mode", ascending=False)
+        cat = next(s for s in re.findall(r"<svg\b.*?</svg>", html, re.DOTALL) if "caterpillar plot" in s)
+        assert re.findall(r'text-anchor="end">([^<]+)</text>', cat) == list(top["level"].astype(str))
+        render_spec_report(outcome.results_path)
