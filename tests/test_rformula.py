@@ -251,3 +251,15 @@ def test_spec_contrast_key_and_learning_on_filtered_rows(tmp_path: Path) -> None
     days = d.loc[d["Days"] >= 1, "Days"]  # 162 filtered rows, one of them with a missing response
     assert design.nobs == 160
     assert design.formula_state["scale(Days)"] == pytest.approx({"center": days.mean(), "scale": days.std()})
+
+
+def test_variant_drops_an_interaction_out_of_a_crossing() -> None:
+    from runner.formula import drop_terms
+
+    mf = drop_terms(parse_formula("y ~ a*b + x + (1|g)"), ["a:b"])
+    assert mf.fixed_terms == ("a * b + x - a:b",)
+    from runner.design.build import fixed_terms
+
+    assert fixed_terms(mf).labels == ["a", "b", "x"]
+    with pytest.raises(ValueError, match="no such term"):
+        drop_terms(parse_formula("y ~ a*b + (1|g)"), ["c"])

@@ -10,7 +10,7 @@ import difflib
 from dataclasses import replace
 
 from runner.formula.model import ModelFormula, RandomTerm
-from runner.formula.parser import Rhs, parse_rhs
+from runner.formula.parser import Rhs, canonical_text, parse_rhs, term_labels
 from runner.formula.render import render_random, render_random_terms
 
 
@@ -18,6 +18,15 @@ def _parse(text: str) -> Rhs:
     if not isinstance(text, str):
         raise ValueError(f"a term must be text such as 'sex' or '(1|g)', not {text!r}")
     return parse_rhs(text)
+
+
+def _expands_to(fixed: list[str], term: str) -> bool:
+    """True when every term of `term` is among the expanded terms of `fixed` (R's terms())."""
+    if not fixed:
+        return False
+    have = set(term_labels(" + ".join(fixed)))
+    want = term_labels(term)
+    return bool(want) and all(t in have for t in want) and len(have) > len(want)
 
 
 def _present(mf: ModelFormula) -> list[str]:
@@ -75,6 +84,9 @@ def drop_terms(mf: ModelFormula, texts: list[str]) -> ModelFormula:
             intercept = False
         for term in rhs.fixed:
             if term not in fixed:
+                if _expands_to(fixed, term):  # `a:b` out of `a*b`: R's removal, a*b - a:b
+                    fixed = [canonical_text(" + ".join(fixed) + " - " + term)]
+                    continue
                 raise _missing(term, replace(mf, fixed_terms=tuple(fixed), random=tuple(random)))
             fixed.remove(term)
         for rt in rhs.random:
