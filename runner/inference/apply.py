@@ -129,7 +129,10 @@ def apply_inference(design: Design, fit: Fit, settings: InferenceSettings) -> Fi
 
 
 def _apply(design: Design, fit: Fit, settings: InferenceSettings) -> Fit:
-    if fit.engine != "lme" or getattr(design, "family", None) not in (None, "gaussian"):
+    if fit.family is not None and fit.family != "gaussian":
+        return fit.model_copy(update={"warnings": [*fit.warnings, FitWarning(
+            code="inference", message="GLMM: Wald z p-values and intervals; R2 and ICC not computed for GLMMs yet")]})
+    if fit.engine != "lme":
         return fit
     warnings: list[FitWarning] = []
     state = state_from_fit(design, fit)
