@@ -32,12 +32,16 @@ class Link:
 
 
 def _logit_inv(eta: np.ndarray) -> np.ndarray:
-    return np.clip(expit(eta), EPS / (1 + EPS), 1 / (1 + EPS))
+    # R's logit_linkinv: eta beyond -+30 gives eps/(1+eps) and 1/(1+eps) (expit there is
+    # already within a few eps of those, so clamping eta is enough and cheaper than clipping mu)
+    return expit(np.minimum(np.maximum(eta, -THRESH), THRESH))
 
 
 def _logit_mu_eta(eta: np.ndarray) -> np.ndarray:
     mu = expit(eta)
-    return np.where(np.abs(eta) > THRESH, EPS, mu * (1.0 - mu))
+    out = mu * (1.0 - mu)
+    out[np.abs(eta) > THRESH] = EPS
+    return out
 
 
 _PROBIT_T = -float(ndtri(EPS))

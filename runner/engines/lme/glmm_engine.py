@@ -226,8 +226,10 @@ def fit_glmm(design: Design, family: str, link: str | None = None, nagq: int = 1
         # steps make its Hessian noise for an uncentred HEIGHT ~ 450: "rescale variables")
         dev.warm = final_mode
         g, H = _deriv12(dev, opt.x, full)
-        if nagq > 0:  # Newton polish on those derivatives (L-BFGS-B on difference gradients
-            # stops within its tolerance; one Newton step on the difference Hessian sharpens it)
+        singular = is_singular(dev.split(opt.x)[0], model.lower)
+        if nagq > 0 and not _check(g, H, opt.x, lower, singular)[0]:
+            # Newton polish on those derivatives when checkConv fails (L-BFGS-B on difference
+            # gradients stops within its own tolerance; a Newton step on the Hessian sharpens it)
             for _ in range(2):
                 try:
                     step = np.linalg.solve(H, g)

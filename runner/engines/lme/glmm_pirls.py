@@ -331,16 +331,16 @@ def pirls(model: GlmmModel, zl: np.ndarray, beta: np.ndarray, u: np.ndarray | No
     fam, link = model.family, model.family.link
     y, wt, off, X = model.y, model.wt, model.offset, model.X
     if u is None:
-        eta = link.linkfun(fam.mustart(y, wt))
+        mu = fam.mustart(y, wt)
+        eta = link.linkfun(mu)
         u = np.zeros(model.q)
         old = np.inf
     else:
         eta = off + X @ beta + zl_times(model, zl, u)
         mu = link.linkinv(eta)
-        old = float(np.sum(fam.dev_resid(y, mu, wt)) + u @ u)
+        old = float(np.sum(dev_rows(model, mu)) + u @ u)
     last = np.inf
     for it in range(MAX_ITER):
-        mu = link.linkinv(eta)
         me = link.mu_eta(eta)
         w = wt * me * me / fam.variance(mu)
         z = eta - off + (y - mu) / me
@@ -364,7 +364,7 @@ def pirls(model: GlmmModel, zl: np.ndarray, beta: np.ndarray, u: np.ndarray | No
             uc, bc = u + fac * du, beta + fac * db
             etac = off + X @ bc + zl_times(model, zl, uc)
             muc = link.linkinv(etac)
-            pdev = float(np.sum(fam.dev_resid(y, muc, wt)) + uc @ uc)
+            pdev = float(np.sum(dev_rows(model, muc)) + uc @ uc)
             # a rise within rounding noise is no rise: near the mode, a Fisher-scoring step
             # (probit, cloglog) changes the deviance by less than its rounding, and halving
             # it there would stop PIRLS early (a noisy deviance, a wrong Hessian)
@@ -374,8 +374,41 @@ def pirls(model: GlmmModel, zl: np.ndarray, beta: np.ndarray, u: np.ndarray | No
         else:
             raise PirlsError(f"PIRLS step-halvings failed to reduce the penalized deviance "
                              f"({old:.6g}) after {MAX_HALVINGS} halvings")
-        u, beta, eta, old = uc, bc, etac, pdev
+        u, beta, eta, mu, old = uc, bc, etac, muc, pdev
     raise PirlsError(f"PIRLS did not converge in {MAX_ITER} iterations")
+
+
+def _kernel_parts(model: GlmmModel) -> tuple[np.ndarray, np.ndarray, float]:
+    """(a, b, saturated kernel sum) with log p(y | mu) = const + a log mu + b log(1 - mu)
+    (binomial: a = successes, b = failures) or a log mu - b mu (Poisson: a = wt y, b = wt)."""
+    if "kernel" not in model.cache:
+        y, wt = model.y, model.wt
+        if model.family.name == "binomial":
+            n = np.round(wt)
+            a = np.round(wt * y)
+            b = n - a
+        else:
+            a, b = wt * y, wt
+        sat = model.family.log_kernel(y, np.clip(y, 1e-300, None) if model.family.name == "poisson" else y, wt)
+        model.cache["kernel"] = (a, b, np.where(np.isfinite(sat), sat, 0.0))
+    return model.cache["kernel"]
+
+
+def dev_rows(model: GlmmModel, mu: np.ndarray) -> np.ndarray:
+    """Deviance residuals 2 (log p(y | y) - log p(y | mu)) per row (lme4's devResid), with
+    the saturated part precomputed: two logs per row instead of xlogy with divisions."""
+    a, b, sat = _kernel_parts(model)
+    if model.family.name == "binomial":
+        return 2.0 * (sat - a * np.log(mu) - b * np.log1p(-mu))
+    return 2.0 * (sat - a * np.log(mu) + b * mu)
+
+
+def dev_rows_matrix(model: GlmmModel, mu: np.ndarray) -> np.ndarray:
+    """`dev_rows` for an (n, k) array of means (one column per quadrature knot)."""
+    a, b, sat = (v[:, None] for v in _kernel_parts(model))
+    if model.family.name == "binomial":
+        return 2.0 * (sat - a * np.log(mu) - b * np.log1p(-mu))
+    return 2.0 * (sat - a * np.log(mu) + b * mu)
 
 
 def cond_dev(model: GlmmModel, mu: np.ndarray) -> float:
@@ -383,7 +416,9 @@ def cond_dev(model: GlmmModel, mu: np.ndarray) -> float:
     (log C(n, k), -log y!) are summed once per model."""
     if "ll_const" not in model.cache:
         model.cache["ll_const"] = float(np.sum(model.family.log_constant(model.y, model.wt)))
-    return -2.0 * (model.cache["ll_const"] + float(np.sum(model.family.log_kernel(model.y, mu, model.wt))))
+    a, b, _ = _kernel_parts(model)
+    kernel = a @ np.log(mu) + (b @ np.log1p(-mu) if model.family.name == "binomial" else -(b @ mu))
+    return -2.0 * (model.cache["ll_const"] + float(kernel))
 
 
 def laplace(model: GlmmModel, mode: Mode) -> float:
@@ -412,17 +447,17 @@ def agq(model: GlmmModel, zl: np.ndarray, mode: Mode, rule: tuple[np.ndarray, np
     q = model.q
     x = zl[:, 0]  # Z Lambda's single value per row
     sd = 1.0 / mode.dec.L1[:, 0, 0]
-    dr0 = fam.dev_resid(y, mode.mu, wt)
+    dr0 = dev_rows(model, mode.mu)
     devc0 = mode.u ** 2 + np.bincount(codes, weights=dr0, minlength=q)
-    mult = np.zeros(q)
-    for zk, wk in zip(*rule):
-        if zk == 0.0:
-            mult += wk
-            continue
-        du = zk * sd
-        muk = fam.link.linkinv(mode.eta + x * du[codes])
-        devck = (mode.u + du) ** 2 + np.bincount(codes, weights=fam.dev_resid(y, muk, wt), minlength=q)
-        mult += wk * np.exp(-0.5 * (devck - devc0) + 0.5 * zk * zk)
+    zs, ws = rule
+    nz = zs != 0.0
+    zk, wk = zs[nz], ws[nz]
+    du = sd[:, None] * zk[None, :]  # (q, knots)
+    muk = fam.link.linkinv(mode.eta[:, None] + x[:, None] * du[codes])  # (n, knots)
+    drk = dev_rows_matrix(model, muk)
+    G = model.indicator(0)
+    devck = (mode.u[:, None] + du) ** 2 + G @ drk  # (q, knots)
+    mult = np.exp(-0.5 * (devck - devc0[:, None]) + 0.5 * zk[None, :] ** 2) @ wk + float(ws[~nz].sum())
     dev_lme4 = float(devc0.sum()) + mode.dec.logdet - 2.0 * float(np.sum(np.log(mult)))
     full = dev_lme4 - float(dr0.sum()) + cond_dev(model, mode.mu)
     return full, dev_lme4
