@@ -107,3 +107,26 @@ def test_example_spec_runs_and_records_glmm_fields(tmp_path: Path) -> None:
     assert [(t["small"], t["large"]) for t in record["tests"]] == [("herd_only", "period")]
     (group,) = record["ranking"]
     assert {r["model"] for r in group["rows"]} == {"period", "period_agq", "herd_only"}
+
+
+@pytest.mark.parametrize("body, message", [
+    ("  a: {formula: 'incidence / size ~ period + (1|herd)', family: binomial}",
+     "'incidence/size' is a proportion (rows 1, 2, 3 ...: e.g. 0.142857) but no `weights:` were given"),
+    ("  a: {formula: 'incidence ~ period + (1|herd)', family: binomial}",
+     "family binomial needs 'incidence' between 0 and 1"),
+    ("  a: {formula: 'incidence / size ~ period + (1|herd)', family: binomial, weights: herd_size}",
+     "successes = 'incidence/size' x weights is not a whole number"),
+    ("  a: {formula: 'incidence - 1 ~ period + (1|herd)', family: poisson}",
+     "family poisson needs non-negative counts"),
+    ("  a: {formula: 'incidence / 2 ~ period + (1|herd)', family: poisson}",
+     "family poisson needs whole-number counts"),
+])
+def test_bad_glmm_response_is_exit_2(tmp_path: Path, body: str, message: str) -> None:
+    data = tmp_path / "cbpp.csv"
+    text = (ROOT / "runner" / "data" / "examples" / "cbpp.csv").read_text().splitlines()
+    data.write_text("\n".join([text[0] + ",herd_size"] + [line + ",7.5" for line in text[1:]]) + "\n")
+    spec = write_spec(tmp_path, "g", "name: g\ndata:\n  path: cbpp.csv\n  categorical: {period: {}, herd: {}}\n"
+                      "models:\n" + body + "\n")
+    out = run_quiet(spec, tmp_path, out_dir=tmp_path / "reports")
+    assert out.exit_code == 2
+    assert any(message in e for e in out.errors), out.errors

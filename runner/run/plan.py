@@ -202,6 +202,14 @@ def make_plan(path: str | Path, verify: bool = False) -> Plan:
             models[name] = mp
             continue
         d = mp.design
+        if rm.family != "gaussian":  # a response the family cannot model is a data error (exit 2)
+            from runner.engines.lme.glmm_response import response_problems
+
+            problems = response_problems(d.y, d.weights, rm.family, d.response)
+            if problems:
+                issues.extend(_issue(loaded, tuple(rm.spec_path), msg) for msg in problems)
+                models[name] = mp
+                continue
         mask = getattr(prepared, "masks", {}).get(name)
         used = np.flatnonzero(mask) if mask is not None else np.arange(d.nobs)
         source = getattr(prepared, "source_rows", None)
