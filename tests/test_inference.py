@@ -131,3 +131,20 @@ def test_kenward_roger_refusals() -> None:
         check_settings(InferenceSettings(df="kenward-roger"), "REML", 11_520)
     check_settings(InferenceSettings(df="kenward-roger"), "REML", 10_000)
     check_settings(InferenceSettings(df="satterthwaite"), "ML", 11_520)
+
+
+def test_kenward_roger_failure_falls_back_to_satterthwaite(monkeypatch) -> None:
+    import runner.inference.kenward_roger as kr
+    from runner.inference.state import InferenceError
+
+    def broken(state):
+        raise InferenceError("singular information matrix")
+
+    monkeypatch.setattr(kr, "kenward_roger", broken)
+    design, fit = design_fit("sleepstudy_reml")
+    out = apply_inference(design, fit, InferenceSettings(df="kenward-roger"))
+    assert out.p_method == "satterthwaite"
+    assert any(w.message == "Unable to compute Kenward-Roger t-test: using Satterthwaite instead"
+               for w in out.warnings)
+    assert out.fixed_effects[1].std_error_adjusted is None
+    assert rel(out.fixed_effects[1].df, REF["sleepstudy_reml"]["satterthwaite"][1]["df"]) < 1e-3
