@@ -160,8 +160,15 @@ def _apply(design: Design, fit: Fit, settings: InferenceSettings) -> Fit:
     vest = varpar.to_sdcor(state.problem, state.theta, state.sigma)
     confint = variance_rows(vnames, vest) + [
         ConfintRow(parameter=fe.lme4_name, estimate=fe.estimate, low=fe.ci_low, high=fe.ci_high) for fe in fixed]
-    if settings.ci in ("profile", "bootstrap"):
-        bounds, notes = _other_intervals(design, fit, state, settings)
+    try:
+        other = _other_intervals(design, fit, state, settings) if settings.ci != "wald" else None
+    except Exception as exc:  # a failed ML refit or profile keeps the Wald intervals, said so
+        other = None
+        update["ci_method"] = "wald"
+        warnings.append(FitWarning(code=settings.ci, message=(
+            f"{settings.ci} intervals failed ({type(exc).__name__}: {exc}): Wald intervals kept")))
+    if other is not None:
+        bounds, notes = other
         warnings += [FitWarning(code=settings.ci, message=m) for m in notes]
         confint = [r.model_copy(update=dict(zip(("low", "high"), bounds.get(r.parameter, (None, None)))))
                    for r in confint]
