@@ -24,7 +24,7 @@ from runner.design.model import Design
 from runner.engines.lme.convergence import GRAD_TOL, is_singular
 from runner.engines.lme.engine import _one_blas_thread
 from runner.engines.lme.families import make_family
-from runner.engines.lme.glmm_pirls import (GlmmModel, Mode, PirlsError, agq, build_model, factors, gh_rule,
+from runner.engines.lme.glmm_pirls import (SEARCH_TOL, STEP_TOL, GlmmModel, Mode, PirlsError, agq, build_model, factors, gh_rule,
                                            laplace, pirls, zlambda_values)
 from runner.engines.lme.glmm_response import glmm_response
 from runner.engines.lme.optimize import minimize_theta, probe_edges, restart_if_lower
@@ -53,6 +53,7 @@ class _Deviance:
         self.rule = gh_rule(nagq) if nagq > 1 else None
         self.warm: Mode | None = None
         self.evaluations = 0
+        self.step_tol = SEARCH_TOL  # set to STEP_TOL for the optimum's value and derivatives
 
     def split(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         theta = np.asarray(x[:self.k], dtype=float)
@@ -67,9 +68,9 @@ class _Deviance:
         try:
             if self.warm is None:
                 raise PirlsError("cold start")
-            m = pirls(self.model, zl, beta, self.warm.u, joint)
+            m = pirls(self.model, zl, beta, self.warm.u, joint, self.step_tol)
         except PirlsError:
-            m = pirls(self.model, zl, beta, None if joint else np.zeros(self.model.q), joint)
+            m = pirls(self.model, zl, beta, None if joint else np.zeros(self.model.q), joint, self.step_tol)
         return m, zl
 
     def values(self, x: np.ndarray) -> tuple[float, float, Mode]:
@@ -203,6 +204,7 @@ def fit_glmm(design: Design, family: str, link: str | None = None, nagq: int = 1
     with _one_blas_thread(), np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
         dev1 = _Deviance(model, stage=1)
         opt1 = _optimize(dev1, model.start, model.lower, scan=True)
+        dev1.step_tol = STEP_TOL
         full1, _, mode1 = dev1.values(opt1.x)
         k, p = model.lower.size, model.p
         if nagq == 0:
@@ -216,6 +218,7 @@ def fit_glmm(design: Design, family: str, link: str | None = None, nagq: int = 1
             lower = np.concatenate([model.lower, np.full(p, -np.inf)])
             opt = _optimize(dev, np.concatenate([opt1.x, np.zeros(p)]), lower, scan=False)
             dev.warm = None
+            dev.step_tol = STEP_TOL
             try:
                 full, lme4_value, final_mode = dev.values(opt.x)
             except PirlsError as exc:
