@@ -273,3 +273,33 @@ def test_the_audit_hook_sees_an_open() -> None:
     finally:
         _AUDIT["armed"] = False
     assert [e for e, _ in _AUDIT["events"]] == ["open"]  # type: ignore[union-attr]
+
+
+POSITIONS = {
+    "formula": 'm: {{formula: "Reaction ~ Days + {e} + (1 | Subject)"}}',
+    "response": 'm: {{formula: "{e} ~ Days + (1 | Subject)"}}',
+    "random lhs": 'm: {{formula: "Reaction ~ Days + (1 + {e} | Subject)"}}',
+    "structured fixed": 'm: {{response: Reaction, fixed: ["{e}"], random: [{{group: Subject}}]}}',
+    "structured random terms": 'm: {{response: Reaction, fixed: [Days], random: [{{group: Subject, terms: [1, "{e}"]}}]}}',
+    "variant add": 'm: {{formula: "Reaction ~ Days + (1 | Subject)"}}\nvariants:\n  v: {{from: m, add: ["{e}"]}}',
+}
+
+
+@pytest.mark.parametrize("position", list(POSITIONS))
+@pytest.mark.parametrize("command", ["validate", "run"])
+def test_cli_exits_2_and_runs_nothing(position: str, command: str, tmp_path: Path) -> None:
+    """Issue 10's attack in every position of a spec: exit 2 from validate and run, no file."""
+    from typer.testing import CliRunner
+
+    from runner.cli import app
+
+    target = tmp_path / "pwned"
+    attack = f"I(Days + 0*__import__('os').system('touch {target}'))"
+    spec = "data: {example: sleepstudy}\nmodels:\n  " + POSITIONS[position].format(e=attack) + "\n"
+    path = tmp_path / "s.yaml"
+    path.write_text(spec)
+    args = [command, str(path)] + (["--out", str(tmp_path / "out")] if command == "run" else [])
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert "__import__" in result.output or "not valid formula syntax" in result.output
+    assert not target.exists()
