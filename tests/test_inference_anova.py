@@ -133,3 +133,22 @@ def test_type3_is_coding_invariant(coding: str) -> None:
     for r in rows:
         r.term = r.term.replace(f"C(province, {coding})", "province")
     check_rows(rows, c["anova_satterthwaite"])
+
+
+@pytest.mark.slow
+def test_satterthwaite_on_insteval_at_lme4_estimates() -> None:
+    """73,421 rows, three crossed factors: lmerTest's df (insteval.json) through the blocked
+    Cholesky, never an n x n matrix."""
+    ref = json.loads((HERE / "insteval.json").read_text())
+    data = pd.read_csv(ROOT / "tests" / "data" / "InstEval.csv.gz")
+    design = build_design(parse_formula(ref["formula"]), data)
+    from runner.inference.satterthwaite import satterthwaite
+
+    st = state_at(design, np.asarray(ref["theta"]), ref["sigma"], True)
+    sat = satterthwaite(st)
+    for j, (df, p) in enumerate(zip(ref["df"], ref["p"])):
+        var, got = sat.contrast(np.eye(st.beta.size)[j])
+        assert rel(got, df) < 1e-3
+        from scipy import stats
+
+        assert rel(float(2 * stats.t.sf(abs(st.beta[j]) / np.sqrt(var), got)), p) < 2e-3

@@ -1,0 +1,11 @@
+suppressPackageStartupMessages({library(lmerTest); library(jsonlite)})
+d <- read.csv("/work/shared/data/InstEval.csv", stringsAsFactors = TRUE)
+d$s <- factor(d$s); d$d <- factor(d$d); d$dept <- factor(d$dept); d$service <- factor(d$service)
+t0 <- proc.time()
+m <- lmer(y ~ service + (1 | s) + (1 | d) + (1 | dept:service), d)
+t1 <- proc.time()
+co <- summary(m)$coefficients
+print(co, digits = 12); print(anova(m, type = 3), digits = 12)
+print(t1 - t0); print(proc.time() - t1)
+r2 <- performance::r2_nakagawa(m); print(r2)
+cat(toJSON(list(theta = unname(getME(m, "theta")), sigma = sigma(m), df = unname(co[, 3]), p = unname(co[, 5])), digits = NA), "\n")
