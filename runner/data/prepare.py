@@ -248,8 +248,9 @@ def count_levels(frame: pd.DataFrame, group: tuple[str, ...]) -> int:
 
 
 def _check_model(model: ResolvedModel, frame: pd.DataFrame, issues: list[SpecIssue],
-                 warnings: list[SpecIssue]) -> None:
-    """lme4's pre-fit checks on one model's rows."""
+                 warnings: list[SpecIssue], memo: dict[Any, Any] | None = None) -> None:
+    """lme4's pre-fit checks on one model's rows (`memo`: verdicts shared by models with the same rows)."""
+    memo = {} if memo is None else memo
     path = _model_path(model)
     n = len(frame)
     if n == 0:
@@ -283,7 +284,9 @@ def _check_model(model: ResolvedModel, frame: pd.DataFrame, issues: list[SpecIss
     for term in mf.random:
         name = term.group_name
         if name not in seen_groups:
-            seen_groups[name] = count_levels(frame, term.group)
+            if ("levels", term.group) not in memo:
+                memo["levels", term.group] = count_levels(frame, term.group)
+            seen_groups[name] = memo["levels", term.group]
         nlev = seen_groups[name]
         if nlev <= 1:
             issues.append(_issue(path, f"grouping factor {name!r} has {nlev} level in the rows used; "
@@ -307,10 +310,11 @@ def _check_model(model: ResolvedModel, frame: pd.DataFrame, issues: list[SpecIss
                 warnings.append(_issue(path, f"'||' on factor {factors[0]!r} in the term on {name!r} keeps the "
                                        "correlations among the factor's columns (lme4's meaning); for independent "
                                        f"columns write diag(0 + {factors[0]} | {name})", "warning"))
-    _crossed_trap(model, frame, warnings)
+    _crossed_trap(model, frame, warnings, memo)
 
 
-def _crossed_trap(model: ResolvedModel, frame: pd.DataFrame, warnings: list[SpecIssue]) -> None:
+def _crossed_trap(model: ResolvedModel, frame: pd.DataFrame, warnings: list[SpecIssue],
+                  memo: dict[Any, Any] | None = None) -> None:
     """Warn when labels of one grouping factor repeat inside every level of another.
 
     `(1|batch) + (1|cask)` with casks a, b, c in every batch is read as crossed (as
@@ -322,19 +326,27 @@ def _crossed_trap(model: ResolvedModel, frame: pd.DataFrame, warnings: list[Spec
         for inner in singles:
             if inner == outer or frozenset((outer, inner)) in pairs:
                 continue
-            sub = frame[[outer, inner]].dropna()
-            n_outer, n_inner = sub[outer].nunique(), sub[inner].nunique()
-            if not (n_inner < n_outer and n_inner >= 2):
-                continue
-            spread = sub.groupby(inner, observed=True)[outer].nunique()  # outer levels per inner label
-            within = sub.groupby(outer, observed=True)[inner].nunique()  # inner labels per outer level
-            cells = sub.groupby([outer, inner], observed=True).size()
-            if spread.min() > 1 and within.min() > 1 and cells.min() >= 2:
+            memo = {} if memo is None else memo
+            if ("trap", outer, inner) not in memo:
+                memo["trap", outer, inner] = _labels_repeat(frame, outer, inner)
+            if memo["trap", outer, inner]:
                 warnings.append(_issue(
                     _model_path(model),
                     f"labels of {inner!r} repeat in every level of {outer!r}, so ({'1'}|{inner}) is crossed with "
                     f"({'1'}|{outer}) (lme4's reading); if each {outer} has its own {inner}s, write "
                     f"(1|{outer}/{inner})", "warning"))
+
+
+def _labels_repeat(frame: pd.DataFrame, outer: str, inner: str) -> bool:
+    """The crossed-labels trap for one pair of grouping columns (see _crossed_trap)."""
+    sub = frame[[outer, inner]].dropna()
+    n_outer, n_inner = sub[outer].nunique(), sub[inner].nunique()
+    if not (n_inner < n_outer and n_inner >= 2):
+        return False
+    spread = sub.groupby(inner, observed=True)[outer].nunique()  # outer levels per inner label
+    within = sub.groupby(outer, observed=True)[inner].nunique()  # inner labels per outer level
+    cells = sub.groupby([outer, inner], observed=True).size()
+    return bool(spread.min() > 1 and within.min() > 1 and cells.min() >= 2)
 
 
 # ----------------------------------------------------------------------------- main
@@ -419,8 +431,15 @@ def prepare(frame: pd.DataFrame, data_spec: DataSpec, models: dict[str, Resolved
 
     # every model with its columns present is checked, whatever else is wrong, so one
     # validate lists all of a spec's problems (not in rounds)
+    # models on the same rows share their frame and the row-only verdicts (levels, the
+    # crossed-labels trap): with 500 models these were most of `validate`'s time
+    shared: dict[bytes, tuple[pd.DataFrame, dict[Any, Any]]] = {}
     for name, model in usable.items():
-        _check_model(model, work.loc[masks[name]].reset_index(drop=True), issues, warnings)
+        rows_key = np.asarray(masks[name]).tobytes()
+        if rows_key not in shared:
+            shared[rows_key] = (work.loc[masks[name]].reset_index(drop=True), {})
+        sub, memo = shared[rows_key]
+        _check_model(model, sub, issues, warnings, memo)
     rows_used = int(union.sum())
     dropped = {"filter": rows - rows_after_filter, "missing": rows_after_filter - rows_used}
     prepared = PreparedData(frame=work, sha256=digest, na=data_spec.na, rows=rows, rows_after_filter=rows_after_filter,
