@@ -135,7 +135,10 @@ def model_view(index: int, name: str, m: ModelRecord, record: ResultsRecord, res
     mv.icc = views.icc_view(m)
     side = load_sidecar(results_dir, name, m)
     mv.notes.extend(side.problems)
-    if side.fits is not None:
+    if side.fits is not None and m.family == "binomial":  # a 0/1 cloud and a normal QQ plot say nothing here
+        mv.diagnostics.append(plots.binned_residual_plot(side.fits["fitted"].to_numpy(),
+                                                         side.fits["residuals"].to_numpy(), name))
+    elif side.fits is not None:
         mv.diagnostics.append(plots.residual_plot(side.fits["fitted"].to_numpy(), side.fits["residuals"].to_numpy(),
                                                   name))
         mv.diagnostics.append(plots.qq_plot(side.fits["residuals"].to_numpy(), name))

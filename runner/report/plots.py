@@ -166,6 +166,46 @@ def residual_plot(fitted: np.ndarray, resid: np.ndarray, model: str = "") -> Plo
     return chart
 
 
+def binned_residual_plot(fitted: np.ndarray, resid: np.ndarray, model: str = "") -> Plot:
+    """Binomial GLMMs: mean response residual (y - fitted proportion) in bins of the fitted
+    probability, with +-2 SE bands (Gelman & Hill's binned residual plot): a 0/1 cloud says
+    nothing, a bin mean outside its band says the model misses there."""
+    fitted = np.asarray(fitted, dtype=float)
+    resid = np.asarray(resid, dtype=float)
+    ok = np.isfinite(fitted) & np.isfinite(resid)
+    fitted, resid = fitted[ok], resid[ok]
+    n = fitted.size
+    bins = int(min(40, max(4, np.sqrt(n))))
+    width = MAX_WIDTH
+    box = Box(62.0, 10.0, width - 15.0, 250.0)
+    caption = (f"Binned residuals: mean of y - fitted in {bins} bins of the fitted probability ({n:,} rows); "
+               "grey: +-2 standard errors of a bin mean.")
+    chart = Chart(width, box.bottom + 42.0, f"binned residuals{_of(model)}", caption)
+    edges = np.unique(np.quantile(fitted, np.linspace(0, 1, bins + 1))) if n else np.zeros(1)
+    if edges.size < 2:
+        edges = np.array([fitted.min() - 1e-9, fitted.max() + 1e-9]) if n else np.array([0.0, 1.0])
+    idx = np.clip(np.searchsorted(edges, fitted, side="right") - 1, 0, edges.size - 2)
+    cnt = np.bincount(idx, minlength=edges.size - 1)
+    keep = cnt > 0
+    mx = (np.bincount(idx, weights=fitted, minlength=edges.size - 1)[keep] / cnt[keep])
+    my = (np.bincount(idx, weights=resid, minlength=edges.size - 1)[keep] / cnt[keep])
+    se = 2.0 * np.sqrt(np.clip(mx * (1.0 - mx), 0.0, None) / cnt[keep])
+    xs = Scale(*padded(*_finite_range(mx if mx.size else np.zeros(1))), box.left, box.right)
+    ys = Scale(*padded(*_finite_range(my, se, -se, np.zeros(1))), box.bottom, box.top)
+    x_axis(chart, box, xs, "fitted probability (bin mean)")
+    y_axis(chart, box, ys, "mean residual")
+    y0 = f1(float(ys(0.0)))
+    chart.marks.append(Line(f1(box.left), y0, f1(box.right), y0, "zero solid"))
+    order = np.argsort(mx)
+    for band in (se, -se):
+        line = polyline(xs(mx[order]), ys(band[order]), "axis")
+        if line is not None:
+            chart.marks.append(line)
+    if mx.size:
+        chart.marks.append(dots(xs(mx), ys(my), "dot"))
+    return chart
+
+
 def qq_plot(resid: np.ndarray, model: str = "") -> Plot:
     """Normal QQ plot of standardized residuals, at most QQ_POINTS quantiles."""
     r = np.asarray(resid, dtype=float)
@@ -271,4 +311,4 @@ def _panel_ticks(chart: Chart, box: Box, scale: Scale, ticks: list[float]) -> No
 
 
 __all__ = ["CATERPILLAR_MAX", "FONT_PX", "Plot", "QQ_POINTS", "SCATTER_MAX", "caterpillar_plot",
-           "coefficient_plot", "qq_plot", "residual_plot"]
+           "coefficient_plot", "qq_plot", "residual_plot", "binned_residual_plot"]

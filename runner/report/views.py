@@ -267,7 +267,21 @@ def inference_tables(model: ModelRecord) -> list[TableView]:
                              [[Cell(r.parameter, r.parameter, "name"), num(r.estimate),
                                Cell(fmt_ci(r.low, r.high), raw(r.low), "n")] for r in model.confint], "confint",
                              f"95% intervals with lme4's confint() names{_method(model.ci_method)}."))
+    ratio = {"logit": "Odds ratios", "log": "Rate ratios"}.get(model.link or "")
+    if ratio and model.fixed_effects:  # GLMM: exp(beta) on the response scale, as users read them
+        out.append(TableView(ratio, ["term", "exp(estimate)", "95% CI"],
+                             [[Cell(f.term, f.term, "name"), num(_exp(f.estimate)),
+                               Cell(fmt_ci(_exp(f.ci_low), _exp(f.ci_high)), raw(_exp(f.ci_low)), "n")]
+                              for f in model.fixed_effects], "ratios",
+                             f"{ratio}: exp of the {model.link}-scale estimates and of their Wald intervals "
+                             f"(the intercept's is the baseline {'odds' if model.link == 'logit' else 'rate'})."))
     return out
+
+
+def _exp(x: float | None) -> float | None:
+    import math
+
+    return None if x is None else math.exp(x) if x < 700 else math.inf
 
 
 def _method(name: str | None) -> str:
@@ -277,6 +291,13 @@ def _method(name: str | None) -> str:
 def inference_facts(model: ModelRecord) -> list[tuple[str, str]]:
     """Nakagawa's R2 and performance's ICC, when computed."""
     facts = []
+    if model.family:  # GLMM header: what was fitted and how
+        how = {0: "nAGQ = 0 (glmer's first stage)", 1: "Laplace approximation"}.get(
+            model.nagq or 1, f"adaptive Gauss-Hermite quadrature, {model.nagq} points")
+        facts.append(("Family", f"{model.family} ({model.link} link), maximum likelihood by {how}"
+                                + (f"; success = {model.success_level}" if model.success_level else "")
+                                + (f"; vcov from {'the Hessian' if model.vcov_method == 'hessian' else 'R_X'}"
+                                   if model.vcov_method else "")))
     if model.r2 is not None:
         facts.append(("R² (Nakagawa)", f"marginal {fmt_num(model.r2.marginal, 3)}, "
                                        f"conditional {fmt_num(model.r2.conditional, 3)}"))
