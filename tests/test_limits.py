@@ -229,3 +229,10 @@ def test_levels_and_columns_from_the_data_reach_the_terminal_clean(tmp_path):
     result = runner.invoke(app, ["validate", str(spec)])
     assert result.exit_code == 2
     _clean(result.stderr)
+
+
+def test_nagq_above_25_is_refused_at_its_line(tmp_path):
+    spec = _write(tmp_path, "name: t\ndata: {example: sleepstudy}\ndefaults: {nagq: 25}\nmodels:\n"
+                  f"  m: {MODEL}\n  g: {{formula: 'Reaction ~ Days + (1|Subject)', nagq: 26}}\n")
+    for err in _both(tmp_path, spec):
+        _located(err, spec, 6, "less than or equal to 25")

@@ -20,7 +20,7 @@ from pydantic import (
     model_validator,
 )
 
-from runner.spec.limits import MAX_NSIM
+from runner.spec.limits import MAX_NAGQ, MAX_NSIM
 
 Method = Literal["REML", "ML"]
 EngineName = Literal["auto", "lme", "statsmodels"]
@@ -243,7 +243,7 @@ class Defaults(Strict):
     engine: EngineName = Field("auto", description="auto (the native lme engine), lme or statsmodels")
     family: FamilyName = Field("gaussian", description="gaussian (linear mixed model), binomial or poisson (GLMM)")
     link: LinkName | None = Field(None, description="binomial: logit (default), probit, cloglog; poisson: log")
-    nagq: int = Field(1, ge=0, le=100, description="lme4's nAGQ: 1 Laplace, > 1 adaptive Gauss-Hermite "
+    nagq: int = Field(1, ge=0, le=MAX_NAGQ, description="lme4's nAGQ: 1 Laplace, > 1 adaptive Gauss-Hermite "
                                                    "quadrature (one scalar random term), 0 glmer's fast stage")
     verify: Verify | None = Field(None, description="Also fit with statsmodels and report the difference")
     inference: InferenceSpec = Field(default_factory=InferenceSpec, description="df, p-values and intervals")
@@ -258,7 +258,7 @@ class ModelOptions(Strict):
     engine: EngineName | None = Field(None, description="Engine (default: defaults.engine)")
     family: FamilyName | None = Field(None, description="gaussian, binomial or poisson (default: defaults.family)")
     link: LinkName | None = Field(None, description="Link function (default: the family's canonical link)")
-    nagq: int | None = Field(None, ge=0, le=100, description="lme4's nAGQ (default: defaults.nagq)")
+    nagq: int | None = Field(None, ge=0, le=MAX_NAGQ, description="lme4's nAGQ (default: defaults.nagq)")
     verify: Verify | None = Field(None, description="Cross-check with statsmodels")
     inference: InferenceSpec | None = Field(None, description="df, p-values and intervals (over defaults)")
 
