@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
+from scipy.linalg import cho_factor, cho_solve
 from scipy import stats
 
 from runner.inference import varpar
@@ -117,6 +118,17 @@ def _z_matrix(state: LmmState, sw: np.ndarray | None) -> tuple[sp.csr_matrix, li
     return Z.tocsr(), where
 
 
+def _trace_zs2z(E: sp.csr_matrix, a1: np.ndarray, CA: np.ndarray, chunk: int = 512) -> float:
+    """tr(E Z'S^2Z) from its entries on E's pattern: Z'S^2Z = a1 - (CA)' a1, a1 = Z'SZ."""
+    coo = E.tocoo()
+    total = 0.0
+    for s0 in range(0, coo.nnz, chunk):
+        r, c, v = coo.row[s0:s0 + chunk], coo.col[s0:s0 + chunk], coo.data[s0:s0 + chunk]
+        zc_r = a1[c, r] - np.einsum("ij,ij->j", CA[:, c], a1[:, r])
+        total += float(np.sum(v * zc_r))
+    return total
+
+
 def kenward_roger(state: LmmState) -> KenwardRoger:
     design = state.design
     if not state.reml:
@@ -137,46 +149,55 @@ def kenward_roger(state: LmmState) -> KenwardRoger:
     A = (Z.T @ Z).toarray()
     Bz = Z.T @ X  # q x p
     XX = X.T @ X
-    LA = (Lam.T @ A) @ Lam if q else A
-    M = np.eye(q) + np.asarray(LA)
+    # C = Lambda M^{-1} Lambda', M = I + Lambda' A Lambda (q x q; freed as soon as possible)
+    M = np.asarray(Lam.T @ np.asarray(Lam.T @ A).T)
+    M[np.diag_indices(q)] += 1.0
     try:
-        Minv_Lt = np.linalg.solve(M, Lam.T.toarray())
+        cho = cho_factor(M, lower=True, overwrite_a=True)
     except np.linalg.LinAlgError as exc:
         raise InferenceError(f"Kenward-Roger: {exc}") from exc
-    C = np.asarray(Lam @ Minv_Lt)
+    Minv = cho_solve(cho, np.eye(q), overwrite_b=True)
+    del M, cho
+    C = np.asarray(Lam @ np.asarray(Lam @ Minv).T)  # Minv symmetric: (Lam Minv)' = Minv Lam'
+    del Minv
     CA = C @ A
-    I_CA = np.eye(q) - CA
     a1 = A - A @ CA  # Z'SZ
-    b1 = Bz - A @ (C @ Bz)  # Z'SX
-    x1 = XX - Bz.T @ C @ Bz  # X'SX
-    zs2z = I_CA.T @ A @ I_CA  # Z'S^2Z
-    zs2x = I_CA.T @ b1  # Z'S^2X
-    xs2x = XX - 2 * Bz.T @ C @ Bz + Bz.T @ C @ A @ C @ Bz
-    xs3x = xs2x - b1.T @ C @ b1
-    tr_s2 = n - 2 * np.trace(CA) + float(np.sum(CA * CA.T))
-    Kzz, Kzx = a1 / s2, b1 / s2
-    phi = np.linalg.inv(x1 / s2)
-    phi = (phi + phi.T) / 2
-    # random linear parameters: E_r (q x q, sparse) per term and basis matrix
-    E = []
+    CBz = C @ Bz
+    b1 = Bz - A @ CBz  # Z'SX
+    x1 = XX - Bz.T @ CBz  # X'SX
+    xs2x = XX - 2 * Bz.T @ CBz + CBz.T @ A @ CBz  # X'S^2X
+    xs3x = xs2x - b1.T @ C @ b1  # X'S^3X
+    zs2x = b1 - A @ (C @ b1)  # Z'S^2X = (I - AC) Z'SX
+    # random linear parameters: E_r (q x q, sparse) per term and basis matrix, with its term's rows
+    E, rows = [], []
     for (off, b), V in zip(where, covs):
         for EE in _linear_basis(b.covariance, b.ncols):
             blk = sp.kron(sp.identity(b.nlevels), sp.csr_matrix(EE), format="csr")
             E.append(sp.block_diag([sp.csr_matrix((off, off)), blk, sp.csr_matrix((q - off - blk.shape[0],) * 2)],
-                                   format="csr") if q else blk)
+                                   format="csr"))
+            rows.append((np.arange(off, off + blk.shape[0]), blk))
+    tr_s2 = n - 2 * np.trace(CA) + float(np.sum(CA * CA.T))
+    tr_e_zs2z = [_trace_zs2z(e, a1, CA) for e in E]  # tr(E_r Z'S^2Z)
+    del C, A, CA
+    Kzz = a1
+    Kzz /= s2  # Z'Sigma^-1 Z (a1 reused in place)
+    Kzx = b1 / s2
+    phi = np.linalg.inv(x1 / s2)
+    phi = (phi + phi.T) / 2
     k = len(E) + 1
-    EK = [np.asarray(e @ Kzz) for e in E]  # E_r Z'Sigma^-1 Z
+    R = [np.asarray(blk @ Kzz[idx]) for idx, blk in rows]  # the nonzero rows of E_r Z'Sigma^-1 Z
     EKzx = [np.asarray(e @ Kzx) for e in E]
+    KEKzx = [Kzz @ x for x in EKzx]
     P = [-Kzx.T @ ekx for ekx in EKzx] + [-xs2x / s2 ** 2]
     Q: dict[tuple[int, int], np.ndarray] = {}
     Kt = np.zeros((k, k))
     r_ = len(E)
     for i in range(r_):
         for j in range(i, r_):
-            Q[i, j] = Kzx.T @ (EK[i] @ EKzx[j])
-            Kt[i, j] = Kt[j, i] = float(np.sum(EK[i] * EK[j].T))
+            Q[i, j] = EKzx[i].T @ KEKzx[j]
+            Kt[i, j] = Kt[j, i] = float(np.sum(R[i][:, rows[j][0]] * R[j][:, rows[i][0]].T))
         Q[i, r_] = EKzx[i].T @ zs2x / s2 ** 2
-        Kt[i, r_] = Kt[r_, i] = float(np.sum(np.asarray(E[i] @ zs2z).diagonal())) / s2 ** 2
+        Kt[i, r_] = Kt[r_, i] = tr_e_zs2z[i] / s2 ** 2
     Q[r_, r_] = xs3x / s2 ** 3
     Kt[r_, r_] = tr_s2 / s2 ** 2
     IE2 = np.zeros((k, k))
