@@ -66,3 +66,22 @@ def test_refusals_exit_2_before_fitting(tmp_path, monkeypatch, body, message):
     out = run_quiet(write_spec(tmp_path, "bad", "name: bad\n" + body), tmp_path)
     assert out.exit_code == 2 and calls == []
     assert any(message in e for e in out.errors), out.errors
+
+
+def test_settings_resolve_defaults_base_and_variant():
+    from runner.inference.apply import InferenceSettings
+    from runner.inference.settings import settings_for
+    from runner.spec.models import Spec
+
+    spec = Spec.model_validate({
+        "data": {"example": "sleepstudy"},
+        "defaults": {"inference": {"level": 0.9, "ci": "profile"}},
+        "models": {"a": {"formula": "Reaction ~ Days + (1|Subject)",
+                         "inference": {"df": "kenward-roger", "bootstrap": {"nsim": 50, "seed": 3}}},
+                   "b": {"formula": "Reaction ~ Days + (Days|Subject)"}},
+        "variants": {"a2": {"from": "a", "inference": {"df": "none"}}, "a3": {"from": "a2"}},
+    })
+    assert settings_for(spec, "b") == InferenceSettings(level=0.9, ci="profile")
+    assert settings_for(spec, "a") == InferenceSettings(df="kenward-roger", ci="profile", level=0.9, nsim=50, seed=3)
+    assert settings_for(spec, "a2").df == "none" and settings_for(spec, "a2").nsim == 50
+    assert settings_for(spec, "a3") == settings_for(spec, "a2")
