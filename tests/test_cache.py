@@ -260,3 +260,14 @@ def test_statsmodels_and_verify_fits_are_not_cached(tmp_path):
     assert not cache.path("ab" * 32).exists()
     cache.put("ab" * 32, TaskResult("m", fit.model_copy(update={"engine": "lme"}), None, 0.5, verify=object()))
     assert not cache.path("ab" * 32).exists()
+
+
+def test_glmm_fits_are_not_read_from_the_cache(tmp_path):
+    """A GLMM's criterion is not the linear one: its entries are never reused (or written)."""
+    from types import SimpleNamespace
+
+    cache = FitCache(tmp_path)
+    task = SimpleNamespace(engine="lme", verify=False, glmm=("binomial", "logit", 1), key="ab" * 32)
+    assert not cache.cacheable(task)
+    assert cache.cacheable(SimpleNamespace(engine="lme", verify=False, glmm=None))
+    assert not cache.cacheable(SimpleNamespace(engine="statsmodels", verify=False, glmm=None))

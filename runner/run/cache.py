@@ -138,8 +138,7 @@ class FitCache:
     @staticmethod
     def cacheable(task: "FitTask") -> bool:
         """Only fits that can be re-checked from their numbers: lme, no statsmodels cross-check."""
-        family = getattr(task.design, "family", None)
-        return task.engine in ("lme", "auto") and not task.verify and family in (None, "gaussian")
+        return task.engine in ("lme", "auto") and not task.verify and getattr(task, "glmm", None) is None
 
     def read(self, key: str) -> tuple[Fit, float] | None:
         """The entry's Fit (without arrays) and fit seconds; None when absent.
@@ -208,7 +207,7 @@ class FitCache:
     def put(self, key: str, value: "TaskResult") -> None:
         """Store atomically; a cache that cannot be written never fails the run."""
         if (not self.enabled or value.fit is None or value.fit.engine != "lme" or value.verify is not None
-                or getattr(value.fit, "family", None) is not None):
+                or getattr(value.fit, "family", None) not in (None, "gaussian")):
             return
         p = self.path(key)
         try:  # a record that would not read back (a non-finite number) is not cached

@@ -80,7 +80,7 @@ def recompute_lme(design: Design, fit: Fit, *, wald: bool = True) -> Fit:
     from runner.engines.lme.solve import solve
     from runner.engines.lme.structure import build_problem
 
-    if fit.engine != "lme" or getattr(fit, "family", None) is not None:
+    if fit.engine != "lme" or getattr(fit, "family", None) not in (None, "gaussian"):
         raise CacheMismatch("only linear mixed models of the lme engine are reused")
     with threadpool_limits(limits=1), np.errstate(over="ignore", invalid="ignore", divide="ignore",
                                                   under="ignore"):
