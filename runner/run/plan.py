@@ -202,6 +202,11 @@ def make_plan(path: str | Path, verify: bool = False) -> Plan:
             models[name] = mp
             continue
         d = mp.design
+        if rm.family == "gaussian" and d.weights is None and d.nobs and np.all((d.y == 0) | (d.y == 1)):
+            warns = getattr(validated, "warnings", None)
+            if isinstance(warns, list):
+                warns.append(loaded.issue(tuple(rm.spec_path), f"the response '{d.response}' is 0/1 but the model "
+                                          "is linear (family gaussian): did you mean `family: binomial`?", "warning"))
         if rm.family != "gaussian":  # a response the family cannot model is a data error (exit 2)
             from runner.engines.lme.glmm_response import response_problems
 
