@@ -263,3 +263,34 @@ def test_variant_drops_an_interaction_out_of_a_crossing() -> None:
     assert fixed_terms(mf).labels == ["a", "b", "x"]
     with pytest.raises(ValueError, match="no such term"):
         drop_terms(parse_formula("y ~ a*b + (1|g)"), ["c"])
+
+
+@pytest.mark.parametrize(("rhs", "message"), [
+    ("(" + " + ".join(f"v{i}" for i in range(30)) + ")^30", "more than 10,000 terms"),
+    ("*".join(f"v{i}" for i in range(20)), "more than 10,000 terms"),
+])
+def test_expansions_are_bounded(rhs: str, message: str) -> None:
+    with pytest.raises(FormulaError, match=message):
+        expand(parse_expression(rhs), rhs)
+
+
+def test_power_beyond_the_variables_is_cheap_and_poly_degree_bounded() -> None:
+    assert expand(parse_expression("(a + b)^1000"), "").labels == ["a", "b", "a:b"]
+    with pytest.raises(DesignError, match="from 1 to 25"):
+        build_design(parse_formula("y ~ poly(x, 1e9, raw = TRUE) + (1|g)"), STUDY)
+
+
+def test_deep_or_huge_formulas_are_errors_or_fast() -> None:
+    """Nesting beyond 100 levels is a FormulaError (never a RecursionError); thousands of terms are linear."""
+    import time
+
+    for text in ["y ~ " + "(" * 3000 + "x" + ")" * 3000 + " + (1|g)",
+                 "y ~ I(" + "+".join(["x"] * 3000) + ") + (1|g)"]:
+        with pytest.raises(FormulaError, match="nested more than 100 levels"):
+            parse_formula(text)
+    start = time.perf_counter()
+    from runner.design.build import fixed_terms
+
+    mf = parse_formula("y ~ " + " + ".join(f"x{i}" for i in range(3000)) + " + (1|g)")
+    assert len(fixed_terms(mf).labels) == 3000
+    assert time.perf_counter() - start < 5

@@ -44,14 +44,11 @@ def _as_factors(frame: pd.DataFrame, used: set[str]) -> pd.DataFrame:
 
 def fixed_terms(mf: ModelFormula) -> rterms.Terms:
     """R's terms() of the model's fixed part."""
-    text = " + ".join(mf.fixed_terms)
-    node = rexpr.parse_expression(text) if text else None
-    return rterms.expand(node, text, intercept=mf.intercept)
+    return rterms.expand([rexpr.parse_expression(t) for t in mf.fixed_terms], "", intercept=mf.intercept)
 
 
 def _lhs_terms(term: RandomTerm) -> rterms.Terms:
-    text = " + ".join(term.terms)
-    return rterms.expand(rexpr.parse_expression(text) if text else None, text, intercept=term.intercept)
+    return rterms.expand([rexpr.parse_expression(t) for t in term.terms], "", intercept=term.intercept)
 
 
 def _matrix(terms: rterms.Terms, frame: pd.DataFrame, state: State, learn: pd.DataFrame | None,

@@ -24,7 +24,7 @@ def _expands_to(fixed: list[str], term: str) -> bool:
     """True when every term of `term` is among the expanded terms of `fixed` (R's terms())."""
     if not fixed:
         return False
-    have = set(term_labels(" + ".join(fixed)))
+    have = set(term_labels(*fixed))
     want = term_labels(term)
     return bool(want) and all(t in have for t in want) and len(have) > len(want)
 

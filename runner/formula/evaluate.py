@@ -23,6 +23,7 @@ from runner.formula.errors import FormulaError
 from runner.formula.rexpr import CONSTANTS, Binary, Call, Name, Node, Num, Paren, Str, Unary, deparse, format_number
 
 State = dict[str, Any]
+MAX_DEGREE = 25  # poly(): beyond this the columns are numerically meaningless (and a huge degree is a DoS)
 
 SUPPORTED = ("I(), log(x), log(x, base), log2(), log10(), log1p(), exp(), expm1(), sqrt(), abs(), scale(x), "
              "poly(x, degree), poly(x, degree, raw = TRUE), factor(), as.factor(), as.numeric(), "
@@ -429,8 +430,8 @@ class Evaluator:
         degree = 1 if deg_node is None else self.value(deg_node)
         raw_node = node.args[2] if len(node.args) > 2 else kw.get("raw")
         raw = False if raw_node is None else bool(self.value(raw_node))
-        if not isinstance(degree, float) or degree != int(degree) or degree < 1:
-            raise self.fail(f"the degree of '{key}' must be a whole number >= 1")
+        if not isinstance(degree, float) or degree != int(degree) or not 1 <= degree <= MAX_DEGREE:
+            raise self.fail(f"the degree of '{key}' must be a whole number from 1 to {MAX_DEGREE}")
         d = int(degree)
         names = [str(j) for j in range(1, d + 1)]
         if raw:

@@ -139,9 +139,9 @@ def random_term(
 
 
 @lru_cache(maxsize=4096)
-def term_labels(text: str) -> tuple[str, ...]:
-    """R's term labels of `+`-joined terms (`a*b` -> a, b, a:b), intercept left out."""
-    return tuple(rterms.expand(rexpr.parse_expression(text), text).labels)
+def term_labels(*texts: str) -> tuple[str, ...]:
+    """R's term labels of terms joined by `+` (`a*b` -> a, b, a:b), intercept left out."""
+    return tuple(rterms.expand([rexpr.parse_expression(t) for t in texts], "").labels)
 
 
 def expand_double_bar(intercept: bool, terms: tuple[str, ...]) -> list[tuple[bool, tuple[str, ...]]]:
@@ -157,7 +157,7 @@ def expand_double_bar(intercept: bool, terms: tuple[str, ...]) -> list[tuple[boo
             written.setdefault(expanded[0], t)
     out: list[tuple[bool, tuple[str, ...]]] = [(True, ())] if intercept else []
     if terms:
-        for label in term_labels(" + ".join(terms)):
+        for label in term_labels(*terms):
             out.append((False, (written.get(label) or canonical_text(label),)))
     return out
 
@@ -350,7 +350,7 @@ class _Parser:
         node = rexpr.parse_expression(text)
         if not rterms.expand(node, text).terms:
             raise self.error(f"removing '{removed}' leaves no terms", self.pos(at))
-        return rexpr.deparse(node)
+        return rexpr.deparse(node)  # one term per removal: depth grows only with the removals
 
     def random_terms(self, lo: int, hi: int) -> list[RandomTerm] | None:
         """The terms of `(lhs | g)` or `fn(lhs | g)` in [lo, hi), or None for a fixed term."""

@@ -142,6 +142,7 @@ Node = Union[Num, Str, Name, Call, Unary, Binary, Paren]
 _BINARY = {"|": 2, "||": 2, "&": 3, "&&": 3, "==": 5, "!=": 5, "<": 5, ">": 5, "<=": 5, ">=": 5,
            "+": 6, "-": 6, "*": 7, "/": 7, ":": 9, "^": 11}
 _SPECIAL_BP = 8
+MAX_DEPTH = 100  # nesting of an expression: far beyond any formula, well inside Python's recursion limit
 _NOT_BP = 4
 _UNARY_BP = 10
 
@@ -152,6 +153,7 @@ class _Parser:
         self.text = text
         self.end = end
         self.i = 0
+        self.level = 0
 
     def error(self, message: str, pos: int | None = None) -> FormulaError:
         if pos is None:
@@ -186,6 +188,15 @@ class _Parser:
         return -1
 
     def expr(self, min_bp: int = 0) -> Node:
+        self.level += 1
+        if self.level > MAX_DEPTH:
+            raise self.error(f"the expression is nested more than {MAX_DEPTH} levels deep")
+        try:
+            return self._expr(min_bp)
+        finally:
+            self.level -= 1
+
+    def _expr(self, min_bp: int) -> Node:
         left = self.prefix()
         while (t := self.peek()) is not None:
             bp = self.binding(t)
@@ -276,7 +287,27 @@ def parse_expression(text: str, base: int = 0, full_text: str | None = None) -> 
     if p.i < len(tokens):
         t = tokens[p.i]
         raise FormulaError(f"unexpected '{t.text}'", shown, t.pos)
+    if _depth(node) > MAX_DEPTH:
+        raise FormulaError(f"the expression is nested more than {MAX_DEPTH} levels deep (split it into "
+                           "several terms)", shown, base)
     return node
+
+
+def _depth(node: Node) -> int:
+    """Depth of the tree, without recursion (a chain a + b + c + ... is as deep as it is long)."""
+    deepest, stack = 0, [(node, 1)]
+    while stack:
+        n, d = stack.pop()
+        deepest = max(deepest, d)
+        if isinstance(n, Paren):
+            stack.append((n.inner, d + 1))
+        elif isinstance(n, Unary):
+            stack.append((n.operand, d + 1))
+        elif isinstance(n, Binary):
+            stack += [(n.left, d + 1), (n.right, d + 1)]
+        elif isinstance(n, Call):
+            stack += [(a, d + 1) for a in (*n.args, *(v for _, v in n.kwargs))]
+    return deepest
 
 
 # ----------------------------------------------------------------------------- deparse

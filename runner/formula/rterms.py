@@ -17,6 +17,7 @@ from runner.formula.errors import FormulaError
 from runner.formula.rexpr import Binary, Call, Name, Node, Num, Paren, Str, Unary, deparse
 
 Term = frozenset  # of variable indices
+MAX_TERMS = 10_000  # a bound on expansions: (a+b+...+z)^26 would otherwise be 67 million terms
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class _Encoder:
     def __init__(self, text: str) -> None:
         self.text = text
         self.variables: list[str] = []
+        self.index: dict[str, int] = {}
         self.nodes: list[Node] = []
         self.offsets: list[Node] = []
         self.warnings: list[str] = []
@@ -49,10 +51,11 @@ class _Encoder:
 
     def variable(self, node: Node) -> int:
         label = deparse(node)
-        if label not in self.variables:
+        if label not in self.index:
+            self.index[label] = len(self.variables)
             self.variables.append(label)
             self.nodes.append(node)
-        return self.variables.index(label)
+        return self.index[label]
 
     def encode(self, node: Node) -> tuple[list[Term], bool | None]:
         """Terms of `node` in order of appearance, and the intercept it sets (None: untouched)."""
@@ -103,6 +106,7 @@ class _Encoder:
             if op == "^":
                 return self.power(node, lt), None
             rt = self.pure(node.right, op)
+            self.bound(len(lt) * len(rt) + len(lt) + len(rt), node)
             if op == ":":
                 return _unique([a | b for a in lt for b in rt]), None
             if op == "*":
@@ -132,30 +136,38 @@ class _Encoder:
             self.warnings.append(f"'{text}' in a formula means the term {deparse(node.left)} (as in R), not a "
                                  f"square; did you mean I({text})?")
         out = list(base)
-        for _ in range(int(exp.value) - 1):
+        for _ in range(min(int(exp.value), len(base)) - 1):  # past the number of variables nothing changes
+            self.bound(len(out) * len(base), node)
             out = _unique(out + [a | b for a in out for b in base])
         return out
 
+    def bound(self, n: int, node: Node) -> None:
+        if n > MAX_TERMS:
+            raise self.error(f"this expands to more than {MAX_TERMS:,} terms; write the terms you need", node)
+
 
 def _unique(terms: list[Term]) -> list[Term]:
-    seen: list[Term] = []
-    for t in terms:
-        if t and t not in seen:
-            seen.append(t)
-    return seen
+    """Non-empty terms, first occurrence kept (R's TrimRepeats)."""
+    return list(dict.fromkeys(t for t in terms if t))
 
 
-def expand(node: Node | None, text: str, intercept: bool = True) -> Terms:
+def expand(node: Node | list[Node] | None, text: str, intercept: bool = True) -> Terms:
     """R's terms() of a right-hand side; `node` None means no terms (`y ~ 1`).
 
-    `intercept` is the default when the expression does not say (`0 +`, `- 1`).
+    A list of nodes is read as the nodes joined by `+` (without building a deep tree for a
+    model with thousands of terms). `intercept` is the default when the expression does
+    not say (`0 +`, `- 1`).
     """
     enc = _Encoder(text)
     terms: list[Term] = []
-    if node is not None:
-        terms, icpt = enc.encode(node)
+    seen: dict[Term, None] = {}
+    for part in [] if node is None else node if isinstance(node, list) else [node]:
+        more, icpt = enc.encode(part)
+        seen.update(dict.fromkeys(more))
+        enc.bound(len(seen), part)
         if icpt is not None:
             intercept = icpt
+    terms = list(seen)
     ordered = sorted(terms, key=len)  # stable: by degree, then as they appeared
     return Terms(intercept=intercept, variables=tuple(enc.variables), nodes=tuple(enc.nodes),
                  terms=tuple(tuple(sorted(t)) for t in ordered), offsets=tuple(enc.offsets),
