@@ -55,8 +55,10 @@ class Satterthwaite:
             return float((PtL[0] @ beta) ** 2 / var), 1, df
         t2 = (PtL @ beta) ** 2 / d[:q]
         F = float(np.sum(t2) / q)
-        nu = np.array([2 * d[m] ** 2 / float(g @ self.vcov_varpar @ g)
-                       for m, g in ((m, np.einsum("a,kab,b->k", PtL[m], self.jac, PtL[m])) for m in range(q))])
+        nu = np.empty(q)
+        for m in range(q):  # df of each of the q independent t statistics
+            g = np.einsum("a,kab,b->k", PtL[m], self.jac, PtL[m])
+            nu[m] = 2 * d[m] ** 2 / float(g @ self.vcov_varpar @ g)
         return F, q, fstat_ddf(nu)
 
 
