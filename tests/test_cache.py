@@ -118,14 +118,19 @@ def test_valid_entry_is_reused_and_gives_the_same_record(tmp_path, fits):
     assert len(files) == len(keys) and all(p.suffix == ".json" for p in files)
     doc = json.loads(files[0].read_text())  # plain data
     assert doc["format"] == 2 and "theta" in doc["fit"]
-    second = _run(spec, tmp_path)
+    second = _run(spec, tmp_path, out_dir=tmp_path / "out2")
     assert len(fits) == len(keys)  # nothing refitted
     assert _cached(second) == {"batch": True, "batch_ml": True}
     assert _strip(second) == _strip(first)  # recomputed numbers identical, warnings none
     assert _record(second)["warnings"] == []
-    # the sidecar arrays (recomputed from theta) are identical too
-    a = (tmp_path / "out" / "dye" / "fits")
-    assert sorted(p.name for p in a.iterdir())
+    # the sidecar arrays (fitted values, residuals, BLUPs: recomputed from theta) are identical too
+    import pandas as pd
+
+    sidecars = sorted((tmp_path / "out" / "dye" / "fits").glob("*.parquet"))
+    assert len(sidecars) >= 4
+    for path in sidecars:
+        again = tmp_path / "out2" / "dye" / "fits" / path.name
+        assert pd.read_parquet(path).equals(pd.read_parquet(again)), path.name
     # lme4's REML criterion for Dyestuff (Yield ~ 1 + (1|Batch)): 319.6543
     assert _record(second)["models"]["batch"]["objective"] == pytest.approx(319.6543, abs=1e-3)
     third = _run(spec, tmp_path, use_cache=False)
