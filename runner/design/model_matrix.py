@@ -151,9 +151,21 @@ def _variable_columns(label: str, value: Block | Factor, contrasted: bool | None
     return np.eye(k)[value.codes], [label + lv for lv in value.levels], list(value.levels)
 
 
+MAX_VALUES = 400_000_000  # 3.2 GB of float64: a factor with a level per row is a mistake, not a model
+
+
+def _width(value: Block | Factor) -> int:
+    return value.values.shape[1] if isinstance(value, Block) else len(value.levels)
+
+
 def model_matrix(terms: Terms, values: dict[int, Block | Factor]) -> ModelMatrix:
     """R's model.matrix of `terms` from evaluated variables."""
     n = next((len(v.codes) if isinstance(v, Factor) else v.values.shape[0] for v in values.values()), None)
+    width = sum(int(np.prod([_width(values[v]) for v in t])) for t in terms.terms)
+    if (n or 0) * width > MAX_VALUES:
+        raise EvalError(f"the model matrix would have {n:,} rows x up to {width:,} columns "
+                        f"({(n or 0) * width * 8 / 1e9:.1f} GB); is a factor with a level per row meant as a "
+                        "grouping factor, (1 | x)?")
     blocks: list[np.ndarray] = []
     columns: list[Column] = []
     if terms.intercept:
