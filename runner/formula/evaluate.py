@@ -76,11 +76,6 @@ class Block:
     suffixes: list[str]
 
 
-@dataclass
-class _Text:
-    values: np.ndarray  # object array, None/NaN for missing
-
-
 class EvalError(ValueError):
     """The data cannot give a variable's values (wrong type, NaN from a transform)."""
 
@@ -249,7 +244,7 @@ class Evaluator:
             if value.values.shape[1] != 1:
                 raise self.fail(f"{what} needs one column; it has {value.values.shape[1]}")
             return value.values[:, 0]
-        if isinstance(value, (Factor, _Text)):
+        if isinstance(value, Factor):
             raise self.fail(f"{what} needs numbers, but its input is a factor (text); "
                             "use as.numeric() if the levels are numbers")
         raise self.fail(f"{what} needs numbers, got {type(value).__name__}")
@@ -304,7 +299,7 @@ class Evaluator:
             b = self.logical(self.value(node.right), what)
             return (a & b) if op in ("&", "&&") else (a | b)
         left, right = self.value(node.left), self.value(node.right)
-        if op in ("==", "!=") and (isinstance(left, (Factor, _Text, str)) or isinstance(right, (Factor, _Text, str))):
+        if op in ("==", "!=") and (isinstance(left, (Factor, str)) or isinstance(right, (Factor, str))):
             a, b = self.labels(left), self.labels(right)
             out = (a == b) if op == "==" else (a != b)
             return np.asarray(out, dtype=bool)
@@ -335,14 +330,12 @@ class Evaluator:
         if isinstance(v, Factor):
             lv = np.asarray(v.levels + [None], dtype=object)
             return lv[np.where(v.codes < 0, len(v.levels), v.codes)]
-        if isinstance(v, _Text):
-            return v.values
         if isinstance(v, np.ndarray):
             return np.asarray([level_label(x) for x in v], dtype=object)
         return level_label(v) if not isinstance(v, str) else v
 
     def membership(self, left: Any, allowed: list[Any]) -> np.ndarray:
-        if isinstance(left, (Factor, _Text)):
+        if isinstance(left, Factor):
             labels = self.labels(left)
             keys = {a if isinstance(a, str) else level_label(a) for a in allowed}
             return np.asarray([x in keys for x in labels], dtype=bool)
@@ -376,7 +369,7 @@ class Evaluator:
             return self.poly(node, key)
         if fn == "as.numeric":
             v = self.value(node.args[0])
-            if isinstance(v, (Factor, _Text)):
+            if isinstance(v, Factor):
                 labels = self.labels(v)
                 return pd.to_numeric(pd.Series(labels, dtype=object), errors="coerce").to_numpy(dtype=float)
             return np.asarray(self.numeric(v, what), dtype=float)
@@ -451,11 +444,9 @@ class Evaluator:
 
     def factor(self, v: Any, key: str) -> Factor:
         if isinstance(v, Factor):
-            used = sorted({int(c) for c in v.codes if c >= 0})
-            levels = [v.levels[j] for j in used]
+            used = np.unique(v.codes[v.codes >= 0])  # factor(f) drops unused levels, keeps their order
+            levels = [v.levels[int(j)] for j in used]
             return self.learned_levels(key, levels, v.levels, v.codes)
-        if isinstance(v, _Text):
-            return self.from_labels(key, v.values)
         if isinstance(v, np.ndarray) and v.dtype == bool:
             return self.from_labels(key, np.where(v, "TRUE", "FALSE").astype(object), ["FALSE", "TRUE"])
         x = np.asarray(self.numeric(v, f"'{key}'"), dtype=float)
@@ -554,17 +545,13 @@ def _poly_predict(x: np.ndarray, degree: int, alpha: list[float], norm2: list[fl
 
 
 def as_variable(value: Any, label: str) -> Block | Factor:
-    """A final value as a model-frame variable: numbers are a block, logicals and text factors."""
+    """A final value as a model-frame variable: numbers are a block, logicals a factor (FALSE, TRUE)."""
     if isinstance(value, (Block, Factor)):
         return value
     if isinstance(value, np.ndarray) and value.ndim == 1:
         if value.dtype == bool:
             return Factor(value.astype(np.int64), ["FALSE", "TRUE"], logical=True)
         return Block(value.astype(float)[:, None], [""])
-    if isinstance(value, _Text):
-        labels = [v for v in value.values if isinstance(v, str)]
-        levels = sorted(set(labels))
-        return _coded(np.asarray([v if isinstance(v, str) else None for v in value.values], dtype=object), levels)
     raise EvalError(f"'{label}' is a constant, not a variable; a term needs one value per row")
 
 
