@@ -294,3 +294,22 @@ def test_deep_or_huge_formulas_are_errors_or_fast() -> None:
     mf = parse_formula("y ~ " + " + ".join(f"x{i}" for i in range(3000)) + " + (1|g)")
     assert len(fixed_terms(mf).labels) == 3000
     assert time.perf_counter() - start < 5
+
+
+def test_expect_reads_schema_1_names_against_r_names() -> None:
+    """Schema 2 records carry R's names; a spec written for schema 1 still finds them."""
+    from runner.compare.expectations import evaluate_expectations
+    from runner.fit import FixedEffect
+    from runner.results import SCHEMA_VERSION, ModelRecord
+    from runner.spec.expect import parse_expectations
+
+    assert SCHEMA_VERSION == 2
+    fixed = [FixedEffect(term=n, lme4_name=n, estimate=v, std_error=1.0, statistic=v, p_value=0.5,
+                         ci_low=v - 2, ci_high=v + 2)
+             for n, v in {"(Intercept)": 1.0, "sexM": -2.0, "age:sexM": 0.5, "I(age^2)": 0.1}.items()]
+    record = ModelRecord(status="ok", formula="y ~ ...", engine="lme", method="ML", converged=True,
+                         singular=False, fixed_effects=fixed)
+    exps = parse_expectations({"fixed": ["Intercept > 0", "sex[T.M] < -1.5", "age:sex[T.M] > 0",
+                                         "I(age ** 2) > 0", "sexM < 0"]})
+    got = [r.passed for r in evaluate_expectations(exps, {"m": record}, [])]
+    assert got == [True, True, True, True, True]
