@@ -40,14 +40,16 @@ _UNARY_FUNCS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 # Python spellings specs used with formulaic: kept as aliases.
 _ALIASES = {"np.log": "log", "numpy.log": "log", "np.log2": "log2", "np.log10": "log10", "np.log1p": "log1p",
             "np.exp": "exp", "np.expm1": "expm1", "np.sqrt": "sqrt", "numpy.sqrt": "sqrt", "numpy.exp": "exp",
-            "np.abs": "abs", "as.double": "as.numeric", "as.factor": "factor", "center": "center"}
+            "np.abs": "abs", "as.double": "as.numeric", "as.factor": "factor", "center": "center",
+            "as.ordered": "ordered"}
 _CONTRASTS = {"contr.treatment": "treatment", "contr.sum": "sum", "contr.helmert": "helmert", "contr.poly": "poly",
               "Treatment": "treatment", "Sum": "sum", "Helmert": "helmert", "Poly": "poly",
               "treatment": "treatment", "sum": "sum", "helmert": "helmert", "poly": "poly", "contr.SAS": "SAS"}
 # name -> (min positional, max positional, allowed keywords)
 _SIGNATURES: dict[str, tuple[int, int, tuple[str, ...]]] = {
     "I": (1, 1, ()), "log": (1, 2, ("base",)), "scale": (1, 3, ("center", "scale")), "center": (1, 1, ()),
-    "poly": (1, 3, ("degree", "raw")), "factor": (1, 1, ()), "as.numeric": (1, 1, ()),
+    "poly": (1, 3, ("degree", "raw")), "factor": (1, 1, ("levels", "ordered")),
+    "ordered": (1, 1, ("levels",)), "as.numeric": (1, 1, ()),
     "relevel": (1, 2, ("ref",)), "C": (1, 3, ("contr", "base", "how.many")), "cbind": (1, 2, ()),
     **{f: (1, 1, ()) for f in _UNARY_FUNCS},
 }
@@ -373,8 +375,8 @@ class Evaluator:
                 labels = self.labels(v)
                 return pd.to_numeric(pd.Series(labels, dtype=object), errors="coerce").to_numpy(dtype=float)
             return np.asarray(self.numeric(v, what), dtype=float)
-        if fn == "factor":
-            return self.factor(self.value(node.args[0]), key)
+        if fn in ("factor", "ordered"):
+            return self.factor_call(node, fn, kw, key)
         if fn == "relevel":
             f = self.value(node.args[0])
             if not isinstance(f, Factor):
@@ -442,7 +444,32 @@ class Evaluator:
         p = self.remember(key, learn)
         return Block(_poly_predict(x, d, p["alpha"], p["norm2"]), names)
 
-    def factor(self, v: Any, key: str) -> Factor:
+    def factor_call(self, node: Call, fn: str, kw: dict[str, Node], key: str) -> Factor:
+        """factor(x), factor(x, levels = c(...)), ordered(x) / factor(x, ordered = TRUE)
+        (an ordered factor is coded by contr.poly, R's default for ordered factors)."""
+        v = self.value(node.args[0])
+        ordered = fn == "ordered" or ("ordered" in kw and bool(self.value(kw["ordered"])))
+        if "levels" in kw:
+            lv = kw["levels"]
+            items = lv.args if isinstance(lv, Call) and lv.fn == "c" else (lv,)
+            listed = [self.value(a) for a in items]
+            if not all(isinstance(x, (str, float)) for x in listed):
+                raise self.fail(f"levels = in '{key}' must list numbers or strings, e.g. c(\"low\", \"high\")")
+            levels = [x if isinstance(x, str) else level_label(x) for x in listed]
+            f = self.factor(v, key, fixed=levels)
+        else:
+            f = self.factor(v, key)
+        if ordered:
+            f.contrast = "poly"
+        return f
+
+    def factor(self, v: Any, key: str, fixed: list[str] | None = None) -> Factor:
+        if fixed is not None:  # levels given: values outside them are missing (an error on used rows)
+            labels = self.labels(v) if isinstance(v, Factor) else np.asarray(
+                [None if isinstance(x, float) and math.isnan(x) else level_label(x)
+                 for x in np.asarray(self.numeric(v, f"'{key}'"), dtype=float)], dtype=object) \
+                if not (isinstance(v, np.ndarray) and v.dtype == bool) else np.where(v, "TRUE", "FALSE")
+            return _coded(np.asarray(labels, dtype=object), self.remember(key, lambda: {"levels": fixed})["levels"])
         if isinstance(v, Factor):
             used = np.unique(v.codes[v.codes >= 0])  # factor(f) drops unused levels, keeps their order
             levels = [v.levels[int(j)] for j in used]

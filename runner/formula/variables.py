@@ -14,7 +14,7 @@ from runner.formula.model import ModelFormula
 from runner.formula.rexpr import CONSTANTS, Binary, Call, Name, Node, Paren, Unary, parse_expression
 
 # arguments that are never columns: contrasts, reference levels, degrees and flags
-_DATA_ARGS = {"C": 1, "relevel": 1, "poly": 1, "factor": 1, "scale": 1, "center": 1}
+_DATA_ARGS = {"C": 1, "relevel": 1, "poly": 1, "factor": 1, "ordered": 1, "scale": 1, "center": 1}
 
 
 def _names(node: Node) -> list[str]:

@@ -9,7 +9,9 @@ formulas <- c("~ a:b", "~ 0 + a:b", "~ x:a", "~ a + x:a:b", "~ 0 + x + a", "~ 0 
               "~ a*b - a:b", "~ (a + b + x)^2", "~ a/b", "~ (a + b)/x", "~ x %in% a", "~ factor(n)",
               "~ as.numeric(s)", "~ I(x %% 2) + I(x %/% 2)", "~ I(x > 4 & x < 10)", "~ exp(x/10) + expm1(x/10) + log1p(x) + log2(x) + abs(x - 5)",
               "~ C(a, contr.helmert):x", "~ 0 + C(a, contr.sum)", "~ scale(x, center = FALSE)", "~ scale(x, scale = FALSE)",
-              "~ poly(x, 3, raw = TRUE)", "~ relevel(a, ref = 2)", "~ C(b, contr.SAS)", "~ x + I(-x^2) + I((x + 1)^2)")
+              "~ poly(x, 3, raw = TRUE)", "~ relevel(a, ref = 2)", "~ C(b, contr.SAS)", "~ x + I(-x^2) + I((x + 1)^2)",
+              "~ factor(a, levels = c('r', 'p', 'q'))", "~ ordered(a)", "~ factor(n, ordered = TRUE)",
+              "~ factor(n, levels = c(2, 10, 0.5, 1e5))", "~ as.ordered(n):x")
 out <- lapply(formulas, function(f) {
   X <- model.matrix(as.formula(f), d)
   list(formula = f, columns = colnames(X), X = unname(lapply(seq_len(nrow(X)), function(i) unname(X[i, ]))),
