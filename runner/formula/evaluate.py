@@ -26,7 +26,8 @@ State = dict[str, Any]
 MAX_DEGREE = 25  # poly(): beyond this the columns are numerically meaningless (and a huge degree is a DoS)
 
 SUPPORTED = ("I(), log(x), log(x, base), log2(), log10(), log1p(), exp(), expm1(), sqrt(), abs(), scale(x), "
-             "poly(x, degree), poly(x, degree, raw = TRUE), factor(), as.factor(), as.numeric(), "
+             "poly(x, degree), poly(x, degree, raw = TRUE), factor(x), factor(x, levels = c(...)), as.factor(), "
+             "ordered(), as.numeric(), "
              "relevel(f, ref = \"b\"), C(f, contr.treatment | contr.sum | contr.helmert | contr.poly), offset(); "
              "in I(): + - * / ^ %% %/%, comparisons, !, &, |")
 _NOT_YET = {"ns": "splines are not supported yet", "bs": "splines are not supported yet",
