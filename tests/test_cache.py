@@ -276,3 +276,35 @@ def test_glmm_fits_are_not_read_from_the_cache(tmp_path):
     assert not cache.cacheable(task)
     assert cache.cacheable(SimpleNamespace(engine="lme", verify=False, glmm=None))
     assert not cache.cacheable(SimpleNamespace(engine="statsmodels", verify=False, glmm=None))
+
+
+def test_a_consistent_forgery_away_from_the_optimum_is_caught_by_the_convergence_check(tmp_path, fits):
+    """Every number recomputed consistently at another theta, marked converged: only lme4's
+    gradient check at that theta can tell, and it does."""
+    from runner.fit import Fit
+    from runner.run.cache_verify import derive
+    from runner.run.plan import make_plan
+
+    spec = _spec(tmp_path)
+    first = _run(spec, tmp_path)
+    task = next(t for t in make_plan(spec).tasks() if t.id == "batch#ml")
+    path = FitCache(tmp_path / "cache").path(task.key)
+    doc = json.loads(path.read_text())
+    fit = Fit.model_validate(doc["fit"])
+    assert fit.converged
+    moved = fit.model_copy(update={"theta": [fit.theta[0] * 1.3]})
+    from runner.engines.lme.criterion import Criterion
+    from runner.engines.lme.structure import build_problem
+
+    moved.objective = Criterion(build_problem(task.design), "ML")(np.array(moved.theta))
+    fresh = derive(task.design, moved)[0]
+    forged = moved.model_copy(update=fresh)
+    assert forged.objective > fit.objective + 0.01  # a worse fit, claimed converged
+    doc["fit"] = json.loads(forged.model_dump_json())
+    path.write_text(json.dumps(doc))
+    n = len(fits)
+    second = _run(spec, tmp_path)
+    assert len(fits) == n + 1
+    warnings = _record(second)["warnings"]
+    assert len(warnings) == 1 and "convergence check fails" in warnings[0]
+    assert _strip(second)["models"] == _strip(first)["models"]

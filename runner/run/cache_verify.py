@@ -8,8 +8,9 @@ fitted values, residuals, BLUPs) are then recomputed from theta exactly as the e
 computes them at its optimum, and must agree with the entry: a forged estimate is
 detected, and the arrays never need to be stored.
 
-Not re-checked: the optimizer's report (converged, evaluations, max|grad|, message);
-re-running lme4's convergence check costs about as many evaluations as the fit.
+A fit marked converged is re-checked with lme4's gradient check at its theta (2k + k(k-1)
+evaluations for k parameters); the optimizer's own report (evaluations, max|grad|, message)
+is taken from the entry.
 """
 
 from __future__ import annotations
@@ -56,20 +57,35 @@ def _compare_models(label: str, cached: list[Any], fresh: list[Any]) -> None:
 ENGINE_WARNINGS = ("scale_x", "rank_deficient", "design", "singular", "convergence", "few_levels")
 
 
+def _confirm_convergence(problem: Any, method: str, theta: np.ndarray, singular: bool) -> None:
+    """lme4's gradient check at the entry's theta, as the engine ran it (a singular fit's
+    failed check is accepted there too): "converged" cannot be forged. It costs 2k + k(k-1)
+    criterion evaluations for k parameters, a fraction of a fit's."""
+    from threadpoolctl import threadpool_limits
+
+    from runner.engines.lme.convergence import check_convergence
+    from runner.engines.lme.criterion import Criterion
+    from runner.engines.lme.factor import theta_to_phi
+
+    with threadpool_limits(limits=1), np.errstate(over="ignore", invalid="ignore", divide="ignore",
+                                                  under="ignore"):
+        crit = Criterion(problem, method, whitened=True)  # the parameters the engine checks in
+        phi = theta_to_phi(problem, theta)
+        check = check_convergence(crit, phi, crit(phi), problem.lower, singular)
+    if not check.ok and not singular:
+        raise CacheMismatch(f"marked converged, but lme4's convergence check fails at its theta ({check.message})")
+
+
 def _estimate(row: Any) -> Any:
     """The part of a fixed-effect row no inference method changes."""
     return row.model_copy(update={"std_error": None, "statistic": None, "df": None, "p_value": None,
                                   "ci_low": None, "ci_high": None})
 
 
-def recompute_lme(design: Design, fit: Fit, *, wald: bool = True) -> Fit:
-    """The entry's Fit with every derived number recomputed from its theta on `design`.
-
-    `wald`: the entry's fixed-effect rows are the engine's Wald rows (no inference step
-    replaced them), so all their numbers are compared; otherwise only the estimates are,
-    and the caller re-applies its inference to the recomputed fit.
-    Raises CacheMismatch when the objective is not reproduced or a stored number differs.
-    """
+def derive(design: Design, fit: Fit) -> tuple[dict[str, Any], Any, Any, np.ndarray]:
+    """What the engine computes from theta at its optimum (runner/engines/lme/engine.py):
+    the Fit fields, the arrays, the problem and theta. Raises CacheMismatch when the
+    entry's theta cannot be a parameter of this design or its objective is not reproduced."""
     from threadpoolctl import threadpool_limits
 
     from runner.engines.lme.convergence import is_singular
@@ -93,7 +109,6 @@ def recompute_lme(design: Design, fit: Fit, *, wald: bool = True) -> Fit:
         value = Criterion(problem, fit.method)(theta)  # the one criterion evaluation
         if value == FAILED or not _close(value, fit.objective, OBJECTIVE_RTOL):
             raise CacheMismatch(f"objective {fit.objective!r} not reproduced (criterion {value!r} at its theta)")
-        # the engine's tail at its optimum (runner/engines/lme/engine.py), from theta alone
         f = factorize(problem, theta)
         objective = float(objective_from(problem, f, fit.method))
         raw = raw_factors(problem, theta)
@@ -107,15 +122,28 @@ def recompute_lme(design: Design, fit: Fit, *, wald: bool = True) -> Fit:
     ngroups: dict[str, int] = {}
     for b in design.blocks:
         ngroups.setdefault(b.group, b.nlevels)
-    engine_warnings = [w for w in fit.warnings if w.code in ENGINE_WARNINGS]
-    convergence_warnings = [w for w in engine_warnings if w.code == "convergence"]
-    check_ok = not convergence_warnings
+    convergence_warnings = [w for w in fit.warnings if w.code == "convergence"]
     fresh = dict(
         nobs=n, npar=npar, ngroups=ngroups, theta_names=names, sigma=float(np.sqrt(s2)), loglik=-objective / 2,
         objective=objective, aic=objective + 2 * npar, bic=objective + npar * float(np.log(n)), singular=singular,
         fixed_effects=fixed_effects(design, sol, s2), random_effects=variance_components(design, factors, s2),
-        warnings=_warnings(design, singular, check_ok, convergence_warnings[0].message if convergence_warnings else ""),
+        warnings=_warnings(design, singular, not convergence_warnings,
+                           convergence_warnings[0].message if convergence_warnings else ""),
     )
+    modes = [sol.modes[i] for i in inv]
+    cvar = [sol.cond_var[i] for i in inv]
+    return fresh, arrays(design, modes, cvar, sol.beta, s2), problem, theta
+
+
+def recompute_lme(design: Design, fit: Fit, *, wald: bool = True) -> Fit:
+    """The entry's Fit with every derived number recomputed from its theta on `design`.
+
+    `wald`: the entry's fixed-effect rows are the engine's Wald rows (no inference step
+    replaced them), so all their numbers are compared; otherwise only the estimates are,
+    and the caller re-applies its inference to the recomputed fit.
+    Raises CacheMismatch when the objective is not reproduced or a stored number differs.
+    """
+    fresh, fit_arrays, problem, theta = derive(design, fit)
     for key in ("nobs", "npar", "ngroups", "theta_names", "singular"):
         if getattr(fit, key) != fresh[key]:
             raise CacheMismatch(f"{key} {getattr(fit, key)!r} differs from {fresh[key]!r} recomputed")
@@ -129,9 +157,9 @@ def recompute_lme(design: Design, fit: Fit, *, wald: bool = True) -> Fit:
                         [_estimate(r) for r in fresh["fixed_effects"]])
     _compare_models("variance component", fit.random_effects, fresh["random_effects"])
     if wald:  # an inference step edits the warnings (few_levels); it is re-applied by the caller
-        _compare_models("warning", engine_warnings, fresh["warnings"])
+        _compare_models("warning", [w for w in fit.warnings if w.code in ENGINE_WARNINGS], fresh["warnings"])
     if fit.converged != fit.convergence.converged:
         raise CacheMismatch("converged flags disagree")
-    modes = [sol.modes[i] for i in inv]
-    cvar = [sol.cond_var[i] for i in inv]
-    return fit.model_copy(update={**fresh, "arrays": arrays(design, modes, cvar, sol.beta, s2)})
+    if fit.converged:
+        _confirm_convergence(problem, fit.method, theta, fresh["singular"])
+    return fit.model_copy(update={**fresh, "arrays": fit_arrays})
