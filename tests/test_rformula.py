@@ -313,3 +313,10 @@ def test_expect_reads_schema_1_names_against_r_names() -> None:
                                          "I(age ** 2) > 0", "sexM < 0"]})
     got = [r.passed for r in evaluate_expectations(exps, {"m": record}, [])]
     assert got == [True, True, True, True, True]
+
+
+def test_poly_default_degree_is_one() -> None:
+    _, mm = matrix("poly(x)")
+    _, one = matrix("poly(x, 1)")
+    assert mm.names == ["(Intercept)", "poly(x)"]
+    np.testing.assert_array_equal(mm.X, one.X)

@@ -71,7 +71,7 @@ def materialize(terms: Terms, frame: pd.DataFrame, state: State, learn_frame: pd
             bad = ~np.isfinite(v.values).all(axis=1)
             if bad.any():
                 raise EvalError(f"term '{label}' gives NaN or infinite values at {_bad_rows(bad)} of the model's "
-                                "rows (e.g. log(0), sqrt(-1), division by 0)")
+                                "rows (e.g. log(0), sqrt(-1), division by 0, as.numeric() of text that is not a number)")
         else:
             bad = v.codes < 0
             if bad.any():

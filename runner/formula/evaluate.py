@@ -423,7 +423,7 @@ class Evaluator:
         kw = dict(node.kwargs)
         x = np.asarray(self.numeric(self.value(node.args[0]), f"'{key}'"), dtype=float)
         deg_node = node.args[1] if len(node.args) > 1 else kw.get("degree")
-        degree = 1 if deg_node is None else self.value(deg_node)
+        degree = 1.0 if deg_node is None else self.value(deg_node)
         raw_node = node.args[2] if len(node.args) > 2 else kw.get("raw")
         raw = False if raw_node is None else bool(self.value(raw_node))
         if not isinstance(degree, float) or degree != int(degree) or not 1 <= degree <= MAX_DEGREE:
