@@ -54,7 +54,7 @@ def _lhs_terms(term: RandomTerm) -> rterms.Terms:
 def _matrix(terms: rterms.Terms, frame: pd.DataFrame, state: State, learn: pd.DataFrame | None,
             contrasts: dict[str, str] | None, what: str) -> ModelMatrix:
     try:
-        return model_matrix(terms, materialize(terms, frame, state, learn, contrasts))
+        return model_matrix(terms, materialize(terms, frame, state, learn, contrasts), len(frame))
     except EvalError as exc:
         raise DesignError(f"cannot build the {what}: {exc}") from None
 
@@ -91,8 +91,6 @@ def _fixed(mf: ModelFormula, frame: pd.DataFrame, state: State, learn: pd.DataFr
     terms = fixed_terms(mf)
     mm = _matrix(terms, frame, state, learn, contrasts, "fixed-effects model matrix")
     X, cols = mm.X, mm.columns
-    if X.shape[0] != len(frame):
-        X = np.ones((len(frame), X.shape[1]))
     warnings: list[str] = list(terms.warnings)
     keep = rank_keep(X)
     kept = set(keep.tolist())
@@ -293,7 +291,7 @@ def on_new_rows(mf: ModelFormula, design: Design, frame: pd.DataFrame
 
     def columns(terms: rterms.Terms, names: list[str], what: str) -> np.ndarray:
         try:
-            mm = model_matrix(terms, materialize(terms, frame, state, predict=True))
+            mm = model_matrix(terms, materialize(terms, frame, state, predict=True), len(frame))
         except EvalError as exc:
             raise DesignError(f"cannot build the {what} on the new rows: {exc}") from None
         index = {n: j for j, n in enumerate(mm.names)}

@@ -158,9 +158,9 @@ def _width(value: Block | Factor) -> int:
     return value.values.shape[1] if isinstance(value, Block) else len(value.levels)
 
 
-def model_matrix(terms: Terms, values: dict[int, Block | Factor]) -> ModelMatrix:
-    """R's model.matrix of `terms` from evaluated variables."""
-    n = next((len(v.codes) if isinstance(v, Factor) else v.values.shape[0] for v in values.values()), None)
+def model_matrix(terms: Terms, values: dict[int, Block | Factor], nrows: int | None = None) -> ModelMatrix:
+    """R's model.matrix of `terms` from evaluated variables (`nrows` for `~ 1`, which has none)."""
+    n = next((len(v.codes) if isinstance(v, Factor) else v.values.shape[0] for v in values.values()), nrows)
     width = sum(int(np.prod([_width(values[v]) for v in t])) for t in terms.terms)
     if (n or 0) * width > MAX_VALUES:
         raise EvalError(f"the model matrix would have {n:,} rows x up to {width:,} columns "
@@ -192,8 +192,3 @@ def model_matrix(terms: Terms, values: dict[int, Block | Factor]) -> ModelMatrix
     X = np.column_stack(blocks) if blocks else np.zeros((n or 0, 0))
     factors = [terms.variables[i] for i, v in values.items() if isinstance(v, Factor)]
     return ModelMatrix(np.ascontiguousarray(X, dtype=np.float64), columns, factors)
-
-
-def state_summary(state: State) -> dict[str, Any]:
-    """The learned parameters as plain JSON data (already plain: a copy for records)."""
-    return {k: (dict(v) if isinstance(v, dict) else v) for k, v in state.items()}

@@ -387,18 +387,3 @@ def deparse(node: Node) -> str:
             parts.append(f"{quote(key)} = {deparse(node.kwargs[ki][1])}")
             ki += 1
     return f"{quote(node.fn)}({', '.join(parts)})"
-
-
-def names_in(node: Node) -> list[Name]:
-    """Every Name node read as a value (function names are not Names), left to right."""
-    if isinstance(node, Name):
-        return [node]
-    if isinstance(node, (Num, Str)):
-        return []
-    if isinstance(node, Paren):
-        return names_in(node.inner)
-    if isinstance(node, Unary):
-        return names_in(node.operand)
-    if isinstance(node, Binary):
-        return names_in(node.left) + names_in(node.right)
-    return [n for a in (*node.args, *(v for _, v in node.kwargs)) for n in names_in(a)]
