@@ -221,14 +221,15 @@ def test_names_from_the_spec_reach_the_terminal_clean(tmp_path):
         assert "\\::error file=x::owned" in err
 
 
-def test_levels_and_columns_from_the_data_reach_the_terminal_clean(tmp_path):
-    (tmp_path / "d.csv").write_text("y,g,x\n" + "".join(f"{i * 1.5},\"::error::g{i % 4}\",{i}\n"
-                                                       for i in range(40)))
-    spec = _write(tmp_path, "name: t\ndata: {path: d.csv}\nmodels:\n  m: {formula: 'y ~ x + (1|g)'}\n"
-                  "  bad: {formula: 'y ~ xx + (1|g)'}\n")
-    result = runner.invoke(app, ["validate", str(spec)])
-    assert result.exit_code == 2
-    _clean(result.stderr)
+def test_levels_from_the_data_reach_the_terminal_clean(tmp_path):
+    levels = ["\x1b[31mred", "::error::g1", "b\u202ec", "plain"]
+    rows = "".join(f"{(i * 7) % 11 + 0.5 * i},\"{levels[i % 4]}\",{i}\n" for i in range(40))
+    (tmp_path / "d.csv").write_text("y,g,x\n" + rows, encoding="utf-8")
+    spec = _write(tmp_path, "name: t\ndata: {path: d.csv, categorical: {g: {reference: nope}}}\nmodels:\n"
+                  "  m: {formula: 'y ~ x + (1|g)'}\n")
+    for err in _both(tmp_path, spec):
+        _clean(err)
+        assert "(levels: [31mred, ::error::g1, bc, plain)" in err  # printed, without the controls
 
 
 def test_nagq_above_25_is_refused_at_its_line(tmp_path):
