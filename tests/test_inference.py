@@ -148,3 +148,17 @@ def test_kenward_roger_failure_falls_back_to_satterthwaite(monkeypatch) -> None:
                for w in out.warnings)
     assert out.fixed_effects[1].std_error_adjusted is None
     assert rel(out.fixed_effects[1].df, REF["sleepstudy_reml"]["satterthwaite"][1]["df"]) < 1e-3
+
+
+def test_prior_weights_satterthwaite_as_lmertest_kr_on_the_weighted_model() -> None:
+    """sleepstudy with weights Days + 1. lmerTest: df 16.99742 and 16.99930 (at lme4's slightly
+    different optimum). pbkrtest ignores prior weights (residual covariance sigma^2 I): 43.07 df;
+    here KR is computed for the weighted model, whose balanced design gives 17 exactly."""
+    data = frame("sleepstudy").assign(w=lambda d: d.Days + 1)
+    design = build_design(parse_formula("Reaction ~ Days + (Days|Subject)"), data, weights="w")
+    fit = fit_design(design, "REML")
+    sat = apply_inference(design, fit, InferenceSettings())
+    assert [fe.df for fe in sat.fixed_effects] == pytest.approx([16.99742195, 16.99929820], rel=1e-3)
+    kr = apply_inference(design, fit, InferenceSettings(df="kenward-roger"))
+    assert [fe.df for fe in kr.fixed_effects] == pytest.approx([17.0, 17.0], rel=1e-6)
+    assert any("prior weights" in w.message for w in kr.warnings)

@@ -151,6 +151,10 @@ def _apply(design: Design, fit: Fit, settings: InferenceSettings) -> Fit:
         try:
             kr = kenward_roger(state)
             p_method = "kenward-roger"
+            if design.weights is not None:
+                warnings.append(FitWarning(code="kenward_roger", message=(
+                    "Kenward-Roger with prior weights is computed for the weighted model (residual variance "
+                    "sigma^2 / w); pbkrtest ignores the weights there, so its numbers differ")))
         except (InferenceError, np.linalg.LinAlgError, ArithmeticError):
             warnings.append(FitWarning(code="kenward_roger", message=(
                 "Unable to compute Kenward-Roger t-test: using Satterthwaite instead")))
