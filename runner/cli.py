@@ -190,7 +190,7 @@ def report(
     """Re-render HTML reports from results.json (and fits/ sidecars) without refitting."""
     from pydantic import ValidationError
 
-    from runner.report.api import render_index, render_spec_report
+    from runner.report.api import PAGE_NAME, render_index, render_spec_report
 
     code = EXIT_OK
     folders: set[Path] = set()
@@ -211,10 +211,25 @@ def report(
             _err(f"{path}: not a valid results.json: {str(exc).splitlines()[0]}")
             code = EXIT_INVALID
             continue
+        except OSError as exc:  # a full disk: no older page may stand in for this record's
+            old, note = Path(path).parent / PAGE_NAME, ""
+            try:
+                if old.exists():
+                    old.unlink()
+                    note = f"; removed the older {old}"
+            except OSError:
+                pass
+            _err(f"{path}: report not written: {exc.strerror or exc}{note}")
+            code = max(code, EXIT_FAILED)
+            continue
         folders.add(Path(path).resolve().parent.parent)
         _err(str(page))
     for folder in sorted(folders):
-        render_index(folder)
+        try:
+            render_index(folder)
+        except OSError as exc:
+            _err(f"{folder / PAGE_NAME}: index not written: {exc.strerror or exc}")
+            code = max(code, EXIT_FAILED)
     raise typer.Exit(code)
 
 

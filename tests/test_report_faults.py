@@ -111,3 +111,18 @@ def test_full_disk_through_the_cli_exits_1_without_a_traceback(earlier_run: tupl
     assert result.exit_code == 1, result.output
     assert "mixspec: dye: HTML report not written: No space left on device" in result.stderr
     assert "Traceback" not in result.output and not (out / "index.html").exists()
+
+
+def test_mixspec_report_on_a_full_disk_exits_1_and_removes_the_older_page(earlier_run: tuple[Path, Path],
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from runner.cli import app
+
+    _, out = earlier_run
+    _disk_full_for(monkeypatch, "index.html")
+    result = CliRunner().invoke(app, ["report", str(out / "results.json")])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.splitlines() == [
+        f"{out / 'results.json'}: report not written: No space left on device; removed the older {out / 'index.html'}"]
+    assert not (out / "index.html").exists() and _leftover_temps(out) == []
