@@ -201,6 +201,10 @@ class _Parser:
         while (t := self.peek()) is not None:
             bp = self.binding(t)
             if bp < 0:
+                if t.kind == "name" and t.text.startswith(".") and t.pos == self.toks[self.i - 1].pos + len(
+                        self.toks[self.i - 1].text):
+                    raise self.error(f"unexpected '{t.text}': attribute access is not part of R formulas "
+                                     "(call a supported function by name, e.g. log(x))")
                 if t.kind != "op" or t.text not in (")", ",", "="):
                     raise self.error(f"unexpected '{t.text}': an operator (+, -, *, :, ...) is missing before it"
                                      if t.kind != "op" else f"unexpected '{t.text}'")
