@@ -71,7 +71,7 @@ class ConfintRow(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     parameter: str
-    estimate: float
+    estimate: float | None  # None: a correlation of a zero SD (lme4: NaN)
     low: float | None
     high: float | None
 

@@ -162,3 +162,15 @@ def test_prior_weights_satterthwaite_as_lmertest_kr_on_the_weighted_model() -> N
     kr = apply_inference(design, fit, InferenceSettings(df="kenward-roger"))
     assert [fe.df for fe in kr.fixed_effects] == pytest.approx([17.0, 17.0], rel=1e-6)
     assert any("prior weights" in w.message for w in kr.warnings)
+
+
+def test_correlation_of_a_zero_sd_is_undefined() -> None:
+    from runner.inference import varpar
+
+    design, fit = design_fit("sleepstudy_reml")
+    st = state_at(design, np.array([0.0, 0.0, 0.2]), 25.0, True)
+    v = varpar.to_sdcor(st.problem, st.theta, st.sigma)
+    assert v[0] == 0.0 and np.isnan(v[1]) and v[2] == pytest.approx(5.0) and v[3] == 25.0
+    theta, sigma = varpar.from_sdcor(st.problem, np.array([10.0, -0.5, 5.0, 25.0]))
+    back = varpar.to_sdcor(st.problem, theta, sigma)
+    assert back == pytest.approx([10.0, -0.5, 5.0, 25.0])

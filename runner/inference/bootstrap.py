@@ -78,10 +78,12 @@ def _refit(design: Design, y: np.ndarray, method: str) -> Fit:
     return fit_design(replace(design, y=y), method)  # type: ignore[arg-type]
 
 
-def norm_inter(t: np.ndarray, alpha: float) -> float:
+def norm_inter(t: np.ndarray, alpha: float) -> float | None:
     """boot's norm.inter: the alpha quantile of replicates, interpolated on the normal scale."""
     t = np.sort(t[np.isfinite(t)])
     R = t.size
+    if R == 0:
+        return None
     rk = (R + 1) * alpha
     k = int(np.trunc(rk))
     if k == rk and 0 < k <= R:

@@ -18,4 +18,5 @@ def wald_bounds(estimate: float, se: float, df: float | None, level: float) -> t
 
 def variance_rows(names: list[str], estimates: np.ndarray) -> list[ConfintRow]:
     """Variance parameters under Wald: estimate only (lme4 gives NA bounds)."""
-    return [ConfintRow(parameter=n, estimate=float(e), low=None, high=None) for n, e in zip(names, estimates)]
+    return [ConfintRow(parameter=n, estimate=float(e) if np.isfinite(e) else None, low=None, high=None)
+            for n, e in zip(names, estimates)]

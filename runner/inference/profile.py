@@ -75,6 +75,8 @@ class _Profiler:
         self.state = state
         self.names = varpar.names(state.problem)
         self.vhat = varpar.to_sdcor(state.problem, state.theta, state.sigma)
+        self.undefined = np.isnan(self.vhat)  # correlations of a zero SD: not profiled
+        self.vhat = np.where(self.undefined, 0.0, self.vhat)
         self.dev_min = _dev2(state, self.vhat)
         self.box = _bounds(self.names, state.sigma)
         self.warm: dict[tuple[int, int], np.ndarray] = {}
@@ -142,6 +144,10 @@ def profile_intervals(state: LmmState, level: float) -> ProfileResult:
     warnings: list[str] = []
     for k, name in enumerate(prof.names):
         est = float(prof.vhat[k])
+        if prof.undefined[k]:
+            out[name] = (None, None)
+            warnings.append(f"{name} is undefined (a zero SD at the ML fit): not profiled")
+            continue
         lo_b, hi_b = prof.box[k]
         scale = max(abs(est), 1e-3 * prof.state.sigma) if not name.startswith("cor") else 0.1
         bounds: list[float | None] = []

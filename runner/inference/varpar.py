@@ -38,7 +38,7 @@ def is_sd(name: str) -> bool:
 
 
 def to_sdcor(problem: Problem, theta: np.ndarray, sigma: float) -> np.ndarray:
-    """theta, sigma -> (sd/cor per term..., sigma)."""
+    """theta, sigma -> (sd/cor per term..., sigma); a correlation with a zero SD is NaN (as lme4)."""
     out: list[float] = []
     for t, s in lme4_templates(problem):
         T = t.factor(theta[s])
@@ -50,14 +50,14 @@ def to_sdcor(problem: Problem, theta: np.ndarray, sigma: float) -> np.ndarray:
                 if i == j:
                     out.append(float(sd[i]))
                 else:
-                    out.append(float(V[i, j] / (sd[i] * sd[j])) if sd[i] > 0 and sd[j] > 0 else 0.0)
+                    out.append(float(V[i, j] / (sd[i] * sd[j])) if sd[i] > 0 and sd[j] > 0 else np.nan)
         elif t.covariance == "diagonal":
             out.extend(float(x) for x in sd)
         elif t.covariance == "identity":
             out.append(float(sd[0]))
         else:
             out.append(float(sd[0]))
-            out.append(float(V[0, 1] / V[0, 0]) if V[0, 0] > 0 else 0.0)
+            out.append(float(V[0, 1] / V[0, 0]) if V[0, 0] > 0 else np.nan)
     out.append(float(sigma))
     return np.asarray(out)
 
