@@ -174,3 +174,12 @@ def test_correlation_of_a_zero_sd_is_undefined() -> None:
     theta, sigma = varpar.from_sdcor(st.problem, np.array([10.0, -0.5, 5.0, 25.0]))
     back = varpar.to_sdcor(st.problem, theta, sigma)
     assert back == pytest.approx([10.0, -0.5, 5.0, 25.0])
+
+
+def test_statsmodels_fits_get_satterthwaite_too() -> None:
+    design, _ = design_fit("sleepstudy_reml")
+    fit = fit_design(design, "REML", engine="statsmodels")
+    out = apply_inference(design, fit, InferenceSettings())
+    assert out.p_method == "satterthwaite"
+    for fe, ref in zip(out.fixed_effects, REF["sleepstudy_reml"]["satterthwaite"]):
+        assert rel(fe.df, ref["df"]) < 1e-3

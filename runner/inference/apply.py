@@ -1,7 +1,7 @@
 """Adds df, p-values, intervals, type III F tests, R2 and ICC to a fitted linear mixed model.
 
 Called once per fit by the run (runner/run/tasks.py) with the model's `InferenceSettings`;
-GLMMs and other engines keep the engine's Wald z numbers.
+linear mixed models of either engine (both report lme4's theta); GLMMs keep Wald z.
 """
 
 from __future__ import annotations
@@ -132,7 +132,7 @@ def _apply(design: Design, fit: Fit, settings: InferenceSettings) -> Fit:
     if fit.family is not None and fit.family != "gaussian":
         return fit.model_copy(update={"warnings": [*fit.warnings, FitWarning(
             code="inference", message="GLMM: Wald z p-values and intervals; R2 and ICC not computed for GLMMs yet")]})
-    if fit.engine != "lme":
+    if fit.engine not in ("lme", "statsmodels"):  # both report lme4's theta, the state's input
         return fit
     warnings: list[FitWarning] = []
     state = state_from_fit(design, fit)
