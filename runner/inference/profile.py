@@ -80,6 +80,7 @@ class _Profiler:
         self.dev_min = _dev2(state, self.vhat)
         self.box = _bounds(self.names, state.sigma)
         self.warm: dict[tuple[int, int], np.ndarray] = {}
+        self.lowest = self.dev_min  # lme4 stops when a profile finds a lower deviance than the fit's
 
     def _minimize(self, fun: Callable[[np.ndarray], float], x0: np.ndarray, bounds: list) -> float:
         if x0.size == 0:
@@ -101,7 +102,7 @@ class _Profiler:
 
         dev = self._minimize(fun, np.asarray(x0, dtype=float), [self.box[i] for i in free])
         self.warm[(k, side)] = self._last
-        return float(np.sign(x - self.vhat[k]) * np.sqrt(max(dev - self.dev_min, 0.0)))
+        return self._zeta(x - self.vhat[k], dev)
 
     def zeta_beta(self, j: int, b: float, side: int) -> float:
         st = self.state
@@ -110,7 +111,11 @@ class _Profiler:
         bounds = [(lo if np.isfinite(lo) else None, None) for lo in lower]
         dev = self._minimize(lambda th: _dev_beta(st, th, j, b), np.asarray(x0, dtype=float), bounds)
         self.warm[(-1 - j, side)] = self._last
-        return float(np.sign(b - st.beta[j]) * np.sqrt(max(dev - self.dev_min, 0.0)))
+        return self._zeta(b - st.beta[j], dev)
+
+    def _zeta(self, offset: float, dev: float) -> float:
+        self.lowest = min(self.lowest, dev)
+        return float(np.sign(offset) * np.sqrt(max(dev - self.dev_min, 0.0)))
 
 
 def _root(zeta: Callable[[float], float], x0: float, target: float, step: float, limit: float | None
@@ -176,4 +181,7 @@ def profile_intervals(state: LmmState, level: float) -> ProfileResult:
                                 "bound: interval end left null")
             ends.append(x)
         out[name] = (ends[0], ends[1])
+    if prof.lowest < prof.dev_min - 1e-3:
+        warnings.append(f"profiling found a deviance {prof.dev_min - prof.lowest:.3g} below the ML fit's: the fit "
+                        "is not at its optimum and these intervals are unreliable (lme4 stops with an error)")
     return ProfileResult(bounds=out, warnings=warnings)
