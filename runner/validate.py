@@ -68,7 +68,10 @@ def _build_designs(loaded: LoadedSpec, data: PreparedData, names: list[str] | No
             designs[name] = design_for(data, name, model.formula,
                                        weights=model.weights, offset=model.offset)
         except DesignError as exc:
-            issues.append(loaded.issue(model.spec_path, str(exc)))
+            from runner.formula.rexpr import find_expression
+
+            at = find_expression(model.written, exc.term) if getattr(exc, "term", None) and model.written else None
+            issues.append(loaded.issue(model.spec_path, str(exc), offset=at))
     return designs, issues
 
 

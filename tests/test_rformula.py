@@ -320,3 +320,19 @@ def test_poly_default_degree_is_one() -> None:
     _, one = matrix("poly(x, 1)")
     assert mm.names == ["(Intercept)", "poly(x)"]
     np.testing.assert_array_equal(mm.X, one.X)
+
+
+def test_design_errors_point_at_the_term_as_written(tmp_path: Path) -> None:
+    from runner.formula.rexpr import find_expression
+    from runner.validate import validate_spec
+    from runner.data.errors import DataError
+
+    assert find_expression("y ~ x + I( x ** 2 ) + (1|g)", "I(x^2)") == 8
+    assert find_expression("y ~ relevel(f, ref='b')", 'relevel(f, ref = "b")') == 4
+    assert find_expression("y ~ x", "log(x)") is None
+    (tmp_path / "s.yaml").write_text(
+        'data: {example: sleepstudy}\nmodels:\n  m:\n    formula: "Reaction ~ Days + log(Days) + (1 | Subject)"\n')
+    with pytest.raises(DataError) as info:
+        validate_spec(tmp_path / "s.yaml")
+    (issue,) = info.value.errors
+    assert (issue.line, issue.col) == (4, 33) and "term 'log(Days)' gives NaN" in issue.message

@@ -27,7 +27,13 @@ from runner.formula.variables import expression_variables
 
 
 class DesignError(ValueError):
-    """The data cannot give the model's design (bad values, unidentifiable terms)."""
+    """The data cannot give the model's design (bad values, unidentifiable terms).
+
+    `term` names the formula variable at fault when there is one (for a caret under it)."""
+
+    def __init__(self, message: str, term: str | None = None) -> None:
+        super().__init__(message)
+        self.term = term
 
 
 def _as_factors(frame: pd.DataFrame, used: set[str]) -> pd.DataFrame:
@@ -56,7 +62,7 @@ def _matrix(terms: rterms.Terms, frame: pd.DataFrame, state: State, learn: pd.Da
     try:
         return model_matrix(terms, materialize(terms, frame, state, learn, contrasts), len(frame))
     except EvalError as exc:
-        raise DesignError(f"cannot build the {what}: {exc}") from None
+        raise DesignError(f"cannot build the {what}: {exc}", exc.term) from None
 
 
 def response_matrix(mf: ModelFormula, frame: pd.DataFrame) -> np.ndarray:

@@ -66,16 +66,17 @@ def materialize(terms: Terms, frame: pd.DataFrame, state: State, learn_frame: pd
             if predict and isinstance(v, Factor):
                 v = _as_fitted(v, state.get("factors", {}).get(label), label)
         except EvalError as exc:
-            raise EvalError(f"term '{label}': {exc}") from None
+            raise EvalError(f"term '{label}': {exc}", label) from None
         if isinstance(v, Block):
             bad = ~np.isfinite(v.values).all(axis=1)
             if bad.any():
                 raise EvalError(f"term '{label}' gives NaN or infinite values at {_bad_rows(bad)} of the model's "
-                                "rows (e.g. log(0), sqrt(-1), division by 0, as.numeric() of text that is not a number)")
+                                "rows (e.g. log(0), sqrt(-1), division by 0, as.numeric() of text that is not a number)",
+                                label)
         else:
             bad = v.codes < 0
             if bad.any():
-                raise EvalError(f"term '{label}' has missing or unknown levels at {_bad_rows(bad)}")
+                raise EvalError(f"term '{label}' has missing or unknown levels at {_bad_rows(bad)}", label)
             if not predict:
                 v = _drop_unused(v)
                 state.setdefault("factors", {})[label] = {"levels": list(v.levels), "contrast": v.contrast,

@@ -80,7 +80,13 @@ class Block:
 
 
 class EvalError(ValueError):
-    """The data cannot give a variable's values (wrong type, NaN from a transform)."""
+    """The data cannot give a variable's values (wrong type, NaN from a transform).
+
+    `term` is the variable's label when known, so a message can point at it in the formula."""
+
+    def __init__(self, message: str, term: str | None = None) -> None:
+        super().__init__(message)
+        self.term = term
 
 
 def canonical_function(name: str) -> str:

@@ -391,3 +391,28 @@ def deparse(node: Node) -> str:
             parts.append(f"{quote(key)} = {deparse(node.kwargs[ki][1])}")
             ki += 1
     return f"{quote(node.fn)}({', '.join(parts)})"
+
+
+def find_expression(text: str, label: str) -> int | None:
+    """Where the expression `label` (deparsed) is written in `text`, spacing and `**`/`^`
+    aside: the offset for a caret under a term named in an error, or None."""
+    try:
+        want = [("^" if t.text == "^" else t.text, t.kind) for t in tokenize(label)]
+        toks = tokenize(text)
+    except FormulaError:
+        return None
+    norm = [(("^" if t.text == "^" else t.text), t.kind) for t in toks]
+    for i in range(len(norm) - len(want) + 1):
+        if all(_same_token(norm[i + k], want[k]) for k in range(len(want))):
+            return toks[i].pos
+    return None
+
+
+def _same_token(a: tuple[str, str], b: tuple[str, str]) -> bool:
+    if a[1] == "string" and b[1] == "string":
+        return a[0][1:-1] == b[0][1:-1]
+    if a[1] == "name" and b[1] == "name":
+        return a[0].strip("`") == b[0].strip("`")
+    if a[1] == "number" and b[1] == "number":
+        return float(a[0].rstrip("L")) == float(b[0].rstrip("L"))
+    return a == b
