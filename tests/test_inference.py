@@ -183,3 +183,20 @@ def test_statsmodels_fits_get_satterthwaite_too() -> None:
     assert out.p_method == "satterthwaite"
     for fe, ref in zip(out.fixed_effects, REF["sleepstudy_reml"]["satterthwaite"]):
         assert rel(fe.df, ref["df"]) < 1e-3
+
+
+@pytest.mark.parametrize("dataset, formula, ses, dfs, anova", [
+    # lmerTest 3.1.3 / pbkrtest 0.5.2: summary(m, ddf = "Kenward-Roger"), anova(m, type = 3, ddf = ...)
+    ("Dyestuff2", "Yield ~ 1 + (1|Batch)", [0.678388031233], [5.0], None),  # singular: theta = 0
+    ("Pastes", "strength ~ cask + (1|batch) + (1|batch:cask)", [1.034364603, 1.354717785, 1.354717785],
+     [25.94867665, 18.0, 18.0], (2, 18.0, 0.56009, 0.5808)),
+])
+def test_kenward_roger_singular_and_nested(dataset, formula, ses, dfs, anova) -> None:
+    design = build_design(parse_formula(formula), frame(dataset))
+    out = apply_inference(design, fit_design(design, "REML"), InferenceSettings(df="kenward-roger"))
+    assert out.p_method == "kenward-roger"
+    assert [fe.std_error_adjusted for fe in out.fixed_effects] == pytest.approx(ses, rel=1e-3)
+    assert [fe.df for fe in out.fixed_effects] == pytest.approx(dfs, rel=1e-3)
+    if anova:
+        row = out.anova[0]
+        assert (row.num_df, row.den_df, row.F, row.p_value) == pytest.approx(anova, rel=1e-3)
