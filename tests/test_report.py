@@ -24,7 +24,7 @@ from runner.report.api import render_index, render_spec_report
 from runner.report.format import fmt_fixed, fmt_int, fmt_num, fmt_p, fmt_weight, raw
 from runner.report.html import plot_svg
 from runner.report.markdown import md, md_code, summary_markdown
-from runner.report.views import icc_view
+from runner.report.model_views import icc_view
 from runner.results import ResultsRecord
 
 NS = "{http://www.w3.org/1999/xhtml}"
@@ -234,6 +234,35 @@ def test_xss_is_escaped(tmp_path: Path) -> None:
     assert len(coefs) == 3 and all(">Days&lt;script&gt;alert(1)&lt;/scrip…</text>" in c for c in coefs)
     md_text = summary_markdown(ResultsRecord.model_validate_json(results.read_text()))
     assert "<script>" not in md_text and "\\<script\\>alert(1)\\</script\\>" in md_text
+
+
+def test_every_plot_escapes_hostile_text() -> None:
+    """Each plot function, fed hostile text wherever it takes text (model name, terms, levels,
+    columns), renders it escaped. A new plot function fails here until it is added."""
+    from runner.fit import FixedEffect
+
+    evil = "<script>alert(1)</script>"
+    escaped = "&lt;script&gt;alert(1)&lt;/script&gt;"
+    rng = np.random.default_rng(3)
+    fixed = [FixedEffect(term=f"x{evil}"[:28], lme4_name="x", estimate=1.0, std_error=0.5, statistic=2.0,
+                         p_value=0.05, ci_low=0.0, ci_high=2.0)]
+    ranef = pd.DataFrame({"id": "g", "group": "g", "level": [evil, "b", "c"], "column": f"c{evil}",
+                          "mode": [0.5, -0.2, 0.1], "cond_sd": 0.1})
+    charts = {
+        "coefficient_plot": plots.coefficient_plot(fixed, evil),
+        "residual_plot": plots.residual_plot(rng.normal(size=50), rng.normal(size=50), evil),
+        "qq_plot": plots.qq_plot(rng.normal(size=50), evil),
+        "binned_residual_plot": plots.binned_residual_plot(rng.uniform(size=200), rng.normal(0, 0.3, 200), evil),
+        "caterpillar_plot": plots.caterpillar_plot(ranef, evil, evil),
+    }
+    assert set(charts) == {name for name in plots.__all__ if name.endswith("_plot")}
+    for name, chart in charts.items():
+        assert chart is not None, name
+        svg = plot_svg(chart)
+        assert "<script" not in svg and escaped in svg, name
+        parse_strict(f"<!DOCTYPE html><html><head><title>t</title></head><body>{svg}</body></html>")
+    cat = plot_svg(charts["caterpillar_plot"])  # level, column (cut to 20 characters) and title, all escaped
+    assert f">{escaped}</text>" in cat and ">c&lt;script&gt;alert(1)&lt;/…</text>" in cat
 
 
 def test_report_section_title_and_caterpillar_levels(tmp_path: Path) -> None:

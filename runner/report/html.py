@@ -13,7 +13,7 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from runner.report import plots, views
+from runner.report import model_views, plots, views
 from runner.report.format import fmt_fixed, fmt_int, fmt_num
 from runner.report.sidecars import load_sidecar
 from runner.results import ModelRecord, ResultsRecord
@@ -54,10 +54,10 @@ class ModelView:
     fixed_header: list[str] = field(default_factory=list)
     fixed_rows: list[list[views.Cell]] = field(default_factory=list)
     fixed_caption: str | None = None
-    tables: list[views.TableView] = field(default_factory=list)
+    tables: list[model_views.TableView] = field(default_factory=list)
     coef: plots.Plot | None = None
     random_rows: list[list[views.Cell]] = field(default_factory=list)
-    icc: views.IccView = field(default_factory=views.IccView)
+    icc: model_views.IccView = field(default_factory=model_views.IccView)
     diagnostics: list[plots.Plot] = field(default_factory=list)
     caterpillars: list[plots.Plot] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -126,13 +126,13 @@ def model_view(index: int, name: str, m: ModelRecord, record: ResultsRecord, res
                    best=name in views.best_models(record))
     if m.status != "ok":
         return mv
-    mv.fixed_header, mv.fixed_rows = views.fixed_effect_rows(m)
-    mv.fixed_caption = views.fixed_caption(m)
-    mv.tables = views.inference_tables(m)
-    mv.facts += views.inference_facts(m)
+    mv.fixed_header, mv.fixed_rows = model_views.fixed_effect_rows(m)
+    mv.fixed_caption = model_views.fixed_caption(m)
+    mv.tables = model_views.inference_tables(m)
+    mv.facts += model_views.inference_facts(m)
     mv.coef = plots.coefficient_plot(m.fixed_effects, name) if m.fixed_effects else None
-    mv.random_rows = views.random_effect_rows(m)
-    mv.icc = views.icc_view(m)
+    mv.random_rows = model_views.random_effect_rows(m)
+    mv.icc = model_views.icc_view(m)
     side = load_sidecar(results_dir, name, m)
     mv.notes.extend(side.problems)
     if side.fits is not None and m.family == "binomial":  # a 0/1 cloud and a normal QQ plot say nothing here
