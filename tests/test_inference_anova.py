@@ -152,3 +152,27 @@ def test_satterthwaite_on_insteval_at_lme4_estimates() -> None:
         from scipy import stats
 
         assert rel(float(2 * stats.t.sf(abs(st.beta[j]) / np.sqrt(var), got)), p) < 2e-3
+
+
+@pytest.mark.parametrize("formula, theta, sigma, expected", [
+    # lmerTest 3.1.3 anova(m, type = 3) on students_p1.csv: (term, NumDF, DenDF, F)
+    ("test_score ~ poly(age, 2) * sex + (1 | classroom)", 0.45095285176, 10.1073135481,
+     [("poly(age, 2)", 2, 1412.287068, 26.73949), ("sex", 1, 1419.806157, 32.53755),
+      ("poly(age, 2):sex", 2, 1412.959794, 0.48620)]),
+    ("test_score ~ poly(age, 2, raw = TRUE) * sex + (1 | classroom)", 0.450953101626, 10.107313465083,
+     [("poly(age, 2, raw = TRUE)", 2, 1412.289371, 26.73949), ("sex", 1, 1412.062980, 0.30276),
+      ("poly(age, 2, raw = TRUE):sex", 2, 1412.959181, 0.48620)]),
+    ("test_score ~ scale(age) * sex + (1 | classroom)", 0.451257672067, 10.1043448873,
+     [("scale(age)", 1, 1414.806892, 52.37411), ("sex", 1, 1421.804920, 32.49858),
+      ("scale(age):sex", 1, 1415.882785, 0.84166)]),
+])
+def test_type3_with_matrix_variables(formula, theta, sigma, expected) -> None:
+    from runner.inference.anova import anova_rows
+    from runner.inference.satterthwaite import satterthwaite
+
+    design = build_design(parse_formula(formula), frame("students_p1"))
+    st = state_at(design, np.array([theta]), sigma, True)
+    rows = anova_rows(type3_contrasts(structure_from_design(design), design.X), st.beta, satterthwaite(st))
+    assert [(r.term, r.num_df) for r in rows] == [(t, q) for t, q, _, _ in expected]
+    for r, (_, _, ddf, F) in zip(rows, expected):
+        assert rel(r.den_df, ddf) < 1e-3 and rel(r.F, F) < 1e-4
