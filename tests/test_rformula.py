@@ -17,7 +17,7 @@ from runner.design.build import DesignError, build_design
 from runner.design.model_matrix import materialize, model_matrix
 from runner.formula import FormulaError, parse_formula, required_variables
 from runner.formula.contrasts import contrast_matrix
-from runner.formula.evaluate import _poly_coefs, _poly_predict
+from runner.formula.poly import poly_coefs, poly_predict
 from runner.formula.rexpr import deparse, format_number, parse_expression
 from runner.formula.rterms import expand
 
@@ -92,10 +92,10 @@ def test_offset_is_not_a_term_and_power_outside_I_warns() -> None:
 
 def test_poly_coefficients_and_prediction_as_r() -> None:
     p = CODING["poly"]
-    alpha, norm2 = _poly_coefs(np.asarray(p["x"]), 3)
+    alpha, norm2 = poly_coefs(np.asarray(p["x"]), 3)
     np.testing.assert_allclose(alpha, p["alpha"], rtol=1e-12)
     np.testing.assert_allclose(norm2, p["norm2"], rtol=1e-12)
-    np.testing.assert_allclose(_poly_predict(np.asarray(p["new"]), 3, alpha, norm2),
+    np.testing.assert_allclose(poly_predict(np.asarray(p["new"]), 3, alpha, norm2),
                                np.asarray(p["predicted"]), rtol=1e-10)
 
 

@@ -18,41 +18,16 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from runner.formula.contrasts import KINDS
-from runner.formula.errors import FormulaError
+from runner.formula.functions import canonical_function, contrast_of
+from runner.formula.poly import poly_coefs, poly_predict
 from runner.formula.rexpr import CONSTANTS, Binary, Call, Name, Node, Num, Paren, Str, Unary, deparse, format_number
 
 State = dict[str, Any]
 MAX_DEGREE = 25  # poly(): beyond this the columns are numerically meaningless (and a huge degree is a DoS)
 
-SUPPORTED = ("I(), log(x), log(x, base), log2(), log10(), log1p(), exp(), expm1(), sqrt(), abs(), scale(x), "
-             "poly(x, degree), poly(x, degree, raw = TRUE), factor(x), factor(x, levels = c(...)), as.factor(), "
-             "ordered(), as.numeric(), "
-             "relevel(f, ref = \"b\"), C(f, contr.treatment | contr.sum | contr.helmert | contr.poly), offset(); "
-             "in I(): + - * / ^ %% %/%, comparisons, !, &, |")
-_NOT_YET = {"ns": "splines are not supported yet", "bs": "splines are not supported yet",
-            "s": "smooth terms are not supported (mixspec fits linear mixed models)",
-            "lag": "lags are not supported", "cut": "cut() is not supported yet; make the groups a column"}
-
 _UNARY_FUNCS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "log2": np.log2, "log10": np.log10, "log1p": np.log1p, "exp": np.exp, "expm1": np.expm1, "sqrt": np.sqrt,
     "abs": np.abs,
-}
-# Python spellings specs used with formulaic: kept as aliases.
-_ALIASES = {"np.log": "log", "numpy.log": "log", "np.log2": "log2", "np.log10": "log10", "np.log1p": "log1p",
-            "np.exp": "exp", "np.expm1": "expm1", "np.sqrt": "sqrt", "numpy.sqrt": "sqrt", "numpy.exp": "exp",
-            "np.abs": "abs", "as.double": "as.numeric", "as.factor": "factor", "center": "center",
-            "as.ordered": "ordered"}
-_CONTRASTS = {"contr.treatment": "treatment", "contr.sum": "sum", "contr.helmert": "helmert", "contr.poly": "poly",
-              "Treatment": "treatment", "Sum": "sum", "Helmert": "helmert", "Poly": "poly",
-              "treatment": "treatment", "sum": "sum", "helmert": "helmert", "poly": "poly", "contr.SAS": "SAS"}
-# name -> (min positional, max positional, allowed keywords)
-_SIGNATURES: dict[str, tuple[int, int, tuple[str, ...]]] = {
-    "I": (1, 1, ()), "log": (1, 2, ("base",)), "scale": (1, 3, ("center", "scale")), "center": (1, 1, ()),
-    "poly": (1, 3, ("degree", "raw")), "factor": (1, 1, ("levels", "ordered")),
-    "ordered": (1, 1, ("levels",)), "as.numeric": (1, 1, ()),
-    "relevel": (1, 2, ("ref",)), "C": (1, 3, ("contr", "base", "how.many")), "cbind": (1, 2, ()),
-    **{f: (1, 1, ()) for f in _UNARY_FUNCS},
 }
 
 
@@ -87,108 +62,6 @@ class EvalError(ValueError):
     def __init__(self, message: str, term: str | None = None) -> None:
         super().__init__(message)
         self.term = term
-
-
-def canonical_function(name: str) -> str:
-    return _ALIASES.get(name, name)
-
-
-# ----------------------------------------------------------------------------- static check
-
-
-_FORMULA_OPS = ("+", "-", ":", "*", "/", "%in%", "^")
-
-
-def check(node: Node, text: str, where: str = "term", response: bool = False, offsets: bool = False) -> None:
-    """Refuse anything the interpreter does not know, at parse time, with a caret on it.
-
-    `offsets`: offset() may stand as a term (the fixed part), reached only through formula
-    operators (`x + offset(log(n))`).
-    """
-    def bad(message: str, at: Node) -> FormulaError:
-        return FormulaError(message, text, at.pos)
-
-    def walk(n: Node, top: bool) -> None:
-        if isinstance(n, (Num, Str)):
-            return
-        if isinstance(n, Name):
-            if n.name == ".":
-                raise bad("'.' (all other columns) needs the data; list the terms instead", n)
-            return
-        if isinstance(n, Paren):
-            walk(n.inner, top)
-            return
-        if isinstance(n, Unary):
-            walk(n.operand, top and n.op in "+-" and not response)
-            return
-        if isinstance(n, Binary):
-            if n.op.startswith("%") and n.op not in ("%%", "%/%", "%in%"):
-                raise bad(f"unknown operator {n.op}; supported: %% %/% %in%", n)
-            term_op = top and n.op in _FORMULA_OPS and not response
-            walk(n.left, term_op)
-            walk(n.right, term_op)
-            return
-        assert isinstance(n, Call)
-        fn = canonical_function(n.fn)
-        if fn == "offset":
-            if not (offsets and top):
-                raise bad("offset() must stand alone as a term of the fixed part, e.g. y ~ x + offset(log(n))", n)
-            if len(n.args) != 1 or n.kwargs:
-                raise bad("offset() takes one expression, e.g. offset(log(exposure))", n)
-            walk(n.args[0], False)
-            return
-        if fn == "cbind" and not (response and top):
-            raise bad("cbind() is only for a binomial response: cbind(successes, failures) ~ ...", n)
-        if fn == "c":
-            for a in n.args:
-                if not isinstance(a, (Num, Str)) and not (isinstance(a, Unary) and isinstance(a.operand, Num)):
-                    raise bad("c() may only list numbers or strings", a)
-            return
-        if fn not in _SIGNATURES:
-            hint = _NOT_YET.get(n.fn)
-            what = f"{hint}; " if hint else ""
-            raise bad(f"unknown function {n.fn}() in {where} '{deparse(n)}': {what}supported: {SUPPORTED}", n)
-        lo, hi, keys = _SIGNATURES[fn]
-        if not lo <= len(n.args) <= hi or len(n.args) + len(n.kwargs) > max(hi, 1 + len(keys)):
-            raise bad(f"{n.fn}() takes {lo if lo == hi else f'{lo} to {hi}'} argument"
-                      f"{'s' if hi > 1 else ''} here: '{deparse(n)}'", n)
-        for key, _ in n.kwargs:
-            if key not in keys:
-                allowed = ", ".join(keys) or "none"
-                raise bad(f"{n.fn}() has no argument '{key}' (allowed: {allowed})", n)
-        if fn == "C":
-            contr = n.args[1] if len(n.args) > 1 else dict(n.kwargs).get("contr")
-            if contr is not None:
-                _contrast_of(contr, lambda m: bad(m, contr))
-            for a in n.args[:1]:
-                walk(a, False)
-            return
-        for a in (*n.args, *(v for _, v in n.kwargs)):
-            walk(a, False)
-
-    walk(node, True)
-
-
-def _contrast_of(node: Node, bad: Callable[[str], Exception]) -> tuple[str, str | None, bool]:
-    """C()'s second argument -> (kind, reference level or None, columns numbered).
-
-    As R: a contrast function (`contr.treatment`, `contr.SAS`) is called with the number
-    of levels, so its columns are numbered (`C(f, contr.treatment)2`); a name in quotes or
-    the short names (`treatment`) use the levels (`C(f, treatment)b`).
-    """
-    names = ", ".join(f"contr.{k}" for k in KINDS)
-    if isinstance(node, (Name, Str)):
-        key = node.name if isinstance(node, Name) else node.value
-        if key in _CONTRASTS:
-            return _CONTRASTS[key], None, isinstance(node, Name) and key.startswith("contr.")
-    if isinstance(node, Call) and node.fn in ("Treatment", "contr.treatment") and len(node.args) + len(node.kwargs) == 1:
-        ref = node.args[0] if node.args else dict(node.kwargs).get("reference", dict(node.kwargs).get("base"))
-        if isinstance(ref, (Str, Num)):
-            return "treatment", ref.value if isinstance(ref, Str) else format_number(ref.value), False
-    raise bad(f"unknown contrast '{deparse(node)}'; use one of {names} (or Treatment(\"b\"))")
-
-
-# ----------------------------------------------------------------------------- evaluation
 
 
 def level_label(value: Any) -> str:
@@ -445,11 +318,11 @@ class Evaluator:
             if np.unique(ok).size <= d:
                 raise self.fail(f"'{key}': the degree must be less than the number of distinct values "
                                 f"({np.unique(ok).size})")
-            alpha, norm2 = _poly_coefs(ok, d)
+            alpha, norm2 = poly_coefs(ok, d)
             return {"alpha": alpha, "norm2": norm2}
 
         p = self.remember(key, learn)
-        return Block(_poly_predict(x, d, p["alpha"], p["norm2"]), names)
+        return Block(poly_predict(x, d, p["alpha"], p["norm2"]), names)
 
     def factor_call(self, node: Call, fn: str, kw: dict[str, Node], key: str) -> Factor:
         """factor(x), factor(x, levels = c(...)), ordered(x) / factor(x, ordered = TRUE)
@@ -532,7 +405,7 @@ class Evaluator:
         contr = node.args[1] if len(node.args) > 1 else kw.get("contr")
         if contr is None:
             return Factor(f.codes, f.levels, "treatment", 0)
-        kind, ref, numbered = _contrast_of(contr, lambda m: self.fail(m))
+        kind, ref, numbered = contrast_of(contr, lambda m: self.fail(m))
         base = 0
         if kind == "SAS":
             kind, base = "treatment", len(f.levels) - 1
@@ -554,28 +427,6 @@ def _coded(labels: np.ndarray, levels: list[str]) -> Factor:
     """Codes of text labels among `levels` (-1 for missing or unknown)."""
     codes = pd.Categorical(pd.Series(labels, dtype=object), categories=list(levels)).codes
     return Factor(np.asarray(codes, dtype=np.int64), list(levels))
-
-
-def _poly_coefs(x: np.ndarray, degree: int) -> tuple[list[float], list[float]]:
-    """R's poly(): alpha and norm2 of the orthogonal polynomials on x (QR, as R computes them)."""
-    xbar = float(x.mean())
-    xc = x - xbar
-    X = np.vander(xc, degree + 1, increasing=True)
-    q, r = np.linalg.qr(X)
-    Z = q * np.diag(r)
-    norm2 = np.sum(Z**2, axis=0)
-    alpha = (np.sum(xc[:, None] * Z**2, axis=0) / norm2 + xbar)[:degree]
-    return [float(a) for a in alpha], [1.0, *(float(v) for v in norm2)]
-
-
-def _poly_predict(x: np.ndarray, degree: int, alpha: list[float], norm2: list[float]) -> np.ndarray:
-    """R's predict for poly(): the three-term recurrence with the remembered coefficients."""
-    Z = np.ones((x.size, degree + 1))
-    Z[:, 1] = x - alpha[0]
-    for i in range(1, degree):
-        Z[:, i + 1] = (x - alpha[i]) * Z[:, i] - (norm2[i + 1] / norm2[i]) * Z[:, i - 1]
-    Z = Z / np.sqrt(np.asarray(norm2[1:]))[None, :]
-    return Z[:, 1:]
 
 
 def as_variable(value: Any, label: str) -> Block | Factor:

@@ -18,7 +18,7 @@ from typing import Union
 
 from runner.formula import rexpr, rterms
 from runner.formula.errors import FormulaError
-from runner.formula.evaluate import check as check_functions
+from runner.formula.functions import check as check_functions
 from runner.formula.model import Covariance, ModelFormula, RandomTerm
 
 # glmmTMB's covariance functions that mixspec supports, and the ones it does not.

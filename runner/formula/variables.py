@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from runner.formula.evaluate import canonical_function
+from runner.formula.functions import canonical_function
 from runner.formula.model import ModelFormula
 from runner.formula.rexpr import CONSTANTS, Binary, Call, Name, Node, Paren, Unary, parse_expression
 
