@@ -65,12 +65,12 @@ MIXSPEC_CHILD = textwrap.dedent("""
         times.append(time.perf_counter() - t)
     print(json.dumps({{"seconds": statistics.median(times), "times": times,
                       "evaluations": f.convergence.evaluations, "objective": f.objective,
-                      "converged": f.converged, "singular": f.singular,
+                      "converged": f.converged, "singular": f.singular, "ngroups": dict(f.ngroups),
                       "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
 """)
 
 MIXEDLM_CHILD = textwrap.dedent("""
-    import json, statistics, sys, time
+    import json, resource, statistics, sys, time
     import pandas as pd
     import mixedlm
     formula, method, path, repeats, groups = {formula!r}, {method!r}, {path!r}, {repeats}, {groups!r}
@@ -86,7 +86,8 @@ MIXEDLM_CHILD = textwrap.dedent("""
         m = fit()
         times.append(time.perf_counter() - t)
     obj = float(m.REMLcrit()) if method == "REML" else float(m.deviance)
-    print(json.dumps({{"seconds": statistics.median(times), "times": times, "objective": obj}}))
+    print(json.dumps({{"seconds": statistics.median(times), "times": times, "objective": obj,
+                      "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
 """)
 
 STATSMODELS_CHILD = textwrap.dedent("""
@@ -281,6 +282,10 @@ def main() -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
+    # rows for run.py's one table (benchmarks/out/bench.md)
+    out.with_suffix(".json").write_text(json.dumps([
+        {"case": case["id"], "rows": nrows[case["dataset"]], "levels": (mine or {}).get("ngroups", {}),
+         "mixspec": mine, "lme4": lme4, "mixedlm": mlm} for case, mine, lme4, mlm, _ in rows], indent=1))
     print(text)
     return 0
 

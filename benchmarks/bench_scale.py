@@ -71,6 +71,7 @@ data:
   path: {data}
 defaults:
   method: ML
+  inference: {{df: {df}}}
 models:
   crossed:
     formula: {formula}
@@ -235,6 +236,9 @@ def main() -> int:
     p.add_argument("--no-mixedlm", action="store_true")
     p.add_argument("--lme4-timeout", type=float, default=0.0, help="seconds for lme4 (0: not run)")
     p.add_argument("--no-breakdown", action="store_true", help="skip the step-by-step mixspec process")
+    p.add_argument("--df", default="none", choices=["none", "satterthwaite"],
+                   help="the run's denominator df (none: the fit alone, as mixedlm and lme4's lmer() do; "
+                        "satterthwaite: mixspec's default, ~100 more criterion evaluations)")
     p.add_argument("--out", default=str(OUT / "scale.md"))
     args, _ = p.parse_known_args()  # run.py passes its arguments to every script
 
@@ -249,7 +253,7 @@ def main() -> int:
         print(f"simulated {len(frame):,} rows in {time.perf_counter() - t:.1f} s: {data}", file=sys.stderr)
         del frame
     spec = folder / f"{name}.yaml"
-    spec.write_text(SPEC.format(name=name, rows=args.rows, data=data.name, formula=FORMULA))
+    spec.write_text(SPEC.format(name=name, rows=args.rows, data=data.name, formula=FORMULA, df=args.df))
 
     print("-- mixspec run (whole run)", file=sys.stderr, flush=True)
     whole = run_mixspec_cli(spec, folder / "reports")
@@ -282,6 +286,14 @@ def main() -> int:
 
     text = report(args, whole, steps, mlm, lme4)
     Path(args.out).write_text(text)
+    timing = (whole.get("record") or {}).get("timings", {}).get("crossed", {})
+    mine = ({"seconds": timing["fit_seconds"], "whole": whole["wall"], "peak_mb": timing.get("peak_mb"),
+             "memory_estimate_mb": timing.get("memory_estimate_mb"),
+             "objective": (whole.get("record") or {}).get("deviance")} if timing else {"error": "failed"})
+    Path(args.out).with_suffix(".json").write_text(json.dumps([{  # a row of run.py's one table
+        "case": f"scale_{args.rows // 1000:,}k".replace(",", "_"), "rows": args.rows,
+        "levels": {"user": args.users, "item": args.items, "region": args.regions},
+        "mixspec": mine, "lme4": lme4, "mixedlm": mlm}], indent=1))
     print(text)
     return 0
 
@@ -293,7 +305,8 @@ def report(args: argparse.Namespace, whole: dict, steps: dict | None, mlm: dict 
         f"# Scale benchmark: {args.rows:,} rows, {args.users:,} users x {args.items:,} items, "
         f"users in {args.regions} regions",
         "",
-        f"`{FORMULA}`, ML, simulated (seed {args.seed}), Parquet with string identifiers. "
+        f"`{FORMULA}`, ML, `inference: {{df: {args.df}}}`, simulated (seed {args.seed}), Parquet with string "
+        "identifiers. "
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
         f"load average at the end {os.getloadavg()[0]:.2f}.",
         "",

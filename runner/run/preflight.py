@@ -12,6 +12,12 @@ estimate follows what the `lme` engine builds (runner/engines/lme/structure.py):
 - per evaluation: the stored regions of the tail (dense square and the rectangles
   below the nested "stages"), a few copies.
 
+Time: the set-up (rows, pairs) plus the criterion evaluations (the dense Cholesky's
+flops; ~40 + the convergence check's differences per fit, and the ML refit of a REML
+model), plus lmerTest's Satterthwaite df when the model asks for them (the default):
+a second set-up and ~100 more evaluations, which on the 1M-row benchmark cost more
+than the fit itself.
+
 The constants are calibrated against peaks measured in a fresh process (VmHWM, see
 `measure_peak`) on the 1M-row benchmark (benchmarks/bench_scale.py) and on the
 students models; tests/test_preflight.py keeps the estimate within a factor of two of
@@ -184,8 +190,16 @@ def _nbytes(design: Any) -> int:
     return total
 
 
-def estimate_design(model: str, design: Any, method: str = "ML", fits: int = 1) -> Estimate:
-    """The estimate of one model from its design (lme engine; `fits`: primary + ML refit)."""
+def satterthwaite_evals(ntheta: int) -> int:
+    """Deviance evaluations of lmerTest's Satterthwaite df as runner/inference does them: numDeriv's
+    Richardson (r = 4) Hessian over theta and sigma, then the Jacobian (115 on the 1M-row benchmark)."""
+    k, r = ntheta + 1, 4
+    return 1 + 2 * r * (k + k * (k - 1) // 2) + 2 * r * k + 2
+
+
+def estimate_design(model: str, design: Any, method: str = "ML", fits: int = 1, inference_evals: int = 0) -> Estimate:
+    """The estimate of one model from its design (lme engine; `fits`: primary + ML refit;
+    `inference_evals`: criterion evaluations of the inference step, which sets the problem up again)."""
     n, p = design.X.shape
     blocks = list(design.blocks)
     design_mb = _nbytes(design) / MB
@@ -249,8 +263,11 @@ def estimate_design(model: str, design: Any, method: str = "ML", fits: int = 1) 
     flops = dense ** 3 / 3 + 2 * nnz_s + 4 * dense * nt + l1 * p1 ** 3
     ntheta = sum(len(b.column_names) * (len(b.column_names) + 1) // 2 for b in blocks)
     evals = 40 + 6 * ntheta + 2 * ntheta ** 2
-    per_fit = ROW_SECONDS * n * (random_cols + p + 1) + PAIR_SECONDS * pairs + evals * flops / FLOPS
-    return Estimate(model, memory, parts, seconds=fits * per_fit, nt=nt, dense=dense, pairs=int(pairs))
+    setup_s = ROW_SECONDS * n * (random_cols + p + 1) + PAIR_SECONDS * pairs
+    seconds = fits * (setup_s + evals * flops / FLOPS)
+    if inference_evals:
+        seconds += setup_s + inference_evals * flops / FLOPS
+    return Estimate(model, memory, parts, seconds=seconds, nt=nt, dense=dense, pairs=int(pairs))
 
 
 def estimate_plan(plan: Any) -> dict[str, Estimate]:
@@ -259,8 +276,11 @@ def estimate_plan(plan: Any) -> dict[str, Estimate]:
     for name, m in plan.models.items():
         if m.design is None or m.engine not in ("lme", "auto"):
             continue
+        ntheta = sum(len(b.column_names) * (len(b.column_names) + 1) // 2 for b in m.design.blocks)
+        extra = satterthwaite_evals(ntheta) if getattr(m.inference, "df", None) == "satterthwaite" else 0
         try:
-            out[name] = estimate_design(name, m.design, m.method, fits=2 if m.method == "REML" else 1)
+            out[name] = estimate_design(name, m.design, m.method, fits=2 if m.method == "REML" else 1,
+                                        inference_evals=extra)
         except Exception:  # an estimate is advice; a design it cannot read is fitted as before
             continue
     return out
