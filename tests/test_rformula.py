@@ -7,6 +7,7 @@ R sessions quoted in the cases; nothing here needs R to run.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -336,3 +337,21 @@ def test_design_errors_point_at_the_term_as_written(tmp_path: Path) -> None:
         validate_spec(tmp_path / "s.yaml")
     (issue,) = info.value.errors
     assert (issue.line, issue.col) == (4, 33) and "term 'log(Days)' gives NaN" in issue.message
+
+
+@pytest.mark.parametrize(("formula", "message"), [
+    ("y ~ scale(x, center = z) + (1|g)", "argument 'center' of scale() must be a constant"),
+    ("y ~ poly(x, z) + (1|g)", "argument 2 of poly() must be a constant"),
+    ("y ~ C(a, contr.treatment, base = z) + (1|g)", "argument 'base' of C() must be a constant"),
+    ("y ~ relevel(a, ref = b) + (1|g)", "argument 'ref' of relevel() must be a constant"),
+])
+def test_constant_arguments_cannot_read_columns(formula: str, message: str) -> None:
+    with pytest.raises(FormulaError, match=re.escape(message)):
+        parse_formula(formula)
+
+
+def test_constant_arguments_are_typed() -> None:
+    with pytest.raises(DesignError, match="raw = in 'poly"):
+        build_design(parse_formula("y ~ poly(x, 2, raw = 'yes') + (1|g)"), STUDY)
+    with pytest.raises(DesignError, match="center = in 'scale"):
+        build_design(parse_formula("y ~ scale(x, center = 'a') + (1|g)"), STUDY)

@@ -277,9 +277,12 @@ class Evaluator:
         x = np.asarray(self.numeric(self.value(node.args[0]), f"'{key}'"), dtype=float)
         kw = dict(node.kwargs)
         center = True if len(node.args) < 2 else self.value(node.args[1])
-        center = kw.get("center") and self.value(kw["center"]) if "center" in kw else center
+        center = self.value(kw["center"]) if "center" in kw else center
         scale = fn == "scale" and (True if len(node.args) < 3 else self.value(node.args[2]))
         scale = self.value(kw["scale"]) if "scale" in kw else scale
+        for name, v in (("center", center), ("scale", scale)):
+            if isinstance(v, str) or not isinstance(v, (bool, float)):
+                raise self.fail(f"{name} = in '{key}' must be TRUE, FALSE or a number")
 
         def learn() -> dict[str, Any]:
             ok = x[~np.isnan(x)]
@@ -304,7 +307,9 @@ class Evaluator:
         deg_node = node.args[1] if len(node.args) > 1 else kw.get("degree")
         degree = 1.0 if deg_node is None else self.value(deg_node)
         raw_node = node.args[2] if len(node.args) > 2 else kw.get("raw")
-        raw = False if raw_node is None else bool(self.value(raw_node))
+        raw = False if raw_node is None else self.value(raw_node)
+        if not isinstance(raw, bool):
+            raise self.fail(f"raw = in '{key}' must be TRUE or FALSE")
         if not isinstance(degree, float) or degree != int(degree) or not 1 <= degree <= MAX_DEGREE:
             raise self.fail(f"the degree of '{key}' must be a whole number from 1 to {MAX_DEGREE}")
         d = int(degree)
@@ -328,7 +333,7 @@ class Evaluator:
         """factor(x), factor(x, levels = c(...)), ordered(x) / factor(x, ordered = TRUE)
         (an ordered factor is coded by contr.poly, R's default for ordered factors)."""
         v = self.value(node.args[0])
-        ordered = fn == "ordered" or ("ordered" in kw and bool(self.value(kw["ordered"])))
+        ordered = fn == "ordered" or ("ordered" in kw and self.value(kw["ordered"]) is True)
         if "levels" in kw:
             lv = kw["levels"]
             items = lv.args if isinstance(lv, Call) and lv.fn == "c" else (lv,)

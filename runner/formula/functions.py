@@ -43,6 +43,27 @@ _SIGNATURES: dict[str, tuple[int, int, tuple[str, ...]]] = {
 }
 
 
+# how many leading positional arguments hold data; the others (degree, base, ref, contrasts,
+# flags) are constants: numbers, strings, TRUE/FALSE or arithmetic of them
+DATA_ARGS = {"C": 1, "relevel": 1, "poly": 1, "factor": 1, "ordered": 1, "scale": 1, "center": 1, "log": 1}
+CONSTANT_NAMES = frozenset({"TRUE", "FALSE", "T", "F", "pi"})
+
+
+def constant(node: Node) -> bool:
+    """True when `node` reads no column (`2`, `"b"`, `TRUE`, `exp(1)`, `-0.5`)."""
+    if isinstance(node, Name):
+        return node.name in CONSTANT_NAMES
+    if isinstance(node, (Num, Str)):
+        return True
+    if isinstance(node, Paren):
+        return constant(node.inner)
+    if isinstance(node, Unary):
+        return constant(node.operand)
+    if isinstance(node, Binary):
+        return constant(node.left) and constant(node.right)
+    return all(constant(a) for a in (*node.args, *(v for _, v in node.kwargs)))
+
+
 def canonical_function(name: str) -> str:
     return _ALIASES.get(name, name)
 
@@ -114,11 +135,22 @@ def check(node: Node, text: str, where: str = "term", response: bool = False, of
             contr = n.args[1] if len(n.args) > 1 else dict(n.kwargs).get("contr")
             if contr is not None:
                 contrast_of(contr, lambda m: bad(m, contr))
+            constants(n, 2)
             for a in n.args[:1]:
                 walk(a, False)
             return
+        if fn in DATA_ARGS:
+            constants(n, DATA_ARGS[fn])
         for a in (*n.args, *(v for _, v in n.kwargs)):
             walk(a, False)
+
+    def constants(n: Call, first: int) -> None:
+        """Arguments from position `first` on, and keyword ones (but contr), must be constants."""
+        named = [(f"{i + 1}", a) for i, a in enumerate(n.args[first:], start=first)]
+        for what, a in named + [(f"'{k}'", a) for k, a in n.kwargs if k != "contr"]:
+            if not constant(a):
+                raise bad(f"argument {what} of {n.fn}() must be a constant (a number, a string, TRUE or "
+                          f"FALSE), not a column: '{deparse(a)}'", a)
 
     walk(node, True)
 

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from runner.formula.functions import canonical_function
+from runner.formula.functions import DATA_ARGS, canonical_function
 from runner.formula.model import ModelFormula
 from runner.formula.rexpr import CONSTANTS, Binary, Call, Name, Node, Paren, Unary, parse_expression
 
-# arguments that are never columns: contrasts, reference levels, degrees and flags
-_DATA_ARGS = {"C": 1, "relevel": 1, "poly": 1, "factor": 1, "ordered": 1, "scale": 1, "center": 1}
 
 
 def _names(node: Node) -> list[str]:
@@ -30,7 +28,8 @@ def _names(node: Node) -> list[str]:
         fn = canonical_function(node.fn)
         if fn == "c":
             return []
-        args = node.args[: _DATA_ARGS[fn]] if fn in _DATA_ARGS else (*node.args, *(v for _, v in node.kwargs))
+        # past DATA_ARGS come constants (degree, base, ref, contrasts), never columns
+        args = node.args[: DATA_ARGS[fn]] if fn in DATA_ARGS else (*node.args, *(v for _, v in node.kwargs))
         return [n for a in args for n in _names(a)]
     return []
 
