@@ -303,3 +303,27 @@ def test_cli_exits_2_and_runs_nothing(position: str, command: str, tmp_path: Pat
     assert result.exit_code == 2, result.output
     assert "__import__" in result.output or "not valid formula syntax" in result.output
     assert not target.exists()
+
+
+TERMS = st.sampled_from([
+    "C(a, contr.sum, base = 2)", "factor(x, levels = c(1, 2))", "ordered(z)", "relevel(z, 2)", "poly(z, 2)",
+    "scale(a)", "I(a == 'p')", "I(a %in% c('p'))", "log(x, base = 2)", "as.numeric(a)", "factor(g)", "C(f, poly)",
+    "I(x %% 0)", "I(0/0)", "exp(1000 * x)", "relevel(factor(z), ref = 99)", "poly(x, 2, raw = 'yes')",
+    "scale(x, center = FALSE)", "factor(x, ordered = TRUE)", "I(!a)", "I(-a)", "C(a, Treatment(1))",
+    "C(a, Treatment(reference = 'q'))", "cbind(x, z)", "x", "a", "z:a", "b*f", "offset(z)", "(a + b)^2", "a/b",
+])
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(TERMS, min_size=1, max_size=4), st.sampled_from(["y", "log(x)", "x / z", "cbind(x, z)"]))
+def test_valid_syntax_materializes_or_fails_cleanly(terms: list[str], response: str) -> None:
+    """Every combination of supported terms builds a design or raises FormulaError/DesignError."""
+    _install_hook()
+    _parse_and_materialize("y ~ x + (1|g)")
+    _AUDIT["events"] = []
+    _AUDIT["armed"] = True
+    try:
+        _parse_and_materialize(f"{response} ~ {' + '.join(terms)} + (1|g)")
+    finally:
+        _AUDIT["armed"] = False
+    assert _AUDIT["events"] == []
