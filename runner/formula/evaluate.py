@@ -430,7 +430,7 @@ class Evaluator:
 
 def _coded(labels: np.ndarray, levels: list[str]) -> Factor:
     """Codes of text labels among `levels` (-1 for missing or unknown)."""
-    codes = pd.Categorical(pd.Series(labels, dtype=object), categories=list(levels)).codes
+    codes = pd.Index(list(levels), dtype=object).get_indexer(pd.Index(labels, dtype=object))
     return Factor(np.asarray(codes, dtype=np.int64), list(levels))
 
 
