@@ -341,6 +341,8 @@ class Evaluator:
             if not all(isinstance(x, (str, float)) for x in listed):
                 raise self.fail(f"levels = in '{key}' must list numbers or strings, e.g. c(\"low\", \"high\")")
             levels = [x if isinstance(x, str) else level_label(x) for x in listed]
+            if len(set(levels)) < len(levels):
+                raise self.fail(f"levels = in '{key}' lists a level twice (as R: a duplicated factor level)")
             f = self.factor(v, key, fixed=levels)
         else:
             f = self.factor(v, key)
