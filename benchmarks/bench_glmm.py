@@ -119,7 +119,8 @@ def time_mixedlm(case: str, data_dir: Path, repeats: int) -> float | None:
     family = families.Binomial() if fam == "binomial" else families.Poisson()
 
     def run():
-        return mixedlm.glmer(formula, d, family=family, nAGQ=nagq, weights=d[weights].to_numpy(float) if weights else None)
+        w = d[weights].to_numpy(float) if weights else None
+        return mixedlm.glmer(formula, d, family=family, nAGQ=nagq, weights=w)
     try:
         run()
     except Exception as exc:  # report, do not stop the benchmark

@@ -37,7 +37,8 @@ CASES: dict[str, tuple[str, str, str | None, str | None, str, str | None, int]] 
     "cbpp_cloglog_agq": ("cbpp", "cbind_prop ~ period + (1|herd)", "cbind_n", None, "binomial", "cloglog", 12),
     "pois_offset": ("counts", "y ~ x + (1|site)", None, "log_exposure", "poisson", None, 1),
     "pois_agq": ("counts", "y ~ x + (1|site)", None, "log_exposure", "poisson", None, 9),
-    "grouse_slope": ("grouseticks", "TICKS ~ YEAR + cHEIGHT + (1|BROOD) + (1|LOCATION)", None, None, "poisson", None, 1),
+    "grouse_slope": ("grouseticks", "TICKS ~ YEAR + cHEIGHT + (1|BROOD) + (1|LOCATION)", None, None, "poisson",
+                     None, 1),
 }
 
 

@@ -82,7 +82,8 @@ def test_nagq_needs_one_scalar_term() -> None:
 
 
 def test_unknown_family_and_link() -> None:
-    with pytest.raises(ValueError, match="link 'log' is not available for family binomial \\(choose logit, probit, cloglog\\)"):
+    with pytest.raises(ValueError,
+                       match="link 'log' is not available for family binomial \\(choose logit, probit, cloglog\\)"):
         make_family("binomial", "log")
     with pytest.raises(ValueError, match="family 'gamma' has no GLMM engine"):
         make_family("gamma")

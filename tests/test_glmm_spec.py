@@ -135,7 +135,8 @@ def test_bad_glmm_response_is_exit_2(tmp_path: Path, body: str, message: str) ->
 def test_binary_response_with_gaussian_warns(tmp_path: Path) -> None:
     shutil.copy(ROOT / "tests" / "reference_glmm" / "data" / "binary.csv", tmp_path / "binary.csv")
     spec = write_spec(tmp_path, "lpm", "name: lpm\ndata:\n  path: binary.csv\nmodels:\n"
-                      "  lpm: {formula: 'y ~ x + (1|subject)'}\n  glmm: {formula: 'y ~ x + (1|subject)', family: binomial}\n")
+                      "  lpm: {formula: 'y ~ x + (1|subject)'}\n"
+                      "  glmm: {formula: 'y ~ x + (1|subject)', family: binomial}\n")
     out = run_quiet(spec, tmp_path, out_dir=tmp_path / "reports")
     assert out.exit_code == 0
     warnings = json.loads((tmp_path / "reports" / "lpm" / "results.json").read_text())["warnings"]

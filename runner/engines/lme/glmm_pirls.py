@@ -321,7 +321,10 @@ def zl_times(model: GlmmModel, zl: np.ndarray, u: np.ndarray) -> np.ndarray:
         p = sl.stop - sl.start
         l = _levels(model, pos)
         ub = u[model.col_start[pos]:model.col_start[pos] + l * p].reshape(l, p)
-        out += np.einsum("np,np->n", zl[:, sl], ub[model.codes[pos]]) if p > 1 else zl[:, sl.start] * ub[model.codes[pos], 0]
+        if p > 1:
+            out += np.einsum("np,np->n", zl[:, sl], ub[model.codes[pos]])
+        else:
+            out += zl[:, sl.start] * ub[model.codes[pos], 0]
     return out
 
 

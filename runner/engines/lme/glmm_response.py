@@ -100,7 +100,8 @@ def from_cbind(successes: np.ndarray, failures: np.ndarray, names: tuple[str, st
         if not np.all(np.isfinite(v)):
             raise GlmmResponseError(f"cbind(): '{name}' has missing or infinite values")
         if np.any(v < 0):
-            raise GlmmResponseError(f"cbind(): '{name}' is negative in {_rows(v < 0)}: both columns must be counts >= 0")
+            raise GlmmResponseError(f"cbind(): '{name}' is negative in {_rows(v < 0)}: "
+                                    "both columns must be counts >= 0")
         if not np.all(_whole(v)):
             raise GlmmResponseError(f"cbind(): '{name}' is not a whole number in {_rows(~_whole(v))}")
     n = s + f
