@@ -53,8 +53,15 @@ def run_processes(tasks: list[FitTask], jobs: int, on_result: OnResult) -> None:
     """A process pool of `jobs` workers, one BLAS thread each."""
     pool = ProcessPoolExecutor(max_workers=max(1, min(jobs, len(tasks))), mp_context=_pool_context(),
                                initializer=limit_blas_threads)
-    futures = {pool.submit(execute_task, t): t for t in tasks}
+    futures = {}
+    broken = False
     try:
+        for t in tasks:
+            try:
+                futures[pool.submit(execute_task, t)] = t
+            except BrokenProcessPool as exc:  # a worker died (SIGTERM, OOM) while tasks were still being queued
+                broken = True
+                on_result(TaskResult(t.id, None, f"worker process died before this fit started ({exc})", 0.0))
         pending = set(futures)
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
@@ -63,6 +70,7 @@ def run_processes(tasks: list[FitTask], jobs: int, on_result: OnResult) -> None:
                 try:
                     res = f.result()
                 except BrokenProcessPool as exc:
+                    broken = True
                     res = TaskResult(t.id, None, f"worker process died while fitting ({exc})", 0.0)
                 except Exception as exc:  # pickling errors and the like
                     res = TaskResult(t.id, None, f"{type(exc).__name__}: {exc}", 0.0)
@@ -70,7 +78,13 @@ def run_processes(tasks: list[FitTask], jobs: int, on_result: OnResult) -> None:
     except BaseException:
         _terminate(pool)
         raise
-    pool.shutdown(wait=True)
+    if broken:
+        # A worker started after the pool broke is never terminated by the pool (CPython 3.11): it
+        # holds the task pipe, the pool's feeder thread blocks writing to it, and the interpreter
+        # hangs at exit joining that thread. Terminating every worker we know of unblocks it.
+        _terminate(pool)
+    else:
+        pool.shutdown(wait=True)
 
 
 def run_dask(tasks: list[FitTask], jobs: int, on_result: OnResult, scheduler: str | None = None) -> None:
