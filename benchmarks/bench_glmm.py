@@ -7,7 +7,7 @@ Poisson with crossed BROOD and LOCATION) and a simulated crossed binomial model 
 mixspec: design + fit from the DataFrame, in this process, one warm-up then the median
 of --repeats; glmer: timed inside R (Rscript, when present), same protocol; mixedlm
 (PyPI, when importable) likewise. Not a test: prints a Markdown table and writes
-benchmarks/out/glmm.md.
+benchmarks/out/glmm.md, and out/glmm.json for `make bench`'s closing table (benchmarks/run.py).
 
     .venv/bin/python benchmarks/bench_glmm.py [--repeats 3]
 """
@@ -61,7 +61,7 @@ def simulate(path: Path) -> pd.DataFrame:
     return d
 
 
-def time_mixspec(case: str, sim: pd.DataFrame, repeats: int) -> tuple[float, float]:
+def time_mixspec(case: str, sim: pd.DataFrame, repeats: int) -> tuple[float, float, dict[str, int]]:
     if case == "sim_crossed":
         def run():
             return fit_glmm(build_design(parse_formula("y ~ x + (1|subject) + (1|item)"), sim), "binomial")
@@ -76,7 +76,8 @@ def time_mixspec(case: str, sim: pd.DataFrame, repeats: int) -> tuple[float, flo
         t0 = time.perf_counter()
         run()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times), fit.loglik_lme4 if fit.loglik_lme4 is not None else fit.loglik
+    return (statistics.median(times), fit.loglik_lme4 if fit.loglik_lme4 is not None else fit.loglik,
+            dict(fit.ngroups))
 
 
 def time_glmer(case: str, data_dir: Path, repeats: int) -> float | None:
@@ -146,17 +147,22 @@ def main() -> None:
         sim = pd.read_csv(data_dir / "sim_crossed.csv", dtype={"subject": str, "item": str})
         rows = ["| case | rows | mixspec s | glmer s | glmer / mixspec | mixedlm s | mixspec logLik |",
                 "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        table = []
         for case in R_CASES:
             n = len(sim) if case == "sim_crossed" else len(frame(CASES[case][0]))
-            mine, ll = time_mixspec(case, sim, args.repeats)
+            mine, ll, levels = time_mixspec(case, sim, args.repeats)
             r = time_glmer(case, data_dir, args.repeats)
             m = time_mixedlm(case, data_dir, args.repeats)
             ratio = f"{r / mine:.1f}x" if r else "-"
             rows.append(f"| {case} | {n:,} | {mine:.3f} | {r if r is not None else '-'} | {ratio} | "
                         f"{'-' if m is None else f'{m:.3f}'} | {ll:.3f} |")
             print(rows[-1], flush=True)
+            table.append({"case": f"glmm {case}", "rows": n, "levels": levels, "mixspec": {"seconds": mine},
+                          "lme4": {"seconds": r} if r is not None else None,
+                          "mixedlm": {"seconds": m} if m is not None else None})
     OUT.mkdir(exist_ok=True)
     (OUT / "glmm.md").write_text("\n".join(rows) + "\n")
+    (OUT / "glmm.json").write_text(json.dumps(table, indent=1))  # rows of `make bench`'s closing table
     print("\n".join(rows))
 
 

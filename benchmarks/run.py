@@ -15,8 +15,9 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ["bench_engines.py", "bench_scale.py", "bench_report.py"]  # statsmodels is a column of bench_engines
-TABLE_SOURCES = ["engines.json", "scale.json"]
+SCRIPTS = ["bench_engines.py", "bench_scale.py", "bench_report.py",  # statsmodels is a column of bench_engines
+           "bench_glmm.py"]
+TABLE_SOURCES = ["engines.json", "scale.json", "glmm.json"]
 
 
 def _s(r: dict | None) -> str:
