@@ -115,3 +115,20 @@ def test_conditional_modes_and_sds() -> None:
     corr = [r.corr for r in fit.random_effects if r.term2 is not None]
     ref_corr = [r for r in references()["bin_slopes"]["random_effects"] if "term2" in r][0]["corr"]
     assert corr[0] == pytest.approx(ref_corr, abs=0.01)
+
+
+@pytest.mark.parametrize("case_id", ["cbpp_prop", "bin_crossed", "bin_slopes", "pois_agq"])
+def test_conditional_modes_match_ranef(case_id: str) -> None:
+    """ranef(m, condVar = TRUE) of glmer (tests/reference_glmm/lme4_ranef.R -> ranef.json)."""
+    ref = json.loads((ROOT / "ranef.json").read_text())[case_id]
+    fit = fitted(case_id)
+    assert [b.group for b in fit.arrays.ranef] == [r["group"] for r in ref]
+    for blk, r in zip(fit.arrays.ranef, ref):
+        assert blk.columns == ([r["columns"]] if isinstance(r["columns"], str) else r["columns"])
+        assert sorted(blk.levels) == sorted(r["levels"])  # R sorts herd 1..15 numerically, mixspec as text
+        order = [r["levels"].index(level) for level in blk.levels]
+        modes = np.asarray(r["modes"], dtype=float).reshape(blk.modes.shape)[order]
+        sds = np.asarray(r["cond_sd"], dtype=float)
+        sds = (sds.T.reshape(blk.cond_sd.shape) if sds.shape[0] == 1 else sds.reshape(blk.cond_sd.shape))[order]
+        assert np.max(np.abs(blk.modes - modes) / sds) < 0.02
+        assert np.max(np.abs(blk.cond_sd / sds - 1)) < 0.01
