@@ -105,3 +105,22 @@ def test_glmm_response_keeps_lme4_representation() -> None:
     assert list(r.y) == [0.5, 0.0] and list(r.wt) == [4.0, 2.0]
     r = glmm_response(np.array([0.0, 1.0]), None, "binomial")
     assert list(r.wt) == [1.0, 1.0]
+
+
+def test_vcov_falls_back_to_rx_with_lme4s_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Hessian whose beta block of 2 H^-1 is not positive definite: vcov from R_X, as lme4."""
+    import runner.engines.lme.glmm_engine as ge
+
+    real = ge._deriv12
+
+    def indefinite(dev, x, fx):  # type: ignore[no-untyped-def]
+        g, H = real(dev, x, fx)
+        return g, -H
+
+    monkeypatch.setattr(ge, "_deriv12", indefinite)
+    fit = fit_glmm(design("cbpp_prop"), "binomial")
+    assert fit.vcov_method == "rx"
+    assert any(w.code == "vcov_rx" and "falling back to var-cov estimated from RX" in w.message for w in fit.warnings)
+    # glmer's vcov(m, use.hessian = FALSE) on cbpp: 0.2278524 0.3053475 0.3260012 0.4287019
+    se = [f.std_error for f in fit.fixed_effects]
+    assert se == pytest.approx([0.2278524, 0.3053475, 0.3260012, 0.4287019], rel=2e-3)

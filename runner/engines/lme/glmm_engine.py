@@ -285,7 +285,7 @@ def fit_glmm(design: Design, family: str, link: str | None = None, nagq: int = 1
         Lx_final = _rx(model, theta, beta, final_mode)
         Linv = solve_triangular(Lx_final, np.eye(p), lower=True) if p else np.zeros((0, 0))
         V_rx = Linv.T @ Linv
-        vcov_method = "rx"
+        vcov_method = "rx" if p else None  # no fixed effects: no vcov
         V = V_rx
         if nagq > 0 and p:
             try:
@@ -310,7 +310,7 @@ def _rx(model: GlmmModel, theta: np.ndarray, beta: np.ndarray, mode: Mode) -> np
 
 
 def _record(design: Design, model: GlmmModel, fam, nagq: int, theta: np.ndarray, beta: np.ndarray,
-            mode: Mode, full: float, lme4_value: float, V: np.ndarray, vcov_method: str, singular: bool,
+            mode: Mode, full: float, lme4_value: float, V: np.ndarray, vcov_method: str | None, singular: bool,
             converged: bool, opt: _Result, max_grad: float, min_ev: float | None, conv_msg: str,
             warnings: list[FitWarning], evaluations: int, formula_text: str, seconds: float) -> Fit:
     n, p = model.n, model.p
