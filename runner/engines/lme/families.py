@@ -40,7 +40,8 @@ def _logit_inv(eta: np.ndarray) -> np.ndarray:
 def _logit_mu_eta(eta: np.ndarray) -> np.ndarray:
     mu = expit(eta)
     out = mu * (1.0 - mu)
-    out[np.abs(eta) > THRESH] = EPS
+    if np.abs(eta).max(initial=0.0) > THRESH:  # R's logit_mu_eta: eps beyond -+30
+        out[np.abs(eta) > THRESH] = EPS
     return out
 
 
