@@ -45,8 +45,20 @@ def seeds_for(seed: int, nsim: int) -> list[np.random.SeedSequence]:
 
 def map_replicates(fn: Callable[[np.random.SeedSequence], T], seeds: Sequence[np.random.SeedSequence]
                    ) -> Replicates[T]:
-    """fn(seed) for every seed, in order, serially; exceptions become `Failed` entries."""
+    """fn(seed) for every seed, in order, serially; exceptions become `Failed` entries. Inside
+    `mixspec run` the replicates fan out over its executor instead (runner.run.replicates:
+    chunks, the same numbers for any executor, cached so an interrupted run resumes)."""
+    from runner.run.replicates import current, map_chunked
+
+    settings = current()
     out: Replicates[T] = Replicates(values=[])
+    if settings is not None:
+        for i, kind, value in map_chunked(fn, seeds, settings):
+            if kind == "ok":
+                out.values.append(value)
+            else:
+                out.failed.append(Failed(i, value))
+        return out
     for i, s in enumerate(seeds):
         try:
             out.values.append(fn(s))

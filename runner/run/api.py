@@ -424,9 +424,14 @@ def run_spec(path: str | Path, out_dir: str | Path = "reports", jobs: int | None
             return RunOutcome(None, EXIT_INVALID, None, refused, Path(path))
         progress = Progress(plan.name, quiet=quiet)
         cache = FitCache(cache_dir, enabled=use_cache)
-        results = _fit_all(plan, cache, executor, jobs, scheduler, progress)
-        record, failures = build_record(plan, results, out, started=started, jobs=jobs, executor=executor,
-                                        estimates=estimates)
+        from runner.run.replicates import ReplicateExecutor, replicate_executor
+
+        # bootstrap replicates (ci: bootstrap in an inline fit, compare: bootstrap) fan out over the executor
+        with replicate_executor(ReplicateExecutor(executor, jobs, scheduler, cache.root if use_cache else None,
+                                                  quiet)):
+            results = _fit_all(plan, cache, executor, jobs, scheduler, progress)
+            record, failures = build_record(plan, results, out, started=started, jobs=jobs, executor=executor,
+                                            estimates=estimates)
         record.warnings.extend(cache.warnings)
         results_path, output_error = _write_outputs(record, out, report)
     failed_expect = [f"expectation failed: {e.text}: {e.detail}" for e in record.expectations if not e.passed]
