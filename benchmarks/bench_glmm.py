@@ -1,7 +1,8 @@
 """Time GLMM fits: mixspec's lme engine beside lme4's glmer and mixedlm's glmer.
 
 Cases: the shared GLMM references (cbpp proportion, Laplace and nAGQ = 25; grouseticks
-Poisson with crossed BROOD and LOCATION) and a simulated crossed binomial model of
+Poisson with crossed BROOD and LOCATION), lme4's VerbAgg (7,584 0/1 answers, persons
+crossed with items; when Rscript can write it) and a simulated crossed binomial model of
 7,500 rows (300 subjects x 25 items, a continuous x; simulated as
 ../shared/tools/make_students.py simulates its data: fixed seed, written to a CSV).
 mixspec: design + fit from the DataFrame, in this process, one warm-up then the median
@@ -36,6 +37,7 @@ from glmm_cases import CASES, ROOT as REF, design, frame  # noqa: E402
 
 from runner.design.build import build_design  # noqa: E402
 from runner.engines.lme.glmm_engine import fit_glmm  # noqa: E402
+from runner.engines.lme.glmm_response import from_factor  # noqa: E402
 from runner.formula import parse_formula  # noqa: E402
 
 # id -> (csv, lme4 formula, family, nAGQ, weights)
@@ -44,7 +46,10 @@ R_CASES = {
     "cbpp_agq": ("cbpp", "incidence / size ~ factor(period) + (1 | herd)", "binomial", 25, "size"),
     "grouse_pois": ("grouseticks", "TICKS ~ factor(YEAR) + HEIGHT + (1 | BROOD) + (1 | LOCATION)", "poisson", 1, None),
     "sim_crossed": ("sim_crossed", "y ~ x + (1 | subject) + (1 | item)", "binomial", 1, None),
+    # lme4's VerbAgg (written by R when Rscript exists): 316 persons crossed with 24 items, 0/1
+    "verbagg": ("VerbAgg", "r2 ~ Anger + Gender + btype + situ + (1 | id) + (1 | item)", "binomial", 1, None),
 }
+VERBAGG_TEXT = {c: str for c in ("id", "item", "Gender", "btype", "situ", "r2")}
 
 
 def simulate(path: Path) -> pd.DataFrame:
@@ -61,8 +66,15 @@ def simulate(path: Path) -> pd.DataFrame:
     return d
 
 
-def time_mixspec(case: str, sim: pd.DataFrame, repeats: int) -> tuple[float, float, dict[str, int]]:
-    if case == "sim_crossed":
+def time_mixspec(case: str, sim: pd.DataFrame, repeats: int, data_dir: Path) -> tuple[float, float, dict[str, int]]:
+    if case == "verbagg":
+        va = pd.read_csv(data_dir / "VerbAgg.csv", dtype=VERBAGG_TEXT)
+
+        def run():  # the factor response as the design layer will code it (success = "Y")
+            frame_ = va.assign(r2y=from_factor(va["r2"])[0])
+            f = "r2y ~ Anger + Gender + btype + situ + (1|id) + (1|item)"
+            return fit_glmm(build_design(parse_formula(f), frame_), "binomial")
+    elif case == "sim_crossed":
         def run():
             return fit_glmm(build_design(parse_formula("y ~ x + (1|subject) + (1|item)"), sim), "binomial")
     else:
@@ -109,7 +121,9 @@ def time_mixedlm(case: str, data_dir: Path, repeats: int) -> float | None:
         return None
     csv, formula, fam, nagq, weights = R_CASES[case]
     d = pd.read_csv(data_dir / f"{csv}.csv")
-    for c in ("herd", "period", "BROOD", "LOCATION", "YEAR", "subject", "item"):
+    if case == "verbagg":
+        d["r2"] = (d["r2"] == "Y").astype(float)
+    for c in ("herd", "period", "BROOD", "LOCATION", "YEAR", "subject", "item", "id", "Gender", "btype", "situ"):
         if c in d:
             d[c] = d[c].astype(str)
     if case.startswith("cbpp"):
@@ -145,12 +159,17 @@ def main() -> None:
             shutil.copy(f, data_dir / f.name)
         sim = simulate(data_dir / "sim_crossed.csv")
         sim = pd.read_csv(data_dir / "sim_crossed.csv", dtype={"subject": str, "item": str})
+        cases = list(R_CASES)
+        if shutil.which("Rscript") is None or subprocess.run(
+                ["Rscript", "-e", f"data(VerbAgg, package = 'lme4'); write.csv(VerbAgg, "
+                 f"'{data_dir / 'VerbAgg.csv'}', row.names = FALSE)"], capture_output=True).returncode != 0:
+            cases.remove("verbagg")
         rows = ["| case | rows | mixspec s | glmer s | glmer / mixspec | mixedlm s | mixspec logLik |",
                 "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
         table = []
-        for case in R_CASES:
-            n = len(sim) if case == "sim_crossed" else len(frame(CASES[case][0]))
-            mine, ll, levels = time_mixspec(case, sim, args.repeats)
+        for case in cases:
+            n = {"sim_crossed": len(sim), "verbagg": 7584}.get(case) or len(frame(CASES[case][0]))
+            mine, ll, levels = time_mixspec(case, sim, args.repeats, data_dir)
             r = time_glmer(case, data_dir, args.repeats)
             m = time_mixedlm(case, data_dir, args.repeats)
             ratio = f"{r / mine:.1f}x" if r else "-"
