@@ -61,7 +61,7 @@ def test_interrupted_run_resumes_from_cached_chunks(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         map_chunked(_draws(1.0), seeds, settings, on_chunk=interrupt_after_two)
     files = sorted(p.name for p in (tmp_path / "replicates").rglob("*.json"))
-    assert files == ["000000-000010.json", "000010-000020.json"]
+    assert files == ["000000-000001.json", "000001-000011.json"]  # replicate 0 alone (the key), then 10s
     calls = []
 
     def counted(ss: np.random.SeedSequence) -> np.ndarray:
@@ -71,10 +71,10 @@ def test_interrupted_run_resumes_from_cached_chunks(tmp_path):
     # a different function is a different key: nothing reused
     rows = map_chunked(counted, seeds, settings)
     assert sorted(calls) == list(range(40))
-    # the same function again: every chunk cached, no call; identical numbers
+    # the same function again: every chunk cached, only replicate 0 (the key) is computed; identical numbers
     calls.clear()
     again = map_chunked(counted, seeds, settings)
-    assert calls == [] and [(i, k) for i, k, _ in again] == [(i, k) for i, k, _ in rows]
+    assert calls == [0] and [(i, k) for i, k, _ in again] == [(i, k) for i, k, _ in rows]
     assert all(np.array_equal(a[2], b[2]) for a, b in zip(rows, again))
     # the interrupted function resumes: only the 20 replicates not cached are computed
     resumed_calls = []
@@ -85,7 +85,7 @@ def test_interrupted_run_resumes_from_cached_chunks(tmp_path):
     # same closure identity as the interrupted run: `_draws(1.0)` (replicate 7 fails, cached as an error)
     rows = map_chunked(_draws(1.0), seeds, ReplicateExecutor("local", 1, cache_dir=tmp_path, quiet=True),
                        on_chunk=lambda done: resumed_calls.append(done))
-    assert resumed_calls == [3, 4]  # two chunks computed, two loaded
+    assert resumed_calls == [3, 4, 5]  # two chunks loaded, three computed
     assert rows[7][1] == "error" and "replicate 7 fails" in rows[7][2]
     assert all(np.array_equal(v, one(s)) for (i, k, v), s in zip(rows, seeds) if k == "ok")
 
@@ -123,3 +123,23 @@ def test_bootstrap_numbers_identical_on_processes_and_dask(tmp_path):
     b = _record(tmp_path, "dask")
     assert a == b
     assert a["p_bootstrap"][0] is not None and a["confint"]["slope"]
+
+
+def test_a_second_process_reuses_the_cached_replicates(tmp_path):
+    """The key survives a new process with another hash seed (a pickled closure's bytes do not)."""
+    import os
+    import subprocess
+    import sys
+
+    spec = tmp_path / "bootexec.yaml"
+    spec.write_text(SPEC)
+    lines = []
+    for hashseed in ("1", "2"):
+        proc = subprocess.run([sys.executable, "-m", "runner", "run", str(spec), "--out", str(tmp_path / "o"),
+                               "--jobs", "1", "--cache-dir", str(tmp_path / "cache")],
+                              capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1],
+                              env={**os.environ, "PYTHONHASHSEED": hashseed}, timeout=600)
+        assert proc.returncode == 0, proc.stderr
+        lines.append([ln for ln in proc.stderr.splitlines() if ln.startswith("bootstrap: 12 replicates")])
+    assert lines[0] == ["bootstrap: 12 replicates"] * 3  # two models' intervals, one test's p
+    assert lines[1] == ["bootstrap: 12 replicates (12 cached)"] * 3

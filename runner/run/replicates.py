@@ -11,8 +11,11 @@ order, so every executor and worker count gives identical numbers.
   workers are this run's own processes or a cluster the user trusts (Dask's wire format is
   pickle too: use a `tls://` address across machines).
 - Cache: each finished chunk is written as JSON (numbers and error strings only, never
-  pickle) under `<cache>/replicates/<key>/`, where the key hashes the serialized `fn` and
-  the seeds; a rerun after an interruption loads the finished chunks and computes the rest.
+  pickle) under `<cache>/replicates/<key>/`; a rerun after an interruption loads the
+  finished chunks and computes the rest. The key must be the same in the next process,
+  and a pickled closure is not (pydantic's field sets follow PYTHONHASHSEED), so it hashes
+  the function's code, the seeds and replicate 0's value, which every input of a refit
+  (data, design, estimates) moves: replicate 0 is computed first, inline, on every run.
 - Progress: "bootstrap: 40/200 replicates" lines on stderr (a bar on a terminal), unless quiet.
 """
 
@@ -101,8 +104,12 @@ def _chunks(n: int, jobs: int) -> list[tuple[int, int]]:
     return [(a, min(n, a + size)) for a in range(0, n, size)]
 
 
-def _key(payload: bytes, seeds: Sequence[Any]) -> str:
-    h = hashlib.sha256(payload)
+def _key(fn: Callable[[Any], Any], first: list[tuple[int, str, Any]], seeds: Sequence[Any]) -> str:
+    h = hashlib.sha256(f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', type(fn).__name__)}".encode())
+    code = getattr(fn, "__code__", None)
+    if code is not None:
+        h.update(code.co_code)
+    h.update(json.dumps(first).encode())
     for s in seeds:
         h.update(repr((getattr(s, "entropy", s), getattr(s, "spawn_key", ()))).encode())
     return h.hexdigest()[:32]
@@ -163,7 +170,13 @@ def map_chunked(fn: Callable[[Any], Any], seeds: Sequence[Any], settings: Replic
     payload = cloudpickle.dumps(fn)
     seeds = list(seeds)
     chunks = _chunks(len(seeds), settings.jobs)
-    cache = _ChunkCache(settings.cache_dir, _key(payload, seeds))
+    first: list[tuple[int, str, Any]] | None = None
+    key = ""
+    if settings.cache_dir is not None and seeds:
+        first = _run_fn(fn, 0, seeds[:1])
+        key = _key(fn, first, seeds)
+        chunks = [(0, 1)] + [(a + 1, b + 1) for a, b in _chunks(len(seeds) - 1, settings.jobs)]
+    cache = _ChunkCache(settings.cache_dir if first is not None else None, key)
     results: dict[tuple[int, int], list] = {}
     for a, b in chunks:
         hit = cache.load(a, b)
@@ -179,6 +192,9 @@ def map_chunked(fn: Callable[[Any], Any], seeds: Sequence[Any], settings: Replic
         if on_chunk is not None:
             on_chunk(len(results))
 
+    if first is not None and (0, 1) in todo:
+        todo.remove((0, 1))
+        finished((0, 1), first)
     if todo:
         _dispatch(fn, payload, seeds, todo, settings, finished)
     return [row for c in chunks for row in results[c]]
