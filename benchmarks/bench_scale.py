@@ -291,7 +291,7 @@ def main() -> int:
              "memory_estimate_mb": timing.get("memory_estimate_mb"),
              "objective": (whole.get("record") or {}).get("deviance")} if timing else {"error": "failed"})
     Path(args.out).with_suffix(".json").write_text(json.dumps([{  # a row of run.py's one table
-        "case": f"scale_{args.rows // 1000:,}k".replace(",", "_"), "rows": args.rows,
+        "case": f"scale_{args.rows // 1000}k", "rows": args.rows,
         "levels": {"user": args.users, "item": args.items, "region": args.regions},
         "mixspec": mine, "lme4": lme4, "mixedlm": mlm}], indent=1))
     print(text)
