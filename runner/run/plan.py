@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from runner.compare.marginal import ReTerm
-from runner.compare.nesting import NestSide, auto_pairs, check_nested
+from runner.compare.nesting import NestSide, auto_nesting, check_nested
 from runner.compare.shapes import TermShape, shapes_of
 from runner.design.model import Design
 from runner.inference.apply import InferenceRefused, check_settings
@@ -241,9 +241,10 @@ def make_plan(path: str | Path, verify: bool = False) -> Plan:
 
     compare = spec.compare
     tests: list[TestPlan] = []
+    proven: dict[tuple[str, str], Any] = {}  # auto pairs come with their proof: not proven twice
     if compare.tests == "auto":
-        sides = [_nest_side(m) for m in models.values()]
-        pairs = [(a, b, "auto", "proven") for a, b in auto_pairs(sides)]
+        proven = auto_nesting([_nest_side(m) for m in models.values()])
+        pairs = [(a, b, "auto", "proven") for a, b in proven]
     else:
         pairs = [(a, b, "listed", nested) for a, b, nested in compare.test_pairs()]
     for i, (small, large, source, required) in enumerate(pairs):
@@ -258,7 +259,7 @@ def make_plan(path: str | Path, verify: bool = False) -> Plan:
                                      f"{small} ({kinds[0]}) and {large} ({kinds[1]}) cannot be compared by a "
                                      "likelihood-ratio test: both models need the same family, link and nagq"))
             continue
-        why = check_nested(_nest_side(ms), _nest_side(ml))
+        why = proven.get((small, large)) or check_nested(_nest_side(ms), _nest_side(ml))
         if source == "listed" and not why.nested and (why.how != "undecided" or required == "strict"):
             issues.append(_issue(loaded, ("compare", "tests", i),
                                  f"{small} is not nested in {large}: {why.reason}; a likelihood-ratio test needs "
