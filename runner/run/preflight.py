@@ -42,8 +42,9 @@ SPARSE_BYTES = 24.0  # peak bytes per non-zero while Z_1 / the tail's columns ar
 S_BYTES = 12.0  # stored bytes per non-zero of a CSR matrix (float64 + int32 index)
 EVAL_COPIES = 3  # tail copies alive during an evaluation and the post-fit solve
 FLOPS = 2.0e10  # dense Cholesky flop rate of one BLAS thread (InstEval: 0.52 GFlop in ~11 ms)
-PAIR_SECONDS = 4.7e-7  # set-up seconds per within-level pair (1M-row benchmark: 15.7 s for 33.6 M)
-ROW_SECONDS = 5e-6  # set-up seconds per row and random column (sparse assembly, Gram products)
+PAIR_SECONDS = 2e-7  # set-up seconds per within-level pair (1M-row benchmark: 3.7-15.7 s for 33.6 M, by load)
+ROW_SECONDS = 3e-7  # set-up seconds per row and column (1M rows x 5 columns: Z, tail, Gram products 1.3 s)
+EVAL_SECONDS = 3e-4  # Python overhead of one criterion evaluation (students models: 0.1-1 ms)
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,8 @@ class Estimate:
         """One line for `mixspec validate`."""
         top = sorted(self.parts, key=lambda p: -p.mb)[:2]
         detail = "; ".join(f"{p.name} {fmt_mb(p.mb)}" for p in top if p.mb >= 1)
-        return (f"{self.model}: ~{fmt_mb(self.memory_mb)} peak, {self.time_class} (~{self.seconds:,.0f} s)"
+        secs = f"{self.seconds:,.0f}" if self.seconds >= 10 else f"{self.seconds:.2g}"
+        return (f"{self.model}: ~{fmt_mb(self.memory_mb)} peak, {self.time_class} (~{secs} s)"
                 + (f" [{detail}]" if detail else ""))
 
     def refusal(self, limit_mb: float, how: str) -> str:
@@ -264,9 +266,10 @@ def estimate_design(model: str, design: Any, method: str = "ML", fits: int = 1, 
     ntheta = sum(len(b.column_names) * (len(b.column_names) + 1) // 2 for b in blocks)
     evals = 40 + 6 * ntheta + 2 * ntheta ** 2
     setup_s = ROW_SECONDS * n * (random_cols + p + 1) + PAIR_SECONDS * pairs
-    seconds = fits * (setup_s + evals * flops / FLOPS)
+    per_eval = flops / FLOPS + EVAL_SECONDS
+    seconds = fits * (setup_s + evals * per_eval)
     if inference_evals:
-        seconds += setup_s + inference_evals * flops / FLOPS
+        seconds += setup_s + inference_evals * per_eval
     return Estimate(model, memory, parts, seconds=seconds, nt=nt, dense=dense, pairs=int(pairs))
 
 
