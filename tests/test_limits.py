@@ -82,7 +82,7 @@ def test_a_spec_at_the_limits_validates_in_seconds(tmp_path):
                      for i in range(250))
     variants = "".join(f"  v{i}: {{from: m{i}, drop: [Days], method: ML}}\n" for i in range(250))
     expect = "expect:\n  best: m1\n  fixed:\n" + "".join(f"    m{i}: ['Days > 0']\n" for i in range(250))
-    text = HEAD + "models:\n" + models + "variants:\n" + variants + "compare: {tests: [[v1, m1]]}\n" + expect
+    text = HEAD + "models:\n" + models + "variants:\n" + variants + "compare: {tests: auto}\n" + expect
     spec = _write(tmp_path, text)
     t0 = time.perf_counter()
     loaded = load_spec(spec)
@@ -94,6 +94,26 @@ def test_a_spec_at_the_limits_validates_in_seconds(tmp_path):
     seconds = time.perf_counter() - t0
     assert result.exit_code == 0, result.output
     assert seconds < 90, seconds  # designs of 500 models on sleepstudy: measured ~3-10 s on 2 busy cores
+
+
+def test_auto_pairs_give_the_verdicts_of_check_nested_on_every_pair(tmp_path):
+    from runner.compare.nesting import auto_nesting, check_nested
+    from runner.run.plan import _nest_side, make_plan
+
+    formulas = ["Reaction ~ Days + (1 | Subject)", "Reaction ~ Days + (Days | Subject)",
+                "Reaction ~ Days + (Days || Subject)", "Reaction ~ 1 + (1 | Subject)",
+                "Reaction ~ 1 + (Days | Subject)", "Reaction ~ poly(Days, 2) + (1 | Subject)",
+                "Reaction ~ Days + (1 | Subject) + (0 + Days | Subject)"]
+    models = "".join(f"  m{i}: {{formula: '{f}', method: ML}}\n" for i, f in enumerate(formulas * 2))
+    spec = _write(tmp_path, HEAD + "models:\n" + models + "compare: {tests: auto}\n")
+    plan = make_plan(spec)
+    sides = [_nest_side(m) for m in plan.models.values()]
+    naive = {(a.name, b.name): check_nested(a, b) for a in sides for b in sides
+             if a is not b and a.npar < b.npar and check_nested(a, b).nested}
+    fast = auto_nesting(sides)
+    assert list(fast) == list(naive) and len(fast) >= 20
+    assert {k: v.how for k, v in fast.items()} == {k: v.how for k, v in naive.items()}
+    assert [(t.small, t.large) for t in plan.tests] == list(naive)
 
 
 def test_a_string_longer_than_10000_characters_is_refused_where_it_is(tmp_path):
