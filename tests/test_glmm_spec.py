@@ -142,3 +142,14 @@ def test_binary_response_with_gaussian_warns(tmp_path: Path) -> None:
     warnings = json.loads((tmp_path / "reports" / "lpm" / "results.json").read_text())["warnings"]
     hits = [w for w in warnings if "did you mean `family: binomial`?" in w]
     assert len(hits) == 1 and "models.lpm" in hits[0]
+
+
+def test_verify_on_a_glmm_warns_and_is_skipped(tmp_path: Path) -> None:
+    loaded = load_spec(write_spec(tmp_path, "g", HEAD + """defaults: {verify: statsmodels}
+models:
+  a: {formula: "incidence / size ~ period + (1|herd)", weights: size, family: binomial}
+  b: {formula: "incidence ~ period + (1|herd)"}
+"""))
+    assert loaded.models["a"].verify is None and loaded.models["b"].verify == "statsmodels"
+    assert any("verify: statsmodels does not apply to a GLMM" in w.message and w.severity == "warning"
+               for w in loaded.warnings)

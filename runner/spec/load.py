@@ -211,6 +211,9 @@ class _Resolver:
             self.issue((*where, "engine"), "engine statsmodels cannot fit a GLMM (statsmodels has no frequentist "
                                            "mixed GLM); use engine: lme or auto")
         if out["verify"]:
+            if "verify" in own.model_fields_set or "verify" in self.s.defaults.model_fields_set:
+                self.issue((*where, "family"), "verify: statsmodels does not apply to a GLMM (statsmodels has no "
+                                               "frequentist mixed GLM): not cross-checked", severity="warning")
             out["verify"] = None
         return out
 
