@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import platform
+import stat
 import sys
 import tempfile
 from functools import lru_cache
@@ -147,13 +148,16 @@ class FitCache:
         from runner.run.cache_verify import CacheMismatch
 
         p = self.path(key)
-        try:
-            with open(p, "rb") as fh:
-                raw = fh.read(MAX_ENTRY_BYTES + 1)
+        try:  # never a symlink (O_NOFOLLOW), never block on a FIFO (O_NONBLOCK), only a regular file
+            fd = os.open(p, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
         except FileNotFoundError:
             return None
         except OSError as exc:
-            raise CacheMismatch(f"unreadable ({exc.strerror or exc})") from None
+            raise CacheMismatch(f"unreadable ({exc.strerror or exc}; a symlink is not followed)") from None
+        with os.fdopen(fd, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                raise CacheMismatch("not a regular file")
+            raw = fh.read(MAX_ENTRY_BYTES + 1)
         if len(raw) > MAX_ENTRY_BYTES:
             raise CacheMismatch(f"larger than {MAX_ENTRY_BYTES} bytes")
         try:
@@ -210,6 +214,9 @@ class FitCache:
                 or getattr(value.fit, "family", None) not in (None, "gaussian")):
             return
         p = self.path(key)
+        if any(d.is_symlink() for d in (self.root, p.parent)):  # planted to write elsewhere
+            print(f"mixspec: cache not written ({p.parent} is a symbolic link)", file=sys.stderr)
+            return
         try:  # a record that would not read back (a non-finite number) is not cached
             text = value.fit.model_dump_json()
             Fit.model_validate_json(text)
