@@ -153,3 +153,13 @@ models:
     assert loaded.models["a"].verify is None and loaded.models["b"].verify == "statsmodels"
     assert any("verify: statsmodels does not apply to a GLMM" in w.message and w.severity == "warning"
                for w in loaded.warnings)
+
+
+def test_nagq_on_crossed_terms_is_exit_2(tmp_path: Path) -> None:
+    shutil.copy(ROOT / "tests" / "reference_glmm" / "data" / "binary.csv", tmp_path / "binary.csv")
+    spec = write_spec(tmp_path, "q", "name: q\ndata:\n  path: binary.csv\nmodels:\n"
+                      "  a: {formula: 'y ~ x + (1|subject) + (1|item)', family: binomial, nagq: 7}\n")
+    out = run_quiet(spec, tmp_path, out_dir=tmp_path / "reports")
+    assert out.exit_code == 2
+    assert any("nagq: 7 (adaptive Gauss-Hermite quadrature) needs a single scalar random-effect term" in e
+               for e in out.errors), out.errors

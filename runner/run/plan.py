@@ -211,6 +211,9 @@ def make_plan(path: str | Path, verify: bool = False) -> Plan:
             from runner.engines.lme.glmm_response import response_problems
 
             problems = response_problems(d.y, d.weights, rm.family, d.response)
+            if rm.nagq > 1 and (len(d.blocks) != 1 or d.blocks[0].ncols != 1):
+                problems.append(f"nagq: {rm.nagq} (adaptive Gauss-Hermite quadrature) needs a single scalar "
+                                "random-effect term such as (1|g), as in lme4; use nagq: 1 (Laplace)")
             if problems:
                 issues.extend(_issue(loaded, tuple(rm.spec_path), msg) for msg in problems)
                 models[name] = mp
