@@ -196,12 +196,13 @@ YAML11 = ["null", "yes", "no", "on", "off", "true", "false", "Yes", "NO", "y", "
 def test_yaml_1_1_words_are_model_and_variant_names(tmp_path):
     models = "".join(f"  {n}: {MODEL}\n" for n in YAML11)
     text = (HEAD + "models:\n" + models + "variants:\n  On: {from: on, method: ML}\n  ~x: {from: off, method: ML}\n"
-            "compare: {tests: [[no, yes]]}\nexpect: {best: true, converged: [null, off], singular: [n]}\n")
+            "compare: {tests: [[no, yes], {models: [NO, On], nested: strict}]}\n"
+            "expect: {best: true, converged: [null, off], singular: [n]}\n")
     text = text.replace("  ~x:", "  'True':")
     loaded = load_spec(_write(tmp_path, text))
     assert list(loaded.models) == [*YAML11, "On", "True"]
     assert loaded.models["On"].source == "variant of on" and loaded.models["True"].source == "variant of off"
-    assert loaded.spec.compare.tests == [("no", "yes")]
+    assert loaded.spec.compare.test_pairs() == [("no", "yes", "proven"), ("NO", "On", "strict")]
     assert loaded.spec.expect.best == "true" and loaded.spec.expect.converged == ["null", "off"]
     # elsewhere YAML 1.1 is unchanged: booleans are booleans
     assert loaded.spec.compare.refit is True

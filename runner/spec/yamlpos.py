@@ -223,7 +223,8 @@ def _reader_issue(exc: yaml.reader.ReaderError, text: str, file: str) -> SpecIss
 #: Mappings whose keys are model names, and places whose values name models: plain
 #: scalars there stay text (a model named `yes`, `no`, `on`, `off`, `null`, `true`, `1`).
 _NAME_KEYS = (("models",), ("variants",), ("expect", "fixed"), ("expect", "delta_aic"))
-_NAME_VALUES = (("variants", "*", "from"), ("compare", "tests", "*", "*"), ("expect", "best"),
+_NAME_VALUES = (("variants", "*", "from"), ("compare", "tests", "*", "*"), ("compare", "tests", "*", "models", "*"),
+                ("expect", "best"),
                 ("expect", "converged", "*"), ("expect", "singular", "*"))
 
 
