@@ -17,6 +17,10 @@ from concurrent.futures.process import BrokenProcessPool
 from runner.run.tasks import FitTask, TaskResult, execute_task, execute_task_single_thread, limit_blas_threads
 
 EXECUTORS = ("local", "processes", "dask")
+# `local` starts a process pool only when the fits have at least this many rows in all: a pool
+# costs about a second (a fresh interpreter importing numpy, scipy and the engine per worker),
+# more than every fit of a small spec together (sleepstudy's 8 fits take ~0.1 s inline).
+POOL_MIN_ROWS = 20_000
 OnResult = Callable[[TaskResult], None]
 
 
@@ -116,13 +120,15 @@ def run_dask(tasks: list[FitTask], jobs: int, on_result: OnResult, scheduler: st
 
 def run_tasks(tasks: list[FitTask], on_result: OnResult, *, executor: str = "local", jobs: int | None = None,
               scheduler: str | None = None) -> None:
-    """Dispatch: `local` uses a pool when jobs > 1 and there is more than one task, else inline."""
+    """Dispatch: `local` uses a pool when jobs > 1, there is more than one task and the fits are
+    big enough to repay starting it (POOL_MIN_ROWS), else runs them inline."""
     if not tasks:
         return
     jobs = jobs or default_jobs()
     if executor == "dask":
         run_dask(tasks, jobs, on_result, scheduler)
-    elif executor == "processes" or (executor == "local" and jobs > 1 and len(tasks) > 1):
+    elif executor == "processes" or (executor == "local" and jobs > 1 and len(tasks) > 1
+                                     and sum(t.design.nobs for t in tasks) >= POOL_MIN_ROWS):
         run_processes(tasks, jobs, on_result)
     elif executor == "local":
         run_inline(tasks, on_result)
