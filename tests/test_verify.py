@@ -7,8 +7,6 @@ checked against lme4 itself in tests/test_lme_reference.py and tests/test_statsm
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -155,9 +153,12 @@ models:
   slopes: {formula: "Reaction ~ Days + (Days|Subject)"}
 """)
     out = tmp_path / "reports"
-    proc = subprocess.run([sys.executable, "-m", "runner", "run", str(spec), "--out", str(out), "--no-cache",
-                           "--verify", "--quiet"], capture_output=True, text=True, cwd=ROOT, timeout=300)
-    assert proc.returncode == 0, proc.stderr
+    from typer.testing import CliRunner
+
+    from runner.cli import app
+
+    result = CliRunner().invoke(app, ["run", str(spec), "--out", str(out), "--no-cache", "--verify", "--quiet"])
+    assert result.exit_code == 0, result.stderr
     data = json.loads((out / "cli" / "results.json").read_text())
     v = data["models"]["slopes"]["verify"]
     assert v["engine"] == "statsmodels" and v["status"] == "ok" and v["flagged"] is False
