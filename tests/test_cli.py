@@ -102,3 +102,15 @@ def test_diff_and_report_missing_files_exit_2(tmp_path):
     assert diff.exit_code == 2
     report = runner.invoke(app, ["report", str(tmp_path / "results.json")])
     assert report.exit_code == 2 and "file not found" in report.stderr
+
+
+def test_cli_import_stays_light():
+    """`mixspec --help` is instant because importing the CLI imports none of the numeric stack
+    (a fresh interpreter: this process has imported everything already); `mixspec schema`
+    needs pydantic and the spec models only."""
+    heavy = ["numpy", "pandas", "scipy", "pydantic", "rich", "jinja2", "pyarrow", "statsmodels", "yaml"]
+    code = ("import sys, runner.cli; heavy = {h!r}; print(sorted({{m.split('.')[0] for m in sys.modules}} & set(heavy)))"
+            "; import runner.spec.models; print(sorted({{m.split('.')[0] for m in sys.modules}} & set(heavy)))")
+    out = subprocess.run([sys.executable, "-c", code.format(h=heavy)], capture_output=True, text=True, cwd=ROOT,
+                         timeout=120, check=True)
+    assert out.stdout.splitlines() == ["[]", "['pydantic']"]
