@@ -355,3 +355,17 @@ def test_text_slope_becomes_factor():
     df["half"] = np.where(np.arange(len(df)) % 2 == 0, "u", "v")
     prep = prepare(df, DataSpec(path="d.csv"), {"m": model("m", "diameter ~ 1 + (0 + half | plate)")})
     assert isinstance(prep.frame_for("m")["half"].dtype, pd.CategoricalDtype)
+
+
+def test_number_column_in_a_grouping_factor_stays_a_number_in_the_fixed_part():
+    """As lme4 (InstEval's `service` beside `(1|dept:service)`): the grouping factor is built
+    apart, the fixed column is the number. lme4 1.1-31: fixef (Intercept) 60.0075, num 0.1375,
+    REML criterion 294.627430285."""
+    import runner
+
+    df = pd.read_csv(Path(__file__).parents[1] / "runner" / "data" / "examples" / "Pastes.csv")
+    df["num"] = (df["cask"] == "b").astype(int)
+    m = runner.fit("strength ~ num + (1|batch:num)", df)
+    assert list(m.fixed_effects["term"]) == ["(Intercept)", "num"]
+    assert m.fixed_effects["estimate"].tolist() == pytest.approx([60.0075, 0.1375], abs=1e-6)
+    assert m.objective == pytest.approx(294.627430285, abs=1e-6)

@@ -24,7 +24,7 @@ from runner.data.filter import FilterError, filter_rows
 from runner.data.hashing import data_sha256
 from runner.data.numbers import text_in_number_columns
 from runner.formula import grouping_variables, required_variables
-from runner.formula.variables import expression_variables, response_variables
+from runner.formula.variables import expression_variables, fixed_variables, response_variables, slope_variables
 from runner.spec.errors import SpecIssue, ordered_issues
 from runner.spec.models import CenterSpec, DataSpec
 
@@ -412,9 +412,12 @@ def prepare(frame: pd.DataFrame, data_spec: DataSpec, models: dict[str, Resolved
     for m in usable.values():
         numeric_roles |= response_variables(m.formula)
         numeric_roles |= {c for c in (m.weights, m.offset) if c}
+    # a number column that is also a grouping factor stays a number in the fixed part and
+    # random slopes, as in R (lme4 builds grouping factors apart): `y ~ service + (1|dept:service)`
+    in_terms = set().union(*(fixed_variables(m.formula) | slope_variables(m.formula) for m in usable.values()))
     factors: dict[str, FactorInfo] = {}
     to_factor = [c for c in columns if c in set(data_spec.categorical)
-                 or (c in grouping and not (c in numeric_roles and _is_numeric(work[c])))
+                 or (c in grouping and not (c in numeric_roles | in_terms and _is_numeric(work[c])))
                  or (c in used_cols and _is_text(work[c]) and c not in numeric_roles)]
     for col in to_factor:
         info = _factorize(work, col, data_spec.categorical.get(col), union, issues, f"data.categorical.{col}")
