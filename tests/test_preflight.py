@@ -130,3 +130,12 @@ def test_estimate_beside_measured_peak_within_2x(tmp_path):
     assert peak is not None and estimate is not None
     assert estimate > 2 * preflight.BASE_MB  # the fit, not the interpreter, dominates this estimate
     assert 0.5 <= estimate / peak <= 2.0, (estimate, peak)
+
+
+def test_fewer_parallel_fits_when_the_largest_estimates_exceed_the_limit():
+    est = {name: preflight.Estimate(name, mb) for name, mb in (("a", 900.0), ("b", 700.0), ("c", 200.0))}
+    assert preflight.jobs_within(est, 2, 2_000.0) == 2
+    assert preflight.jobs_within(est, 3, 1_500.0) == 1  # 900 + 700 > 1,500
+    assert preflight.jobs_within(est, 2, None) == 2
+    assert preflight.refusals(est, 800.0, "x") == [est["a"].refusal(800.0, "x")]
+    assert "exceeds --max-memory 800 MB (x); nothing was fitted" in est["a"].refusal(800.0, "x")
