@@ -371,12 +371,14 @@ def _output_problem(out: Path) -> str | None:
     return None
 
 
-def _preflight(plan: Plan, max_memory: str | None, jobs: int, quiet: bool) -> tuple[list[str], dict, int]:
-    """Refusals (printed), the memory estimates, and the parallel fits the limit allows."""
+def _preflight(plan: Plan, max_memory: str | None, jobs: int, quiet: bool, remote: bool = False
+               ) -> tuple[list[str], dict, int]:
+    """Refusals (printed), the memory estimates, and the parallel fits the limit allows. On a
+    remote Dask cluster this machine's memory says nothing: no default limit there."""
     from runner.run.preflight import estimate_plan, jobs_within, refusals, resolve_limit
 
     try:
-        limit, how = resolve_limit(max_memory)
+        limit, how = (None, "remote workers") if remote and max_memory is None else resolve_limit(max_memory)
     except ValueError as exc:
         errors = [f"mixspec: {exc}"]
     else:
@@ -419,7 +421,8 @@ def run_spec(path: str | Path, out_dir: str | Path = "reports", jobs: int | None
             if not quiet:
                 print(f"mixspec: {problem}", file=sys.stderr)
             return RunOutcome(None, EXIT_INVALID, None, [problem], Path(path))
-        refused, estimates, jobs = _preflight(plan, max_memory, jobs, quiet)
+        refused, estimates, jobs = _preflight(plan, max_memory, jobs, quiet,
+                                              remote=executor == "dask" and bool(scheduler))
         if refused:
             return RunOutcome(None, EXIT_INVALID, None, refused, Path(path))
         progress = Progress(plan.name, quiet=quiet)
