@@ -283,15 +283,15 @@ def init(
     data: Annotated[Path | None, typer.Option(help="CSV, Parquet or xlsx file to model")] = None,
     example: Annotated[str | None, typer.Option(help="A shipped data set instead of --data")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file")] = False,
+    response: Annotated[str | None, typer.Option(help="Response column (default: a numeric column named "
+                                                 "like an outcome, else the first numeric non-id column)")] = None,
+    group: Annotated[list[str] | None, typer.Option(help="Grouping column; repeat for several (default: "
+                                                    "columns with many repeated levels)")] = None,
 ) -> None:
     """Write a starter spec from a data file's columns (then edit it and `mixspec run` it)."""
     from runner.data.errors import DataError
     from runner.data.files import granted
     from runner.data.sources import load_frame
-    response: Annotated[str | None, typer.Option(help="Response column (default: a numeric column named "
-                                                 "like an outcome, else the first numeric non-id column)")] = None,
-    group: Annotated[list[str] | None, typer.Option(help="Grouping column; repeat for several (default: "
-                                                    "columns with many repeated levels)")] = None,
     from runner.spec.models import DataSpec
     from runner.spec.scaffold import ScaffoldError, data_for, scaffold_spec
 
