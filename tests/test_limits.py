@@ -258,3 +258,33 @@ def test_nagq_above_25_is_refused_at_its_line(tmp_path):
                   f"  m: {MODEL}\n  g: {{formula: 'Reaction ~ Days + (1|Subject)', nagq: 26}}\n")
     for err in _both(tmp_path, spec):
         _located(err, spec, 6, "less than or equal to 25")
+
+
+def test_mutated_specs_give_located_errors_never_exceptions(tmp_path):
+    """Hostile fragments spliced into a real spec (NUL, tags, anchors, brackets, BOM-less
+    bytes, bidi marks): load_spec raises SpecError or loads, nothing else."""
+    import random
+
+    base = (Path(__file__).resolve().parents[1] / "specs" / "students.yaml").read_bytes()
+    pieces = [b"\x00", b"\n", b": ", b"- ", b"&a ", b"*a", b"[", b"]", b"{", b"}", b"? ", b"\t", b"\xff", b"'",
+              b'"', b"|", b">", b"%YAML 1.1\n", b"---\n", b"...\n", b"yes", b"~", b"<<: *a\n", b"!!binary ",
+              b"!!python/object/apply:os.system ['id'] ", b"!!set ", b"\xe2\x80\xae", b"\x1b", b"[" * 300]
+    rng = random.Random(2026)
+    spec = tmp_path / "s.yaml"
+    outcomes = {"loaded": 0, "error": 0}
+    for _ in range(300):
+        data = bytearray(base)
+        for _ in range(rng.randint(1, 4)):
+            pos = rng.randrange(len(data))
+            if rng.random() < 0.3:
+                del data[pos:pos + rng.randint(1, 20)]
+            else:
+                data[pos:pos] = rng.choice(pieces)
+        spec.write_bytes(bytes(data))
+        try:
+            load_spec(spec)
+            outcomes["loaded"] += 1
+        except SpecError as exc:
+            assert exc.issues and all(i.file == str(spec) for i in exc.issues)
+            outcomes["error"] += 1
+    assert outcomes["error"] > 100 and outcomes["loaded"] > 10  # both paths exercised
