@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.stats import chi2, norm
+from runner.distributions import chi2_sf, norm_ppf
 
 WALD = ("wald", "Wald")
 
@@ -62,7 +62,7 @@ def confint(model: Any, method: str = "wald", level: float = 0.95) -> pd.DataFra
         done = _with_inference(model, ci=method, level=level, df="none" if method == "wald" else "satterthwaite")
         if done.confint:
             return _confint_frame(done.confint, level)
-    z = float(norm.ppf((1 + level) / 2))
+    z = float(norm_ppf((1 + level) / 2))
     rows = [(fe.lme4_name, fe.estimate, fe.estimate - z * (fe.std_error or np.nan),
              fe.estimate + z * (fe.std_error or np.nan)) for fe in fit.fixed_effects]
     lo, hi = f"{100 * (1 - level) / 2:g} %", f"{100 * (1 + level) / 2:g} %"
@@ -94,5 +94,5 @@ def _wald_anova(model: Any) -> pd.DataFrame:
         b = beta[idx]
         stat = float(b @ np.linalg.solve(V[np.ix_(idx, idx)], b))
         out.append({"term": term, "num_df": len(idx), "den_df": None, "F": stat / len(idx),
-                    "p_value": float(chi2.sf(stat, len(idx)))})
+                    "p_value": float(chi2_sf(stat, len(idx)))})
     return pd.DataFrame(out, columns=["term", "num_df", "den_df", "F", "p_value"]).set_index("term")

@@ -13,7 +13,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 from scipy.special import expit
-from scipy.stats import norm
+from scipy.special import ndtr
 
 from runner.api.context import ModelContext, block_covariance
 from runner.api.newdata import new_design
@@ -28,7 +28,7 @@ _INVERSE = {
     "identity": lambda eta: eta,
     "log": np.exp,
     "logit": expit,
-    "probit": norm.cdf,
+    "probit": ndtr,
     "cloglog": lambda eta: -np.expm1(-np.exp(eta)),
     "inverse": lambda eta: 1.0 / eta,
     "sqrt": np.square,

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from scipy.stats import chi2
+from runner.distributions import chi2_sf
 
 from runner.compare.shapes import TermShape, by_group
 from runner.results import TestRecord
@@ -63,8 +63,8 @@ class Boundary:
 
 def chibar_p(chisq: float, k: int) -> float:
     """P(X >= chisq) for X ~ 0.5 chi2(k) + 0.5 chi2(k+1); chi2(0) is a point mass at 0."""
-    low = (1.0 if chisq <= 0 else 0.0) if k == 0 else float(chi2.sf(chisq, k))
-    return 0.5 * low + 0.5 * float(chi2.sf(chisq, k + 1))
+    low = (1.0 if chisq <= 0 else 0.0) if k == 0 else float(chi2_sf(chisq, k))
+    return 0.5 * low + 0.5 * float(chi2_sf(chisq, k + 1))
 
 
 def normalize_terms(terms: tuple[TermShape, ...] | list[TermShape]) -> list[TermShape]:
@@ -156,7 +156,7 @@ def likelihood_ratio_test(small: LRTSide, large: LRTSide, refit_ml: bool, source
     chisq = 2.0 * (large.loglik - small.loglik)
     df = int(large.npar - small.npar)
     warnings: list[str] = []
-    p = float(chi2.sf(chisq, df)) if df > 0 else None
+    p = float(chi2_sf(chisq, df)) if df > 0 else None
     if chisq < 0:
         warnings.append(
             f"negative chi-square ({chisq:.6g}): the larger model {large.name} fitted worse than {small.name}; "

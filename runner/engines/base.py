@@ -29,7 +29,7 @@ class Engine(Protocol):
 
 
 _REGISTRY: dict[str, tuple[str, str]] = {
-    "lme": ("runner.engines.lme", "LmeEngine"),
+    "lme": ("runner.engines.lme.engine", "LmeEngine"),
     "statsmodels": ("runner.engines.statsmodels", "StatsmodelsEngine"),
 }
 

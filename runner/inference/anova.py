@@ -12,7 +12,7 @@ contestMD or Kenward-Roger's scaled F.
 from __future__ import annotations
 
 import numpy as np
-from scipy import stats
+from runner.distributions import f_sf
 
 from runner.fit import AnovaRow
 from runner.inference.terms import Term, TermStructure, Variable
@@ -156,5 +156,5 @@ def anova_rows(contrasts: dict[str, np.ndarray], beta: np.ndarray, tester: objec
             continue
         F, q, ddf = tester.f_test(L, beta)  # type: ignore[attr-defined]
         rows.append(AnovaRow(term=label, num_df=int(q), den_df=float(ddf), F=float(F),
-                             p_value=float(stats.f.sf(F, q, ddf))))
+                             p_value=float(f_sf(F, q, ddf))))
     return rows

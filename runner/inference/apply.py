@@ -6,13 +6,10 @@ linear mixed models of either engine (both report lme4's theta); GLMMs keep Wald
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
-
 import numpy as np
-from scipy import stats
 
 from runner.design.model import Design
+from runner.distributions import norm_sf, t_sf
 from runner.fit import ICC, R2, AnovaRow, ConfintRow, Fit, FitWarning, FixedEffect
 from runner.inference import varpar
 from runner.inference.anova import anova_rows, type3_contrasts
@@ -20,36 +17,8 @@ from runner.inference.terms import structure_from_design
 from runner.inference.intervals import variance_rows, wald_bounds
 from runner.inference.r2 import variance_shares
 from runner.inference.satterthwaite import Satterthwaite, satterthwaite
+from runner.inference.settings import InferenceRefused, InferenceSettings, check_settings  # noqa: F401 (used by callers)
 from runner.inference.state import InferenceError, LmmState, state_from_fit
-
-DfMethod = Literal["satterthwaite", "kenward-roger", "none"]
-CiMethod = Literal["wald", "profile", "bootstrap"]
-KR_MAX_ROWS = 10_000
-
-
-@dataclass(frozen=True)
-class InferenceSettings:
-    df: DfMethod = "satterthwaite"
-    ci: CiMethod = "wald"
-    level: float = 0.95
-    nsim: int = 1000
-    seed: int = 1
-
-
-class InferenceRefused(ValueError):
-    """A requested method does not apply to this model (the message says why)."""
-
-
-def check_settings(settings: InferenceSettings, method: str, nobs: int) -> None:
-    """Refusals known before fitting (KR needs REML and at most KR_MAX_ROWS rows)."""
-    if settings.df == "kenward-roger":
-        if method != "REML":
-            raise InferenceRefused("df: kenward-roger needs a REML fit (pbkrtest's adjustment is defined for "
-                                   "REML estimates); set method: REML or df: satterthwaite")
-        if nobs > KR_MAX_ROWS:
-            raise InferenceRefused(f"df: kenward-roger is refused above {KR_MAX_ROWS:,} rows ({nobs:,} here): its "
-                                   "traces need dense random-effects matrices; use df: satterthwaite")
-
 
 def _fixed_rows(state: LmmState, fit: Fit, sat: Satterthwaite | None, settings: InferenceSettings,
                 kr: object | None) -> list[FixedEffect]:
@@ -62,7 +31,7 @@ def _fixed_rows(state: LmmState, fit: Fit, sat: Satterthwaite | None, settings: 
             z = est / se if se > 0 else None
             low, high = wald_bounds(est, se, None, settings.level)
             out.append(fe.model_copy(update=dict(statistic=z, df=None, ci_low=low, ci_high=high,
-                                                 p_value=None if z is None else float(2 * stats.norm.sf(abs(z))))))
+                                                 p_value=None if z is None else float(2 * norm_sf(abs(z))))))
             continue
         l = np.eye(p)[j]
         adjusted = None
@@ -73,7 +42,7 @@ def _fixed_rows(state: LmmState, fit: Fit, sat: Satterthwaite | None, settings: 
             var, df = sat.contrast(l)  # type: ignore[union-attr]
         se = float(np.sqrt(var))
         t = est / se if se > 0 else None
-        pv = None if t is None else float(2 * stats.t.sf(abs(t), df))
+        pv = None if t is None else float(2 * t_sf(abs(t), df))
         low, high = wald_bounds(est, se, df, settings.level)
         out.append(fe.model_copy(update=dict(statistic=t, df=float(df), p_value=pv, ci_low=low, ci_high=high,
                                              std_error_adjusted=adjusted)))

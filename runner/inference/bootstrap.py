@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Generic, TypeVar
 
 import numpy as np
-from scipy import stats
+from runner.distributions import norm_ppf
 
 from runner.design.model import Design
 from runner.fit import Fit
@@ -104,7 +104,7 @@ def norm_inter(t: np.ndarray, alpha: float) -> float | None:
         return float(t[0])
     if k >= R:
         return float(t[R - 1])
-    z, z1, z2 = stats.norm.ppf(alpha), stats.norm.ppf(k / (R + 1)), stats.norm.ppf((k + 1) / (R + 1))
+    z, z1, z2 = norm_ppf(alpha), norm_ppf(k / (R + 1)), norm_ppf((k + 1) / (R + 1))
     return float(t[k - 1] + (z - z1) / (z2 - z1) * (t[k] - t[k - 1]))
 
 

@@ -4,7 +4,7 @@ lme4's confint(method = "Wald") (normal quantiles; NA for variance parameters)."
 from __future__ import annotations
 
 import numpy as np
-from scipy import stats
+from runner.distributions import norm_ppf, t_ppf
 
 from runner.fit import ConfintRow
 
@@ -12,7 +12,7 @@ from runner.fit import ConfintRow
 def wald_bounds(estimate: float, se: float, df: float | None, level: float) -> tuple[float, float]:
     """estimate +- q SE, q from t(df) or, with df None, the normal."""
     a = (1 + level) / 2
-    q = float(stats.norm.ppf(a)) if df is None or not np.isfinite(df) else float(stats.t.ppf(a, df))
+    q = float(norm_ppf(a)) if df is None or not np.isfinite(df) else float(t_ppf(a, df))
     return float(estimate - q * se), float(estimate + q * se)
 
 

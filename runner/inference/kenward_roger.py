@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 from scipy.linalg import cho_factor, cho_solve
-from scipy import stats
+from runner.distributions import f_sf
 
 from runner.inference import varpar
 from runner.inference.state import InferenceError, LmmState
@@ -222,4 +222,4 @@ def kenward_roger(state: LmmState) -> KenwardRoger:
 
 
 def f_pvalue(F: float, q: int, df2: float) -> float:
-    return float(stats.f.sf(F, q, df2))
+    return float(f_sf(F, q, df2))

@@ -17,7 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import optimize, stats
+from scipy import optimize
+
+from runner.distributions import norm_ppf
 
 from runner.inference import varpar
 from runner.inference.state import InferenceError, LmmState, factor_at, unscaled_vcov
@@ -144,7 +146,7 @@ def profile_intervals(state: LmmState, level: float) -> ProfileResult:
     if state.reml:
         raise InferenceError("profile intervals need the ML fit")
     prof = _Profiler(state)
-    z = float(stats.norm.ppf((1 + level) / 2))
+    z = float(norm_ppf((1 + level) / 2))
     out: dict[str, tuple[float | None, float | None]] = {}
     warnings: list[str] = []
     for k, name in enumerate(prof.names):

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import stats
+from runner.distributions import t_sf
 
 from runner.inference import numderiv
 from runner.inference.state import LmmState, covbeta_vp, deviance_vp
@@ -107,4 +107,4 @@ def t_test(estimate: float, var: float, df: float) -> tuple[float, float]:
     """(t, two-sided p) on df."""
     se = np.sqrt(var)
     t = estimate / se
-    return float(t), float(2 * stats.t.sf(abs(t), df))
+    return float(t), float(2 * t_sf(abs(t), df))

@@ -18,8 +18,7 @@ from runner.compare.marginal import ReTerm
 from runner.compare.nesting import NestSide, auto_nesting, check_nested
 from runner.compare.shapes import TermShape, shapes_of
 from runner.design.model import Design
-from runner.inference.apply import InferenceRefused, check_settings
-from runner.inference.settings import settings_for
+from runner.inference.settings import InferenceRefused, check_settings, settings_for
 from runner.run.cache import fit_key
 from runner.run.tasks import FitTask
 from runner.spec.errors import IssueError, SpecIssue, ordered_issues

@@ -1,5 +1,5 @@
-"""The native `lme` engine (lme4's criterion, MixedModels.jl's blocked Cholesky)."""
+"""The native `lme` engine (lme4's criterion, MixedModels.jl's blocked Cholesky).
 
-from runner.engines.lme.engine import LmeEngine
-
-__all__ = ["LmeEngine"]
+The package itself imports nothing: its submodules pull in scipy.optimize, which the
+spec's light parts (families, links) must not pay for.
+"""

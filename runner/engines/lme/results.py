@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import norm
+from runner.distributions import norm_ppf, norm_sf
 
 from runner.design.model import Design
 from runner.engines.lme.criterion import Method
@@ -11,7 +11,7 @@ from runner.engines.lme.solve import Solution
 from runner.engines.lme.structure import Problem
 from runner.fit import FitArrays, FixedEffect, RanefBlock, RandomEffect
 
-Z975 = float(norm.ppf(0.975))
+Z975 = float(norm_ppf(0.975))
 
 
 def sigma2(problem: Problem, r2: float, method: Method) -> float:
@@ -26,7 +26,7 @@ def fixed_effects(design: Design, sol: Solution, s2: float) -> list[FixedEffect]
         out.append(FixedEffect(
             term=col.term, lme4_name=col.lme4_name, variable=col.variable, level=col.level,
             estimate=float(est), std_error=float(sd), statistic=z,
-            p_value=None if z is None else float(2 * norm.sf(abs(z))),
+            p_value=None if z is None else float(2 * norm_sf(abs(z))),
             ci_low=float(est - Z975 * sd), ci_high=float(est + Z975 * sd)))
     return out
 

@@ -12,14 +12,14 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.stats import norm
+from runner.distributions import norm_ppf, norm_sf
 
 from runner.design.model import Design, RandomBlock
 from runner.engines.lme.templates import Template
 from runner.engines.statsmodels.translate import Plan
 from runner.fit import FitArrays, FixedEffect, RandomEffect, RanefBlock
 
-Z975 = float(norm.ppf(0.975))
+Z975 = float(norm_ppf(0.975))
 SINGULAR_TOL = 1e-4  # lme4's isSingular tolerance on theta entries bounded below by 0
 
 
@@ -124,7 +124,7 @@ def fixed_effects(design: Design, beta: np.ndarray, se: np.ndarray) -> list[Fixe
                 std_error=float(s),
                 statistic=z,
                 df=None,
-                p_value=float(2 * norm.sf(abs(z))),
+                p_value=float(2 * norm_sf(abs(z))),
                 ci_low=float(b - Z975 * s),
                 ci_high=float(b + Z975 * s),
             )
