@@ -37,7 +37,7 @@ from glmm_cases import CASES, ROOT as REF, design, frame  # noqa: E402
 
 from runner.design.build import build_design  # noqa: E402
 from runner.engines.lme.glmm_engine import fit_glmm  # noqa: E402
-from runner.engines.lme.glmm_response import from_factor  # noqa: E402
+from runner.design.glmm_response import from_factor  # noqa: E402
 from runner.formula import parse_formula  # noqa: E402
 
 # id -> (csv, lme4 formula, family, nAGQ, weights)

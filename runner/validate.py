@@ -65,8 +65,8 @@ def _build_designs(loaded: LoadedSpec, data: PreparedData, names: list[str] | No
         if names is not None and name not in names:
             continue
         try:
-            designs[name] = design_for(data, name, model.formula,
-                                       weights=model.weights, offset=model.offset)
+            designs[name] = design_for(data, name, model.formula, weights=model.weights,
+                                       offset=model.offset, family=model.family)
         except DesignError as exc:
             from runner.formula.rexpr import find_expression
 

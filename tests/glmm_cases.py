@@ -2,7 +2,7 @@
 
 Each lme4 formula of tests/reference_glmm/*.json is written here in mixspec's terms on
 a prepared frame: proportions with `weights`, cbind() and factor responses through
-runner.engines.lme.glmm_response (what the design layer will call), offsets as columns.
+runner.design.glmm_response (what the design layer will call), offsets as columns.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pandas as pd
 
 from runner.design.build import build_design
 from runner.design.model import Design
-from runner.engines.lme.glmm_response import from_cbind, from_factor
+from runner.design.glmm_response import from_cbind, from_factor
 from runner.formula import parse_formula
 
 ROOT = Path(__file__).parent / "reference_glmm"

@@ -12,7 +12,7 @@ from glmm_cases import design
 from runner.engines.base import EngineError, fit_design
 from runner.engines.lme.families import make_family
 from runner.engines.lme.glmm_engine import GlmmFitError, fit_glmm
-from runner.engines.lme.glmm_response import (GlmmResponseError, from_cbind, from_factor, glmm_response,
+from runner.design.glmm_response import (GlmmResponseError, from_cbind, from_factor, glmm_response,
                                               response_problems)
 
 

@@ -107,7 +107,7 @@ def prepare_model(formula: str, data: Any, *, method: str = "REML", engine: str 
         and frame.index.step == 1 else frame.reset_index(drop=True)
     prepared = prepare(source, data_spec, {name: rm})
     try:
-        design = design_for(prepared, name, rm.formula, weights=rm.weights, offset=rm.offset)
+        design = design_for(prepared, name, rm.formula, weights=rm.weights, offset=rm.offset, family=rm.family)
     except DesignError as exc:
         raise DataError([SpecIssue("<formula>", None, None, "formula", str(exc))]) from None
     return rm, prepared, design, frame

@@ -47,8 +47,9 @@ def _numeric_roles(model: ResolvedModel, grouping: set[str], categorical: set[st
     for col in (*fixed_variables(model.formula), *slope_variables(model.formula)):
         if col not in grouping and col not in categorical and not _as_factor(model, col):
             roles[col] = "fixed"
-    for col in response_variables(model.formula):
-        roles[col] = "response"
+    if getattr(model, "family", "gaussian") != "binomial":  # a binomial response may be a two-level factor
+        for col in response_variables(model.formula):
+            roles[col] = "response"
     for key, col in (("weights", model.weights), ("offset", model.offset)):
         if col:
             roles[col] = key

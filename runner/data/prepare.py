@@ -257,7 +257,8 @@ def _check_model(model: ResolvedModel, frame: pd.DataFrame, issues: list[SpecIss
         issues.append(_issue(path, "no rows left after the filter and missing values"))
         return
     mf = model.formula
-    if mf.response in frame.columns and not _is_numeric(frame[mf.response]):
+    binomial = getattr(model, "family", "gaussian") == "binomial"  # a factor response is glm's 0/1
+    if mf.response in frame.columns and not _is_numeric(frame[mf.response]) and not binomial:
         example = frame[mf.response].dropna().astype(str).head(1).tolist()
         issues.append(_issue(path, f"response {mf.response!r} is not numeric"
                              + (f" (e.g. {example[0]!r})" if example else ""),

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from runner.design.checks import rank_keep, scale_warning
+from runner.design.glmm_response import GlmmResponseError, from_cbind, from_factor
 from runner.design.grouping import group_factor
 from runner.design.model import Design, FixedColumn, RandomBlock
 from runner.design.model_matrix import ModelMatrix, materialize, model_matrix
@@ -89,6 +90,40 @@ def _response(mf: ModelFormula, frame: pd.DataFrame) -> np.ndarray:
         rows = ", ".join(str(int(r) + 1) for r in np.flatnonzero(bad)[:5])
         raise DesignError(f"the response '{mf.response}' has NaN or infinite values (rows {rows} of the model's rows)")
     return y
+
+
+def _binomial_response(mf: ModelFormula, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None, str | None]:
+    """A binomial response as glm reads it: (y, trials or None, success level or None).
+
+    A two-level factor, text or logical column gives 0/1 with the second level as success;
+    `cbind(successes, failures)` gives proportions with the trials as prior weights; a
+    number column (0/1, or proportions with `weights:` as trials) is taken as it is."""
+    column = frame[mf.response] if mf.response in frame.columns else None
+    factor_like = column is not None and (pd.api.types.is_bool_dtype(column.dtype)
+                                          or not pd.api.types.is_numeric_dtype(column.dtype))
+    try:
+        if factor_like:
+            y, success = from_factor(column, name=mf.response)
+            return y, None, success
+        Y = response_matrix(mf, frame)
+        if Y.shape[1] == 2:
+            names = _cbind_names(mf.response)
+            y, trials = from_cbind(Y[:, 0], Y[:, 1], names)
+            return y, trials, None
+    except GlmmResponseError as exc:
+        raise DesignError(str(exc)) from None
+    if Y.shape[1] != 1:
+        raise DesignError(f"the response '{mf.response}' must be one column or cbind(successes, failures)")
+    return Y[:, 0], None, None
+
+
+def _cbind_names(response: str) -> tuple[str, str]:
+    """The two argument texts of `cbind(a, b)`, for messages."""
+    node = rexpr.parse_expression(response)
+    args = getattr(node, "args", ())
+    if len(args) == 2:
+        return rexpr.deparse(args[0]), rexpr.deparse(args[1])
+    return ("successes", "failures")
 
 
 def _fixed(mf: ModelFormula, frame: pd.DataFrame, state: State, learn: pd.DataFrame | None,
@@ -245,47 +280,60 @@ def _vector(frame: pd.DataFrame, column: str | None, what: str) -> np.ndarray | 
 
 def build_design(mf: ModelFormula, frame: pd.DataFrame, weights: str | None = None,
                  offset: str | None = None, learn_frame: pd.DataFrame | None = None,
-                 contrasts: dict[str, str] | None = None) -> Design:
+                 contrasts: dict[str, str] | None = None, family: str = "gaussian") -> Design:
     """Numeric design of one model on the rows of `frame` (already cleaned of missing values).
 
     `learn_frame` holds the rows R's model.frame evaluates variables on (after the filter,
     before rows with missing values are dropped): scale(), poly() and factor() learn their
     parameters there. Without it they learn on `frame`. `contrasts` maps a column to its
-    coding from the spec (`data.categorical.<col>.contrast`).
+    coding from the spec (`data.categorical.<col>.contrast`). `family` other than gaussian
+    reads the response as glm does (factor, `cbind()`) and allows lme4's observation-level
+    random effects (`(1|obs)`, for overdispersion).
     """
     if not mf.random:
         raise DesignError("no random-effects terms: a mixed model needs at least one (…|group) term")
     state: dict[str, Any] = {}
-    y = _response(mf, frame)
+    glmm = family != "gaussian"
+    trials, success = None, None
+    if family == "binomial":
+        y, trials, success = _binomial_response(mf, frame)
+    else:
+        y = _response(mf, frame)
     X, fixed, dropped, warnings = _fixed(mf, frame, state, learn_frame, contrasts)
     off = _offset(mf, frame, state, learn_frame)
-    _check_response_varies(mf.response, y if off is None else y - off, X)
+    if not glmm:
+        _check_response_varies(mf.response, y if off is None else y - off, X)
     raw = [_block(t, frame, state, learn_frame, contrasts) for t in mf.random]
     for i, b in enumerate(raw):
         b.term_index = i
     blocks = [raw[i] for i in lme4_order([b.nlevels for b in raw])]
     for b, ident in zip(blocks, _unique_ids([b.group for b in blocks])):
         b.id = ident
-    _check_identifiable(blocks, len(y))
+    if not glmm:  # a GLMM's variance is the family's: one level per row is lme4's overdispersion term
+        _check_identifiable(blocks, len(y))
     warnings += _shared_columns(blocks)
     for t in mf.random:
         warnings += [w for w in _lhs_terms(t).warnings if w not in warnings]
     w = _vector(frame, weights, "weights")
     if w is not None and np.any(w <= 0):
         raise DesignError(f"weights column '{weights}' must be positive")
+    if trials is not None:  # cbind(): the trials are prior weights, times any given
+        w = trials if w is None else w * trials
     spec_off = _vector(frame, offset, "offset")
     if spec_off is not None:
         off = spec_off if off is None else off + spec_off
     return Design(response=mf.response, y=y, X=X, fixed=fixed, blocks=blocks, weights=w,
-                  offset=off, dropped_fixed=dropped, warnings=warnings, formula_state=state)
+                  offset=off, dropped_fixed=dropped, warnings=warnings, formula_state=state,
+                  success_level=success)
 
 
 def design_for(prepared: Any, name: str, mf: ModelFormula, weights: str | None = None,
-               offset: str | None = None) -> Design:
+               offset: str | None = None, family: str = "gaussian") -> Design:
     """The design of model `name` on its rows of `prepared` data (a PreparedData): variables
     are learned on all filtered rows, as R's model.frame, with the spec's contrasts."""
     return build_design(mf, prepared.frame_for(name), weights=weights, offset=offset,
-                        learn_frame=getattr(prepared, "frame", None), contrasts=getattr(prepared, "contrasts", None))
+                        learn_frame=getattr(prepared, "frame", None), contrasts=getattr(prepared, "contrasts", None),
+                        family=family)
 
 
 def on_new_rows(mf: ModelFormula, design: Design, frame: pd.DataFrame

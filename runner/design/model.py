@@ -67,6 +67,8 @@ class Design:
     warnings: list[str] = field(default_factory=list)  # e.g. lme4's check.scaleX message
     # parameters scale(), poly() and factor() learned (plain JSON data), reused for new data
     formula_state: dict = field(default_factory=dict)
+    # binomial with a two-level factor, text or logical response: the level counted as success
+    success_level: str | None = None
 
     @property
     def nobs(self) -> int:

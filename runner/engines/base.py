@@ -67,7 +67,7 @@ def _fit_glmm(design: Design, engine: str, formula_text: str, family: str, link:
                           "use engine: lme (or auto)")
     from runner.engines.lme.glmm_engine import GlmmFitError, fit_glmm
     from runner.engines.lme.glmm_pirls import PirlsError
-    from runner.engines.lme.glmm_response import GlmmResponseError
+    from runner.design.glmm_response import GlmmResponseError
 
     try:
         return fit_glmm(design, family, link, nagq, formula_text)

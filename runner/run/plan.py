@@ -194,7 +194,7 @@ def make_plan(path: str | Path, verify: bool = False) -> Plan:
                        verify=bool(verify or rm.verify) and rm.family == "gaussian")  # no GLMM in statsmodels
         try:
             mp.design = built.get(name) or design_for(prepared, name, rm.formula, weights=rm.weights,
-                                                      offset=rm.offset)
+                                                      offset=rm.offset, family=rm.family)
         except Exception as exc:  # DesignError: the data cannot give this model
             issues.append(_issue(loaded, tuple(rm.spec_path), f"{type(exc).__name__}: {exc}"
                                  if not isinstance(exc, ValueError) else str(exc)))
@@ -207,7 +207,7 @@ def make_plan(path: str | Path, verify: bool = False) -> Plan:
                 warns.append(loaded.issue(tuple(rm.spec_path), f"the response '{d.response}' is 0/1 but the model "
                                           "is linear (family gaussian): did you mean `family: binomial`?", "warning"))
         if rm.family != "gaussian":  # a response the family cannot model is a data error (exit 2)
-            from runner.engines.lme.glmm_response import response_problems
+            from runner.design.glmm_response import response_problems
 
             problems = response_problems(d.y, d.weights, rm.family, d.response)
             if rm.nagq > 1 and (len(d.blocks) != 1 or d.blocks[0].ncols != 1):

@@ -27,7 +27,7 @@ from runner.engines.lme.engine import _one_blas_thread
 from runner.engines.lme.families import make_family
 from runner.engines.lme.glmm_pirls import (SEARCH_TOL, STEP_TOL, GlmmModel, Mode, PirlsError, agq, build_model,
                                            decompose, factors, gh_rule, laplace, pirls, zlambda_values)
-from runner.engines.lme.glmm_response import glmm_response
+from runner.design.glmm_response import glmm_response
 from runner.engines.lme.optimize import (BOUNDARY_TOL, FD_STEP, MAX_EVALUATIONS, Optimum, minimize_theta,
                                           probe_edges, scan_start)
 from runner.fit import Convergence, Fit, FitArrays, FitWarning, FixedEffect, RanefBlock, RandomEffect
