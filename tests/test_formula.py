@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from runner.covariance import COVARIANCES
 from runner.formula import (
-    COVARIANCES,
     FormulaError,
     ModelFormula,
     RandomTerm,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from runner.covariance import Covariance, nparams
 from runner.design.model import Design
 
 
@@ -18,17 +19,12 @@ class TermShape:
 
     group: str
     columns: tuple[str, ...]
-    covariance: str  # unstructured | diagonal | identity | compound_symmetry
+    covariance: Covariance
 
     @property
     def nparams(self) -> int:
         """Covariance parameters of the term (theta count), as lme4/glmmTMB count them."""
-        p = len(self.columns)
-        if p == 1:
-            return 1
-        return {"unstructured": p * (p + 1) // 2, "diagonal": p, "identity": 1, "compound_symmetry": 2}[
-            self.covariance
-        ]
+        return nparams(self.covariance, len(self.columns))
 
     @property
     def independent(self) -> bool:

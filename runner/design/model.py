@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from runner.formula.model import Covariance
+from runner.covariance import Covariance
 
 
 @dataclass

@@ -8,10 +8,7 @@ variants, caching and nesting checks compare models by value, not by text.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
-
-Covariance = Literal["unstructured", "diagonal", "identity", "compound_symmetry"]
-COVARIANCES: tuple[str, ...] = ("unstructured", "diagonal", "identity", "compound_symmetry")
+from runner.covariance import Covariance
 
 
 @dataclass(frozen=True)

@@ -19,16 +19,10 @@ from typing import Union
 from runner.formula import rexpr, rterms
 from runner.formula.errors import FormulaError
 from runner.formula.functions import check as check_functions
-from runner.formula.model import Covariance, ModelFormula, RandomTerm
+from runner.covariance import GLMMTMB_FUNCTIONS, Covariance
+from runner.formula.model import ModelFormula, RandomTerm
 
-# glmmTMB's covariance functions that mixspec supports, and the ones it does not.
-COVARIANCE_FUNCTIONS: dict[str, Covariance] = {
-    "us": "unstructured",
-    "diag": "diagonal",
-    "homdiag": "identity",
-    "homcs": "compound_symmetry",
-}
-FUNCTION_OF_COVARIANCE: dict[str, str] = {v: k for k, v in COVARIANCE_FUNCTIONS.items()}
+# glmmTMB's covariance functions that mixspec does not support (runner.covariance: those it does)
 _UNSUPPORTED_FUNCTIONS = ("cs", "hetar1", "ar1", "ou", "exp", "gau", "mat", "toep", "rr", "propto", "equalto")
 _UNSUPPORTED_HINTS = {
     "cs": (" (glmmTMB's cs() has a variance per column and one common correlation, p + 1 parameters; "
@@ -361,9 +355,9 @@ class _Parser:
             return self.bar(a + 1, b - 1, None)
         if self.toks[a].kind == "name" and self.wrapped(a + 1, b) and self.bars(a + 2, b - 1):
             name = self.toks[a].text
-            if name in COVARIANCE_FUNCTIONS:
+            if name in GLMMTMB_FUNCTIONS:
                 return self.bar(a + 2, b - 1, name)
-            supported = ", ".join(f"{f}()" for f in COVARIANCE_FUNCTIONS)
+            supported = ", ".join(f"{f}()" for f in GLMMTMB_FUNCTIONS)
             if name in _UNSUPPORTED_FUNCTIONS:
                 extra = _UNSUPPORTED_HINTS.get(name, "")
                 raise self.error(f"covariance structure {name}() is not supported; use one of {supported}{extra}",
@@ -393,7 +387,7 @@ class _Parser:
             raise self.error(f"expected a grouping factor after '{self.toks[b].text}'", self.pos(hi))
         intercept, terms = self.lhs(lo, b)
         groups = self.group(b + 1, hi)
-        covariance = COVARIANCE_FUNCTIONS[function] if function else "unstructured"
+        covariance = GLMMTMB_FUNCTIONS[function] if function else "unstructured"
         lhss = expand_double_bar(intercept, terms) if double else [(intercept, terms)]
         return [random_term(g, i, t, covariance, double) for i, t in lhss for g in groups]
 

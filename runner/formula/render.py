@@ -9,7 +9,8 @@ The output always parses back to the same ModelFormula.
 from __future__ import annotations
 
 from runner.formula.model import ModelFormula, RandomTerm
-from runner.formula.parser import FUNCTION_OF_COVARIANCE, expand_double_bar, quote_name
+from runner.covariance import FUNCTION_OF_COVARIANCE
+from runner.formula.parser import expand_double_bar, quote_name
 
 
 def render_group(term: RandomTerm) -> str:

@@ -12,8 +12,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from runner.formula.model import COVARIANCES, ModelFormula
-from runner.formula.parser import FUNCTION_OF_COVARIANCE, GroupExpr, deparse_group, parse_formula, parse_group_chain
+from runner.covariance import COVARIANCES, FUNCTION_OF_COVARIANCE
+from runner.formula.model import ModelFormula
+from runner.formula.parser import GroupExpr, deparse_group, parse_formula, parse_group_chain
 
 _KEYS = ("group", "within", "terms", "covariance")
 

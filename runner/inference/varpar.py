@@ -17,20 +17,8 @@ def lme4_templates(problem: Problem) -> list[tuple[Template, slice]]:
     return [(problem.templates[i], problem.theta_slices[i]) for i in inv]
 
 
-def term_names(t: Template) -> list[str]:
-    g, cols = t.group, t.columns
-    if t.covariance == "unstructured" or t.p == 1:
-        r, c = t._tri()
-        return [f"sd_{cols[i]}|{g}" if i == j else f"cor_{cols[i]}.{cols[j]}|{g}" for i, j in zip(r, c)]
-    if t.covariance == "diagonal":
-        return [f"sd_{c}|{g}" for c in cols]
-    if t.covariance == "identity":
-        return [f"sd|{g}"]
-    return [f"sd|{g}", f"cor|{g}"]  # compound symmetry: common SD and correlation
-
-
 def names(problem: Problem) -> list[str]:
-    return [n for t, _ in lme4_templates(problem) for n in term_names(t)] + ["sigma"]
+    return [n for t, _ in lme4_templates(problem) for n in t.sdcor_names()] + ["sigma"]
 
 
 def is_sd(name: str) -> bool:
@@ -45,7 +33,7 @@ def to_sdcor(problem: Problem, theta: np.ndarray, sigma: float) -> np.ndarray:
         V = sigma * sigma * (T @ T.T)
         sd = np.sqrt(np.clip(np.diag(V), 0.0, None))
         if t.covariance == "unstructured" or t.p == 1:
-            r, c = t._tri()
+            r, c = t.tri()
             for i, j in zip(r, c):
                 if i == j:
                     out.append(float(sd[i]))
@@ -83,11 +71,11 @@ def from_sdcor(problem: Problem, values: np.ndarray) -> tuple[np.ndarray, float]
     theta = np.zeros(problem.lower.size)
     k = 0
     for t, s in lme4_templates(problem):
-        n = len(term_names(t))
+        n = len(t.sdcor_names())
         v = values[k:k + n]
         k += n
         if t.covariance == "unstructured" or t.p == 1:
-            r, c = t._tri()
+            r, c = t.tri()
             sd = np.zeros(t.p)
             R = np.eye(t.p)
             for x, i, j in zip(v, r, c):

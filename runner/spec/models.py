@@ -20,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from runner.covariance import Covariance as CovarianceName
 from runner.spec.limits import MAX_NAGQ, MAX_NSIM
 
 Method = Literal["REML", "ML"]
@@ -27,7 +28,6 @@ EngineName = Literal["auto", "lme", "statsmodels"]
 FamilyName = Literal["gaussian", "binomial", "poisson"]
 LinkName = Literal["identity", "logit", "probit", "cloglog", "log"]
 Verify = Literal["statsmodels"]
-CovarianceName = Literal["unstructured", "diagonal", "identity", "compound_symmetry"]
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 _WINDOWS_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)),

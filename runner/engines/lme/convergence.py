@@ -14,9 +14,10 @@ from typing import Callable
 
 import numpy as np
 
+from runner.covariance import SINGULAR_TOL
+
 DELTA = 1e-4
 GRAD_TOL = 2e-3
-SINGULAR_TOL = 1e-4
 
 
 @dataclass

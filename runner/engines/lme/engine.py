@@ -68,7 +68,7 @@ def _degenerate_pivots(problem: Problem, phi: np.ndarray) -> np.ndarray:
     for template, sl in zip(problem.templates, problem.theta_slices):
         if template.covariance != "unstructured" or template.p < 2:
             continue
-        r, c = template._tri()
+        r, c = template.tri()
         pivots = np.flatnonzero(r == c)[:-1] + sl.start
         out.extend(int(i) for i in pivots if phi[i] < DEGENERATE_PIVOT)
     return np.asarray(out, dtype=int)

@@ -66,7 +66,7 @@ def phi_to_theta(problem: Problem, phi: np.ndarray) -> np.ndarray:
     for t, s, P in zip(problem.templates, problem.theta_slices, problem.precond):
         if P is not None:
             L = _lower_factor(P @ t.factor(phi[s]))
-            r, c = t._tri()
+            r, c = t.tri()
             theta[s] = L[r, c]
     return theta
 
@@ -77,7 +77,7 @@ def theta_to_phi(problem: Problem, theta: np.ndarray) -> np.ndarray:
     for t, s, P in zip(problem.templates, problem.theta_slices, problem.precond):
         if P is not None:
             L = _lower_factor(np.linalg.solve(P, t.factor(theta[s])))
-            r, c = t._tri()
+            r, c = t.tri()
             phi[s] = L[r, c]
     return phi
 

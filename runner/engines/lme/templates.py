@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from runner.formula.model import Covariance
+from runner.covariance import Covariance, lower_triangle, nparams, sd_like, sdcor_names, theta_names
 
 
 @dataclass(frozen=True)
@@ -26,34 +26,21 @@ class Template:
 
     @property
     def ntheta(self) -> int:
-        if self.covariance == "unstructured":
-            return self.p * (self.p + 1) // 2
-        if self.covariance == "diagonal":
-            return self.p
-        if self.covariance == "identity":
-            return 1
-        return 2  # compound_symmetry
+        return nparams(self.covariance, self.p)
 
-    def _tri(self) -> tuple[np.ndarray, np.ndarray]:
-        """Lower-triangle indices by column, lme4's order of theta within a term."""
-        rows, cols = [], []
-        for j in range(self.p):
-            for i in range(j, self.p):
-                rows.append(i)
-                cols.append(j)
-        return np.asarray(rows), np.asarray(cols)
+    def tri(self) -> tuple[np.ndarray, np.ndarray]:
+        """Row and column indices of the lower triangle by column (lme4's order of theta)."""
+        pairs = lower_triangle(self.p)
+        return np.asarray([i for i, _ in pairs], dtype=int), np.asarray([j for _, j in pairs], dtype=int)
 
     def lower(self) -> np.ndarray:
         """Lower bounds: 0 for SD-like components, -inf for off-diagonal factor entries."""
-        if self.covariance == "unstructured":
-            r, c = self._tri()
-            return np.where(r == c, 0.0, -np.inf)
-        return np.zeros(self.ntheta)
+        return np.where(sd_like(self.covariance, self.p), 0.0, -np.inf)
 
     def start(self) -> np.ndarray:
         """lme4's default start: 1 on template diagonals, 0 off."""
         if self.covariance == "unstructured":
-            r, c = self._tri()
+            r, c = self.tri()
             return np.where(r == c, 1.0, 0.0)
         return np.ones(self.ntheta)  # compound symmetry: as lme4 starts (1|g) + (1|g:f)
 
@@ -64,7 +51,7 @@ class Template:
             return np.array([[float(theta[0])]])
         if self.covariance == "unstructured":
             T = np.zeros((p, p))
-            r, c = self._tri()
+            r, c = self.tri()
             T[r, c] = theta
             return T
         if self.covariance == "diagonal":
@@ -77,13 +64,9 @@ class Template:
         return abs(t2) * np.eye(p) + c * np.ones((p, p))
 
     def names(self) -> list[str]:
-        """theta names as lme4's getME(m, "theta"): group.col, group.col_i.col_j."""
-        g, cols = self.group, self.columns
-        if self.covariance == "unstructured":
-            r, c = self._tri()
-            return [f"{g}.{cols[i]}" if i == j else f"{g}.{cols[i]}.{cols[j]}" for i, j in zip(r, c)]
-        if self.covariance == "diagonal":
-            return [f"{g}.{c}" for c in cols]
-        if self.covariance == "identity":
-            return [f"{g}.identity"]
-        return [f"{g}.cs_shared", f"{g}.cs_own"]
+        """theta names as lme4's getME(m, "theta")."""
+        return theta_names(self.covariance, self.group, self.columns)
+
+    def sdcor_names(self) -> list[str]:
+        """The term's parameters on lme4's sigma scale (sd_..., cor_...)."""
+        return sdcor_names(self.covariance, self.group, self.columns)

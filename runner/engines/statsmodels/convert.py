@@ -15,12 +15,10 @@ import numpy as np
 from runner.distributions import norm_ppf, norm_sf
 
 from runner.design.model import Design, RandomBlock
-from runner.engines.lme.templates import Template
 from runner.engines.statsmodels.translate import Plan
 from runner.fit import FitArrays, FixedEffect, RandomEffect, RanefBlock
 
 Z975 = float(norm_ppf(0.975))
-SINGULAR_TOL = 1e-4  # lme4's isSingular tolerance on theta entries bounded below by 0
 
 
 def psd_cholesky(a: np.ndarray) -> np.ndarray:
@@ -57,17 +55,12 @@ def block_covariances(plan: Plan, cov_re: np.ndarray, vcomp: np.ndarray, design:
     return covs
 
 
-def template_of(block: RandomBlock) -> Template:
-    """The native engine's template of this block: one source for theta names and bounds."""
-    return Template(block.covariance, block.ncols, block.group, tuple(block.column_names))
-
-
 def theta_of(block: RandomBlock, cov: np.ndarray, sigma: float) -> list[float]:
     """lme4-style theta of one block (relative covariance factor), as the native engine orders it.
 
     unstructured: lower Cholesky factor of cov / sigma^2 by column; diagonal: relative SDs;
     identity: the one relative SD; compound symmetry: (shared, own) with
-    cov / sigma^2 = shared^2 J + own^2 I, as runner.engines.lme.templates defines it.
+    cov / sigma^2 = shared^2 J + own^2 I, as runner.covariance defines it.
     """
     p = block.ncols
     rel = cov / sigma**2 if sigma > 0 else cov * np.nan
@@ -80,12 +73,6 @@ def theta_of(block: RandomBlock, cov: np.ndarray, sigma: float) -> list[float]:
         return [float(math.sqrt(max(rel[0, 0], 0.0)))]
     shared = float(rel[0, 1]) if p > 1 else 0.0
     return [math.sqrt(max(shared, 0.0)), math.sqrt(max(float(rel[0, 0]) - shared, 0.0))]
-
-
-def is_singular(block: RandomBlock, theta: list[float]) -> bool:
-    """lme4's rule: some theta entry with lower bound 0 is below 1e-4."""
-    lower = template_of(block).lower()
-    return any(t < SINGULAR_TOL for t, lo in zip(theta, lower) if lo == 0.0)
 
 
 def varcorr_rows(block: RandomBlock, cov: np.ndarray) -> list[RandomEffect]:

@@ -34,6 +34,7 @@ import warnings
 import numpy as np
 from statsmodels.regression.mixed_linear_model import MixedLM
 
+from runner import covariance
 from runner.design.model import Design
 from runner.engines.statsmodels import convert
 from runner.engines.statsmodels.errors import EngineError, InexpressibleModel
@@ -182,13 +183,13 @@ class StatsmodelsEngine:
         for block, cov in zip(design.blocks, covs):
             vals = convert.theta_of(block, cov, sigma)
             theta += vals
-            theta_names += convert.template_of(block).names()
-            singular = singular or convert.is_singular(block, vals)
+            theta_names += covariance.theta_names(block.covariance, block.group, tuple(block.column_names))
+            singular = singular or covariance.is_singular(vals, covariance.sd_like(block.covariance, block.ncols))
             random_effects += convert.varcorr_rows(block, cov)
         random_effects.append(convert.RandomEffect(id="Residual", group="Residual", term="", variance=scale, sd=sigma))
         if singular:
             fit_warnings.append(FitWarning(code="singular", message="boundary (singular) fit: see help('isSingular')"))
-        npar = design.X.shape[1] + sum(_ncov(b) for b in design.blocks) + 1
+        npar = design.X.shape[1] + sum(covariance.nparams(b.covariance, b.ncols) for b in design.blocks) + 1
         loglik = float(result.llf)
         objective = -2.0 * loglik
         converged = bool(result.converged)
@@ -221,8 +222,3 @@ class StatsmodelsEngine:
             arrays=arrays,
         )
 
-
-def _ncov(block) -> int:
-    """Covariance parameters of one block, as lme4 counts them (and mixspec's structures)."""
-    p = block.ncols
-    return {"unstructured": p * (p + 1) // 2, "diagonal": p, "identity": 1, "compound_symmetry": 2}[block.covariance]
