@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from runner.run.options import EXECUTORS, EXIT_FAILED, EXIT_INVALID, EXIT_OK, RunOptions  # dataclasses only
+
 if TYPE_CHECKING:  # imported where used: `mixspec --help` must not pay for formulaic, pandas or rich
     from rich.table import Table
 
@@ -26,8 +28,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 
 
 def _err(line: str) -> None:
@@ -133,11 +133,8 @@ def schema(
 ) -> None:
     """Print the JSON Schema of spec files (for editor completion) or of results.json."""
     if results:
-        try:
-            from runner.results import ResultsRecord
-        except ImportError as exc:
-            _err(f"mixspec schema: the results schema is not available in this installation ({exc})")
-            raise typer.Exit(EXIT_FAILED) from None
+        from runner.results import ResultsRecord
+
         document = ResultsRecord.model_json_schema()
         document.setdefault("title", "mixspec results.json")
     else:
@@ -166,17 +163,19 @@ def run(
     max_memory: MaxMemory = None,
 ) -> None:
     """Fit every model of the specs, compare them, write results.json and the HTML report."""
-    if executor not in ("local", "processes", "dask"):
+    if executor not in EXECUTORS:
         _err(f"mixspec run: --executor must be local, processes or dask, not {executor!r}")
         raise typer.Exit(EXIT_INVALID)
+    options = RunOptions(out=out, jobs=jobs, use_cache=not no_cache, verify=verify,
+                         executor=executor,  # type: ignore[arg-type]  # checked against EXECUTORS above
+                         scheduler=scheduler, quiet=quiet, cache_dir=cache_dir, max_memory=max_memory)
     from runner.data.files import granted
     from runner.run.commands import run_command
     from runner.spec.errors import IssueError
 
     try:
         with granted(allow_path or (), allow_env or ()):  # data is loaded in this process, before any fit
-            code = run_command(list(specs), out, jobs, no_cache, verify, executor, scheduler, quiet, json_out,
-                               cache_dir, max_memory)
+            code = run_command(list(specs), options, json_out=json_out)
     except IssueError as exc:
         _print_issues(exc.issues)
         code = EXIT_INVALID

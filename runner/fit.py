@@ -16,6 +16,8 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from runner.vocab import FittingEngine, Method
+
 
 class FitWarning(BaseModel):
     """A warning attached to a fit; `code` is stable for tools, `message` for people."""
@@ -126,8 +128,8 @@ class FitArrays:
 class Fit(BaseModel):
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
-    engine: Literal["lme", "statsmodels"]
-    method: Literal["REML", "ML"]
+    engine: FittingEngine
+    method: Method
     formula: str
     nobs: int
     npar: int  # fixed effects + covariance parameters + residual (lme4's df of logLik)

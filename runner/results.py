@@ -2,18 +2,23 @@
 
 Everything outside `run` is a pure function of spec, data, package versions and git
 commit, so a rerun gives byte-identical output there (timings live only in `run`).
-Floats that are NaN or infinite are written as null (see `runner.run.record`).
+Floats that are NaN or infinite are written as null (`record_json`).
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import json
+import math
+from typing import Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from runner.vocab import Method
 from runner.fit import ICC, R2, AnovaRow, ConfintRow, Convergence, FitWarning, FixedEffect, RandomEffect
 
 SCHEMA_VERSION = 2  # 2: fixed-effect `term` is R's name (sexM), as lme4_name; 1 had formulaic's (sex[T.M])
+RESULTS_NAME = "results.json"  # one per spec, in <out>/<spec name>/
 
 
 class _Strict(BaseModel):
@@ -51,11 +56,13 @@ class Environment(_Strict):
     scipy: str
     pandas: str
     statsmodels: str | None = None
-    formulaic: str | None = None
+    formulaic: str | None = None  # no longer a dependency: always null (kept so the schema stays 2)
     git_commit: str | None = None
 
 
-class FactorInfo(_Strict):
+class FactorRecord(_Strict):
+    """A categorical predictor: its levels, reference level and contrast."""
+
     levels: list[str]
     reference: str | None = None
     contrast: str = "treatment"
@@ -90,7 +97,7 @@ class ModelRecord(_Strict):
     source: str = "model"  # "model" or "variant of <name>"
     formula: str
     engine: str
-    method: Literal["REML", "ML"]
+    method: Method
     nobs: int | None = None
     npar: int | None = None
     ngroups: dict[str, int] = Field(default_factory=dict)
@@ -131,7 +138,7 @@ class ModelRecord(_Strict):
 class RankingRow(_Strict):
     model: str
     criterion: Literal["AIC", "BIC", "AICc"]
-    method: Literal["REML", "ML"]  # which fit the value comes from
+    method: Method  # which fit the value comes from
     fit_used: Literal["own", "ml_refit"]  # own fit, or the ML refit of a REML fit
     value: float
     delta: float
@@ -155,7 +162,7 @@ class TestRecord(_Strict):
     large: str
     source: Literal["listed", "auto"] = "listed"
     refit_ml: bool
-    method: Literal["REML", "ML"]
+    method: Method
     npar: list[int]  # [small, large]
     loglik: list[float]  # [small, large]
     chisq: float
@@ -163,6 +170,8 @@ class TestRecord(_Strict):
     p_value: float | None
     p_value_boundary: float | None = None
     boundary_note: str | None = None  # structured reason when p_value_boundary is null, or the mixture used
+    p_bootstrap: float | None = None  # parametric bootstrap (pbkrtest's PBmodcomp), compare: bootstrap
+    p_bootstrap_n: int | None = None  # replicates used (T* > 0); dropped and failed ones are in warnings
     warnings: list[str] = Field(default_factory=list)
 
 
@@ -172,8 +181,6 @@ class ExpectationRecord(_Strict):
     detail: str
 
 
-    p_bootstrap: float | None = None  # parametric bootstrap (pbkrtest's PBmodcomp), compare: bootstrap
-    p_bootstrap_n: int | None = None  # replicates used (T* > 0); dropped and failed ones are in warnings
 class Timing(_Strict):
     fit_seconds: float
     cached: bool
@@ -198,10 +205,29 @@ class ResultsRecord(_Strict):
     spec: SpecInfo
     data: DataInfo
     environment: Environment
-    factors: dict[str, FactorInfo] = Field(default_factory=dict)
+    factors: dict[str, FactorRecord] = Field(default_factory=dict)
     models: dict[str, ModelRecord]
     ranking: list[RankingGroup] = Field(default_factory=list)
     tests: list[TestRecord] = Field(default_factory=list)
     expectations: list[ExpectationRecord] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)  # spec/data level warnings (validate's)
     run: RunInfo
+
+
+def _clean(value: Any) -> Any:
+    """NaN/inf -> None, numpy scalars -> Python, recursively (json then refuses NaN)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, np.generic):
+        return _clean(value.item())
+    return value
+
+
+def record_json(record: ResultsRecord) -> str:
+    """The results.json text: stable key order, null for NaN/inf, trailing newline."""
+    data = _clean(record.model_dump(mode="python"))
+    return json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False) + "\n"

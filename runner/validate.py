@@ -1,8 +1,9 @@
-"""Everything checked before fitting: spec, data, and each model against the data.
+"""The first step of planning: spec, data, and each model's design against the data.
 
-`validate_spec` is what `mixspec validate` prints and what `mixspec run` calls
-before any fit, so both find the same problems. Every problem is located in the
-spec file and all of them are raised together (SpecError or DataError).
+`runner.run.plan.make_plan` calls `validate_spec` and plans on the designs it built;
+`mixspec validate` is that plan without fitting, so both find the same problems. Every
+problem is located in the spec file and all of them are raised together (SpecError
+or DataError).
 """
 
 from __future__ import annotations
@@ -14,8 +15,11 @@ from typing import Any
 from runner.data.errors import DataError
 from runner.data.prepare import PreparedData, count_levels, prepare
 from runner.data.sources import load_frame
+from runner.design.build import DesignError, design_for
+from runner.design.model import Design
 from runner.spec.errors import IssueError, SpecError, SpecIssue, ordered_issues
-from runner.spec.load import LoadedSpec, load_spec
+from runner.spec.load import LoadedSpec, ResolvedModel, load_spec
+from runner.vocab import Method
 
 
 @dataclass(frozen=True)
@@ -25,7 +29,7 @@ class ModelSummary:
     name: str
     formula: str  # lme4 text
     source: str  # "model" or "variant of X"
-    method: str
+    method: Method
     engine: str
     nobs: int
     groups: dict[str, int]  # grouping factor (lme4 name) -> levels in the rows used
@@ -39,10 +43,10 @@ class ValidatedSpec:
     data: PreparedData
     summaries: dict[str, ModelSummary]
     warnings: list[SpecIssue] = field(default_factory=list)
-    designs: dict[str, Any] = field(default_factory=dict)  # model -> runner.design.model.Design, when built
+    designs: dict[str, Design] = field(default_factory=dict)  # every model's, unless build_designs=False
 
 
-def _groups(data: PreparedData, name: str, model: Any) -> dict[str, int]:
+def _groups(data: PreparedData, name: str, model: ResolvedModel) -> dict[str, int]:
     frame = data.frame.loc[data.masks[name]]
     out: dict[str, int] = {}
     for term in model.formula.random:
@@ -53,13 +57,9 @@ def _groups(data: PreparedData, name: str, model: Any) -> dict[str, int]:
 
 
 def _build_designs(loaded: LoadedSpec, data: PreparedData, names: list[str] | None = None
-                   ) -> tuple[dict[str, Any], list[SpecIssue]]:
+                   ) -> tuple[dict[str, Design], list[SpecIssue]]:
     """Build each model's design (or those in `names`): rank, scale and lme4's checks."""
-    try:
-        from runner.design.build import DesignError, design_for
-    except ImportError:
-        return {}, []
-    designs: dict[str, Any] = {}
+    designs: dict[str, Design] = {}
     issues: list[SpecIssue] = []
     for name, model in loaded.models.items():
         if names is not None and name not in names:
@@ -70,7 +70,7 @@ def _build_designs(loaded: LoadedSpec, data: PreparedData, names: list[str] | No
         except DesignError as exc:
             from runner.formula.rexpr import find_expression
 
-            at = find_expression(model.written, exc.term) if getattr(exc, "term", None) and model.written else None
+            at = find_expression(model.written, exc.term) if exc.term and model.written else None
             issues.append(loaded.issue(model.spec_path, str(exc), offset=at))
     return designs, issues
 
@@ -116,14 +116,14 @@ def validate_spec(path: str | Path, *, build_designs: bool = True) -> ValidatedS
     except DataError as exc:
         raise DataError(ordered_issues(_with_design_issues(loaded, exc, build_designs, errors_only=False))) from None
     warnings = [loaded.locate(w) for w in [*loaded.warnings, *data.warnings]]
-    designs: dict[str, Any] = {}
+    designs: dict[str, Design] = {}
     if build_designs:
         designs, issues = _build_designs(loaded, data)
         if issues:
             raise DataError(ordered_issues([*issues, *warnings]))
         for name, design in designs.items():
-            for message in getattr(design, "warnings", []) or []:
-                warnings.append(loaded.issue(loaded.models[name].spec_path, message, "warning"))
+            for w in design.warnings:
+                warnings.append(loaded.issue(loaded.models[name].spec_path, w.message, "warning"))
     summaries = {
         name: ModelSummary(name=name, formula=m.formula_text, source=m.source, method=m.method,
                            engine=m.engine, nobs=data.nobs(name), groups=_groups(data, name, m))

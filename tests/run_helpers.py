@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from runner.run.api import run_spec
+from runner.run.options import RunOptions
 
 
 def write_spec(tmp_path: Path, name: str, body: str) -> Path:
@@ -16,4 +17,4 @@ def write_spec(tmp_path: Path, name: str, body: str) -> Path:
 def run_quiet(spec: Path, tmp_path: Path, **kw):
     """run_spec inline, quiet, uncached, no HTML (tests override any of these)."""
     kw = {"out_dir": tmp_path / "out", "jobs": 1, "quiet": True, "use_cache": False, "report": False, **kw}
-    return run_spec(spec, **kw)
+    return run_spec(spec, RunOptions.of(**kw))

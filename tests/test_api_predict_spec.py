@@ -11,6 +11,7 @@ import pytest
 
 import runner
 from runner.run.api import run_spec
+from runner.run.options import RunOptions
 
 ROOT = Path(__file__).resolve().parents[1]
 REF = ROOT / "tests" / "reference_api"
@@ -43,7 +44,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.DataFrame]:
     new = pd.read_csv(REF / "sleepstudy_slopes_newdata.csv")
     new.assign(key=[f"k{i}" for i in range(len(new))]).to_csv(folder / "new.csv", index=False)
     (folder / "spec.yaml").write_text(SPEC)
-    outcome = run_spec(folder / "spec.yaml", folder / "out", use_cache=False, quiet=True, report=False, jobs=1)
+    outcome = run_spec(folder / "spec.yaml", RunOptions.of(folder / "out", use_cache=False, quiet=True, report=False, jobs=1))
     assert outcome.exit_code == 0, outcome.errors
     return folder / "out" / "sleeppred", source
 
@@ -84,7 +85,7 @@ def test_predict_problems_are_spec_errors(tmp_path: Path) -> None:
     (tmp_path / "spec.yaml").write_text(
         "data: {path: sleep.csv, id_columns: [obs]}\nmodels:\n  slopes: {formula: Reaction ~ Days + (Days | Subject)}\n"
         "predict:\n  data: {path: new.csv}\n  models: [slope, slopes]\n")
-    outcome = run_spec(tmp_path / "spec.yaml", tmp_path / "out", use_cache=False, quiet=True, report=False)
+    outcome = run_spec(tmp_path / "spec.yaml", RunOptions.of(tmp_path / "out", use_cache=False, quiet=True, report=False))
     assert outcome.exit_code == 2
     text = "\n".join(outcome.errors)
     assert "predict.models.0: unknown model 'slope'; did you mean 'slopes'?" in text

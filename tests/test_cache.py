@@ -107,7 +107,9 @@ def _run(spec: Path, tmp_path: Path, **extra):
     from runner.run.api import run_spec
 
     kw = dict(out_dir=tmp_path / "out", jobs=1, quiet=True, cache_dir=tmp_path / "cache", report=False)
-    return run_spec(spec, **{**kw, **extra})
+    from runner.run.options import RunOptions
+
+    return run_spec(spec, RunOptions.of(**{**kw, **extra}))
 
 
 def _record(outcome) -> dict:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from runner.run.api import run_spec
+from runner.run.options import RunOptions
 
 SPEC = """
 name: sleepdask
@@ -31,8 +32,8 @@ def test_local_cluster_matches_inline(tmp_path):
     spec = tmp_path / "sleepdask.yaml"
     spec.write_text(SPEC)
     kw = dict(quiet=True, use_cache=False, report=False)
-    local = run_spec(spec, out_dir=tmp_path / "local", jobs=1, **kw)
-    dask = run_spec(spec, out_dir=tmp_path / "dask", jobs=2, executor="dask", **kw)
+    local = run_spec(spec, RunOptions.of(tmp_path / "local", jobs=1, **kw))
+    dask = run_spec(spec, RunOptions.of(tmp_path / "dask", jobs=2, executor="dask", **kw))
     assert local.exit_code == dask.exit_code == 0, dask.errors
     assert json.loads(dask.results_path.read_text())["run"]["executor"] == "dask"
     a, b = _numbers(local.results_path), _numbers(dask.results_path)

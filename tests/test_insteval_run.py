@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from runner.run.api import run_spec
+from runner.run.options import RunOptions
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,7 +30,7 @@ def test_insteval_run_matches_lme4_and_report_is_small(tmp_path: Path) -> None:
     shutil.copy(ROOT / "tests" / "data" / "InstEval.csv.gz", tmp_path / "InstEval.csv.gz")
     spec = tmp_path / "insteval.yaml"
     spec.write_text(SPEC)
-    result = run_spec(spec, out_dir=tmp_path / "out", jobs=1, quiet=True, use_cache=False)
+    result = run_spec(spec, RunOptions.of(tmp_path / "out", jobs=1, quiet=True, use_cache=False))
     assert result.exit_code == 0, result.errors
     record = json.loads(result.results_path.read_text())
     ref = json.loads((ROOT / "tests" / "reference" / "insteval_crossed.json").read_text())

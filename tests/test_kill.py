@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from runner.run.commands import run_command
+from runner.run.options import RunOptions
 
 ROOT = Path(__file__).resolve().parents[1]
 MARKER = "MIDWRITE"
@@ -70,8 +71,9 @@ def slow_open(file, mode="r", *args, **kwargs):
 runner.atomic.open = slow_open
 
 from runner.run.commands import run_command
+from runner.run.options import RunOptions
 spec, out = sys.argv[1], sys.argv[2]
-sys.exit(run_command([spec], out, jobs=1, no_cache=True, quiet=True))
+sys.exit(run_command([spec], RunOptions.of(out, jobs=1, use_cache=False, quiet=True)))
 """
 
 
@@ -115,7 +117,7 @@ def test_kill_in_the_middle_of_writing_results_json(tmp_path, sig, previous):
     results = folder / "results.json"
     before = None
     if previous:
-        assert run_command([spec], out, jobs=1, no_cache=True, quiet=True) == 0
+        assert run_command([spec], RunOptions.of(out, jobs=1, use_cache=False, quiet=True)) == 0
         before = results.read_bytes()
         json.loads(before)
 

@@ -11,6 +11,7 @@ import pytest
 
 from runner.inference.bootstrap import map_replicates, seeds_for
 from runner.run.api import run_spec
+from runner.run.options import RunOptions
 from runner.run.replicates import ReplicateExecutor, map_chunked, replicate_executor
 
 
@@ -108,8 +109,8 @@ compare:
 def _record(tmp_path: Path, executor: str) -> dict:
     spec = tmp_path / "bootexec.yaml"
     spec.write_text(SPEC)
-    out = run_spec(spec, tmp_path / executor, jobs=2, executor=executor, quiet=True, use_cache=False,
-                   report=False)
+    out = run_spec(spec, RunOptions.of(tmp_path / executor, jobs=2, executor=executor, quiet=True,
+                                       use_cache=False, report=False))
     assert out.exit_code == 0, out.errors
     data = json.loads(out.results_path.read_text())
     return {"p_bootstrap": [t["p_bootstrap"] for t in data["tests"]],

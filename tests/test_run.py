@@ -16,6 +16,7 @@ import pytest
 import runner.run.tasks as tasks
 from runner.run.api import run_spec
 from runner.run.commands import run_command
+from runner.run.options import RunOptions
 from run_helpers import run_quiet, write_spec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -106,7 +107,7 @@ def test_students_spec_ranks_and_tests_intercepts_vs_slopes(tmp_path):
     spec = ROOT / "specs" / "students.yaml"
     if not spec.exists():
         pytest.skip("specs/students.yaml not written yet")
-    out = run_spec(spec, out_dir=tmp_path / "out", jobs=2, quiet=True, use_cache=False, report=False)
+    out = run_spec(spec, RunOptions.of(tmp_path / "out", jobs=2, quiet=True, use_cache=False, report=False))
     rec = out.record
     assert set(rec.models) >= {"intercepts", "slopes"}
     assert all(m.status == "ok" for m in rec.models.values())
@@ -211,7 +212,7 @@ def test_rerun_is_byte_identical_outside_run_and_json_flag(tmp_path, capsys, mon
     ranef = pd.read_parquet(a.results_path.parent / "fits" / "batch_ranef.parquet")
     assert list(ranef.columns) == ["id", "group", "level", "column", "mode", "cond_sd"] and len(ranef) == 6
     capsys.readouterr()
-    code = run_command([spec], out=tmp_path / "out", jobs=1, no_cache=True, json_out=True)
+    code = run_command([spec], RunOptions.of(tmp_path / "out", jobs=1, use_cache=False), json_out=True)
     printed = capsys.readouterr().out
     assert code == 0 and _until_run(printed) == _until_run(text_a)
 
@@ -229,7 +230,7 @@ compare:
 expect:
   best: intercept
 """)
-    code = run_command([spec], out=tmp_path / "out", jobs=1, no_cache=True)
+    code = run_command([spec], RunOptions.of(tmp_path / "out", jobs=1, use_cache=False))
     err = capsys.readouterr().err
     assert code == 1
     ref = LRT["sleepstudy_slope"]

@@ -118,7 +118,7 @@ def fit_model(formula: str, data: Any, *, method: str = "REML", family: str = "g
               engine: str = "lme", inference: Any = None, name: str = "model") -> Any:
     """See `runner.fit`."""
     from runner.api.model import FittedModel
-    from runner.run.plan import engine_name
+    from runner.vocab import engine_name
     from runner.run.tasks import FitTask, execute_task
 
     family = _choice("family", family, FAMILIES) if family != "gaussian" else family
@@ -174,7 +174,7 @@ def _fit_glmm(design: Any, rm: Any, family: str, link: str | None, nagq: int, na
     import time
 
     from runner.engines.base import fit_design
-    from runner.run.plan import engine_name
+    from runner.vocab import engine_name
 
     engine = engine_name(rm.engine)
     t0 = time.perf_counter()

@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runner.spec.errors import IssueError, SpecError, SpecIssue
 
+if TYPE_CHECKING:
+    from runner.results import ResultsRecord
 
-def run_spec_record(spec_path: str | Path, out_dir: str | Path = "reports", **options: Any) -> Any:
+
+def run_spec_record(spec_path: str | Path, out_dir: str | Path = "reports", **options: Any) -> ResultsRecord:
     """The ResultsRecord of `mixspec run SPEC` (files written as the CLI writes them).
 
     A spec the CLI would refuse (exit 2) raises its located errors; failed fits and failed
     expectations are in the record, as in results.json.
     """
     from runner.run.api import run_spec
+    from runner.run.options import RunOptions
 
     options.setdefault("quiet", True)
-    outcome = run_spec(spec_path, out_dir, **options)
+    outcome = run_spec(spec_path, RunOptions.of(out_dir, **options))
     if outcome.record is None:  # exit 2: the CLI's messages, already located
         err = SpecError([])
         err.args = ("\n".join(outcome.errors) or f"{spec_path}: the spec could not be run",)
@@ -25,7 +29,7 @@ def run_spec_record(spec_path: str | Path, out_dir: str | Path = "reports", **op
     return outcome.record
 
 
-def load_record(results_json: str | Path) -> Any:
+def load_record(results_json: str | Path) -> ResultsRecord:
     """A results.json (path, or its text) as a ResultsRecord."""
     from runner.results import ResultsRecord
 

@@ -84,12 +84,6 @@ class PreparedData:
         return {"filter": self.dropped.get("filter", 0),
                 "missing": self.rows_after_filter - self.nobs(model_name)}
 
-    def record(self) -> dict[str, Any]:
-        """The `data` block of results.json (without the source description)."""
-        return {"sha256": self.sha256, "rows": self.rows, "rows_used": self.rows_used,
-                "dropped": dict(self.dropped), "missing_by_column": dict(self.missing_by_column),
-                "na": self.na}
-
 
 # ----------------------------------------------------------------------------- helpers
 

@@ -13,9 +13,8 @@ from urllib.parse import quote
 from runner.atomic import write_atomic_text
 from runner.report.html import IndexEntry, render_index_page, render_spec_page
 from runner.report.views import best_models, status_of
-from runner.results import ResultsRecord
+from runner.results import RESULTS_NAME, ResultsRecord
 
-RESULTS_NAME = "results.json"
 PAGE_NAME = "index.html"
 
 

@@ -9,25 +9,25 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from runner.results import record_json
 from runner.run.api import exit_code, run_specs
 from runner.run.console import summary_lines, terminal_safe
 from runner.run.diff import diff_files
-from runner.run.record import record_json
+from runner.run.options import EXIT_INVALID, RunOptions
 
 
-def run_command(specs: list[str | Path], out: str | Path = "reports", jobs: int | None = None, no_cache: bool = False,
-                verify: bool = False, executor: str = "local", scheduler: str | None = None, quiet: bool = False,
-                json_out: bool = False, cache_dir: str | Path | None = None, max_memory: str | None = None) -> int:
+def run_command(specs: list[str | Path], options: RunOptions | None = None, json_out: bool = False) -> int:
     """Run specs; 0 ok, 1 a model or an expectation failed, 2 an invalid spec or data."""
-    outcomes = run_specs(list(specs), out, jobs=jobs, use_cache=not no_cache, verify=verify, executor=executor,
-                         scheduler=scheduler, quiet=quiet or json_out, cache_dir=cache_dir, max_memory=max_memory)
+    options = options or RunOptions()
+    quiet = options.quiet or json_out
+    outcomes = run_specs(list(specs), options.but(quiet=quiet))
     if json_out:
         records = [o.record for o in outcomes if o.record is not None]
         if len(records) == 1:
             sys.stdout.write(record_json(records[0]))
         elif records:
             sys.stdout.write("[\n" + ",\n".join(record_json(r).rstrip("\n") for r in records) + "\n]\n")
-    if json_out or quiet:  # quiet silences progress and summaries, never the reasons for a failure
+    if quiet:  # quiet silences progress and summaries, never the reasons for a failure
         for o in outcomes:
             for e in o.errors:  # located spec errors already start with the file
                 print(terminal_safe(e if e.startswith(str(o.spec_path)) else f"mixspec: {o.spec_path}: {e}"),
@@ -50,6 +50,6 @@ def diff_command(old: str | Path, new: str | Path, rtol: float = 1e-6) -> int:
         report = diff_files(old, new, rtol)
     except (OSError, ValueError) as exc:
         print(f"mixspec diff: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_INVALID
     sys.stdout.write(terminal_safe(report.text()))
     return report.exit_code

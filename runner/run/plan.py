@@ -1,8 +1,10 @@
-"""Everything decided before fitting: designs, test pairs, which ML refits, cache keys.
+"""spec -> plan: everything decided before fitting: designs, test pairs, ML refits, cache keys.
 
-All problems found here (spec, data, a design the data cannot give, a listed test
-pair that is not nested) are collected and raised together as a `PlanError`, which
-the run turns into exit 2 before any model is fitted.
+`make_plan` validates the spec and its data (`runner.validate`, which builds every
+model's design) and then plans on those designs. All problems found (spec, data, a
+design the data cannot give, a listed test pair that is not nested) are collected and
+raised together as an `IssueError`: exit 2 before any model is fitted. `mixspec
+validate` is `make_plan` without the fits.
 """
 
 from __future__ import annotations
@@ -10,18 +12,26 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from runner.compare.marginal import ReTerm
-from runner.compare.nesting import NestSide, auto_nesting, check_nested
+from runner.compare.nesting import NestSide, Nesting, auto_nesting, check_nested
 from runner.compare.shapes import TermShape, shapes_of
 from runner.design.model import Design
 from runner.inference.settings import InferenceRefused, check_settings, settings_for
 from runner.run.cache import fit_key
 from runner.run.tasks import FitTask
 from runner.spec.errors import IssueError, SpecIssue, ordered_issues
+from runner.spec.expect import Expectation
+from runner.spec.load import LoadedSpec, ResolvedModel
+from runner.validate import ValidatedSpec, validate_spec
+from runner.vocab import Method, engine_name
+
+if TYPE_CHECKING:
+    from runner.inference.settings import InferenceSettings
+    from runner.run.predictions import PredictPlan
 
 
 class PlanError(IssueError):
@@ -31,10 +41,10 @@ class PlanError(IssueError):
 @dataclass
 class ModelPlan:
     name: str
-    resolved: Any  # runner.spec.load.ResolvedModel
-    design: Design | None
+    resolved: ResolvedModel
+    design: Design
     engine: str
-    method: str
+    method: Method
     verify: bool
     rows_key: str = ""
     fixed_key: str = ""
@@ -43,7 +53,7 @@ class ModelPlan:
     independent_clusters: bool = True
     row_ids: np.ndarray | None = None
     need_ml: bool = False
-    inference: Any = None  # runner.inference.apply.InferenceSettings of the primary fit
+    inference: InferenceSettings | None = None  # of the primary fit
 
 
 @dataclass
@@ -58,16 +68,16 @@ class TestPlan:
 
 @dataclass
 class Plan:
-    validated: Any  # runner.validate.ValidatedSpec
+    validated: ValidatedSpec
     name: str
     spec_path: Path
     models: dict[str, ModelPlan]
     tests: list[TestPlan]
     criterion: str
     refit: bool
-    expectations: list[Any]
+    expectations: list[Expectation]
     data_sha256: str
-    predict: Any = None  # runner.run.predictions.PredictPlan of the spec's predict: section
+    predict: PredictPlan | None = None  # the spec's predict: section
     id_columns: list[str] = field(default_factory=list)  # data.id_columns, carried into the fit sidecars
 
     def tasks(self) -> list[FitTask]:
@@ -128,36 +138,17 @@ def nested_factors(design: Design) -> bool:
     return True
 
 
-def engine_name(engine: str) -> str:
-    return "lme" if engine in ("auto", "", None) else engine
-
-
 def _nest_side(m: ModelPlan) -> NestSide:
     assert m.design is not None
     re_terms = tuple(ReTerm(b.group, np.asarray(b.codes), b.X, b.covariance) for b in m.design.blocks)
     return NestSide(m.name, m.design.response, m.rows_key, m.design.X, m.terms, m.npar, re_terms)
 
 
-def prepared_of(validated: Any) -> Any:
-    """The PreparedData of a ValidatedSpec (`.data`; `.prepared` in older drafts)."""
-    return getattr(validated, "data", None) or getattr(validated, "prepared")
+def _issue(loaded: LoadedSpec, path: tuple[Any, ...], message: str) -> SpecIssue:
+    return loaded.issue(path, message)
 
 
-def _validate(path: Path) -> Any:
-    from runner.validate import validate_spec
-
-    return validate_spec(path)
-
-
-def _issue(loaded: Any, path: tuple[Any, ...] | str, message: str) -> SpecIssue:
-    try:
-        return loaded.issue(path, message)
-    except Exception:  # a location is a courtesy
-        return SpecIssue(str(getattr(loaded, "file", "")), None, None,
-                         path if isinstance(path, str) else ".".join(map(str, path)), message)
-
-
-def _expectation_terms(loaded: Any, models: dict[str, "ModelPlan"]) -> list[SpecIssue]:
+def _expectation_terms(loaded: LoadedSpec, models: dict[str, "ModelPlan"]) -> list[SpecIssue]:
     """`fixed:` expectations naming a term no targeted model has: a spec error (exit 2) with
     a did-you-mean, found before fitting rather than as a failed check afterwards."""
     from runner.spec.validation_issues import suggest
@@ -179,125 +170,129 @@ def _expectation_terms(loaded: Any, models: dict[str, "ModelPlan"]) -> list[Spec
     return issues
 
 
-def make_plan(path: str | Path, verify: bool = False) -> Plan:
-    """Validate the spec and data, build designs, prove nesting of test pairs; PlanError on problems."""
-    from runner.design.build import design_for
+def _family_problems(rm: ResolvedModel, d: Design) -> list[str]:
+    """A response the family cannot model, or nagq > 1 on more than one scalar term (exit 2)."""
+    if rm.family == "gaussian":
+        return []
+    from runner.design.glmm_response import response_problems
 
-    validated = _validate(Path(path))
-    loaded, prepared = validated.loaded, prepared_of(validated)
-    built = getattr(validated, "designs", None) or {}
-    spec = loaded.spec
-    issues: list[SpecIssue] = []
-    models: dict[str, ModelPlan] = {}
-    for name, rm in loaded.models.items():
-        mp = ModelPlan(name=name, resolved=rm, design=None, engine=engine_name(rm.engine), method=rm.method,
-                       verify=bool(verify or rm.verify) and rm.family == "gaussian")  # no GLMM in statsmodels
-        try:
-            mp.design = built.get(name) or design_for(prepared, name, rm.formula, weights=rm.weights,
-                                                      offset=rm.offset, family=rm.family)
-        except Exception as exc:  # DesignError: the data cannot give this model
-            issues.append(_issue(loaded, tuple(rm.spec_path), f"{type(exc).__name__}: {exc}"
-                                 if not isinstance(exc, ValueError) else str(exc)))
-            models[name] = mp
-            continue
-        d = mp.design
-        if rm.family == "gaussian" and d.weights is None and d.nobs and np.all((d.y == 0) | (d.y == 1)):
-            warns = getattr(validated, "warnings", None)
-            if isinstance(warns, list):
-                warns.append(loaded.issue(tuple(rm.spec_path), f"the response '{d.response}' is 0/1 but the model "
-                                          "is linear (family gaussian): did you mean `family: binomial`?", "warning"))
-        if rm.family != "gaussian":  # a response the family cannot model is a data error (exit 2)
-            from runner.design.glmm_response import response_problems
+    problems = response_problems(d.y, d.weights, rm.family, d.response)
+    if rm.nagq > 1 and (len(d.blocks) != 1 or d.blocks[0].ncols != 1):
+        problems.append(f"nagq: {rm.nagq} (adaptive Gauss-Hermite quadrature) needs a single scalar "
+                        "random-effect term such as (1|g), as in lme4; use nagq: 1 (Laplace)")
+    return problems
 
-            problems = response_problems(d.y, d.weights, rm.family, d.response)
-            if rm.nagq > 1 and (len(d.blocks) != 1 or d.blocks[0].ncols != 1):
-                problems.append(f"nagq: {rm.nagq} (adaptive Gauss-Hermite quadrature) needs a single scalar "
-                                "random-effect term such as (1|g), as in lme4; use nagq: 1 (Laplace)")
-            if problems:
-                issues.extend(_issue(loaded, tuple(rm.spec_path), msg) for msg in problems)
-                models[name] = mp
-                continue
-        mask = getattr(prepared, "masks", {}).get(name)
-        used = np.flatnonzero(mask) if mask is not None else np.arange(d.nobs)
-        source = getattr(prepared, "source_rows", None)
-        mp.row_ids = source[used] if source is not None else used  # rows of the loaded source
-        mp.rows_key = _hash(d.response, d.y, mp.row_ids, d.weights if d.weights is not None else "w",
-                            glmm_kind(rm, nagq=False))  # ranked within one family and link
-        mp.fixed_key = _hash(d.X)
-        mp.terms = shapes_of(d)
-        mp.npar = d.X.shape[1] + sum(t.nparams for t in mp.terms) + 1
-        mp.independent_clusters = nested_factors(d)
-        models[name] = mp
-        try:
-            mp.inference = settings_for(spec, name)
-            check_settings(mp.inference, mp.method, d.nobs)
-        except InferenceRefused as exc:
-            issues.append(_issue(loaded, (*rm.spec_path[:2], "inference"), str(exc)))
-    if issues:
-        raise PlanError(issues)
-    issues = _expectation_terms(loaded, models)  # listed with the test-pair problems below
-    from runner.run.predictions import plan_predictions
 
-    predict, predict_issues = plan_predictions(loaded, prepared, models)
-    issues += predict_issues
+def _model_plan(validated: ValidatedSpec, name: str, rm: ResolvedModel, verify: bool,
+                issues: list[SpecIssue]) -> ModelPlan:
+    """One model's plan on the design validation built; its problems appended to `issues`."""
+    loaded, prepared, d = validated.loaded, validated.data, validated.designs[name]
+    mp = ModelPlan(name=name, resolved=rm, design=d, engine=engine_name(rm.engine), method=rm.method,
+                   verify=bool(verify or rm.verify) and rm.family == "gaussian")  # no GLMM in statsmodels
+    if rm.family == "gaussian" and d.weights is None and d.nobs and np.all((d.y == 0) | (d.y == 1)):
+        validated.warnings.append(loaded.issue(tuple(rm.spec_path), f"the response '{d.response}' is 0/1 but the "
+                                               "model is linear (family gaussian): did you mean `family: binomial`?",
+                                               "warning"))
+    problems = _family_problems(rm, d)
+    if problems:
+        issues.extend(_issue(loaded, tuple(rm.spec_path), msg) for msg in problems)
+        return mp
+    mask = prepared.masks.get(name)
+    used = np.flatnonzero(mask) if mask is not None else np.arange(d.nobs)
+    source = prepared.source_rows
+    mp.row_ids = source[used] if source is not None else used  # rows of the loaded source
+    mp.rows_key = _hash(d.response, d.y, mp.row_ids, d.weights if d.weights is not None else "w",
+                        glmm_kind(rm, nagq=False))  # ranked within one family and link
+    mp.fixed_key = _hash(d.X)
+    mp.terms = shapes_of(d)
+    mp.npar = d.X.shape[1] + sum(t.nparams for t in mp.terms) + 1
+    mp.independent_clusters = nested_factors(d)
+    try:
+        mp.inference = settings_for(loaded.spec, name)
+        check_settings(mp.inference, mp.method, d.nobs)
+    except InferenceRefused as exc:
+        issues.append(_issue(loaded, (*rm.spec_path[:2], "inference"), str(exc)))
+    return mp
 
-    compare = spec.compare
-    tests: list[TestPlan] = []
-    proven: dict[tuple[str, str], Any] = {}  # auto pairs come with their proof: not proven twice
+
+def _pairs(loaded: LoadedSpec, models: dict[str, ModelPlan]) -> tuple[list[tuple[str, str, str, Any]],
+                                                                       dict[tuple[str, str], Nesting]]:
+    """(small, large, source, required) of every test, and the proofs of the auto pairs."""
+    compare = loaded.spec.compare
     if compare.tests == "auto":
-        proven = auto_nesting([_nest_side(m) for m in models.values()])
-        pairs = [(a, b, "auto", "proven") for a, b in proven]
-    else:
-        pairs = [(a, b, "listed", nested) for a, b, nested in compare.test_pairs()]
+        proven = auto_nesting([_nest_side(m) for m in models.values()])  # with their proof: not proven twice
+        return [(a, b, "auto", "proven") for a, b in proven], proven
+    return [(a, b, "listed", nested) for a, b, nested in compare.test_pairs()], {}
+
+
+def _test_plans(loaded: LoadedSpec, models: dict[str, ModelPlan], issues: list[SpecIssue]) -> list[TestPlan]:
+    """The likelihood-ratio tests to compute; a listed pair that cannot be tested is an issue."""
+    refit = loaded.spec.compare.refit
+    pairs, proven = _pairs(loaded, models)
+    tests: list[TestPlan] = []
     for i, (small, large, source, required) in enumerate(pairs):
+        where = ("compare", "tests", i)
         if small not in models or large not in models:
-            issues.append(_issue(loaded, ("compare", "tests", i), f"unknown model in test [{small}, {large}]"))
+            issues.append(_issue(loaded, where, f"unknown model in test [{small}, {large}]"))
             continue
         ms, ml = models[small], models[large]
         kinds = glmm_kind(ms.resolved), glmm_kind(ml.resolved)
         if kinds[0] != kinds[1]:  # GLMMs are compared within one family, link and nagq (lme4's anova)
             if source == "listed":
-                issues.append(_issue(loaded, ("compare", "tests", i),
-                                     f"{small} ({kinds[0]}) and {large} ({kinds[1]}) cannot be compared by a "
-                                     "likelihood-ratio test: both models need the same family, link and nagq"))
+                issues.append(_issue(loaded, where, f"{small} ({kinds[0]}) and {large} ({kinds[1]}) cannot be "
+                                     "compared by a likelihood-ratio test: both models need the same family, "
+                                     "link and nagq"))
             continue
         why = proven.get((small, large)) or check_nested(_nest_side(ms), _nest_side(ml))
         if source == "listed" and not why.nested and (why.how != "undecided" or required == "strict"):
-            issues.append(_issue(loaded, ("compare", "tests", i),
-                                 f"{small} is not nested in {large}: {why.reason}; a likelihood-ratio test needs "
-                                 "nested models" + (" (nested: strict)" if why.how == "undecided" else "")))
+            issues.append(_issue(loaded, where, f"{small} is not nested in {large}: {why.reason}; a likelihood-ratio "
+                                 "test needs nested models" + (" (nested: strict)" if why.how == "undecided" else "")))
             continue
         same_fixed = ms.fixed_key == ml.fixed_key and ms.method == ml.method
-        refit_ml = compare.refit or not same_fixed
-        t = TestPlan(small, large, source, refit_ml, nesting=why.how)
+        t = TestPlan(small, large, source, refit or not same_fixed, nesting=why.how)
         if why.how == "undecided":
             t.warnings.append(f"nesting of {small} in {large} could not be proven ({why.reason}); tested as lme4's "
                               "anova() would, without a check: set nested: strict to make this an error")
-        if not compare.refit and not same_fixed:
+        if not refit and not same_fixed:
             if source == "listed":
-                issues.append(_issue(loaded, ("compare", "tests", i),
-                                     f"refit: false keeps REML fits only when the fixed-effect matrices (and methods) "
-                                     f"of {small} and {large} are identical; they are not: set refit: true"))
+                issues.append(_issue(loaded, where, "refit: false keeps REML fits only when the fixed-effect matrices "
+                                     f"(and methods) of {small} and {large} are identical; they are not: set "
+                                     "refit: true"))
                 continue
             t.warnings.append("refit: false, but the fixed effects differ: both refitted with ML")
         tests.append(t)
+    return tests
+
+
+def make_plan(path: str | Path, verify: bool = False) -> Plan:
+    """Validate the spec and data (designs built), plan each model, prove nesting of test pairs;
+    PlanError with every problem found."""
+    validated = validate_spec(Path(path))
+    loaded = validated.loaded
+    issues: list[SpecIssue] = []
+    models = {name: _model_plan(validated, name, rm, verify, issues) for name, rm in loaded.models.items()}
+    if issues:
+        raise PlanError(issues)
+    issues = _expectation_terms(loaded, models)  # listed with the test-pair problems below
+    from runner.run.predictions import plan_predictions
+
+    predict, predict_issues = plan_predictions(loaded, validated.data, models)
+    issues += predict_issues
+    tests = _test_plans(loaded, models, issues)
     if issues:
         raise PlanError(ordered_issues(issues))
-
     # ML refits: every REML model keeps its ML values in its record (`ml_refit`), which the
     # ranking (lme4's anova() compares ML fits) and the likelihood-ratio tests use
     for m in models.values():
         m.need_ml = m.method == "REML"
-
-    sha = getattr(prepared, "sha256", "") or ""
+    compare, data = loaded.spec.compare, loaded.spec.data
     return Plan(validated=validated, name=loaded.name, spec_path=Path(path), models=models, tests=tests,
                 criterion=compare.criterion, refit=compare.refit, expectations=list(loaded.expectations),
-                data_sha256=sha, predict=predict, id_columns=list(getattr(spec.data, "id_columns", None) or []))
+                data_sha256=validated.data.sha256, predict=predict, id_columns=list(data.id_columns or []))
 
 
-def glmm_kind(rm: Any, nagq: bool = True) -> str:
+def glmm_kind(rm: ResolvedModel, nagq: bool = True) -> str:
     """"gaussian", or a GLMM's family, link (and nagq): what likelihoods may be compared within."""
-    family = getattr(rm, "family", "gaussian")
-    if family == "gaussian":
+    if rm.family == "gaussian":
         return "gaussian"
-    return f"{family} ({rm.link}" + (f", nagq {rm.nagq})" if nagq else ")")
+    return f"{rm.family} ({rm.link}" + (f", nagq {rm.nagq})" if nagq else ")")

@@ -1,31 +1,40 @@
-"""results.json and its companions: built from fits, written atomically.
+"""The record stage of a run: the ResultsRecord built from the plan, the fits and the comparison.
 
 Everything outside the `run` section is a pure function of spec, data, versions and
-git commit: key order follows the pydantic models (models in spec order), NaN and
-infinities become null, and floats print with Python's shortest round-trip repr, so
-a rerun is byte-identical there. Files are written to a temporary name in the same
-folder and renamed, so a killed run never leaves half a results.json.
+git commit: key order follows the pydantic models (models in spec order), so a rerun
+gives a byte-identical results.json there (`runner.results.record_json`). The fit
+sidecars (fits/<model>.parquet) are written here, as each model's record is built.
 """
 
 from __future__ import annotations
 
-import json
-import math
-import os
 import platform
 import subprocess
-import sys
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from runner.atomic import replacing, write_atomic_bytes
+from runner.atomic import replacing
 from runner.fit import Fit, FitWarning
-from runner.results import Environment, MLRefit, ModelRecord, ResultsRecord
-
-RESULTS_NAME = "results.json"
-SUMMARY_NAME = "summary.md"
+from runner.results import (
+    DataInfo,
+    Environment,
+    FactorRecord,
+    MLRefit,
+    ModelRecord,
+    ReportOptions,
+    ResultsRecord,
+    RunInfo,
+    SpecInfo,
+    Timing,
+    VerifyRecord,
+)
+from runner.run.comparison import Comparison
+from runner.run.plan import ModelPlan, Plan
+from runner.run.tasks import TaskResult
+from runner.spec.models import DataSpec
 
 
 # ---------------------------------------------------------------- building
@@ -37,7 +46,7 @@ def ml_refit_of(fit: Fit) -> MLRefit:
                    converged=fit.converged)
 
 
-def model_record(fit: Fit, *, source: str, ml: Fit | None = None, verify: Any = None,
+def model_record(fit: Fit, *, source: str, ml: Fit | None = None, verify: VerifyRecord | None = None,
                  sidecar: str | None = None, extra_warnings: list[FitWarning] | None = None) -> ModelRecord:
     """A fitted model's record: its own fit's numbers, as lme4 reports them, plus the ML refit."""
     return ModelRecord(
@@ -111,35 +120,8 @@ def environment(spec_dir: Path) -> Environment:
         scipy=_version("scipy") or "",
         pandas=_version("pandas") or "",
         statsmodels=_version("statsmodels"),
-        formulaic=_version("formulaic"),
         git_commit=git_commit(spec_dir),
     )
-
-
-# ---------------------------------------------------------------- serializing
-
-
-def _clean(value: Any) -> Any:
-    """NaN/inf -> None, numpy scalars -> Python, recursively (json then refuses NaN)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if isinstance(value, np.generic):
-        return _clean(value.item())
-    return value
-
-
-def record_json(record: ResultsRecord) -> str:
-    """The results.json text: stable key order, null for NaN/inf, trailing newline."""
-    data = _clean(record.model_dump(mode="python"))
-    return json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
-
-
-def write_results(record: ResultsRecord, spec_out: Path) -> Path:
-    return write_atomic_bytes(spec_out / RESULTS_NAME, record_json(record).encode("utf-8"))
 
 
 # ---------------------------------------------------------------- sidecars
@@ -187,45 +169,106 @@ def write_sidecars(fit: Fit, spec_out: Path, model: str, row_ids: Any = None, co
     return rel
 
 
-# ---------------------------------------------------------------- summary
+# ---------------------------------------------------------------- the whole record
 
 
-def _fallback_summary(record: ResultsRecord) -> str:
-    lines = [f"## mixspec: {record.spec.title or record.spec.name}", ""]
-    lines += ["| model | status | method | logLik | AIC | BIC |", "|---|---|---|---:|---:|---:|"]
-    for name, m in record.models.items():
-        def g(x: float | None) -> str:
-            return "—" if x is None or not math.isfinite(x) else f"{x:.2f}"
-
-        lines.append(f"| {name} | {m.status} | {m.method} | {g(m.loglik)} | {g(m.aic)} | {g(m.bic)} |")
-    if record.expectations:
-        lines += ["", "| expectation | result | detail |", "|---|---|---|"]
-        for e in record.expectations:
-            lines.append(f"| {e.text} | {'pass' if e.passed else 'FAIL'} | {e.detail} |")
-    return "\n".join(lines) + "\n"
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def summary_text(record: ResultsRecord) -> str:
-    """The report layer's Markdown summary when available, else a minimal table."""
+def describe_source(data: DataSpec) -> str:
+    """A human description of the data source, never a credential."""
+    if data.example:
+        return f"example: {data.example}"
+    if data.path:
+        return f"path: {data.path}"
+    if data.sql is not None:
+        sql = data.sql
+        where = f"env {sql.url_env}" if sql.url_env else (sql.url or "").split("://", 1)[0] + "://…"
+        what = f"table {sql.table}" if sql.table else "query"
+        return f"sql: {what} from {where}"
+    if data.simulate is not None:
+        return "simulate: students design"
+    return "unknown"
+
+
+def _timing(parts: list[TaskResult], estimate: Any) -> Timing:
+    peaks = [r.peak_mb for r in parts if r.peak_mb is not None and not r.cached]
+    return Timing(fit_seconds=sum(r.seconds for r in parts), cached=bool(parts) and all(r.cached for r in parts),
+                  peak_mb=max(peaks) if peaks else None,
+                  memory_estimate_mb=round(estimate.memory_mb, 1) if estimate is not None else None)
+
+
+def _model(plan: Plan, m: ModelPlan, results: dict[str, TaskResult], out: Path,
+           failures: list[str]) -> ModelRecord:
+    """One model's record (sidecars written); its failures appended to `failures`."""
+    from runner.run.predictions import sidecar_columns
+
+    rm, primary, ml_res = m.resolved, results.get(m.name), results.get(f"{m.name}#ml")
+    if primary is None or primary.fit is None:
+        err = primary.error if primary is not None and primary.error else "not fitted"
+        failures.append(f"{m.name}: {err}")
+        return failed_record(formula=rm.formula_text, engine=m.engine, method=m.method, source=rm.source,
+                             error=err, nobs=m.design.nobs if m.design else None)
+    extra: list[FitWarning] = []
+    ml_fit = None
+    if m.need_ml and m.method == "REML":
+        if ml_res is not None and ml_res.fit is not None:
+            ml_fit = ml_res.fit
+        else:
+            err = ml_res.error if ml_res is not None and ml_res.error else "not fitted"
+            failures.append(f"{m.name} (ML refit): {err}")
+            extra.append(FitWarning(code="ml_refit_failed", message=f"ML refit failed: {err}"))
+    sidecar = None
     try:
-        from runner.report.markdown import summary_markdown
-    except ImportError:
-        return _fallback_summary(record)
-    try:
-        return summary_markdown(record)
-    except Exception as exc:  # the summary must not fail a run
-        print(f"mixspec: Markdown summary failed ({exc}); wrote a minimal one", file=sys.stderr)
-        return _fallback_summary(record)
+        sidecar = write_sidecars(primary.fit, out, m.name, m.row_ids,
+                                 sidecar_columns(m, plan.validated.data, plan.id_columns))
+    except Exception as exc:  # a sidecar is for plots; the numbers stand without it
+        extra.append(FitWarning(code="sidecar", message=f"sidecar not written: {exc}"))
+    return model_record(primary.fit, source=rm.source, ml=ml_fit, verify=primary.verify, sidecar=sidecar,
+                        extra_warnings=extra)
 
 
-def write_summary(record: ResultsRecord, spec_out: Path) -> Path:
-    text = summary_text(record)
-    path = write_atomic_bytes(spec_out / SUMMARY_NAME, text.encode("utf-8"))
-    step = os.environ.get("GITHUB_STEP_SUMMARY")
-    if step:
-        try:
-            with open(step, "a", encoding="utf-8") as fh:
-                fh.write(text if text.endswith("\n") else text + "\n")
-        except OSError as exc:
-            print(f"mixspec: could not append to GITHUB_STEP_SUMMARY ({exc})", file=sys.stderr)
-    return path
+def model_records(plan: Plan, results: dict[str, TaskResult], out: Path,
+                  fits: dict[str, Fit]) -> tuple[dict[str, ModelRecord], list[str]]:
+    """Every model's record in spec order, predictions written; and the failure messages."""
+    failures: list[str] = []
+    models = {name: _model(plan, m, results, out, failures) for name, m in plan.models.items()}
+    if plan.predict is not None:
+        from runner.run.predictions import write_predictions
+
+        written = write_predictions(plan.predict, plan.models, fits, plan.validated.data, out)
+        for n, rel in written.items():
+            if rel.startswith("error: "):
+                failures.append(f"{n}: predictions not written: {rel[7:]}")
+                models[n].warnings.append(FitWarning(code="predictions", message=f"predictions not written: "
+                                                     f"{rel[7:]}"))
+            else:
+                models[n].predictions = rel
+    return models, failures
+
+
+def build_record(plan: Plan, results: dict[str, TaskResult], models: dict[str, ModelRecord],
+                 comparison: Comparison, *, started: str, jobs: int, executor: str,
+                 estimates: dict[str, Any] | None = None) -> ResultsRecord:
+    """The ResultsRecord of one run from its stages' outputs."""
+    loaded, prepared = plan.validated.loaded, plan.validated.data
+    spec = loaded.spec
+    timings = {name: _timing([r for r in (results.get(name), results.get(f"{name}#ml")) if r is not None],
+                             (estimates or {}).get(name)) for name in plan.models}
+    factors = {k: FactorRecord(levels=list(v.levels), reference=v.reference, contrast=v.contrast)
+               for k, v in prepared.factors.items()}
+    return ResultsRecord(
+        spec=SpecInfo(name=plan.name, title=spec.title, path=str(loaded.file), sha256=loaded.sha256,
+                      report=ReportOptions(**spec.report.model_dump())),
+        data=DataInfo(source=describe_source(spec.data), sha256=prepared.sha256, rows=prepared.rows,
+                      rows_used=prepared.rows_used, dropped=dict(prepared.dropped), na=prepared.na),
+        environment=environment(Path(loaded.path).resolve().parent),
+        factors=factors,
+        models=models,
+        ranking=comparison.ranking,
+        tests=comparison.tests,
+        expectations=comparison.expectations,
+        warnings=[str(w) for w in plan.validated.warnings] + comparison.warnings,
+        run=RunInfo(started=started, finished=now(), jobs=jobs, executor=executor, timings=timings),
+    )

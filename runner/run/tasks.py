@@ -124,19 +124,14 @@ def limit_blas_threads() -> None:
     """One BLAS thread per worker: with N workers on N cores, more threads only oversubscribe."""
     for name in BLAS_ENV:
         os.environ[name] = "1"
-    try:
-        from threadpoolctl import threadpool_limits
+    from threadpoolctl import threadpool_limits
 
-        threadpool_limits(limits=1)
-    except Exception:  # threadpoolctl missing or no BLAS found: env vars are the fallback
-        pass
+    threadpool_limits(limits=1)  # a dependency; with no BLAS found it limits nothing
 
 
 def execute_task_single_thread(task: FitTask) -> TaskResult:
     """`execute_task` under a one-thread BLAS limit (for Dask workers, which we do not start)."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return execute_task(task)
+    from threadpoolctl import threadpool_limits
+
     with threadpool_limits(limits=1):
         return execute_task(task)

@@ -200,13 +200,3 @@ def parse_expectations(raw: dict[str, Any] | None) -> list[Expectation]:
                 out.append(Expectation("delta_aic", f"delta_aic: {name} {cond.text()}", model=name, condition=cond))
     return out
 
-
-def referenced_models(expectations: list[Expectation]) -> set[str]:
-    """Model names the checks mention, so the spec loader can flag unknown ones before fitting."""
-    names: set[str] = set()
-    for e in expectations:
-        if e.model:
-            names.add(e.model)
-        if e.models:
-            names.update(e.models)
-    return names

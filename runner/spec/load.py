@@ -309,10 +309,8 @@ def _check_references(tests: Any, names: list[str], locator: NodeLocator, file: 
 
 def _expectations(raw: Any, names: list[str], locator: NodeLocator, file: str) -> tuple[list[Any], list[SpecIssue]]:
     """Parse `expect:` with its grammar and check the model names it mentions."""
-    try:
-        from runner.spec.expect import parse_expectations
-    except ImportError:  # pragma: no cover - the grammar module ships with the package
-        return [], []
+    from runner.spec.expect import parse_expectations
+
     try:
         expectations = parse_expectations(raw)
     except ValueError as exc:
