@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from run_helpers import run_quiet, write_spec
-from runner.engines.lme import engine as lme_engine
+from runner.engines.lme import optimize as lme_optimize
 from runner.engines.lme.convergence import ConvergenceCheck
 from runner.run.console import summary_lines
 
@@ -23,7 +23,7 @@ models:
 @pytest.fixture
 def slopes_do_not_converge(monkeypatch):
     """The real convergence check, reporting failure for three-parameter theta (the slope model)."""
-    real = lme_engine.check_convergence
+    real = lme_optimize.check_convergence
 
     def check(fun, theta, fval, lower, singular):
         out = real(fun, theta, fval, lower, singular)
@@ -31,7 +31,7 @@ def slopes_do_not_converge(monkeypatch):
             return ConvergenceCheck(False, 0.5, None, "max|grad| 0.5 above tolerance 0.002 (test)")
         return out
 
-    monkeypatch.setattr(lme_engine, "check_convergence", check)
+    monkeypatch.setattr(lme_optimize, "check_convergence", check)
 
 
 def _run(tmp_path, expect: str = ""):

@@ -111,13 +111,13 @@ def test_vcov_falls_back_to_rx_with_lme4s_warning(monkeypatch: pytest.MonkeyPatc
     """A Hessian whose beta block of 2 H^-1 is not positive definite: vcov from R_X, as lme4."""
     import runner.engines.lme.glmm_engine as ge
 
-    real = ge._deriv12
+    real = ge._derivatives
 
     def indefinite(dev, x, fx):  # type: ignore[no-untyped-def]
         g, H = real(dev, x, fx)
         return g, -H
 
-    monkeypatch.setattr(ge, "_deriv12", indefinite)
+    monkeypatch.setattr(ge, "_derivatives", indefinite)
     fit = fit_glmm(design("cbpp_prop"), "binomial")
     assert fit.vcov_method == "rx"
     assert any(w.code == "vcov_rx" and "falling back to var-cov estimated from RX" in w.message for w in fit.warnings)

@@ -45,7 +45,7 @@ def case_fit(case: str) -> tuple[object, Fit]:
 
     f = factorize(st.problem, st.theta)
     sol = solve(st.problem, f, raw_factors(st.problem, st.theta))
-    inv = np.argsort(st.problem.order)
+    inv = np.argsort([t.index for t in st.problem.terms])
     raw = raw_factors(st.problem, st.theta)
     fit = Fit(engine="lme", method=c["method"], formula=c["formula"], nobs=design.nobs, npar=0, ngroups={},
               theta=list(st.theta), theta_names=[], sigma=c["sigma"], loglik=0.0, objective=0.0, aic=0.0, bic=0.0,

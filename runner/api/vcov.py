@@ -58,26 +58,16 @@ def at_theta(ctx: ModelContext, fit: Fit, theta: np.ndarray) -> Fit:
     For checks against lme4 at lme4's own theta (the API's arithmetic, free of where two
     optimizers stop on a flat criterion) and for what-if questions.
     """
-    from threadpoolctl import threadpool_limits
-
-    from runner.engines.lme.criterion import objective_from
-    from runner.engines.lme.factor import factorize, raw_factors
-    from runner.engines.lme.results import arrays, fixed_effects, sigma2, variance_components
-    from runner.engines.lme.solve import solve
+    from runner.engines.common import information_criteria, one_blas_thread
+    from runner.engines.lme.results import estimates_at
     from runner.engines.lme.structure import build_problem
 
-    with threadpool_limits(limits=1), np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+    theta = np.atleast_1d(np.asarray(theta, dtype=float))
+    with one_blas_thread():
         problem = build_problem(ctx.design)
-        theta = np.atleast_1d(np.asarray(theta, dtype=float))
-        f = factorize(problem, theta)
-        objective = float(objective_from(problem, f, fit.method))
-        raw = raw_factors(problem, theta)
-        sol = solve(problem, f, raw)
-    s2 = sigma2(problem, f.r2, fit.method)
-    inv = np.argsort(problem.order)
+    est = estimates_at(ctx.design, problem, theta, fit.method)
+    aic, bic = information_criteria(est.objective, fit.npar, fit.nobs)
     return fit.model_copy(update=dict(
-        theta=[float(t) for t in theta], sigma=float(np.sqrt(s2)), objective=objective, loglik=-objective / 2,
-        aic=objective + 2 * fit.npar, bic=objective + fit.npar * float(np.log(fit.nobs)),
-        fixed_effects=fixed_effects(ctx.design, sol, s2),
-        random_effects=variance_components(ctx.design, [raw[i] for i in inv], s2),
-        arrays=arrays(ctx.design, [sol.modes[i] for i in inv], [sol.cond_var[i] for i in inv], sol.beta, s2)))
+        theta=[float(t) for t in theta], sigma=float(np.sqrt(est.sigma2)), objective=est.objective,
+        loglik=-est.objective / 2, aic=aic, bic=bic, fixed_effects=est.fixed_effects,
+        random_effects=est.random_effects, arrays=est.arrays))

@@ -19,7 +19,7 @@ import pandas as pd
 from runner.design.checks import rank_keep, scale_warning
 from runner.design.glmm_response import GlmmResponseError, from_cbind, from_factor
 from runner.design.grouping import group_factor
-from runner.design.model import Design, FixedColumn, RandomBlock
+from runner.design.model import Design, DesignWarning, FixedColumn, RandomBlock
 from runner.design.model_matrix import ModelMatrix, materialize, model_matrix
 from runner.formula import rexpr, rterms
 from runner.formula.evaluate import Block, EvalError, State, evaluate
@@ -127,25 +127,26 @@ def _cbind_names(response: str) -> tuple[str, str]:
 
 
 def _fixed(mf: ModelFormula, frame: pd.DataFrame, state: State, learn: pd.DataFrame | None,
-           contrasts: dict[str, str] | None) -> tuple[np.ndarray, list[FixedColumn], list[str], list[str]]:
+           contrasts: dict[str, str] | None
+           ) -> tuple[np.ndarray, list[FixedColumn], list[str], list[DesignWarning]]:
     """X with rank-deficient columns dropped (named, lme4's rule) and the scale warning."""
     terms = fixed_terms(mf)
     mm = _matrix(terms, frame, state, learn, contrasts, "fixed-effects model matrix")
     X, cols = mm.X, mm.columns
-    warnings: list[str] = list(terms.warnings)
+    warnings = [DesignWarning("design", w) for w in terms.warnings]
     keep = rank_keep(X)
     kept = set(keep.tolist())
     dropped = [cols[j].name for j in range(X.shape[1]) if j not in kept]
     if dropped:
-        warnings.append(
+        warnings.append(DesignWarning("rank_deficient",
             "fixed-effect model matrix is rank deficient so dropping "
             f"{len(dropped)} column{'s' if len(dropped) > 1 else ''} / coefficient"
-            f"{'s' if len(dropped) > 1 else ''}: {', '.join(dropped)}")
+            f"{'s' if len(dropped) > 1 else ''}: {', '.join(dropped)}"))
         X = X[:, keep]
         cols = [cols[j] for j in keep]
     msg = scale_warning(X)
     if msg:
-        warnings.append(msg)
+        warnings.append(DesignWarning("scale_x", msg))
     fixed = [FixedColumn(term=c.name, lme4_name=c.name, variable=c.variable, level=c.level) for c in cols]
     return np.ascontiguousarray(X), fixed, dropped, warnings
 
@@ -237,7 +238,7 @@ def _check_response_varies(name: str, y: np.ndarray, X: np.ndarray) -> None:
                           "and nothing can be estimated")
 
 
-def _shared_columns(blocks: list[RandomBlock]) -> list[str]:
+def _shared_columns(blocks: list[RandomBlock]) -> list[DesignWarning]:
     """Two terms on one grouping factor with a column in common (`(1|a) + (x|a)`: two
     intercept variances for a): only their sum is identified. lme4 fits it and reports a
     degenerate Hessian; say why before fitting."""
@@ -247,9 +248,10 @@ def _shared_columns(blocks: list[RandomBlock]) -> list[str]:
         cols = seen.setdefault(b.group, {})
         for name in b.column_names:
             if name in cols:
-                out.append(f"two terms on '{b.group}' both have the column {name} ({cols[name]} and {b.id}): "
-                           "only the sum of their variances is identifiable; write it in one term, "
-                           f"e.g. (1 + x | {b.group})")
+                out.append(DesignWarning("design", (
+                    f"two terms on '{b.group}' both have the column {name} ({cols[name]} and {b.id}): "
+                    "only the sum of their variances is identifiable; write it in one term, "
+                    f"e.g. (1 + x | {b.group})")))
             else:
                 cols[name] = b.id
     return out
@@ -313,7 +315,8 @@ def build_design(mf: ModelFormula, frame: pd.DataFrame, weights: str | None = No
         _check_identifiable(blocks, len(y))
     warnings += _shared_columns(blocks)
     for t in mf.random:
-        warnings += [w for w in _lhs_terms(t).warnings if w not in warnings]
+        lhs = [DesignWarning("design", w) for w in _lhs_terms(t).warnings]
+        warnings += [w for w in lhs if w not in warnings]
     w = _vector(frame, weights, "weights")
     if w is not None and np.any(w <= 0):
         raise DesignError(f"weights column '{weights}' must be positive")

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 
@@ -52,6 +53,17 @@ class FixedColumn:
     level: str | None  # the factor level this column codes, when it codes one
 
 
+DesignWarningCode = Literal["scale_x", "rank_deficient", "design"]
+
+
+@dataclass(frozen=True)
+class DesignWarning:
+    """A warning found while building the design; the fit reports it under this code."""
+
+    code: DesignWarningCode  # scale_x: lme4's check.scaleX; rank_deficient: dropped fixed columns
+    message: str
+
+
 @dataclass
 class Design:
     """y, X and the random blocks of one model on its rows, plus prior weights and offset."""
@@ -64,7 +76,7 @@ class Design:
     weights: np.ndarray | None = None  # prior weights, (n,), all > 0 after cleaning
     offset: np.ndarray | None = None  # (n,)
     dropped_fixed: list[str] = field(default_factory=list)  # rank-deficient columns, lme4 pivot order
-    warnings: list[str] = field(default_factory=list)  # e.g. lme4's check.scaleX message
+    warnings: list[DesignWarning] = field(default_factory=list)  # e.g. lme4's check.scaleX message
     # parameters scale(), poly() and factor() learned (plain JSON data), reused for new data
     formula_state: dict = field(default_factory=dict)
     # binomial with a two-level factor, text or logical response: the level counted as success

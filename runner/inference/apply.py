@@ -91,9 +91,9 @@ def _other_intervals(design: Design, fit: Fit, state: LmmState, settings: Infere
 def apply_inference(design: Design, fit: Fit, settings: InferenceSettings) -> Fit:
     """A copy of `fit` with the requested inference (the fit itself is not changed).
     One BLAS thread, as the engine fits: ~100 small factorizations, each slower threaded."""
-    from runner.engines.lme.engine import _one_blas_thread
+    from runner.engines.common import one_blas_thread
 
-    with _one_blas_thread(), np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+    with one_blas_thread(), np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
         return _apply(design, fit, settings)
 
 

@@ -179,8 +179,8 @@ def pb_lrt(small: Design, large: Design, small_ml: Fit, observed: float, nsim: i
 
 def pb_modcomp(small: Design, large: Design, small_ml: Fit, observed: float, nsim: int, seed: int) -> PBTest:
     """PBmodcomp for two nested linear mixed models on the same rows (ML fit of the small one)."""
-    from runner.engines.lme.engine import _one_blas_thread
+    from runner.engines.common import one_blas_thread
     from runner.inference.state import state_from_fit
 
-    with _one_blas_thread(), np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+    with one_blas_thread(), np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
         return pb_lrt(small, large, small_ml, observed, nsim, seed, state_from_fit(small, small_ml))

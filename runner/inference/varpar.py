@@ -13,8 +13,7 @@ from runner.engines.lme.templates import Template
 
 def lme4_templates(problem: Problem) -> list[tuple[Template, slice]]:
     """(template, theta slice) per random term in lme4's order."""
-    inv = np.argsort(problem.order)
-    return [(problem.templates[i], problem.theta_slices[i]) for i in inv]
+    return [(t.template, t.theta) for t in problem.lme4_terms]
 
 
 def names(problem: Problem) -> list[str]:

@@ -88,12 +88,11 @@ def derive(design: Design, fit: Fit) -> tuple[dict[str, Any], Any, Any, np.ndarr
     entry's theta cannot be a parameter of this design or its objective is not reproduced."""
     from threadpoolctl import threadpool_limits
 
-    from runner.engines.lme.convergence import is_singular
-    from runner.engines.lme.criterion import FAILED, Criterion, objective_from
-    from runner.engines.lme.engine import _warnings
-    from runner.engines.lme.factor import factorize, raw_factors
-    from runner.engines.lme.results import arrays, fixed_effects, sigma2, variance_components
-    from runner.engines.lme.solve import solve
+    from runner.engines.common import information_criteria, ngroups
+    from runner.engines.lme.convergence import ConvergenceCheck, is_singular
+    from runner.engines.lme.criterion import FAILED, Criterion
+    from runner.engines.lme.engine import fit_warnings, theta_names
+    from runner.engines.lme.results import estimates_at
     from runner.engines.lme.structure import build_problem
 
     if fit.engine != "lme" or getattr(fit, "family", None) not in (None, "gaussian"):
@@ -109,30 +108,20 @@ def derive(design: Design, fit: Fit) -> tuple[dict[str, Any], Any, Any, np.ndarr
         value = Criterion(problem, fit.method)(theta)  # the one criterion evaluation
         if value == FAILED or not _close(value, fit.objective, OBJECTIVE_RTOL):
             raise CacheMismatch(f"objective {fit.objective!r} not reproduced (criterion {value!r} at its theta)")
-        f = factorize(problem, theta)
-        objective = float(objective_from(problem, f, fit.method))
-        raw = raw_factors(problem, theta)
-        sol = solve(problem, f, raw)
-    s2 = sigma2(problem, f.r2, fit.method)
-    inv = np.argsort(problem.order)
-    factors = [raw[i] for i in inv]
+        est = estimates_at(design, problem, theta, fit.method)
     n, npar = problem.n, problem.p + theta.size + 1
     singular = is_singular(theta, problem.lower)
-    names = [name for t in [problem.templates[i] for i in inv] for name in t.names()]
-    ngroups: dict[str, int] = {}
-    for b in design.blocks:
-        ngroups.setdefault(b.group, b.nlevels)
+    aic, bic = information_criteria(est.objective, npar, n)
     convergence_warnings = [w for w in fit.warnings if w.code == "convergence"]
+    check = ConvergenceCheck(not convergence_warnings, None, None,
+                             convergence_warnings[0].message if convergence_warnings else "")
     fresh = dict(
-        nobs=n, npar=npar, ngroups=ngroups, theta_names=names, sigma=float(np.sqrt(s2)), loglik=-objective / 2,
-        objective=objective, aic=objective + 2 * npar, bic=objective + npar * float(np.log(n)), singular=singular,
-        fixed_effects=fixed_effects(design, sol, s2), random_effects=variance_components(design, factors, s2),
-        warnings=_warnings(design, singular, not convergence_warnings,
-                           convergence_warnings[0].message if convergence_warnings else ""),
+        nobs=n, npar=npar, ngroups=ngroups(design), theta_names=theta_names(problem),
+        sigma=float(np.sqrt(est.sigma2)), loglik=-est.objective / 2, objective=est.objective, aic=aic, bic=bic,
+        singular=singular, fixed_effects=est.fixed_effects, random_effects=est.random_effects,
+        warnings=fit_warnings(design, singular, check),
     )
-    modes = [sol.modes[i] for i in inv]
-    cvar = [sol.cond_var[i] for i in inv]
-    return fresh, arrays(design, modes, cvar, sol.beta, s2), problem, theta
+    return fresh, est.arrays, problem, theta
 
 
 def recompute_lme(design: Design, fit: Fit, *, wald: bool = True) -> Fit:

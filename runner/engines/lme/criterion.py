@@ -9,14 +9,12 @@ A failed factorization gives FAILED, a large finite value, so optimizers never s
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 
+from runner.engines.base import Method
 from runner.engines.lme.factor import Factor, FactorError, factorize
 from runner.engines.lme.structure import Problem
 
-Method = Literal["REML", "ML"]
 FAILED = 1e30
 
 

@@ -38,61 +38,42 @@ class FactorError(ArithmeticError):
 
 
 def raw_factors(problem: Problem, theta: np.ndarray) -> list[np.ndarray]:
-    """lme4's T_i(theta) per internal block (on the terms' own columns)."""
-    return [t.factor(theta[s]) for t, s in zip(problem.templates, problem.theta_slices)]
+    """lme4's T_i(theta) per internal term (on the terms' own columns)."""
+    return [t.factor(theta) for t in problem.terms]
 
 
-def template_factors(problem: Problem, theta: np.ndarray, whitened: bool = False) -> list[np.ndarray]:
-    """The factors the evaluation uses, on the problem's (whitened) columns X R^{-1}: with
-    `whitened`, theta is the optimizer's phi and the factor is T(phi); otherwise theta is
-    lme4's and the factor is R T(theta) (not triangular: only T T' matters)."""
-    out = raw_factors(problem, theta)
-    if not whitened:
-        out = [T if R is None else R @ T for T, R in zip(out, problem.basis)]
-    return out
-
-
-def _lower_factor(M: np.ndarray) -> np.ndarray:
-    """Lower-triangular L with non-negative diagonal and L L' = M M' (QR of M')."""
-    r = np.linalg.qr(M.T, mode="r")
-    L = r.T
-    signs = np.where(np.diagonal(L) < 0, -1.0, 1.0)
-    return L * signs[None, :]
+def working_factors(problem: Problem, theta: np.ndarray, whitened: bool = False) -> list[np.ndarray]:
+    """The factors the evaluation uses, per internal term (ReTerm.working_factor)."""
+    return [t.working_factor(theta, whitened) for t in problem.terms]
 
 
 def phi_to_theta(problem: Problem, phi: np.ndarray) -> np.ndarray:
     """The optimizer's (whitened) parameters -> lme4's theta."""
     theta = np.array(phi, dtype=float)
-    for t, s, P in zip(problem.templates, problem.theta_slices, problem.precond):
-        if P is not None:
-            L = _lower_factor(P @ t.factor(phi[s]))
-            r, c = t.tri()
-            theta[s] = L[r, c]
+    for t in problem.terms:
+        t.phi_to_theta(phi, theta)
     return theta
 
 
 def theta_to_phi(problem: Problem, theta: np.ndarray) -> np.ndarray:
     """lme4's theta -> the optimizer's (whitened) parameters."""
     phi = np.array(theta, dtype=float)
-    for t, s, P in zip(problem.templates, problem.theta_slices, problem.precond):
-        if P is not None:
-            L = _lower_factor(np.linalg.solve(P, t.factor(theta[s])))
-            r, c = t.tri()
-            phi[s] = L[r, c]
+    for t in problem.terms:
+        t.theta_to_phi(theta, phi)
     return phi
 
 
 def _first_block(problem: Problem, T1: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-    if problem.p1 == 1:
+    if problem.first.p == 1:
         t2 = T1[0, 0] ** 2
         m = t2 * problem.A11[:, 0, 0] + 1.0
         L = np.sqrt(m)[:, None, None]
         B = (t2 / m)[:, None, None]
         return L, B, float(np.sum(np.log(m)))
-    if problem.p1 == 2:
+    if problem.first.p == 2:
         return _first_block_2x2(problem, T1)
     M = T1.T @ problem.A11 @ T1
-    M += np.eye(problem.p1)
+    M += np.eye(problem.first.p)
     L = np.linalg.cholesky(M)
     G = T1 @ np.swapaxes(np.linalg.inv(L), 1, 2)  # T L^{-T}
     B = G @ np.swapaxes(G, 1, 2)
@@ -131,7 +112,7 @@ def _first_block_2x2(problem: Problem, T1: np.ndarray) -> tuple[np.ndarray, np.n
 def _scale_vector(problem: Problem, factors: list[np.ndarray]) -> np.ndarray:
     """The diagonal part of Lambda_t: t_i for 1-column terms, 1 for wider terms and W."""
     values = [T[0, 0] if T.shape[0] == 1 else 1.0 for T in factors[1:]]
-    return np.repeat(np.array([*values, 1.0]), [*problem.tail_q, problem.p + 1])
+    return np.repeat(np.array([*values, 1.0]), [*(t.q for t in problem.tail), problem.p + 1])
 
 
 def sandwich(C: np.ndarray, problem: Problem, factors: list[np.ndarray], transpose: bool) -> None:
@@ -147,8 +128,8 @@ def sandwich(C: np.ndarray, problem: Problem, factors: list[np.ndarray], transpo
     C *= lam[None, :]
     if problem.scalar_tail:
         return
-    for start, q, T in zip(problem.tail_start, problem.tail_q, factors[1:]):
-        p = T.shape[0]
+    for term, T in zip(problem.tail, factors[1:]):
+        start, q, p = term.tail_start, term.q, term.p
         if p == 1:
             continue
         left = T.T if transpose else T  # rows: Lambda' C takes T', Lambda C takes T
@@ -167,11 +148,10 @@ def _scale_region(V: np.ndarray, r0: int, c0: int, problem: Problem, factors: li
     V *= lam[None, c0:c0 + nc]
     if problem.scalar_tail:
         return
-    for start, q, T in zip(problem.tail_start, problem.tail_q, factors[1:]):
-        p = T.shape[0]
+    for term, T in zip(problem.tail, factors[1:]):
+        start, q, p, l = term.tail_start, term.q, term.p, term.levels
         if p == 1:
             continue
-        l = q // p
         if r0 <= start < r0 + nr:  # rows: (T' (x) I) X
             i = start - r0
             rows = V[i:i + q].reshape(p, l * nc)
@@ -245,7 +225,7 @@ def _eliminate(C: np.ndarray, D: np.ndarray, stage: Stage, problem: Problem,
 
 def factorize(problem: Problem, theta: np.ndarray, whitened: bool = False) -> Factor:
     """The blocked Cholesky factor at theta (raises FactorError if not positive definite)."""
-    factors = template_factors(problem, theta, whitened)
+    factors = working_factors(problem, theta, whitened)
     L11, B, logdet1 = _first_block(problem, factors[0])
     upd = problem.S_eval @ B.reshape(-1)
     k = problem.dense_start

@@ -14,28 +14,24 @@ positive definite; nAGQ = 0 always uses the R_X form).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 import numpy as np
 from scipy.linalg import solve_triangular
-from scipy.optimize import Bounds, minimize
-from scipy.stats import norm
 
+from runner.design.glmm_response import glmm_response
 from runner.design.model import Design
-from runner.engines.lme.convergence import GRAD_TOL, is_singular
-from runner.engines.lme.engine import _one_blas_thread
-from runner.engines.lme.families import make_family
+from runner.engines.common import (design_warnings, few_levels_warning, information_criteria, ngroups,
+                                   one_blas_thread, singular_warning, varcorr_rows, wald_rows)
+from runner.engines.lme.convergence import ConvergenceCheck, deriv12, failed_message, is_singular, judge
+from runner.engines.lme.families import Family, make_family
 from runner.engines.lme.glmm_pirls import (SEARCH_TOL, STEP_TOL, GlmmModel, Mode, PirlsError, agq, build_model,
                                            decompose, factors, gh_rule, laplace, pirls, zlambda_values)
-from runner.design.glmm_response import glmm_response
-from runner.engines.lme.optimize import (BOUNDARY_TOL, FD_STEP, MAX_EVALUATIONS, Optimum, minimize_theta,
-                                          probe_edges, scan_start)
-from runner.fit import Convergence, Fit, FitArrays, FitWarning, FixedEffect, RanefBlock, RandomEffect
+from runner.engines.lme.optimize import (Optimizer, Optimum, Step, minimize_theta, polish_with_cobyqa, probe_edges,
+                                          restart_if_lower)
+from runner.fit import Convergence, Fit, FitArrays, FitWarning, RanefBlock
 
 FAILED = 1e30
-DELTA = 1e-4  # lme4's deriv12 step
 MAX_AGQ = 100  # lme4's GHrule accepts orders below 101
-Z975 = float(norm.ppf(0.975))
 RX_WARNING = ("variance-covariance matrix computed from finite-difference Hessian is not positive definite "
               "or contains NA values: falling back to var-cov estimated from RX")
 
@@ -99,94 +95,34 @@ class _Deviance:
         return float(full)
 
 
-def _deriv12(fun: _Deviance, x: np.ndarray, fx: float) -> tuple[np.ndarray, np.ndarray]:
-    """lme4's deriv12: central-difference gradient and Hessian, step DELTA, no bounds."""
-    k = x.size
-    g, H = np.empty(k), np.empty((k, k))
-    plus, minus = np.empty(k), np.empty(k)
-    for i in range(k):
-        e = np.zeros(k)
-        e[i] = DELTA
-        plus[i], minus[i] = fun(x + e), fun(x - e)
-    g = (plus - minus) / (2 * DELTA)
-    H[np.diag_indices(k)] = (plus - 2 * fx + minus) / DELTA ** 2
-    for i in range(k):
-        for j in range(i):
-            e = np.zeros(k)
-            e[i] = e[j] = DELTA
-            fpp, fmm = fun(x + e), fun(x - e)
-            H[i, j] = H[j, i] = ((fpp + fmm - 2 * fx) / DELTA ** 2 - H[i, i] - H[j, j]) / 2
+def _derivatives(fun: _Deviance, x: np.ndarray, fx: float) -> tuple[np.ndarray, np.ndarray]:
+    """lme4's deriv12 (gradient and Hessian, no bounds) of the deviance."""
+    g, H = deriv12(fun, x, fx)
+    assert H is not None
     return g, H
 
 
-def _check(g: np.ndarray, H: np.ndarray, x: np.ndarray, lower: np.ndarray, singular: bool
-           ) -> tuple[bool, float, float | None, str]:
+def _check(g: np.ndarray, H: np.ndarray, x: np.ndarray, lower: np.ndarray, singular: bool) -> ConvergenceCheck:
     """lme4's checkConv: gradient at active bounds projected; singular fits skip the Hessian."""
-    active = np.isfinite(lower) & (x <= lower + DELTA) & (g > 0)
-    g = np.where(active, 0.0, g)
-    if singular:
-        mg = float(np.max(np.abs(g)))
-        return mg < GRAD_TOL, mg, None, ""
-    ev = float(np.min(np.linalg.eigvalsh(H)))
-    try:
-        R = np.linalg.cholesky(H).T
-        scaled = np.linalg.solve(R, g)
-    except np.linalg.LinAlgError:
-        return (False, float(np.max(np.abs(g))), ev,
-                "unable to evaluate scaled gradient: Hessian is not positive definite")
-    mg = float(np.max(np.minimum(np.abs(scaled), np.abs(g))))
-    return mg < GRAD_TOL, mg, ev, ""
+    return judge(g, None if singular else H, x, lower)
 
 
-@dataclass
-class _Result:
-    x: np.ndarray
-    value: float
-    success: bool
-    message: str
-    optimizer: str
-
-
-LBFGS_FTOL = 1e-10  # looser than the linear engine's (1e-12, 1e-5): the deviance is followed by
-LBFGS_GTOL = 1e-4  # lme4's derivative check and a Newton polish when that fails (11% fewer evaluations)
+LBFGS_TOL = (1e-10, 1e-4)  # (ftol, gtol): looser than the linear engine's, as the deviance is followed by
+# lme4's derivative check and a Newton polish when that fails (11% fewer evaluations)
 STAGE1_TOL = (1e-8, 1e-3)  # (ftol, gtol) of glmer's first stage when a second one follows
 
 
-def _lbfgs(fun: _Deviance, start: np.ndarray, lower: np.ndarray, scan: bool,
-           tol: tuple[float, float] = (LBFGS_FTOL, LBFGS_GTOL)) -> Optimum:
-    """L-BFGS-B on difference gradients from lme4's start (halved while it improves), then
-    lme4's boundary step (components within 1e-5 of a zero bound set to 0 if not worse)."""
-    if scan:
-        start = scan_start(fun, start)
-    res = minimize(fun, start, method="L-BFGS-B", bounds=Bounds(lower, np.full(lower.size, np.inf)),
-                   options={"eps": FD_STEP, "ftol": tol[0], "gtol": tol[1], "maxfun": MAX_EVALUATIONS})
-    x = np.maximum(np.asarray(res.x, dtype=float), lower)
-    value = float(fun(x)) if not np.array_equal(x, res.x) else float(res.fun)
-    near = (lower == 0.0) & (x > 0.0) & (x < BOUNDARY_TOL)
-    if np.any(near):
-        trial = np.where(near, 0.0, x)
-        tv = float(fun(trial))
-        if tv <= value:
-            x, value = trial, tv
-    return Optimum(theta=x, value=value, success=bool(res.success) or res.status == 2, message=str(res.message),
-                   optimizer="L-BFGS-B (scipy)")
-
-
 def _optimize(fun: _Deviance, start: np.ndarray, lower: np.ndarray, scan: bool,
-              tol: tuple[float, float] = (LBFGS_FTOL, LBFGS_GTOL)) -> _Result:
-    opt = _lbfgs(fun, start, lower, scan, tol)
+              tol: tuple[float, float] = LBFGS_TOL) -> Optimum:
+    """L-BFGS-B on difference gradients (from lme4's start halved while it improves, with
+    lme4's boundary step), restarted off a flat edge, polished by COBYQA if it failed."""
+    opt = minimize_theta(fun, start, lower, Optimizer.LBFGSB, scan, tol)
     off = probe_edges(fun, opt.theta, opt.value, lower)
     if off is not None:
-        restart = _lbfgs(fun, off, lower, scan=False)
-        if restart.value < opt.value:
-            restart.optimizer = f"{opt.optimizer}, restarted off the boundary"
-            opt = restart
+        opt = restart_if_lower(fun, opt, [off], lower, Step.EDGE_RESTART, tol=LBFGS_TOL)
     if not opt.success:
-        polish = minimize_theta(fun, opt.theta, lower, eval_flops=np.inf, scan=False)
-        if polish.value <= opt.value:
-            polish.optimizer = f"{opt.optimizer}, then COBYQA (scipy)"
-            opt = polish
-    return _Result(opt.theta, opt.value, opt.success, opt.message, opt.optimizer)
+        opt = polish_with_cobyqa(fun, opt, lower)
+    return opt
 
 
 def _cond_var(model: GlmmModel, mode: Mode, theta: np.ndarray) -> list[np.ndarray]:
@@ -233,13 +169,12 @@ def fit_glmm(design: Design, family: str, link: str | None = None, nagq: int = 1
                            "single, scalar random-effects term, as in lme4; use nagq: 1 (Laplace)")
     # one BLAS thread (as the linear engine): the small dense products of every PIRLS
     # iteration took 25 ms instead of microseconds with OpenBLAS threads on a busy machine
-    with _one_blas_thread(), np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+    with one_blas_thread(), np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
         dev1 = _Deviance(model, stage=1)
         # stage 1 only starts stage 2 (unless nagq = 0): a looser stop saves a third of its evaluations
-        opt1 = _optimize(dev1, model.start, model.lower, scan=True, tol=STAGE1_TOL if nagq else
-                         (LBFGS_FTOL, LBFGS_GTOL))
+        opt1 = _optimize(dev1, model.start, model.lower, scan=True, tol=STAGE1_TOL if nagq else LBFGS_TOL)
         dev1.step_tol = STEP_TOL
-        full1, _, mode1 = dev1.values(opt1.x)
+        full1, _, mode1 = dev1.values(opt1.theta)
         k, p = model.lower.size, model.p
         if nagq == 0:
             dev, opt, lower = dev1, opt1, model.lower
@@ -250,11 +185,11 @@ def fit_glmm(design: Design, family: str, link: str | None = None, nagq: int = 1
             dev = _Deviance(model, stage=2, nagq=nagq, beta1=mode1.beta.copy(), Rinv=Rinv)
             dev.warm = mode1
             lower = np.concatenate([model.lower, np.full(p, -np.inf)])
-            opt = _optimize(dev, np.concatenate([opt1.x, np.zeros(p)]), lower, scan=False)
+            opt = _optimize(dev, np.concatenate([opt1.theta, np.zeros(p)]), lower, scan=False)
             dev.warm = None
             dev.step_tol = STEP_TOL
             try:
-                full, lme4_value, final_mode = dev.values(opt.x)
+                full, lme4_value, final_mode = dev.values(opt.theta)
             except PirlsError as exc:
                 raise GlmmFitError(f"PIRLS failed at the optimum: {exc}") from exc
         # lme4's deriv12 at the optimum, taken in the optimizer's coordinates (theta, gamma):
@@ -262,9 +197,9 @@ def fit_glmm(design: Design, family: str, link: str | None = None, nagq: int = 1
         # the difference steps are well scaled whatever the units of X (lme4's raw-beta
         # steps make its Hessian noise for an uncentred HEIGHT ~ 450: "rescale variables")
         dev.warm = final_mode
-        g, H = _deriv12(dev, opt.x, full)
-        singular = is_singular(dev.split(opt.x)[0], model.lower)
-        if nagq > 0 and not _check(g, H, opt.x, lower, singular)[0]:
+        g, H = _derivatives(dev, opt.theta, full)
+        singular = is_singular(dev.split(opt.theta)[0], model.lower)
+        if nagq > 0 and not _check(g, H, opt.theta, lower, singular).ok:
             # Newton polish on those derivatives when checkConv fails (L-BFGS-B on difference
             # gradients stops within its own tolerance; a Newton step on the Hessian sharpens it)
             for _ in range(2):
@@ -272,19 +207,19 @@ def fit_glmm(design: Design, family: str, link: str | None = None, nagq: int = 1
                     step = np.linalg.solve(H, g)
                 except np.linalg.LinAlgError:
                     break
-                x_new = np.maximum(opt.x - step, lower)
+                x_new = np.maximum(opt.theta - step, lower)
                 if not dev(x_new) < full - 1e-10:
                     break
                 full, lme4_value, final_mode = dev.values(x_new)
-                opt.x = x_new
+                opt.theta = x_new
                 dev.warm = final_mode
-                g, H = _deriv12(dev, opt.x, full)
+                g, H = _derivatives(dev, opt.theta, full)
         evaluations = dev1.evaluations + (dev.evaluations if dev is not dev1 else 0)
-        theta, beta = dev.split(opt.x)
+        theta, beta = dev.split(opt.theta)
         if nagq == 0:
             beta = final_mode.beta
         singular = is_singular(theta, model.lower)
-        conv_ok, max_grad, min_ev, conv_msg = _check(g, H, opt.x, lower, singular)
+        check = _check(g, H, opt.theta, lower, singular)
         warnings: list[FitWarning] = []
         # vcov(beta)
         Lx_final = _rx(model, theta, beta, final_mode)
@@ -304,7 +239,7 @@ def fit_glmm(design: Design, family: str, link: str | None = None, nagq: int = 1
             if vcov_method == "rx":
                 warnings.append(FitWarning(code="vcov_rx", message=RX_WARNING))
     return _record(design, model, fam, nagq, theta, beta, final_mode, full, lme4_value, V, vcov_method,
-                   singular, conv_ok and opt.success, opt, max_grad, min_ev, conv_msg, warnings,
+                   singular, check.ok and opt.success, opt, check, warnings,
                    evaluations, formula_text, time.perf_counter() - t0)
 
 
@@ -314,38 +249,18 @@ def _rx(model: GlmmModel, theta: np.ndarray, beta: np.ndarray, mode: Mode) -> np
     return dec.Ls[dec.qr:, dec.qr:]
 
 
-def _record(design: Design, model: GlmmModel, fam, nagq: int, theta: np.ndarray, beta: np.ndarray,
+def _record(design: Design, model: GlmmModel, fam: Family, nagq: int, theta: np.ndarray, beta: np.ndarray,
             mode: Mode, full: float, lme4_value: float, V: np.ndarray, vcov_method: str | None, singular: bool,
-            converged: bool, opt: _Result, max_grad: float, min_ev: float | None, conv_msg: str,
+            converged: bool, opt: Optimum, check: ConvergenceCheck,
             warnings: list[FitWarning], evaluations: int, formula_text: str, seconds: float) -> Fit:
     n, p = model.n, model.p
     npar = p + theta.size
     loglik = -full / 2
-    se = np.sqrt(np.clip(np.diag(V), 0.0, None))
-    fixed = []
-    for col, est, sd in zip(design.fixed, beta, se):
-        z = float(est / sd) if sd > 0 else None
-        fixed.append(FixedEffect(term=col.term, lme4_name=col.lme4_name, variable=col.variable, level=col.level,
-                                 estimate=float(est), std_error=float(sd), statistic=z,
-                                 p_value=None if z is None else float(2 * norm.sf(abs(z))),
-                                 ci_low=float(est - Z975 * sd), ci_high=float(est + Z975 * sd)))
+    fixed = wald_rows(design, beta, np.sqrt(np.clip(np.diag(V), 0.0, None)))
     inv = np.argsort(model.order)
     Ts_int = factors(model, theta)
     Ts = [Ts_int[i] for i in inv]
-    rand: list[RandomEffect] = []
-    for block, T in zip(design.blocks, Ts):
-        Vb = T @ T.T
-        sd = np.sqrt(np.clip(np.diag(Vb), 0.0, None))
-        for a, name in enumerate(block.column_names):
-            rand.append(RandomEffect(id=block.id, group=block.group, term=name, variance=float(Vb[a, a]),
-                                     sd=float(sd[a])))
-        if block.covariance in ("unstructured", "compound_symmetry"):
-            names = block.column_names
-            for a in range(len(names)):
-                for b in range(a + 1, len(names)):
-                    corr = float(Vb[a, b] / (sd[a] * sd[b])) if sd[a] > 0 and sd[b] > 0 else None
-                    rand.append(RandomEffect(id=block.id, group=block.group, term=names[a], term2=names[b],
-                                             covariance=float(Vb[a, b]), corr=corr))
+    rand = [row for block, T in zip(design.blocks, Ts) for row in varcorr_rows(block, T @ T.T)]
     cvar_int = _cond_var(model, mode, theta)
     ranef = []
     for pos_lme4, block in enumerate(design.blocks):
@@ -357,33 +272,25 @@ def _record(design: Design, model: GlmmModel, fam, nagq: int, theta: np.ndarray,
         ranef.append(RanefBlock(id=block.id, group=block.group, columns=list(block.column_names),
                                 levels=list(block.levels), modes=b,
                                 cond_sd=np.sqrt(np.clip(cvar_int[pos], 0.0, None))))
-    for w in design.warnings:
-        code = "scale_x" if "different scales" in w else "rank_deficient" if "rank deficient" in w else "design"
-        warnings.insert(0, FitWarning(code=code, message=w))
+    warnings = design_warnings(design) + warnings
     if singular:
-        warnings.append(FitWarning(code="singular", message="boundary (singular) fit: see help('isSingular')"))
-    message = conv_msg or ("" if converged else f"Model failed to converge with max|grad| = {max_grad:.6g} "
-                                                f"(tol = {GRAD_TOL})")
+        warnings.append(singular_warning())
+    message = check.message or ("" if converged else failed_message(check.max_abs_gradient or 0.0))
     if not converged:
         warnings.append(FitWarning(code="convergence", message=message or opt.message))
-    few = sorted({b.group for b in design.blocks if b.nlevels < 30})
-    if few:
-        warnings.append(FitWarning(code="few_levels", message=(
-            f"grouping factor{'s' if len(few) > 1 else ''} {', '.join(few)} ha{'ve' if len(few) > 1 else 's'} "
-            "fewer than 30 levels: Wald z p-values and intervals are anticonservative")))
-    ngroups: dict[str, int] = {}
-    for b in design.blocks:
-        ngroups.setdefault(b.group, b.nlevels)
+    warnings += few_levels_warning(design)
     names = [nm for i in range(len(design.blocks)) for nm in model.templates[i].names()]
     objective = -2 * loglik
+    aic, bic = information_criteria(objective, npar, n)
     return Fit(
-        engine="lme", method="ML", formula=formula_text, nobs=n, npar=npar, ngroups=ngroups,
+        engine="lme", method="ML", formula=formula_text, nobs=n, npar=npar, ngroups=ngroups(design),
         theta=[float(t) for t in theta], theta_names=names, sigma=1.0,
-        loglik=loglik, objective=objective, aic=objective + 2 * npar, bic=objective + npar * float(np.log(n)),
+        loglik=loglik, objective=objective, aic=aic, bic=bic,
         p_method="wald-z", ci_method="wald", fixed_effects=fixed, random_effects=rand,
         converged=converged, singular=singular,
-        convergence=Convergence(converged=converged, optimizer=opt.optimizer, message=message,
-                                evaluations=evaluations, max_abs_gradient=max_grad, hessian_min_eigenvalue=min_ev),
+        convergence=Convergence(converged=converged, optimizer=opt.label, message=message,
+                                evaluations=evaluations, max_abs_gradient=check.max_abs_gradient,
+                                hessian_min_eigenvalue=check.hessian_min_eigenvalue),
         warnings=warnings, fit_seconds=seconds,
         family=fam.name, link=fam.link.name, nagq=int(nagq), vcov_method=vcov_method,
         success_level=getattr(design, "success_level", None),  # set by the design for a factor response

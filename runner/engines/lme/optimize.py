@@ -1,58 +1,100 @@
-"""Bounded minimization of the criterion over theta, derivative-free or by differences.
+"""The fit strategy: from lme4's start to a checked optimum of the criterion over theta.
 
-Two scipy optimizers (both BSD licensed), chosen by the cost of one evaluation, which
-`structure.Problem.eval_flops` estimates deterministically from the problem's shape:
+`find_optimum(problem, method)` owns it, in this order:
 
-- cheap evaluations (about a millisecond or less: nested designs, small dense tails):
-  L-BFGS-B on forward-difference gradients (step `FD_STEP` = 3e-6 on the whitened parameters,
-  see structure._preconditioner). It needs about as many evaluations as COBYQA or fewer
-  (half of Powell's), and its own overhead per evaluation is microseconds, where
-  COBYQA's (pure-Python trust-region subproblems) is ~1-3 ms and dominated these fits.
-  An abnormal line-search stop is what L-BFGS-B reports when the difference gradient
-  reaches its noise floor at the optimum: it counts as success, and the convergence
-  check (lme4's checkConv) decides; when that check fails the engine polishes with
-  COBYQA from there.
-- expensive evaluations (a large dense tail, e.g. InstEval's 1,159 x 1,159 Cholesky):
-  scipy's COBYQA (Powell's model-based trust-region family, like lme4's BOBYQA) with a
-  final trust radius of 1e-5 on the whitened parameters, which puts theta within ~1e-5
-  relative of the optimum (1e-7 cost ~20% more evaluations for no visible gain).
+1. `minimize_theta`: a bounded scipy optimizer (BSD) from lme4's start halved while the
+   criterion improves (`scan_start`), chosen by the cost of one evaluation
+   (`Problem.eval_flops`, deterministic):
+   - cheap (about a millisecond or less): L-BFGS-B on forward-difference gradients (step
+     FD_STEP on the whitened parameters). Its overhead per evaluation is microseconds where
+     COBYQA's pure-Python trust-region subproblems cost milliseconds. An abnormal
+     line-search stop is what it reports when the difference gradient reaches its noise
+     floor at the optimum: it counts as success and the convergence check decides.
+   - expensive (a large dense tail such as InstEval's): COBYQA (Powell's model-based
+     trust-region family, like lme4's BOBYQA), final trust radius FINAL_RADIUS.
+   Then lme4's boundary step: components within BOUNDARY_TOL of a zero bound are set to
+   exactly 0 and kept there if the criterion is not worse (lme4's check.boundary).
+2. `probe_edges`: near-zero SDs are probed off the boundary; a better point restarts.
+3. Degenerate faces: a zero Cholesky pivot before an unstructured term's last column
+   restarts with it lifted, then polishes in lme4's own parameters.
+4. lme4's checkConv (convergence.py); if it fails after L-BFGS-B, a COBYQA polish.
+5. A singular fit's failed gradient check is overridden, as lme4's checkConv does.
 
-Both start from lme4's start halved while the criterion improves (`scan_start`; 60 instead
-of 97 evaluations on InstEval, 241 instead of 385 on students_slopes_repeated_ml).
-After either, lme4's boundary step: components within `BOUNDARY_TOL` of a zero lower
-bound are set to exactly 0 and kept there if the criterion is not worse (lme4's
-check.boundary).
+Every run works on the whitened parameters phi (structure.Problem, factor.phi_to_theta);
+the result is in lme4's theta.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from enum import Enum
 from typing import Callable
 
 import numpy as np
 from scipy.optimize import Bounds, minimize
 
+from runner.engines.lme.convergence import ConvergenceCheck, check_convergence, is_singular
+from runner.engines.lme.criterion import Criterion, Method
+from runner.engines.lme.factor import phi_to_theta, theta_to_phi
+from runner.engines.lme.structure import Problem
+
 BOUNDARY_TOL = 1e-5
 INITIAL_RADIUS = 0.2
-FINAL_RADIUS = 1e-5
+FINAL_RADIUS = 1e-5  # on the whitened parameters: theta within ~1e-5 relative of the optimum
 MAX_EVALUATIONS = 20000
 FD_STEP = 3e-6  # forward-difference step for L-BFGS-B (the whitened parameters are O(1))
-LBFGS_FTOL = 1e-12  # relative reduction of the criterion per iteration (1e-11 stopped short on slopes)
+LBFGS_FTOL = 1e-12  # relative reduction of the criterion per iteration
 LBFGS_GTOL = 1e-5  # projected gradient
 CHEAP_FLOPS = 2e7  # below this estimated cost per evaluation, use L-BFGS-B
+
+EDGE_PROBE_BELOW = 1e-3  # a bounded component this small after the optimizer gets probed
+EDGE_PROBE_STEPS = (1e-3, 1e-2, 1e-1)
+EDGE_PROBE_GAIN = 1e-7  # criterion decrease that counts as "the edge was not the optimum"
+DEGENERATE_PIVOT = 1e-4
+LIFTS = (0.2, 0.05)  # where restarts put degenerate pivots (each found optima the other missed)
+FACE_GAIN = 1e-10  # a restart or polish off a degenerate face must gain this much
+
+
+class Optimizer(Enum):
+    """The scipy optimizer of a run (the value is how the fit reports it)."""
+
+    LBFGSB = "L-BFGS-B (scipy)"
+    COBYQA = "COBYQA (scipy)"
+
+
+class Step(Enum):
+    """What the strategy did after the first run, and kept (the value is how it is reported)."""
+
+    EDGE_RESTART = "restarted off the boundary"
+    FACE_RESTART = "restarted off a degenerate face"
+    FACE_POLISH = "polished in lme4's parameters"
+    COBYQA_POLISH = "then COBYQA (scipy)"
 
 
 @dataclass
 class Optimum:
-    theta: np.ndarray
+    theta: np.ndarray  # the parameters the runs worked on (find_optimum returns lme4's theta)
     value: float
     success: bool
     message: str
-    optimizer: str
+    optimizer: Optimizer  # of the first run: restarts use the same one
+    steps: tuple[Step, ...] = ()
+    evaluations: int = 0  # of the criterion, in all runs and checks (set by find_optimum)
+
+    @property
+    def label(self) -> str:
+        """How the fit reports the optimizer, e.g. "L-BFGS-B (scipy), restarted off the boundary"."""
+        return ", ".join([self.optimizer.value, *(s.value for s in self.steps)])
 
 
-def _boundary(fun: Callable[[np.ndarray], float], theta: np.ndarray, value: float,
-              lower: np.ndarray) -> tuple[np.ndarray, float]:
+Objective = Callable[[np.ndarray], float]
+
+
+def choose_optimizer(eval_flops: float) -> Optimizer:
+    return Optimizer.LBFGSB if eval_flops < CHEAP_FLOPS else Optimizer.COBYQA
+
+
+def _boundary(fun: Objective, theta: np.ndarray, value: float, lower: np.ndarray) -> tuple[np.ndarray, float]:
     near = (lower == 0.0) & (theta > 0.0) & (theta < BOUNDARY_TOL)
     if not np.any(near):
         return theta, value
@@ -62,10 +104,9 @@ def _boundary(fun: Callable[[np.ndarray], float], theta: np.ndarray, value: floa
     return (trial, tv) if tv <= value else (theta, value)
 
 
-def scan_start(fun: Callable[[np.ndarray], float], start: np.ndarray) -> np.ndarray:
+def scan_start(fun: Objective, start: np.ndarray) -> np.ndarray:
     """Halve the start while the criterion improves (lme4's start puts every relative SD
-    at 1; where they are far smaller, e.g. the students slopes, these few evaluations
-    save the optimizer a hundred or more)."""
+    at 1; where they are far smaller these few evaluations save the optimizer many)."""
     x0, f0 = start, fun(start)
     while np.max(np.abs(x0)) > 1e-3:
         x1 = 0.5 * x0
@@ -76,20 +117,13 @@ def scan_start(fun: Callable[[np.ndarray], float], start: np.ndarray) -> np.ndar
     return x0
 
 
-EDGE_PROBE_BELOW = 1e-3  # a bounded component this small after the optimizer gets probed
-EDGE_PROBE_STEPS = (1e-3, 1e-2, 1e-1)
-EDGE_PROBE_GAIN = 1e-7  # criterion decrease that counts as "the edge was not the optimum"
-
-
-def probe_edges(fun: Callable[[np.ndarray], float], theta: np.ndarray, value: float,
-                lower: np.ndarray) -> np.ndarray | None:
+def probe_edges(fun: Objective, theta: np.ndarray, value: float, lower: np.ndarray) -> np.ndarray | None:
     """A start off the boundary that beats the optimizer's point, or None.
 
     The criterion depends on a relative SD t through t^2, so its slope vanishes as t -> 0:
     a quasi-Newton run that drifts near 0 can stop there although the minimum is at
-    t ~ 0.01 (3.9e-4 lower on a crossed 3-level factor found by the lme4 comparison in
-    tests/test_lme_oracle.py). lme4's restart_edge probes the boundary the same way; a
-    few evaluations per near-zero component, only for fits that look singular.
+    t ~ 0.01. lme4's restart_edge probes the boundary the same way; a few evaluations per
+    near-zero component, only for fits that look singular.
     """
     best, best_value = None, value - EDGE_PROBE_GAIN
     for i in np.flatnonzero((lower == 0.0) & (theta < EDGE_PROBE_BELOW)):
@@ -102,20 +136,18 @@ def probe_edges(fun: Callable[[np.ndarray], float], theta: np.ndarray, value: fl
     return best
 
 
-def minimize_theta(fun: Callable[[np.ndarray], float], start: np.ndarray, lower: np.ndarray,
-                   eval_flops: float = np.inf, scan: bool = True) -> Optimum:
-    """Minimize fun over theta >= lower from lme4's start (`scan_start`); deterministic."""
+def minimize_theta(fun: Objective, start: np.ndarray, lower: np.ndarray, optimizer: Optimizer,
+                   scan: bool = True, tol: tuple[float, float] | None = None) -> Optimum:
+    """One deterministic run over theta >= lower; `tol`: L-BFGS-B's (ftol, gtol) if not the defaults."""
+    ftol, gtol = (LBFGS_FTOL, LBFGS_GTOL) if tol is None else tol
     bounds = Bounds(lower, np.full(lower.size, np.inf))
     if scan:
         start = scan_start(fun, start)
-    if eval_flops < CHEAP_FLOPS:
-        name = "L-BFGS-B (scipy)"
+    if optimizer is Optimizer.LBFGSB:
         res = minimize(fun, start, method="L-BFGS-B", bounds=bounds,
-                       options={"eps": FD_STEP, "ftol": LBFGS_FTOL, "gtol": LBFGS_GTOL,
-                                "maxfun": MAX_EVALUATIONS})
+                       options={"eps": FD_STEP, "ftol": ftol, "gtol": gtol, "maxfun": MAX_EVALUATIONS})
         success = bool(res.success) or res.status == 2  # 2: abnormal line-search stop
     else:
-        name = "COBYQA (scipy)"
         res = minimize(fun, start, method="COBYQA", bounds=bounds,
                        options={"initial_tr_radius": INITIAL_RADIUS, "final_tr_radius": FINAL_RADIUS,
                                 "maxfev": MAX_EVALUATIONS})
@@ -123,19 +155,94 @@ def minimize_theta(fun: Callable[[np.ndarray], float], start: np.ndarray, lower:
     theta = np.maximum(np.asarray(res.x, dtype=float), lower)
     value = fun(theta) if not np.array_equal(theta, res.x) else float(res.fun)
     theta, value = _boundary(fun, theta, value, lower)
-    return Optimum(theta=theta, value=float(value), success=success,
-                   message=str(res.message), optimizer=name)
+    return Optimum(theta=theta, value=float(value), success=success, message=str(res.message), optimizer=optimizer)
 
 
-def restart_if_lower(fun: Callable[[np.ndarray], float], opt: Optimum, starts: list[np.ndarray],
-                     lower: np.ndarray, eval_flops: float, label: str, min_gain: float = 0.0) -> Optimum:
-    """The lowest of `opt` and a restart of the optimizer from each start (a point that
-    `probe_edges` or the engine's degenerate-face check found better placed); the winner's
-    optimizer name says how it was reached."""
+def restart_if_lower(fun: Objective, opt: Optimum, starts: list[np.ndarray], lower: np.ndarray, step: Step,
+                     min_gain: float = 0.0, tol: tuple[float, float] | None = None) -> Optimum:
+    """The lowest of `opt` and a restart (same optimizer) from each start; a restart that wins
+    records `step` after opt's own steps."""
     best = opt
     for start in starts:
-        restart = minimize_theta(fun, start, lower, eval_flops, scan=False)
+        restart = minimize_theta(fun, start, lower, opt.optimizer, scan=False, tol=tol)
         if restart.value < best.value - min_gain:
-            restart.optimizer = f"{opt.optimizer}, {label}"
-            best = restart
+            best = replace(restart, steps=(*opt.steps, step))
     return best
+
+
+def polish_with_cobyqa(fun: Objective, opt: Optimum, lower: np.ndarray) -> Optimum:
+    """COBYQA from an L-BFGS-B stop (difference gradients can stop early); kept if not worse."""
+    polish = minimize_theta(fun, opt.theta, lower, Optimizer.COBYQA, scan=False)
+    if polish.value <= opt.value:
+        return replace(polish, optimizer=opt.optimizer, steps=(*opt.steps, Step.COBYQA_POLISH))
+    return opt
+
+
+def _degenerate_pivots(problem: Problem, phi: np.ndarray) -> np.ndarray:
+    """Indices of Cholesky pivots at 0 before the last column of an unstructured term.
+
+    A zero pivot at position j forces column j onto the ones before it, a smaller set than
+    "rank-deficient": a bounded optimizer can stop on that face although the singular
+    optimum lies on another (tests/test_lme_oracle.py: the crossed_factor_term_face cases).
+    """
+    out = [i for term in problem.terms for i in term.degenerate_pivots(phi, DEGENERATE_PIVOT)]
+    return np.asarray(out, dtype=int)
+
+
+def _leave_degenerate_face(problem: Problem, method: Method, crit_phi: Criterion, opt: Optimum) -> Optimum:
+    """Restart with the face's zero pivots lifted, then, if still on such a face, polish in
+    lme4's own parameters (where the same covariance's zero usually sits last); keep the
+    lowest. Only for fits that stopped on a degenerate face, so ordinary fits pay nothing."""
+    pivots = _degenerate_pivots(problem, opt.theta)
+    starts = []
+    for lift in LIFTS:
+        lifted = opt.theta.copy()
+        lifted[pivots] = lift
+        starts.append(lifted)
+    opt = restart_if_lower(crit_phi, opt, starts, problem.lower, Step.FACE_RESTART, min_gain=FACE_GAIN)
+    if not _degenerate_pivots(problem, opt.theta).size:
+        return opt
+    crit = Criterion(problem, method)
+    polish = minimize_theta(crit, phi_to_theta(problem, opt.theta), problem.lower, opt.optimizer, scan=False)
+    crit_phi.evaluations += crit.evaluations
+    if not polish.value < opt.value - FACE_GAIN:
+        return opt
+    phi = theta_to_phi(problem, polish.theta)
+    return Optimum(theta=phi, value=float(crit_phi(phi)), success=polish.success, message=polish.message,
+                   optimizer=opt.optimizer, steps=(*opt.steps, Step.FACE_POLISH))
+
+
+def _check(crit_phi: Criterion, problem: Problem, opt: Optimum) -> tuple[ConvergenceCheck, bool]:
+    """lme4's checkConv at the optimum, and whether the fit is singular (lme4's isSingular)."""
+    singular = is_singular(phi_to_theta(problem, opt.theta), problem.lower)
+    return check_convergence(crit_phi, opt.theta, opt.value, problem.lower, singular), singular
+
+
+def _singular_override(check: ConvergenceCheck) -> ConvergenceCheck:
+    """lme4's checkConv returns before its gradient test for singular fits: across the
+    boundary the criterion is not smooth, and finite differences there show a "gradient"
+    at the true optimum. Keep the number, say why it does not count."""
+    return ConvergenceCheck(True, check.max_abs_gradient, None,
+                            f"singular fit: gradient check skipped as lme4's checkConv does "
+                            f"(max|grad| {check.max_abs_gradient:.3g} by finite differences at the boundary)")
+
+
+def find_optimum(problem: Problem, method: Method) -> tuple[Optimum, ConvergenceCheck]:
+    """The optimum in lme4's theta (with the evaluations it took) and lme4's convergence check."""
+    crit_phi = Criterion(problem, method, whitened=True)
+    lower = problem.lower
+    opt = minimize_theta(crit_phi, problem.start, lower, choose_optimizer(problem.eval_flops))
+    off_edge = probe_edges(crit_phi, opt.theta, opt.value, lower)
+    if off_edge is not None:  # the optimizer stopped on a flat edge: restart off it
+        opt = restart_if_lower(crit_phi, opt, [off_edge], lower, Step.EDGE_RESTART)
+    if _degenerate_pivots(problem, opt.theta).size:
+        opt = _leave_degenerate_face(problem, method, crit_phi, opt)
+    check, singular = _check(crit_phi, problem, opt)
+    if not (check.ok and opt.success) and opt.optimizer is Optimizer.LBFGSB:
+        polished = polish_with_cobyqa(crit_phi, opt, lower)
+        if polished is not opt:
+            opt = polished
+            check, singular = _check(crit_phi, problem, opt)
+    if singular and not check.ok:
+        check = _singular_override(check)
+    return replace(opt, theta=phi_to_theta(problem, opt.theta), evaluations=crit_phi.evaluations), check

@@ -1,17 +1,50 @@
-"""Post-fit numbers in lme4's conventions -> the engine-agnostic Fit."""
+"""Post-fit numbers in lme4's conventions at one theta -> the engine-agnostic Fit's parts.
+
+`estimates_at` is what the engine computes at its optimum; the cache's re-check and the
+API's what-if recompute the same at a stored or given theta.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
-from runner.distributions import norm_ppf, norm_sf
 
 from runner.design.model import Design
-from runner.engines.lme.criterion import Method
-from runner.engines.lme.solve import Solution
+from runner.engines.common import one_blas_thread, varcorr_rows, wald_rows
+from runner.engines.lme.criterion import Method, objective_from
+from runner.engines.lme.factor import factorize, raw_factors
+from runner.engines.lme.solve import Solution, solve
 from runner.engines.lme.structure import Problem
 from runner.fit import FitArrays, FixedEffect, RanefBlock, RandomEffect
 
-Z975 = float(norm_ppf(0.975))
+
+@dataclass
+class Estimates:
+    """The fit's numbers at one theta (lme4's term order)."""
+
+    objective: float
+    sigma2: float
+    solution: Solution
+    fixed_effects: list[FixedEffect]
+    random_effects: list[RandomEffect]
+    arrays: FitArrays
+
+
+def estimates_at(design: Design, problem: Problem, theta: np.ndarray, method: Method) -> Estimates:
+    """beta, sigma, variance components, modes and conditional SDs at theta (raises
+    factor.FactorError where the factorization fails)."""
+    with one_blas_thread(), np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+        f = factorize(problem, theta)
+        objective = float(objective_from(problem, f, method))
+        raw = raw_factors(problem, theta)
+        sol = solve(problem, f, raw)
+    s2 = sigma2(problem, f.r2, method)
+    lme4 = np.argsort([t.index for t in problem.terms])  # internal position of each lme4 term
+    return Estimates(
+        objective=objective, sigma2=s2, solution=sol, fixed_effects=fixed_effects(design, sol, s2),
+        random_effects=variance_components(design, [raw[i] for i in lme4], s2),
+        arrays=arrays(design, [sol.modes[i] for i in lme4], [sol.cond_var[i] for i in lme4], sol.beta, s2))
 
 
 def sigma2(problem: Problem, r2: float, method: Method) -> float:
@@ -19,35 +52,12 @@ def sigma2(problem: Problem, r2: float, method: Method) -> float:
 
 
 def fixed_effects(design: Design, sol: Solution, s2: float) -> list[FixedEffect]:
-    se = np.sqrt(np.diag(sol.vcov_unscaled) * s2)
-    out = []
-    for col, est, sd in zip(design.fixed, sol.beta, se):
-        z = float(est / sd) if sd > 0 else None
-        out.append(FixedEffect(
-            term=col.term, lme4_name=col.lme4_name, variable=col.variable, level=col.level,
-            estimate=float(est), std_error=float(sd), statistic=z,
-            p_value=None if z is None else float(2 * norm_sf(abs(z))),
-            ci_low=float(est - Z975 * sd), ci_high=float(est + Z975 * sd)))
-    return out
+    return wald_rows(design, sol.beta, np.sqrt(np.diag(sol.vcov_unscaled) * s2))
 
 
 def variance_components(design: Design, factors_lme4: list[np.ndarray], s2: float) -> list[RandomEffect]:
-    """lme4's VarCorr layout: per term the variances, then covariance pairs (i < j)."""
-    rows: list[RandomEffect] = []
-    for block, T in zip(design.blocks, factors_lme4):
-        V = s2 * (T @ T.T)
-        sd = np.sqrt(np.clip(np.diag(V), 0.0, None))
-        names = block.column_names
-        for a, name in enumerate(names):
-            rows.append(RandomEffect(id=block.id, group=block.group, term=name,
-                                     variance=float(V[a, a]), sd=float(sd[a])))
-        if block.covariance in ("unstructured", "compound_symmetry"):
-            for a in range(len(names)):
-                for b in range(a + 1, len(names)):
-                    corr = float(V[a, b] / (sd[a] * sd[b])) if sd[a] > 0 and sd[b] > 0 else float("nan")
-                    rows.append(RandomEffect(id=block.id, group=block.group, term=names[a],
-                                             term2=names[b], covariance=float(V[a, b]),
-                                             corr=None if np.isnan(corr) else corr))
+    """lme4's VarCorr layout: per term the variances, then covariance pairs (i < j); the residual."""
+    rows = [row for block, T in zip(design.blocks, factors_lme4) for row in varcorr_rows(block, s2 * (T @ T.T))]
     rows.append(RandomEffect(id="Residual", group="Residual", term="", variance=s2, sd=float(np.sqrt(s2))))
     return rows
 

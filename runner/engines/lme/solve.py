@@ -25,13 +25,9 @@ class Solution:
     cond_var: list[np.ndarray]  # internal order: (l_i, p_i) conditional variances / sigma^2
 
 
-def _tail_blocks(vec: np.ndarray, problem: Problem, factors: list[np.ndarray]) -> list[np.ndarray]:
-    """Split a tail vector into (l, p) per random tail block (slab layout -> level rows)."""
-    out = []
-    for start, q, T in zip(problem.tail_start, problem.tail_q, factors[1:]):
-        p = T.shape[0]
-        out.append(vec[start:start + q].reshape(p, q // p).T)
-    return out
+def _tail_blocks(vec: np.ndarray, problem: Problem) -> list[np.ndarray]:
+    """Split a tail vector into (l, p) per tail term (slab layout -> level rows)."""
+    return [vec[t.tail_start:t.tail_start + t.q].reshape(t.p, t.levels).T for t in problem.tail]
 
 
 def solve(problem: Problem, f: Factor, raw: list[np.ndarray]) -> Solution:
@@ -46,13 +42,13 @@ def solve(problem: Problem, f: Factor, raw: list[np.ndarray]) -> Solution:
     u_t, beta = x[:m], x[m:m + p]
     T1 = f.factors[0]
     # b_t = Lambda_t u_t, per tail block
-    u_tail = _tail_blocks(u_t, problem, f.factors)
+    u_tail = _tail_blocks(u_t, problem)
     bt_eval = [uu @ T.T for uu, T in zip(u_tail, f.factors[1:])]  # on the problem's columns
     b_tail = [uu @ T.T for uu, T in zip(u_tail, raw[1:])]
     v = np.concatenate([np.concatenate([b.T.ravel() for b in bt_eval]) if bt_eval else np.zeros(0),
                         beta, [-1.0]])
     resid1 = -(problem.A_t1.T @ v)  # Z_1'(y - Z_t b_t - X beta), level-major (l1 * p1)
-    l1, p1 = problem.l1, problem.p1
+    l1, p1 = problem.first.levels, problem.first.p
     rhs = resid1.reshape(l1, p1) @ T1  # rows: T1' r_c
     Minv = np.linalg.inv(f.L11 @ np.swapaxes(f.L11, 1, 2))  # (l1, p1, p1)
     u1 = np.einsum("cab,cb->ca", Minv, rhs)
@@ -69,9 +65,9 @@ def solve(problem: Problem, f: Factor, raw: list[np.ndarray]) -> Solution:
     else:
         Sinv = np.zeros((0, 0))
     var_t = []
-    for start, q, T in zip(problem.tail_start, problem.tail_q, raw[1:]):
-        pp, ll = T.shape[0], q // T.shape[0]
-        idx = start + np.arange(pp)[:, None] * ll + np.arange(ll)[None, :]  # (p, l)
+    for term, T in zip(problem.tail, raw[1:]):
+        pp, ll = term.p, term.levels
+        idx = term.tail_start + np.arange(pp)[:, None] * ll + np.arange(ll)[None, :]  # (p, l)
         blk = Sinv[idx[:, None, :], idx[None, :, :]]  # (p, p, l)
         blk = np.moveaxis(blk, 2, 0)
         var_t.append(np.diagonal(T @ blk @ T.T, axis1=1, axis2=2).copy())

@@ -11,7 +11,7 @@ which is linear in vec(B) with a fixed sparsity pattern: `S @ vec(B)` gives it a
 tail's lower-triangle positions `targets` (MixedModels.jl's rankUpdate of the first
 block, done as one sparse product). The tail is then scaled and factored: its leading
 nested terms ("stages") level by level, the rest densely (see factor.py); `_route` says
-where each update target is stored. `_whitening` whitens unstructured terms' columns
+where each update target is stored. terms.whiten whitens unstructured terms' columns
 (same model; better conditioned Gram matrices and optimizer parameters).
 """
 
@@ -24,6 +24,7 @@ import scipy.sparse as sp
 
 from runner.design.model import Design, RandomBlock
 from runner.engines.lme.templates import Template
+from runner.engines.lme.terms import ReTerm, whiten
 
 
 @dataclass
@@ -40,33 +41,26 @@ class Stage:
 
 @dataclass
 class Problem:
-    """Precomputed blocked Gram matrix of one design (no per-row data after this)."""
+    """Precomputed blocked Gram matrix of one design (no per-row data after this).
+
+    `terms` are in internal order, largest first: the first term's Gram blocks are A11
+    (level-block-diagonal), the others' and W = [X y]'s form the tail (A_tt, A_t1)."""
 
     n: int
     p: int
     ldw: float  # sum(log w): lme4 subtracts it from the criterion
-    templates: list[Template]  # internal order
-    order: list[int]  # internal position -> lme4 block index
-    theta_slices: list[slice]  # internal position -> slice of theta (lme4 order)
+    terms: list[ReTerm]  # internal order
     lower: np.ndarray  # bounds of theta (lme4 order)
     start: np.ndarray
-    # first block
-    l1: int
-    p1: int
-    A11: np.ndarray  # (l1, p1, p1)
-    # tail
-    tail_q: list[int]  # q_i of random tail blocks (internal order 2..k)
-    nt: int  # tail size: sum(tail_q) + p + 1
+    A11: np.ndarray  # (l1, p1, p1): the first term's per-level Gram blocks
+    nt: int  # tail size: sum of the tail terms' q + p + 1
     A_tt: np.ndarray  # (nt, nt), symmetric
     A_t1: sp.csr_matrix  # (nt, q1)
     S: sp.csr_matrix  # (len(targets), l1 * p1 * p1)
     targets: np.ndarray  # flat indices of tail lower-triangle positions
-    tail_start: list[int]  # first tail row of each random tail block
-    scalar_tail: bool  # every random tail block has p_i == 1 (Lambda_t is diagonal)
-    stages: list["Stage"]  # leading tail blocks that stay block diagonal (nested factors)
+    scalar_tail: bool  # every tail term has p_i == 1 (Lambda_t is diagonal)
+    stages: list[Stage]  # leading tail terms that stay block diagonal (nested factors)
     dense_start: int  # first tail row of the dense remainder
-    basis: list[np.ndarray | None]  # internal order: R of the term's whitened columns (`_whitening`) or None
-    precond: list[np.ndarray | None]  # internal order: R^{-1} (lme4's factor is R^{-1} T), or None
     # the per-theta evaluation's view of the update `S @ vec(B)` (see `_route`)
     S_eval: sp.csr_matrix  # rows of S that land in a stored region, grouped as below
     t_dense: np.ndarray  # flat tail indices of the first rows of S_eval (rectangles, dense square)
@@ -74,8 +68,21 @@ class Problem:
     t_stage: list[np.ndarray]  # per stage: flat indices into its (l, p, p) blocks, next rows of S_eval
 
     @property
+    def first(self) -> ReTerm:
+        return self.terms[0]
+
+    @property
+    def tail(self) -> list[ReTerm]:
+        return self.terms[1:]
+
+    @property
+    def lme4_terms(self) -> list[ReTerm]:
+        """The terms in lme4's order (Design.blocks, theta)."""
+        return sorted(self.terms, key=lambda t: t.index)
+
+    @property
     def m_rand(self) -> int:
-        return int(sum(self.tail_q))
+        return int(sum(t.q for t in self.tail))
 
     @property
     def eval_flops(self) -> float:
@@ -83,7 +90,7 @@ class Problem:
         k = self.dense_start
         rects = sum((self.nt - st.start - st.l * st.p) * st.l * st.p for st in self.stages)
         return float((self.nt - k) ** 3 / 3 + 2 * self.S_eval.nnz + 4 * (rects + (self.nt - k) ** 2)
-                     + self.l1 * self.p1 ** 3)
+                     + self.first.levels * self.first.p ** 3)
 
 
 def _z(block: RandomBlock, sw: np.ndarray | None, slab: bool = False) -> sp.csc_matrix:
@@ -182,33 +189,6 @@ def _stages(A_tt: np.ndarray, targets: np.ndarray, tail_q: list[int], ps: list[i
     return stages
 
 
-def _whitening(block: RandomBlock, template: Template, w: np.ndarray | None
-               ) -> tuple[np.ndarray, np.ndarray] | None:
-    """(X R^{-1}, R) for an unstructured term with p > 1, where sqrt(W) X = Q R sqrt(n).
-
-    The engine works in this basis: the term's columns are replaced by X R^{-1}
-    (orthonormal, an intercept and an uncentred slope such as a calendar year no longer
-    nearly collinear) and its template T acts on them. The model is unchanged (an
-    unstructured covariance is closed under b -> R b; lme4's factor is R^{-1} T), but the
-    Gram matrices are formed from well-conditioned columns (with `year` ~ 2000 the raw
-    ones lost ~4 digits of the criterion) and the optimizer's parameters are whitened.
-    QR, not a Cholesky of X'X, so conditioning up to 1e12 is harmless. None when not
-    applicable.
-    """
-    if template.covariance != "unstructured" or template.p < 2:
-        return None
-    sw = None if w is None else np.sqrt(w)
-    Xs = block.X if sw is None else block.X * sw[:, None]
-    Q, R = np.linalg.qr(Xs)
-    signs = np.where(np.diagonal(R) < 0, -1.0, 1.0)
-    Q, R = Q * signs[None, :], R * signs[:, None]
-    if not (np.all(np.isfinite(R)) and np.all(np.diagonal(R) > 0)) or np.linalg.cond(R) > 1e12:
-        return None
-    scale = np.sqrt(Xs.shape[0])
-    Xt = Q * scale if sw is None else (Q * scale) / sw[:, None]
-    return np.ascontiguousarray(Xt), R / scale
-
-
 def _route(S: sp.csr_matrix, targets: np.ndarray, nt: int, stages: list[Stage], dense_start: int
            ) -> tuple[sp.csr_matrix, np.ndarray, list[np.ndarray]]:
     """Which update targets the evaluation stores, and where.
@@ -239,24 +219,37 @@ def _route(S: sp.csr_matrix, targets: np.ndarray, nt: int, stages: list[Stage], 
     return S[order], targets[idx_dense], t_stage
 
 
+def _terms(design: Design) -> tuple[list[ReTerm], list[RandomBlock]]:
+    """The terms largest first (q = levels x columns; ties keep lme4's order) and their
+    blocks, with whitened columns where `whiten` applies."""
+    blocks = design.blocks
+    templates = [Template(b.covariance, b.ncols, b.group, tuple(b.column_names)) for b in blocks]
+    offsets = np.cumsum([0, *(t.ntheta for t in templates)])
+    terms, used = [], []
+    for i, (b, t) in enumerate(zip(blocks, templates)):
+        wt = whiten(b, t, design.weights)
+        terms.append(ReTerm(index=i, template=t, levels=b.nlevels, theta=slice(int(offsets[i]), int(offsets[i + 1])),
+                            basis=None if wt is None else wt[1],
+                            precond=None if wt is None else np.linalg.inv(wt[1])))
+        used.append(b if wt is None else replace(b, X=wt[0]))
+    order = sorted(range(len(blocks)), key=lambda i: -terms[i].q)  # stable
+    terms = [terms[i] for i in order]
+    start = 0
+    for term in terms[1:]:
+        term.tail_start = start
+        start += term.q
+    return terms, [used[i] for i in order]
+
+
 def build_problem(design: Design) -> Problem:
     """All Gram products of [Z_1 .. Z_k, X, y] with sqrt prior weights and offset applied."""
-    blocks = design.blocks
-    n, p = design.X.shape
     sw = None if design.weights is None else np.sqrt(design.weights)
     y = design.y if design.offset is None else design.y - design.offset
     W = np.column_stack([design.X, y])
     if sw is not None:
         W = W * sw[:, None]
-    templates_lme4 = [Template(b.covariance, b.ncols, b.group, tuple(b.column_names)) for b in blocks]
-    whitening = [_whitening(b, t, design.weights) for b, t in zip(blocks, templates_lme4)]
-    blocks = [b if wt is None else replace(b, X=wt[0]) for b, wt in zip(blocks, whitening)]
-    basis = [None if wt is None else wt[1] for wt in whitening]
-    sizes = [t.ntheta for t in templates_lme4]
-    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
-    q = [b.nlevels * b.ncols for b in blocks]
-    order = sorted(range(len(blocks)), key=lambda i: -q[i])  # stable: ties keep lme4 order
-    first, rest = blocks[order[0]], [blocks[i] for i in order[1:]]
+    terms, blocks = _terms(design)
+    first, rest = blocks[0], blocks[1:]
     Z1 = _z(first, sw)
     tail = sp.hstack([*(_z(b, sw, slab=True) for b in rest), sp.csc_matrix(W)], format="csc")
     nt = tail.shape[1]
@@ -264,21 +257,15 @@ def build_problem(design: Design) -> Problem:
     A_t1 = (tail.T @ Z1).tocsr()
     scalar_tail = all(b.ncols == 1 for b in rest)
     S, targets = _update_matrix(A_t1.T.tocsr(), first.nlevels, first.ncols, nt, both=not scalar_tail)
-    tail_q = [b.nlevels * b.ncols for b in rest]
-    stages = _stages(A_tt, targets, tail_q, [b.ncols for b in rest])
+    stages = _stages(A_tt, targets, [t.q for t in terms[1:]], [b.ncols for b in rest])
     dense_start = sum(s.l * s.p for s in stages)
     S_eval, t_dense, t_stage = _route(S, targets, nt, stages, dense_start)
+    lme4 = sorted(terms, key=lambda t: t.index)
     return Problem(
-        n=n, p=p, ldw=0.0 if design.weights is None else float(np.sum(np.log(design.weights))),
-        templates=[templates_lme4[i] for i in order], order=order,
-        theta_slices=[slice(offsets[i], offsets[i + 1]) for i in order],
-        lower=np.concatenate([t.lower() for t in templates_lme4]),
-        start=np.concatenate([t.start() for t in templates_lme4]),
-        l1=first.nlevels, p1=first.ncols, A11=_block_diag_gram(first, sw),
-        tail_q=tail_q, nt=nt, A_tt=np.ascontiguousarray(A_tt), A_t1=A_t1, S=S, targets=targets,
-        tail_start=[int(x) for x in np.cumsum([0, *tail_q])[:-1]], scalar_tail=scalar_tail,
-        stages=stages, dense_start=dense_start,
-        basis=[basis[i] for i in order],
-        precond=[None if basis[i] is None else np.linalg.inv(basis[i]) for i in order],
-        S_eval=S_eval, t_dense=t_dense, stage_diag=[A_tt[st.rows, st.cols] for st in stages],
-        t_stage=t_stage)
+        n=design.nobs, p=design.X.shape[1],
+        ldw=0.0 if design.weights is None else float(np.sum(np.log(design.weights))),
+        terms=terms, lower=np.concatenate([t.template.lower() for t in lme4]),
+        start=np.concatenate([t.template.start() for t in lme4]),
+        A11=_block_diag_gram(first, sw), nt=nt, A_tt=np.ascontiguousarray(A_tt), A_t1=A_t1, S=S,
+        targets=targets, scalar_tail=scalar_tail, stages=stages, dense_start=dense_start,
+        S_eval=S_eval, t_dense=t_dense, stage_diag=[A_tt[st.rows, st.cols] for st in stages], t_stage=t_stage)

@@ -12,14 +12,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from runner.distributions import norm_ppf, norm_sf
 
 from runner.design.model import Design, RandomBlock
 from runner.engines.statsmodels.translate import Plan
-from runner.fit import FitArrays, FixedEffect, RandomEffect, RanefBlock
-
-Z975 = float(norm_ppf(0.975))
-
+from runner.fit import FitArrays, RanefBlock
 
 def psd_cholesky(a: np.ndarray) -> np.ndarray:
     """Lower Cholesky factor of a positive semi-definite matrix (zero columns where singular)."""
@@ -73,50 +69,6 @@ def theta_of(block: RandomBlock, cov: np.ndarray, sigma: float) -> list[float]:
         return [float(math.sqrt(max(rel[0, 0], 0.0)))]
     shared = float(rel[0, 1]) if p > 1 else 0.0
     return [math.sqrt(max(shared, 0.0)), math.sqrt(max(float(rel[0, 0]) - shared, 0.0))]
-
-
-def varcorr_rows(block: RandomBlock, cov: np.ndarray) -> list[RandomEffect]:
-    """lme4's VarCorr rows of one block: variances, then covariance/correlation pairs."""
-    cols = block.column_names
-    sds = np.sqrt(np.clip(np.diag(cov), 0.0, None))
-    rows = [
-        RandomEffect(id=block.id, group=block.group, term=c, variance=float(cov[i, i]), sd=float(sds[i]))
-        for i, c in enumerate(cols)
-    ]
-    if block.covariance in ("unstructured", "compound_symmetry"):
-        for i in range(len(cols)):
-            for j in range(i + 1, len(cols)):
-                denom = sds[i] * sds[j]
-                corr = float(cov[i, j] / denom) if denom > 0 else float("nan")
-                rows.append(
-                    RandomEffect(
-                        id=block.id, group=block.group, term=cols[i], term2=cols[j], covariance=float(cov[i, j]), corr=corr
-                    )
-                )
-    return rows
-
-
-def fixed_effects(design: Design, beta: np.ndarray, se: np.ndarray) -> list[FixedEffect]:
-    """Wald z tests and 95% intervals, named in all three vocabularies of Design.fixed."""
-    out = []
-    for col, b, s in zip(design.fixed, beta, se):
-        z = float(b / s) if s > 0 else float("nan")
-        out.append(
-            FixedEffect(
-                term=col.term,
-                lme4_name=col.lme4_name,
-                variable=col.variable,
-                level=col.level,
-                estimate=float(b),
-                std_error=float(s),
-                statistic=z,
-                df=None,
-                p_value=float(2 * norm_sf(abs(z))),
-                ci_low=float(b - Z975 * s),
-                ci_high=float(b + Z975 * s),
-            )
-        )
-    return out
 
 
 def arrays_from_group_vectors(

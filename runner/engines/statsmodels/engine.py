@@ -36,10 +36,11 @@ from statsmodels.regression.mixed_linear_model import MixedLM
 
 from runner import covariance
 from runner.design.model import Design
+from runner.engines.common import information_criteria, singular_warning, varcorr_rows, wald_rows
 from runner.engines.statsmodels import convert
 from runner.engines.statsmodels.errors import EngineError, InexpressibleModel
 from runner.engines.statsmodels.translate import DEFAULT_MAX_BYTES, Plan, translate
-from runner.fit import Convergence, Fit, FitWarning
+from runner.fit import Convergence, Fit, FitWarning, RandomEffect
 
 OPTIMIZERS = ["bfgs", "cg"]
 GTOL = 1e-7  # statsmodels' default 1e-5 stops SDs up to 6e-4 (relative) short of lme4's optimum
@@ -185,13 +186,14 @@ class StatsmodelsEngine:
             theta += vals
             theta_names += covariance.theta_names(block.covariance, block.group, tuple(block.column_names))
             singular = singular or covariance.is_singular(vals, covariance.sd_like(block.covariance, block.ncols))
-            random_effects += convert.varcorr_rows(block, cov)
-        random_effects.append(convert.RandomEffect(id="Residual", group="Residual", term="", variance=scale, sd=sigma))
+            random_effects += varcorr_rows(block, cov)
+        random_effects.append(RandomEffect(id="Residual", group="Residual", term="", variance=scale, sd=sigma))
         if singular:
-            fit_warnings.append(FitWarning(code="singular", message="boundary (singular) fit: see help('isSingular')"))
+            fit_warnings.append(singular_warning())
         npar = design.X.shape[1] + sum(covariance.nparams(b.covariance, b.ncols) for b in design.blocks) + 1
         loglik = float(result.llf)
         objective = -2.0 * loglik
+        aic, bic = information_criteria(objective, npar, design.nobs)
         converged = bool(result.converged)
         arrays = convert.arrays_from_group_vectors(design, plan, beta, vectors, gcovs, result.model._aex_r)
         return Fit(
@@ -206,9 +208,9 @@ class StatsmodelsEngine:
             sigma=sigma,
             loglik=loglik,
             objective=objective,
-            aic=objective + 2 * npar,
-            bic=objective + npar * math.log(design.nobs),
-            fixed_effects=convert.fixed_effects(design, beta, se),
+            aic=aic,
+            bic=bic,
+            fixed_effects=wald_rows(design, beta, se),
             random_effects=random_effects,
             converged=converged,
             singular=singular,
