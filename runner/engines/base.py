@@ -7,14 +7,13 @@ statsmodels; "auto" means the native engine.
 from __future__ import annotations
 
 import importlib
-from typing import Literal, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from runner.design.model import Design
 from runner.fit import Fit
-
-Method = Literal["REML", "ML"]
+from runner.vocab import Method, engine_name
 
 
 class EngineError(RuntimeError):
@@ -36,10 +35,7 @@ _REGISTRY: dict[str, tuple[str, str]] = {
 
 def get_engine(name: str) -> Engine:
     """The engine registered under `name` ("auto" -> "lme")."""
-    key = "lme" if name == "auto" else name
-    if key not in _REGISTRY:
-        raise ValueError(f"unknown engine '{name}': choose one of auto, {', '.join(_REGISTRY)}")
-    module, attr = _REGISTRY[key]
+    module, attr = _REGISTRY[engine_name(name)]
     return getattr(importlib.import_module(module), attr)()
 
 

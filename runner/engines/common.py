@@ -33,6 +33,19 @@ def one_blas_thread() -> AbstractContextManager[Any]:
     return _CONTROLLER.limit(limits=1)
 
 
+def psd_cholesky(a: np.ndarray) -> np.ndarray:
+    """Lower Cholesky factor of a positive semi-definite matrix (zero pivots -> zero columns)."""
+    p = a.shape[0]
+    low = np.zeros_like(a, dtype=float)
+    for j in range(p):
+        d = a[j, j] - low[j, :j] @ low[j, :j]
+        if d <= 1e-14 * max(1.0, abs(a[j, j])):
+            continue
+        low[j, j] = math.sqrt(d)
+        low[j + 1:, j] = (a[j + 1:, j] - low[j + 1:, :j] @ low[j, :j]) / low[j, j]
+    return low
+
+
 def information_criteria(objective: float, npar: int, nobs: int) -> tuple[float, float]:
     """(AIC, BIC) from -2 log-likelihood (lme4 also computes them from the REML criterion)."""
     return objective + 2 * npar, objective + npar * math.log(nobs)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from runner.engines.common import psd_cholesky
 from runner.engines.lme.structure import Problem
 from runner.engines.lme.templates import Template
 
@@ -49,19 +50,6 @@ def to_sdcor(problem: Problem, theta: np.ndarray, sigma: float) -> np.ndarray:
     return np.asarray(out)
 
 
-def _chol_psd(V: np.ndarray) -> np.ndarray:
-    """Lower Cholesky factor of a positive semi-definite matrix (zero pivots -> zero columns)."""
-    p = V.shape[0]
-    L = np.zeros((p, p))
-    for j in range(p):
-        d = V[j, j] - L[j, :j] @ L[j, :j]
-        if d <= 1e-14 * max(1.0, abs(V[j, j])):
-            continue
-        L[j, j] = np.sqrt(d)
-        L[j + 1:, j] = (V[j + 1:, j] - L[j + 1:, :j] @ L[j, :j]) / L[j, j]
-    return L
-
-
 def from_sdcor(problem: Problem, values: np.ndarray) -> tuple[np.ndarray, float]:
     """(sd/cor..., sigma) -> (theta, sigma); raises ValueError off the parameter space."""
     sigma = float(values[-1])
@@ -85,7 +73,7 @@ def from_sdcor(problem: Problem, values: np.ndarray) -> tuple[np.ndarray, float]
             V = (R * sd[:, None] * sd[None, :]) / (sigma * sigma)
             if np.min(np.linalg.eigvalsh(R)) < -1e-10 or np.any(sd < 0):
                 raise ValueError("not a covariance matrix")
-            L = _chol_psd(V)
+            L = psd_cholesky(V)
             theta[s] = L[r, c]
         elif t.covariance == "diagonal":
             theta[s] = np.asarray(v) / sigma

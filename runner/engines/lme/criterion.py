@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from runner.engines.base import Method
+from runner.vocab import Method
 from runner.engines.lme.factor import Factor, FactorError, factorize
 from runner.engines.lme.structure import Problem
 

@@ -243,7 +243,7 @@ def factorize(problem: Problem, theta: np.ndarray, whitened: bool = False) -> Fa
         C[k:, k:] = problem.A_tt[k:, k:]
     nd = problem.t_dense.size
     C.reshape(-1)[problem.t_dense] -= upd[:nd]
-    diags = []
+    diags: list[np.ndarray] = []
     o = nd
     for st, A_d, t in zip(problem.stages, problem.stage_diag, problem.t_stage):
         D = A_d.copy()

@@ -14,6 +14,8 @@ positive definite; nAGQ = 0 always uses the R_X form).
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 from scipy.linalg import solve_triangular
@@ -23,6 +25,7 @@ from runner.design.model import Design
 from runner.engines.common import (design_warnings, few_levels_warning, information_criteria, ngroups,
                                    one_blas_thread, singular_warning, varcorr_rows, wald_rows)
 from runner.engines.lme.convergence import ConvergenceCheck, deriv12, failed_message, is_singular, judge
+from runner.engines.lme.criterion import FAILED
 from runner.engines.lme.families import Family, make_family
 from runner.engines.lme.glmm_pirls import (SEARCH_TOL, STEP_TOL, GlmmModel, Mode, PirlsError, agq, build_model,
                                            decompose, factors, gh_rule, laplace, pirls, zlambda_values)
@@ -30,10 +33,12 @@ from runner.engines.lme.optimize import (Optimizer, Optimum, Step, minimize_thet
                                           restart_if_lower)
 from runner.fit import Convergence, Fit, FitArrays, FitWarning, RanefBlock
 
-FAILED = 1e30
 MAX_AGQ = 100  # lme4's GHrule accepts orders below 101
 RX_WARNING = ("variance-covariance matrix computed from finite-difference Hessian is not positive definite "
               "or contains NA values: falling back to var-cov estimated from RX")
+
+
+VcovMethod = Literal["hessian", "rx"] | None
 
 
 class GlmmFitError(RuntimeError):
@@ -155,6 +160,93 @@ def _cond_var(model: GlmmModel, mode: Mode, theta: np.ndarray) -> list[np.ndarra
     return out
 
 
+@dataclass
+class _Stage:
+    """Where a stage's optimizer stopped: the deviance, its optimum, bounds, values and mode."""
+
+    dev: _Deviance
+    opt: Optimum
+    lower: np.ndarray
+    full: float  # the deviance as optimized
+    lme4_value: float  # lme4's reported value (differs from `full` under quadrature)
+    mode: Mode
+
+
+def _first_stage(model: GlmmModel, nagq: int) -> _Stage:
+    """glmer's nAGQ = 0 stage: theta only, beta inside PIRLS."""
+    dev1 = _Deviance(model, stage=1)
+    # stage 1 only starts stage 2 (unless nagq = 0): a looser stop saves a third of its evaluations
+    opt1 = _optimize(dev1, model.start, model.lower, scan=True, tol=STAGE1_TOL if nagq else LBFGS_TOL)
+    dev1.step_tol = STEP_TOL
+    full1, _, mode1 = dev1.values(opt1.theta)
+    return _Stage(dev1, opt1, model.lower, full1, full1, mode1)
+
+
+def _second_stage(model: GlmmModel, nagq: int, first: _Stage) -> _Stage:
+    """Theta and beta jointly, beta whitened by the first stage's R_X: gamma = R_X (beta - beta_1)."""
+    p = model.p
+    Lx = first.mode.dec.Ls[first.mode.dec.qr:, first.mode.dec.qr:]
+    Rinv = solve_triangular(Lx, np.eye(p), lower=True, trans="T") if p else np.zeros((0, 0))
+    dev = _Deviance(model, stage=2, nagq=nagq, beta1=first.mode.beta.copy(), Rinv=Rinv)
+    dev.warm = first.mode
+    lower = np.concatenate([model.lower, np.full(p, -np.inf)])
+    opt = _optimize(dev, np.concatenate([first.opt.theta, np.zeros(p)]), lower, scan=False)
+    dev.warm = None
+    dev.step_tol = STEP_TOL
+    try:
+        full, lme4_value, mode = dev.values(opt.theta)
+    except PirlsError as exc:
+        raise GlmmFitError(f"PIRLS failed at the optimum: {exc}") from exc
+    return _Stage(dev, opt, lower, full, lme4_value, mode)
+
+
+def _derivatives_at_optimum(st: _Stage, model: GlmmModel, nagq: int) -> tuple[np.ndarray, np.ndarray]:
+    """lme4's deriv12 at the optimum, in the optimizer's coordinates (theta, gamma): beta =
+    beta_1 + R^-1 gamma is linear, so H(theta, beta) = J^-T H J^-1 exactly, and the difference
+    steps are well scaled whatever the units of X. When checkConv fails after the joint
+    stage, up to two Newton steps on those derivatives (L-BFGS-B on difference gradients
+    stops within its own tolerance); `st` is updated in place."""
+    dev = st.dev
+    dev.warm = st.mode
+    g, H = _derivatives(dev, st.opt.theta, st.full)
+    singular = is_singular(dev.split(st.opt.theta)[0], model.lower)
+    if nagq > 0 and not _check(g, H, st.opt.theta, st.lower, singular).ok:
+        for _ in range(2):
+            try:
+                step = np.linalg.solve(H, g)
+            except np.linalg.LinAlgError:
+                break
+            x_new = np.maximum(st.opt.theta - step, st.lower)
+            if not dev(x_new) < st.full - 1e-10:
+                break
+            st.full, st.lme4_value, st.mode = dev.values(x_new)
+            st.opt.theta = x_new
+            dev.warm = st.mode
+            g, H = _derivatives(dev, st.opt.theta, st.full)
+    return g, H
+
+
+def _vcov(model: GlmmModel, st: _Stage, theta: np.ndarray, beta: np.ndarray, H: np.ndarray, nagq: int
+          ) -> tuple[np.ndarray, VcovMethod, list[FitWarning]]:
+    """vcov(beta): the beta block of 2 H^-1 (lme4's use.hessian), else from R_X with lme4's warning."""
+    k, p = model.lower.size, model.p
+    Linv = solve_triangular(_rx(model, theta, beta, st.mode), np.eye(p), lower=True) if p else np.zeros((0, 0))
+    V = Linv.T @ Linv
+    vcov_method: VcovMethod = "rx" if p else None  # no fixed effects: no vcov
+    if not (nagq > 0 and p):
+        return V, vcov_method, []
+    assert st.dev.Rinv is not None  # the joint stage's
+    try:
+        Hinv = np.linalg.inv(H)
+        Vg = Hinv[k:, k:] + Hinv[k:, k:].T  # 2 H^-1, symmetrized as lme4's calc.vcov.hess
+        Vb = st.dev.Rinv @ Vg @ st.dev.Rinv.T
+        if np.all(np.isfinite(Vb)) and np.min(np.linalg.eigvalsh(Vb)) > 0:
+            return Vb, "hessian", []
+    except np.linalg.LinAlgError:
+        pass
+    return V, vcov_method, [FitWarning(code="vcov_rx", message=RX_WARNING)]
+
+
 def fit_glmm(design: Design, family: str, link: str | None = None, nagq: int = 1,
              formula_text: str = "") -> Fit:
     """Fit a binomial or Poisson GLMM by maximum likelihood as glmer(nAGQ = nagq) does."""
@@ -170,76 +262,18 @@ def fit_glmm(design: Design, family: str, link: str | None = None, nagq: int = 1
     # one BLAS thread (as the linear engine): the small dense products of every PIRLS
     # iteration took 25 ms instead of microseconds with OpenBLAS threads on a busy machine
     with one_blas_thread(), np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
-        dev1 = _Deviance(model, stage=1)
-        # stage 1 only starts stage 2 (unless nagq = 0): a looser stop saves a third of its evaluations
-        opt1 = _optimize(dev1, model.start, model.lower, scan=True, tol=STAGE1_TOL if nagq else LBFGS_TOL)
-        dev1.step_tol = STEP_TOL
-        full1, _, mode1 = dev1.values(opt1.theta)
-        k, p = model.lower.size, model.p
+        first = _first_stage(model, nagq)
+        st = first if nagq == 0 else _second_stage(model, nagq, first)
+        g, H = _derivatives_at_optimum(st, model, nagq)
+        evaluations = first.dev.evaluations + (st.dev.evaluations if st.dev is not first.dev else 0)
+        theta, beta = st.dev.split(st.opt.theta)
         if nagq == 0:
-            dev, opt, lower = dev1, opt1, model.lower
-            final_mode, full, lme4_value = mode1, full1, full1
-        else:
-            Lx = mode1.dec.Ls[mode1.dec.qr:, mode1.dec.qr:]
-            Rinv = solve_triangular(Lx, np.eye(p), lower=True, trans="T") if p else np.zeros((0, 0))
-            dev = _Deviance(model, stage=2, nagq=nagq, beta1=mode1.beta.copy(), Rinv=Rinv)
-            dev.warm = mode1
-            lower = np.concatenate([model.lower, np.full(p, -np.inf)])
-            opt = _optimize(dev, np.concatenate([opt1.theta, np.zeros(p)]), lower, scan=False)
-            dev.warm = None
-            dev.step_tol = STEP_TOL
-            try:
-                full, lme4_value, final_mode = dev.values(opt.theta)
-            except PirlsError as exc:
-                raise GlmmFitError(f"PIRLS failed at the optimum: {exc}") from exc
-        # lme4's deriv12 at the optimum, taken in the optimizer's coordinates (theta, gamma):
-        # beta = beta_1 + R^-1 gamma is linear, so H(theta, beta) = J^-T H J^-1 exactly, and
-        # the difference steps are well scaled whatever the units of X (lme4's raw-beta
-        # steps make its Hessian noise for an uncentred HEIGHT ~ 450: "rescale variables")
-        dev.warm = final_mode
-        g, H = _derivatives(dev, opt.theta, full)
-        singular = is_singular(dev.split(opt.theta)[0], model.lower)
-        if nagq > 0 and not _check(g, H, opt.theta, lower, singular).ok:
-            # Newton polish on those derivatives when checkConv fails (L-BFGS-B on difference
-            # gradients stops within its own tolerance; a Newton step on the Hessian sharpens it)
-            for _ in range(2):
-                try:
-                    step = np.linalg.solve(H, g)
-                except np.linalg.LinAlgError:
-                    break
-                x_new = np.maximum(opt.theta - step, lower)
-                if not dev(x_new) < full - 1e-10:
-                    break
-                full, lme4_value, final_mode = dev.values(x_new)
-                opt.theta = x_new
-                dev.warm = final_mode
-                g, H = _derivatives(dev, opt.theta, full)
-        evaluations = dev1.evaluations + (dev.evaluations if dev is not dev1 else 0)
-        theta, beta = dev.split(opt.theta)
-        if nagq == 0:
-            beta = final_mode.beta
+            beta = st.mode.beta
         singular = is_singular(theta, model.lower)
-        check = _check(g, H, opt.theta, lower, singular)
-        warnings: list[FitWarning] = []
-        # vcov(beta)
-        Lx_final = _rx(model, theta, beta, final_mode)
-        Linv = solve_triangular(Lx_final, np.eye(p), lower=True) if p else np.zeros((0, 0))
-        V_rx = Linv.T @ Linv
-        vcov_method = "rx" if p else None  # no fixed effects: no vcov
-        V = V_rx
-        if nagq > 0 and p:
-            try:
-                Hinv = np.linalg.inv(H)
-                Vg = Hinv[k:, k:] + Hinv[k:, k:].T  # 2 H^-1, symmetrized as lme4's calc.vcov.hess
-                Vb = dev.Rinv @ Vg @ dev.Rinv.T
-                if np.all(np.isfinite(Vb)) and np.min(np.linalg.eigvalsh(Vb)) > 0:
-                    V, vcov_method = Vb, "hessian"
-            except np.linalg.LinAlgError:
-                pass
-            if vcov_method == "rx":
-                warnings.append(FitWarning(code="vcov_rx", message=RX_WARNING))
-    return _record(design, model, fam, nagq, theta, beta, final_mode, full, lme4_value, V, vcov_method,
-                   singular, check.ok and opt.success, opt, check, warnings,
+        check = _check(g, H, st.opt.theta, st.lower, singular)
+        V, vcov_method, warnings = _vcov(model, st, theta, beta, H, nagq)
+    return _record(design, model, fam, nagq, theta, beta, st.mode, st.full, st.lme4_value, V, vcov_method,
+                   singular, check.ok and st.opt.success, st.opt, check, warnings,
                    evaluations, formula_text, time.perf_counter() - t0)
 
 
@@ -250,7 +284,7 @@ def _rx(model: GlmmModel, theta: np.ndarray, beta: np.ndarray, mode: Mode) -> np
 
 
 def _record(design: Design, model: GlmmModel, fam: Family, nagq: int, theta: np.ndarray, beta: np.ndarray,
-            mode: Mode, full: float, lme4_value: float, V: np.ndarray, vcov_method: str | None, singular: bool,
+            mode: Mode, full: float, lme4_value: float, V: np.ndarray, vcov_method: VcovMethod, singular: bool,
             converged: bool, opt: Optimum, check: ConvergenceCheck,
             warnings: list[FitWarning], evaluations: int, formula_text: str, seconds: float) -> Fit:
     n, p = model.n, model.p

@@ -391,7 +391,7 @@ def pirls(model: GlmmModel, zl: np.ndarray, beta: np.ndarray, u: np.ndarray | No
     raise PirlsError(f"PIRLS did not converge in {MAX_ITER} iterations")
 
 
-def _kernel_parts(model: GlmmModel) -> tuple[np.ndarray, np.ndarray, float]:
+def _kernel_parts(model: GlmmModel) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(a, b, saturated kernel sum) with log p(y | mu) = const + a log mu + b log(1 - mu)
     (binomial: a = successes, b = failures) or a log mu - b mu (Poisson: a = wt y, b = wt)."""
     if "kernel" not in model.cache:

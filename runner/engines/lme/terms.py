@@ -72,8 +72,7 @@ class ReTerm:
 
 def _lower_factor(M: np.ndarray) -> np.ndarray:
     """Lower-triangular L with non-negative diagonal and L L' = M M' (QR of M')."""
-    r = np.linalg.qr(M.T, mode="r")
-    L = r.T
+    L = np.asarray(np.linalg.qr(M.T, mode="r")).T
     signs = np.where(np.diagonal(L) < 0, -1.0, 1.0)
     return L * signs[None, :]
 

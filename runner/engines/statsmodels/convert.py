@@ -14,21 +14,9 @@ import math
 import numpy as np
 
 from runner.design.model import Design, RandomBlock
+from runner.engines.common import psd_cholesky
 from runner.engines.statsmodels.translate import Plan
 from runner.fit import FitArrays, RanefBlock
-
-def psd_cholesky(a: np.ndarray) -> np.ndarray:
-    """Lower Cholesky factor of a positive semi-definite matrix (zero columns where singular)."""
-    p = a.shape[0]
-    low = np.zeros_like(a, dtype=float)
-    for j in range(p):
-        d = a[j, j] - low[j, :j] @ low[j, :j]
-        if d <= 1e-14 * max(1.0, abs(a[j, j])):
-            continue
-        low[j, j] = math.sqrt(d)
-        low[j + 1 :, j] = (a[j + 1 :, j] - low[j + 1 :, :j] @ low[j, :j]) / low[j, j]
-    return low
-
 
 def block_covariances(plan: Plan, cov_re: np.ndarray, vcomp: np.ndarray, design: Design) -> list[np.ndarray]:
     """Each Design block's covariance matrix (data units) from cov_re and the variance components.
@@ -36,11 +24,11 @@ def block_covariances(plan: Plan, cov_re: np.ndarray, vcomp: np.ndarray, design:
     Undoes the column scaling of the translation: Sigma = S cov_re S, variance = v / scale^2.
     """
     covs = [np.zeros((b.ncols, b.ncols)) for b in design.blocks]
-    for s in plan.re_slots:
-        sub = np.array(cov_re[s.start : s.stop, s.start : s.stop], dtype=float)
-        covs[s.block] = sub / np.outer(s.scales, s.scales)
-        if design.blocks[s.block].covariance == "diagonal":
-            covs[s.block] = np.diag(np.diag(covs[s.block]))
+    for r in plan.re_slots:
+        sub = np.array(cov_re[r.start : r.stop, r.start : r.stop], dtype=float)
+        covs[r.block] = sub / np.outer(r.scales, r.scales)
+        if design.blocks[r.block].covariance == "diagonal":
+            covs[r.block] = np.diag(np.diag(covs[r.block]))
     for j, s in enumerate(plan.vc_slots):
         v = float(vcomp[j]) / s.scale**2
         cols = list(s.cols)

@@ -36,7 +36,7 @@ from statsmodels.regression.mixed_linear_model import MixedLM
 
 from runner import covariance
 from runner.design.model import Design
-from runner.engines.common import information_criteria, singular_warning, varcorr_rows, wald_rows
+from runner.engines.common import information_criteria, psd_cholesky, singular_warning, varcorr_rows, wald_rows
 from runner.engines.statsmodels import convert
 from runner.engines.statsmodels.errors import EngineError, InexpressibleModel
 from runner.engines.statsmodels.translate import DEFAULT_MAX_BYTES, Plan, translate
@@ -91,7 +91,7 @@ def _group_effects(result, plan: Plan) -> tuple[list[np.ndarray], list[np.ndarra
         d[: plan.k_re, : plan.k_re] = result.cov_re
         vc = model._expand_vcomp(np.asarray(result.vcomp), gi)
         d[np.arange(plan.k_re, zg.shape[1]), np.arange(plan.k_re, zg.shape[1])] = vc
-        f = convert.psd_cholesky(d)
+        f = psd_cholesky(d)
         r = model.endog_li[gi] - model.exog_li[gi] @ result.fe_params
         zf = zg @ f
         m = scale * np.eye(f.shape[1]) + zf.T @ zf

@@ -279,10 +279,10 @@ def translate(design: Design, max_bytes: int = DEFAULT_MAX_BYTES) -> Plan:
     for rows in group_rows:
         group_coefs: list[Coef] = []
         scales_g = [re_scales]
-        for s in re_slots:
-            level = int(blocks[s.block].codes[rows[0]])
-            for c in range(s.stop - s.start):
-                group_coefs.append(Coef(s.block, level, c, [s.start + c]))
+        for r in re_slots:
+            level = int(blocks[r.block].codes[rows[0]])
+            for c in range(r.stop - r.start):
+                group_coefs.append(Coef(r.block, level, c, [r.start + c]))
         pos = k_re
         common: dict[tuple[int, int], int] = {}  # (block, level) -> position of a cs common effect
         for j, s in enumerate(vc_slots):

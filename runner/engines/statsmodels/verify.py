@@ -22,6 +22,7 @@ that is a property of the model, not a failure of it.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 from runner.design.model import Design
 from runner.engines.base import fit_design
@@ -39,7 +40,7 @@ def _rel(a: float, b: float, denom: float) -> float:
     return abs(a - b) / denom if denom > 0 else (0.0 if a == b else math.inf)
 
 
-def _fixed(fit: Fit) -> dict[str, tuple[float, float]]:
+def _fixed(fit: Fit) -> dict[str, tuple[float, float | None]]:
     return {fe.lme4_name or fe.term: (fe.estimate, fe.std_error) for fe in fit.fixed_effects}
 
 
@@ -63,7 +64,7 @@ def relative_differences(fit: Fit, other: Fit) -> dict[str, float | None]:
         "objective": _rel(other.objective, fit.objective, max(abs(fit.objective), 1.0))
     }
     out["fixed_effects"] = max(
-        (_rel(fb[k][0], est, max(abs(est), se)) for k, (est, se) in fa.items()), default=None
+        (_rel(fb[k][0], est, max(abs(est), se or 0.0)) for k, (est, se) in fa.items()), default=None
     )
     sigma = fit.sigma if fit.sigma and math.isfinite(fit.sigma) else max(sa.values(), default=0.0)
     diffs = []
@@ -75,7 +76,7 @@ def relative_differences(fit: Fit, other: Fit) -> dict[str, float | None]:
     return out
 
 
-def _describe(diffs: dict[str, float | None]) -> str:
+def _describe(diffs: Mapping[str, float | None]) -> str:
     names = {"objective": "objective", "fixed_effects": "fixed effects", "sds": "SDs"}
     return ", ".join(f"{names[k]} {v:.1e}" for k, v in diffs.items() if v is not None)
 
