@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo example test test-all bench clean
+.PHONY: demo example test test-all lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ example: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+# ruff (lint) and mypy (types) over runner/, as configured in pyproject.toml; CI runs it after the tests.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check runner tests
+	$(VENV)/bin/mypy
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q; rc=$$?; \

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from runner.run.options import EXECUTORS, EXIT_FAILED, EXIT_INVALID, EXIT_OK, RunOptions  # dataclasses only
+from runner.run.options import EXIT_FAILED, EXIT_INVALID, EXIT_OK, RunOptions, executor_named  # light
 
 if TYPE_CHECKING:  # imported where used: `mixspec --help` must not pay for formulaic, pandas or rich
     from rich.table import Table
@@ -163,11 +163,12 @@ def run(
     max_memory: MaxMemory = None,
 ) -> None:
     """Fit every model of the specs, compare them, write results.json and the HTML report."""
-    if executor not in EXECUTORS:
-        _err(f"mixspec run: --executor must be local, processes or dask, not {executor!r}")
-        raise typer.Exit(EXIT_INVALID)
-    options = RunOptions(out=out, jobs=jobs, use_cache=not no_cache, verify=verify,
-                         executor=executor,  # type: ignore[arg-type]  # checked against EXECUTORS above
+    try:
+        named = executor_named(executor)
+    except ValueError as exc:
+        _err(f"mixspec run: {exc}")
+        raise typer.Exit(EXIT_INVALID) from None
+    options = RunOptions(out=out, jobs=jobs, use_cache=not no_cache, verify=verify, executor=named,
                          scheduler=scheduler, quiet=quiet, cache_dir=cache_dir, max_memory=max_memory)
     from runner.data.files import granted
     from runner.run.commands import run_command
@@ -301,8 +302,8 @@ def init(
         _err(f"mixspec init: {spec} exists; use --force to overwrite it")
         raise typer.Exit(EXIT_INVALID)
     try:
-        source = DataSpec(example=example) if example else DataSpec(path=str(Path(data).resolve()))
-        with granted([Path(data).resolve().parent] if data else ()):  # the person named this file
+        source = DataSpec(example=example) if data is None else DataSpec(path=str(data.resolve()))
+        with granted([data.resolve().parent] if data is not None else ()):  # the person named this file
             frame = load_frame(source, Path.cwd())
     except DataError as exc:
         _err(f"mixspec init: {exc}")

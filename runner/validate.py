@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from runner.data.errors import DataError
 from runner.data.prepare import PreparedData, count_levels, prepare

@@ -334,10 +334,10 @@ def test_dyestuff2_boundary_becomes_fit_warnings() -> None:
 def test_statsmodels_convergence_warning_becomes_fit_warning() -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        warnings.warn("Gradient optimization failed, |grad| = 0.3", ConvergenceWarning)
-        warnings.warn("Gradient optimization failed, |grad| = 0.3", ConvergenceWarning)  # deduplicated
-        warnings.warn("The MLE may be on the boundary of the parameter space.", ConvergenceWarning)
-        warnings.warn("Maximum Likelihood optimization failed to converge. Check mle_retvals", ConvergenceWarning)
+        warnings.warn("Gradient optimization failed, |grad| = 0.3", ConvergenceWarning, stacklevel=1)
+        warnings.warn("Gradient optimization failed, |grad| = 0.3", ConvergenceWarning, stacklevel=1)  # deduplicated
+        warnings.warn("The MLE may be on the boundary of the parameter space.", ConvergenceWarning, stacklevel=1)
+        warnings.warn("Maximum Likelihood optimization failed to converge. Check mle_retvals", ConvergenceWarning, stacklevel=1)
     out = sm_engine._fit_warnings(caught)
     assert [w.code for w in out] == ["convergence", "boundary", "convergence"]
     assert out[0].message == "statsmodels: Gradient optimization failed, |grad| = 0.3"
@@ -378,7 +378,7 @@ def test_mixedlm_gets_arrays_and_safe_options(monkeypatch) -> None:
             for m in mats:  # one indicator column per cask of the batch: no intercept column
                 assert isinstance(m, np.ndarray) and m.shape[1] == 3
                 assert np.all(m.sum(axis=1) == 1) and np.all(m.sum(axis=0) == 2)
-    for _, args, kwargs in fits:
+    for _, _args, kwargs in fits:
         assert "use_sparse" not in kwargs
         methods = kwargs.get("method", [])
         assert "lbfgs" not in ([methods] if isinstance(methods, str) else methods)

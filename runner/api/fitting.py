@@ -20,6 +20,7 @@ from runner.api.convert import as_pandas
 from runner.data.errors import DataError
 from runner.spec.errors import SpecError, SpecIssue
 from runner.spec.validation_issues import suggest
+from runner.vocab import EngineName, Method, engine_name
 
 METHODS = ("REML", "ML")
 ENGINES = ("auto", "lme", "statsmodels")
@@ -44,7 +45,11 @@ def _choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
                             f"{suggest(str(value), choices)}")])
 
 
-def resolve_formula(formula: str, name: str = "model", *, method: str = "REML", engine: str = "lme",
+def _method(value: Any) -> Method:
+    return "ML" if _choice("method", value, METHODS) == "ML" else "REML"
+
+
+def resolve_formula(formula: str, name: str = "model", *, method: Method = "REML", engine: EngineName = "lme",
                     weights: str | None = None, offset: str | None = None) -> Any:
     """A ResolvedModel as the spec loader makes it; a bad formula is a SpecError with its caret."""
     from runner import formula as f
@@ -96,8 +101,8 @@ def prepare_model(formula: str, data: Any, *, method: str = "REML", engine: str 
     from runner.design.build import DesignError, design_for
     from runner.formula.variables import required_variables
 
-    method = _choice("method", method, METHODS)
-    engine = _choice("engine", engine, ENGINES)
+    method = _method(method)
+    engine = engine_name(_choice("engine", engine, ENGINES))
     frame = as_pandas(data)
     frame, weights = _vector_column(frame, weights, WEIGHTS_COLUMN, "weights")
     frame, offset = _vector_column(frame, offset, OFFSET_COLUMN, "offset")
@@ -118,7 +123,6 @@ def fit_model(formula: str, data: Any, *, method: str = "REML", family: str = "g
               engine: str = "lme", inference: Any = None, name: str = "model") -> Any:
     """See `runner.fit`."""
     from runner.api.model import FittedModel
-    from runner.vocab import engine_name
     from runner.run.tasks import FitTask, execute_task
 
     family = _choice("family", family, FAMILIES) if family != "gaussian" else family
@@ -174,7 +178,6 @@ def _fit_glmm(design: Any, rm: Any, family: str, link: str | None, nagq: int, na
     import time
 
     from runner.engines.base import fit_design
-    from runner.vocab import engine_name
 
     engine = engine_name(rm.engine)
     t0 = time.perf_counter()

@@ -29,7 +29,7 @@ def _random_rows(model: Any) -> list[list[str]]:
     by_id: dict[str, list[Any]] = {}
     for r in fit.random_effects:
         by_id.setdefault(r.id, []).append(r)
-    for rid, items in by_id.items():
+    for items in by_id.values():
         sds = [r for r in items if r.term2 is None]
         pairs = {(r.term, r.term2): r.corr for r in items if r.term2 is not None}
         for i, r in enumerate(sds):

@@ -190,9 +190,9 @@ def likelihood_ratio_test(small: LRTSide, large: LRTSide, refit_ml: bool, source
     return TestRecord(
         small=small.name,
         large=large.name,
-        source=source,  # type: ignore[arg-type]
+        source=source,
         refit_ml=refit_ml,
-        method=method,  # type: ignore[arg-type]
+        method=method,
         npar=[small.npar, large.npar],
         loglik=[small.loglik, large.loglik],
         chisq=chisq,

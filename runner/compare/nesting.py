@@ -66,7 +66,7 @@ def in_span(small: np.ndarray, large: np.ndarray, rtol: float = SPAN_RTOL) -> li
     resid = small - large @ coef
     bad = []
     for j in range(small.shape[1]):
-        scale = max(np.linalg.norm(small[:, j]), 1e-300)
+        scale = max(float(np.linalg.norm(small[:, j])), 1e-300)
         if np.linalg.norm(resid[:, j]) > rtol * scale:
             bad.append(j)
     return bad

@@ -111,9 +111,9 @@ def rank_group(members: list[Candidate], criterion: str, refit: bool) -> Ranking
         rows.append(
             RankingRow(
                 model=m.name,
-                criterion=criterion,  # type: ignore[arg-type]
-                method=s.method,  # type: ignore[arg-type]
-                fit_used=used,  # type: ignore[arg-type]
+                criterion=criterion,
+                method=s.method,
+                fit_used=used,
                 value=values[i],
                 delta=values[i] - best,
                 weight=w,

@@ -56,6 +56,6 @@ def data_sha256(frame: pd.DataFrame) -> str:
         series = frame[name]
         kind = _kind(series)
         body = _column_bytes(series, kind)
-        h.update(f"{len(str(name))}:{name}:{kind}:{len(body)}\n".encode("utf-8"))
+        h.update(f"{len(str(name))}:{name}:{kind}:{len(body)}\n".encode())
         h.update(body)
     return h.hexdigest()

@@ -8,7 +8,7 @@ used with formulaic (`np.log`, `C(x, Treatment("b"))`) are aliases of R's functi
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from runner.formula.contrasts import KINDS
 from runner.formula.errors import FormulaError

@@ -82,7 +82,7 @@ def tokenize(text: str) -> list[Token]:
 
 # A grouping-factor expression: a factor name, (left, right) for `left:right`, or
 # (inner,) for parentheses as written, which R keeps in the name: `(b:c):a`.
-GroupExpr = Union[str, tuple["GroupExpr", "GroupExpr"], tuple["GroupExpr"]]
+GroupExpr = Union[str, tuple["GroupExpr", "GroupExpr"], tuple["GroupExpr"]]  # noqa: UP007 - recursive alias
 
 
 def quote_name(name: str) -> str:

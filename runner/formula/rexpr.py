@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Union
 
 from runner.formula.errors import FormulaError
 
@@ -109,8 +108,8 @@ class Name:
 @dataclass(frozen=True)
 class Call:
     fn: str
-    args: tuple["Node", ...]  # positional arguments in order
-    kwargs: tuple[tuple[str, "Node"], ...]  # named arguments in order
+    args: tuple[Node, ...]  # positional arguments in order
+    kwargs: tuple[tuple[str, Node], ...]  # named arguments in order
     pos: int = field(default=0, compare=False)
     order: tuple[str | None, ...] = field(default=(), compare=False)  # None = positional, as written
 
@@ -118,25 +117,25 @@ class Call:
 @dataclass(frozen=True)
 class Unary:
     op: str
-    operand: "Node"
+    operand: Node
     pos: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True)
 class Binary:
     op: str
-    left: "Node"
-    right: "Node"
+    left: Node
+    right: Node
     pos: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True)
 class Paren:
-    inner: "Node"
+    inner: Node
     pos: int = field(default=0, compare=False)
 
 
-Node = Union[Num, Str, Name, Call, Unary, Binary, Paren]
+Node = Num | Str | Name | Call | Unary | Binary | Paren
 
 # binding powers (R's ?Syntax, lowest first); `^` is right-associative
 _BINARY = {"|": 2, "||": 2, "&": 3, "&&": 3, "==": 5, "!=": 5, "<": 5, ">": 5, "<=": 5, ">=": 5,

@@ -141,7 +141,7 @@ def kenward_roger(state: LmmState) -> KenwardRoger:
     covs = varpar.block_covariances(state.problem, state.theta, 1.0)  # T T' per term (lme4 order)
     # Lambda with Lambda Lambda' = blockdiag(I (x) T T'), from a PSD factor of T T'
     lam_blocks = []
-    for (off, b), V in zip(where, covs):
+    for (_off, b), V in zip(where, covs):
         w, U = np.linalg.eigh(V)
         F = U * np.sqrt(np.clip(w, 0.0, None))[None, :]
         lam_blocks.append(sp.kron(sp.identity(b.nlevels), sp.csr_matrix(F)))
@@ -170,7 +170,7 @@ def kenward_roger(state: LmmState) -> KenwardRoger:
     zs2x = b1 - A @ (C @ b1)  # Z'S^2X = (I - AC) Z'SX
     # random linear parameters: E_r (q x q, sparse) per term and basis matrix, with its term's rows
     E, rows = [], []
-    for (off, b), V in zip(where, covs):
+    for (off, b), _V in zip(where, covs):
         for EE in _linear_basis(b.covariance, b.ncols):
             blk = sp.kron(sp.identity(b.nlevels), sp.csr_matrix(EE), format="csr")
             E.append(sp.block_diag([sp.csr_matrix((off, off)), blk, sp.csr_matrix((q - off - blk.shape[0],) * 2)],

@@ -159,7 +159,7 @@ def icc_view(model: ModelRecord) -> IccView:
         return view
     sloped_groups = {group_of[i] for i, ts in terms.items() if any(t not in INTERCEPT_NAMES for t in ts)}
     denom = resid + sum(intercepts.values())
-    for i, ts in terms.items():
+    for i in terms:
         g = group_of[i]
         if g in sloped_groups:
             slopes = [t for ts2 in (terms[j] for j in terms if group_of[j] == g) for t in ts2

@@ -14,7 +14,8 @@ import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 
 from runner.fit import Fit
 from runner.results import ResultsRecord

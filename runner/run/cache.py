@@ -46,7 +46,7 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("MIXSPEC_CACHE_DIR") or DEFAULT_DIR)
 
 
-def _update_array(h: "hashlib._Hash", a: np.ndarray | None) -> None:
+def _update_array(h: hashlib._Hash, a: np.ndarray | None) -> None:
     if a is None:
         h.update(b"none")
         return
@@ -132,9 +132,9 @@ class FitCache:
         return self.root / key[:2] / f"{key}.json"
 
     @staticmethod
-    def cacheable(task: "FitTask") -> bool:
+    def cacheable(task: FitTask) -> bool:
         """Only fits that can be re-checked from their numbers: lme, no statsmodels cross-check."""
-        return task.engine in ("lme", "auto") and not task.verify and getattr(task, "glmm", None) is None
+        return task.engine == "lme" and not task.verify and task.glmm is None
 
     def read(self, key: str) -> tuple[Fit, float] | None:
         """The entry's Fit (without arrays) and fit seconds; None when absent.
@@ -166,7 +166,7 @@ class FitCache:
             raise CacheMismatch(f"not a valid entry ({first[:200]})") from None
         return fit, seconds
 
-    def load(self, task: "FitTask") -> "TaskResult | None":
+    def load(self, task: FitTask) -> TaskResult | None:
         """A verified cached result for `task`, or None (absent, or refit with a warning)."""
         from runner.run.cache_verify import CacheMismatch, recompute_lme
         from runner.run.tasks import TaskResult
@@ -184,12 +184,11 @@ class FitCache:
             fit, seconds = found
             if fit.method != task.method or fit.formula != task.formula_text:
                 raise CacheMismatch("method or formula differ from the key's")
-            inference = getattr(task, "inference", None)
-            fit = recompute_lme(task.design, fit, wald=inference is None)
-            if inference is not None:  # df, p-values, intervals: derived, so recomputed too
+            fit = recompute_lme(task.design, fit, wald=task.inference is None)
+            if task.inference is not None:  # df, p-values, intervals: derived, so recomputed too
                 from runner.run import tasks
 
-                fit = tasks._inference(task, fit)
+                fit = tasks._inference(task, fit, task.inference)
         except CacheMismatch as exc:
             self._reject(task, str(exc))
             return None
@@ -199,11 +198,11 @@ class FitCache:
         self._checked[task.key] = (fit, seconds)
         return TaskResult(task.id, fit, None, seconds, cached=True)
 
-    def _reject(self, task: "FitTask", reason: str) -> None:
+    def _reject(self, task: FitTask, reason: str) -> None:
         self.rejected.append(task.key)
         self.warnings.append(f"{task.id}: cached fit {task.key[:12]} not reused ({reason}); refitted")
 
-    def put(self, key: str, value: "TaskResult") -> None:
+    def put(self, key: str, value: TaskResult) -> None:
         """Store atomically; a cache that cannot be written never fails the run."""
         if (not self.enabled or value.fit is None or value.fit.engine != "lme" or value.verify is not None
                 or getattr(value.fit, "family", None) not in (None, "gaussian")):

@@ -22,6 +22,7 @@ import numpy as np
 
 from runner.design.model import Design
 from runner.fit import Fit
+from runner.vocab import Method
 
 OBJECTIVE_RTOL = 1e-10
 DERIVED_RTOL = 1e-8
@@ -57,7 +58,7 @@ def _compare_models(label: str, cached: list[Any], fresh: list[Any]) -> None:
 ENGINE_WARNINGS = ("scale_x", "rank_deficient", "design", "singular", "convergence", "few_levels")
 
 
-def _confirm_convergence(problem: Any, method: str, theta: np.ndarray, singular: bool) -> None:
+def _confirm_convergence(problem: Any, method: Method, theta: np.ndarray, singular: bool) -> None:
     """lme4's gradient check at the entry's theta, as the engine ran it (a singular fit's
     failed check is accepted there too): "converged" cannot be forged. It costs 2k + k(k-1)
     criterion evaluations for k parameters, a fraction of a fit's."""

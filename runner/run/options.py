@@ -14,6 +14,16 @@ from typing import Any, Literal
 ExecutorName = Literal["local", "processes", "dask"]
 EXECUTORS: tuple[ExecutorName, ...] = ("local", "processes", "dask")
 
+
+
+def executor_named(name: str) -> ExecutorName:
+    """The executor called `name`; ValueError with the valid names otherwise."""
+    for known in EXECUTORS:
+        if known == name:
+            return known
+    raise ValueError(f"--executor must be local, processes or dask, not {name!r}")
+
+
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2  # 1: a fit or an expectation failed; 2: an invalid spec or data
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -85,11 +85,13 @@ class Plan:
         for m in self.models.values():
             if m.design is None:
                 continue
-            kinds = [("primary", m.method)] + ([("ml_refit", "ML")] if m.need_ml else [])
+            kinds: list[tuple[Literal["primary", "ml_refit"], Method]] = [("primary", m.method)]
+            if m.need_ml:
+                kinds.append(("ml_refit", "ML"))
             glmm = None if m.resolved.family == "gaussian" else (m.resolved.family, m.resolved.link,
                                                                     m.resolved.nagq)
             for kind, method in kinds:
-                options = {"inference": repr(m.inference)} if kind == "primary" else {}
+                options: dict[str, Any] = {"inference": repr(m.inference)} if kind == "primary" else {}
                 if glmm is not None:
                     options["glmm"] = list(glmm)
                 key = fit_key(m.design, method=method, engine=m.engine, formula_repr=repr(m.resolved.formula),
@@ -126,8 +128,8 @@ def _distinct(x: np.ndarray) -> int:
 def nested_factors(design: Design) -> bool:
     """True when every pair of grouping factors is nested (the data splits into independent clusters)."""
     groups: dict[str, np.ndarray] = {}
-    for b in design.blocks:
-        groups.setdefault(b.group, np.asarray(b.codes, dtype=np.int64))
+    for block in design.blocks:
+        groups.setdefault(block.group, np.asarray(block.codes, dtype=np.int64))
     items = list(groups.values())
     for i in range(len(items)):
         for j in range(i + 1, len(items)):
@@ -148,7 +150,7 @@ def _issue(loaded: LoadedSpec, path: tuple[Any, ...], message: str) -> SpecIssue
     return loaded.issue(path, message)
 
 
-def _expectation_terms(loaded: LoadedSpec, models: dict[str, "ModelPlan"]) -> list[SpecIssue]:
+def _expectation_terms(loaded: LoadedSpec, models: dict[str, ModelPlan]) -> list[SpecIssue]:
     """`fixed:` expectations naming a term no targeted model has: a spec error (exit 2) with
     a did-you-mean, found before fitting rather than as a failed check afterwards."""
     from runner.spec.validation_issues import suggest

@@ -31,7 +31,8 @@ import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -336,7 +337,7 @@ class PeakMeter:
     def __init__(self) -> None:
         self.peak_mb: float | None = None
 
-    def __enter__(self) -> "PeakMeter":
+    def __enter__(self) -> PeakMeter:
         self._reset = _reset_peak()
         return self
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import platform
 import subprocess
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from runner.run.comparison import Comparison
 from runner.run.plan import ModelPlan, Plan
 from runner.run.tasks import TaskResult
 from runner.spec.models import DataSpec
+from runner.vocab import Method
 
 
 # ---------------------------------------------------------------- building
@@ -85,10 +86,11 @@ def model_record(fit: Fit, *, source: str, ml: Fit | None = None, verify: Verify
     )
 
 
-def failed_record(*, formula: str, engine: str, method: str, source: str, error: str,
+def failed_record(*, formula: str, engine: str, method: Method, source: str, error: str,
                   nobs: int | None = None) -> ModelRecord:
+    """The record of a model whose fit failed: what was asked, and why it failed."""
     return ModelRecord(status="failed", error=error, source=source, formula=formula, engine=engine,
-                       method=method, nobs=nobs)  # type: ignore[arg-type]
+                       method=method, nobs=nobs)
 
 
 def git_commit(directory: Path) -> str | None:
@@ -173,7 +175,7 @@ def write_sidecars(fit: Fit, spec_out: Path, model: str, row_ids: Any = None, co
 
 
 def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def describe_source(data: DataSpec) -> str:

@@ -10,10 +10,15 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Literal
 
 from runner.design.model import Design
 from runner.fit import Fit
+from runner.vocab import Method
+
+if TYPE_CHECKING:
+    from runner.inference.settings import InferenceSettings
+    from runner.results import VerifyRecord
 
 BLAS_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")
 
@@ -24,14 +29,14 @@ class FitTask:
 
     id: str  # "<model>" or "<model>#ml"
     model: str
-    kind: str
+    kind: Literal["primary", "ml_refit"]
     design: Design
-    method: str
+    method: Method
     engine: str
     formula_text: str
     verify: bool
     key: str  # cache key
-    inference: Any = None  # runner.inference.apply.InferenceSettings (primary fits), or None
+    inference: InferenceSettings | None = None  # primary fits only
     glmm: tuple[str, str | None, int] | None = None  # (family, link, nagq) of a GLMM; None for a linear model
 
 
@@ -41,12 +46,12 @@ class TaskResult:
     fit: Fit | None
     error: str | None
     seconds: float
-    verify: Any | None = None  # VerifyRecord
+    verify: VerifyRecord | None = None
     cached: bool = False
     peak_mb: float | None = None  # peak resident memory of the fitting process during the task (preflight.PeakMeter)
 
 
-def _fit(design: Design, method: str, engine: str, formula_text: str,
+def _fit(design: Design, method: Method, engine: str, formula_text: str,
          glmm: tuple[str, str | None, int] | None = None) -> Fit:
     """The engine call (a seam: tests replace it to make one model fail)."""
     from runner.engines.base import fit_design
@@ -58,19 +63,19 @@ def _fit(design: Design, method: str, engine: str, formula_text: str,
     return fit_design(design, method, engine=engine, formula_text=formula_text)
 
 
-def _inference(task: FitTask, fit: Fit) -> Fit:
+def _inference(task: FitTask, fit: Fit, settings: InferenceSettings) -> Fit:
     """df, p-values, intervals, F tests, R2/ICC; a failure is a warning, the fit stands."""
     from runner.fit import FitWarning
     from runner.inference.apply import apply_inference
 
     try:
-        return apply_inference(task.design, fit, task.inference)
+        return apply_inference(task.design, fit, settings)
     except Exception as exc:  # numerical trouble in an inference method must not lose the fit
         return fit.model_copy(update={"warnings": [*fit.warnings, FitWarning(
             code="inference", message=f"inference failed ({type(exc).__name__}: {exc}); Wald z kept")]})
 
 
-def _verify(design: Design, method: str, fit: Fit) -> Any:
+def _verify(design: Design, method: Method, fit: Fit) -> VerifyRecord:
     from runner.engines.statsmodels.verify import verify_fit
 
     return verify_fit(design, method, fit)
@@ -108,7 +113,7 @@ def _execute(task: FitTask) -> TaskResult:
     except Exception as exc:  # EngineError, LinAlgError, anything inside a fit
         return TaskResult(task.id, None, f"{type(exc).__name__}: {exc}", time.perf_counter() - t0)
     if task.inference is not None and fit.family in (None, "gaussian"):  # GLMMs keep glmer's Wald z
-        fit = _inference(task, fit)
+        fit = _inference(task, fit, task.inference)
     verify = None
     if task.verify:
         try:

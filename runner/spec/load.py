@@ -17,6 +17,7 @@ from pydantic import TypeAdapter, ValidationError
 from runner.formula.model import ModelFormula
 from runner.spec.errors import SpecError, SpecIssue, ordered_issues
 from runner.spec.limits import MAX_MODELS, MAX_SPEC_BYTES
+from runner.vocab import EngineName, Method
 from runner.spec.models import (
     CompareSpec,
     DataSpec,
@@ -43,8 +44,8 @@ class ResolvedModel:
     formula_text: str  # rendered back (lme4 syntax where lme4 can say it)
     weights: str | None
     offset: str | None
-    method: str  # "REML" | "ML"
-    engine: str  # "auto" | "lme" | "statsmodels"
+    method: Method
+    engine: EngineName
     verify: str | None
     source: str  # "model" or "variant of X"
     spec_path: tuple[str, ...]  # where it is defined, e.g. ("models", "slopes", "formula")

@@ -27,7 +27,7 @@ pd.DataFrame(rows).to_csv(out / "binary.csv", index=False)
 rows = []
 for s in range(80):
     b = rng.normal(0, 0.6)
-    for v in range(6):
+    for _v in range(6):
         x = round(rng.normal(0, 1), 3)
         exposure = round(rng.uniform(0.5, 5.0), 2)
         mu = exposure * np.exp(0.3 + 0.5 * x + b)
