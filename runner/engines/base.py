@@ -62,7 +62,7 @@ def _fit_glmm(design: Design, engine: str, formula_text: str, family: str, link:
                           "(its BinomialBayesMixedGLM/PoissonBayesMixedGLM are variational Bayes); "
                           "use engine: lme (or auto)")
     from runner.engines.lme.glmm_engine import GlmmFitError, fit_glmm
-    from runner.engines.lme.glmm_pirls import PirlsError
+    from runner.engines.lme.glmm_model import PirlsError
     from runner.design.glmm_response import GlmmResponseError
 
     try:

@@ -275,6 +275,9 @@ def factorize(problem: Problem, theta: np.ndarray, whitened: bool = False) -> Fa
 
     d = np.diagonal(C)
     m, p = problem.m_rand, problem.p
+    # W = [X y] is the tail's last block, y last: in the factor of [[A, c], [c', y'y]] the
+    # last pivot r has r^2 = y'y - c' A^{-1} c, the penalized weighted RSS at the
+    # conditional optimum of [u; beta] (solve.py recovers that optimum from y's row)
     r = d[m + p]
     if not (d[: m + p].min() > 0 and np.isfinite(r)):
         raise FactorError("non-positive pivot")

@@ -27,8 +27,9 @@ from runner.engines.common import (design_warnings, few_levels_warning, informat
 from runner.engines.lme.convergence import ConvergenceCheck, deriv12, failed_message, is_singular, judge
 from runner.engines.lme.criterion import FAILED
 from runner.engines.lme.families import Family, make_family
-from runner.engines.lme.glmm_pirls import (SEARCH_TOL, STEP_TOL, GlmmModel, Mode, PirlsError, agq, build_model,
-                                           decompose, factors, gh_rule, laplace, pirls, zlambda_values)
+from runner.engines.lme.glmm_model import GlmmModel, PirlsError, build_model, factors, zlambda_values
+from runner.engines.lme.glmm_pirls import SEARCH_TOL, STEP_TOL, Mode, agq, gh_rule, laplace, pirls
+from runner.engines.lme.glmm_system import decompose
 from runner.engines.lme.optimize import (Optimizer, Optimum, Step, minimize_theta, polish_with_cobyqa, probe_edges,
                                           restart_if_lower)
 from runner.fit import Convergence, Fit, FitArrays, FitWarning, RanefBlock
@@ -291,7 +292,7 @@ def _record(design: Design, model: GlmmModel, fam: Family, nagq: int, theta: np.
     npar = p + theta.size
     loglik = -full / 2
     fixed = wald_rows(design, beta, np.sqrt(np.clip(np.diag(V), 0.0, None)))
-    inv = np.argsort(model.order)
+    inv = np.argsort([t.index for t in model.terms])
     Ts_int = factors(model, theta)
     Ts = [Ts_int[i] for i in inv]
     rand = [row for block, T in zip(design.blocks, Ts) for row in varcorr_rows(block, T @ T.T)]
@@ -313,7 +314,7 @@ def _record(design: Design, model: GlmmModel, fam: Family, nagq: int, theta: np.
     if not converged:
         warnings.append(FitWarning(code="convergence", message=message or opt.message))
     warnings += few_levels_warning(design)
-    names = [nm for i in range(len(design.blocks)) for nm in model.templates[i].names()]
+    names = [nm for t in model.lme4_terms for nm in t.template.names()]
     objective = -2 * loglik
     aic, bic = information_criteria(objective, npar, n)
     return Fit(

@@ -37,6 +37,11 @@ def solve(problem: Problem, f: Factor, raw: list[np.ndarray]) -> Solution:
     factor R T, so the same u gives b = T u)."""
     m, p, nt = problem.m_rand, problem.p, problem.nt
     L = np.tril(f.Ltail)
+    # The tail's factor ends with y's row: with A = L_a L_a' the tail before y and c its
+    # column of y, [[A, c], [c', y'y]] = [[L_a, 0], [ell', r]] [[L_a', ell], [0, r]] gives
+    # c = L_a ell, so the penalized least-squares solution [u_t; beta] = A^{-1} c is
+    # L_a^{-T} ell: one triangular solve with the transpose (and r^2 = y'y - c' A^{-1} c,
+    # the penalized RSS, is factor.py's last pivot).
     ell = L[nt - 1, : nt - 1]
     x = solve_triangular(L[: nt - 1, : nt - 1], ell, lower=True, trans="T")
     u_t, beta = x[:m], x[m:m + p]
@@ -57,8 +62,16 @@ def solve(problem: Problem, f: Factor, raw: list[np.ndarray]) -> Solution:
     Lxx = L[m:m + p, m:m + p]
     Lxx_inv = solve_triangular(Lxx, np.eye(p), lower=True)
     vcov = Lxx_inv.T @ Lxx_inv
+    var1, var_t = _conditional_variances(problem, f, raw, L, Minv)
+    return Solution(beta=beta, vcov_unscaled=vcov, modes=[b1, *b_tail], cond_var=[var1, *var_t])
 
-    # conditional variances / sigma^2
+
+def _conditional_variances(problem: Problem, f: Factor, raw: list[np.ndarray], L: np.ndarray, Minv: np.ndarray
+                           ) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Diagonal blocks of Lambda (L_ZZ L_ZZ')^{-1} Lambda' (/ sigma^2): the first term's, the tail terms'."""
+    m, nt = problem.m_rand, problem.nt
+    l1, p1 = problem.first.levels, problem.first.p
+    T1 = f.factors[0]
     if m:
         Lrr_inv = solve_triangular(L[:m, :m], np.eye(m), lower=True)
         Sinv = Lrr_inv.T @ Lrr_inv
@@ -90,5 +103,4 @@ def solve(problem: Problem, f: Factor, raw: list[np.ndarray]) -> Solution:
         Fq = np.zeros((l1, p1, p1))
     G = Minv @ (T1.T @ Fq @ T1) @ Minv
     V1 = raw[0] @ (Minv + G) @ raw[0].T
-    var1 = np.diagonal(V1, axis1=1, axis2=2).copy()
-    return Solution(beta=beta, vcov_unscaled=vcov, modes=[b1, *b_tail], cond_var=[var1, *var_t])
+    return np.diagonal(V1, axis1=1, axis2=2).copy(), var_t
