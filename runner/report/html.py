@@ -102,7 +102,7 @@ def _facts(name: str, m: ModelRecord, record: ResultsRecord) -> list[tuple[str, 
     return facts
 
 
-def _caterpillars(side_ranef, name: str, m: ModelRecord, max_levels: int | None) -> list[plots.Plot]:  # type: ignore[no-untyped-def]
+def _caterpillars(side_ranef, name: str, m: ModelRecord, max_levels: int | None) -> list[plots.Plot]:  # noqa: ANN001
     ids = list(dict.fromkeys(r.id for r in m.random_effects if r.group != "Residual"))
     ids += [i for i in dict.fromkeys(side_ranef["id"].astype(str)) if i not in ids]
     out = []

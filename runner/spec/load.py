@@ -26,6 +26,7 @@ from runner.spec.models import (
     ModelSpec,
     Spec,
     StructuredModel,
+    TestSpec,
     VariantSpec,
     safe_name,
 )
@@ -145,7 +146,7 @@ class _Sections:
     models: dict[str, FormulaModel | StructuredModel]
     variants: dict[str, VariantSpec]
     names: list[str]  # every model and variant name written, valid or not
-    tests: list[tuple[str, str]] | str | None
+    tests: list[tuple[str, str] | TestSpec] | str | None
 
 
 class _Resolver:
@@ -443,6 +444,6 @@ def _partial(raw: dict[str, Any], p: Path, file: str, digest: str, models: dict[
     data = _valid(TypeAdapter(DataSpec), raw.get("data"))
     if data is None or not models:
         return None
-    spec = Spec.model_construct(data=data)
+    spec = Spec.model_construct(data=data)  # type: ignore[call-arg]  # a partial spec: its data only
     return LoadedSpec(spec=spec, path=p, file=file, sha256=digest, name=safe_name(p.stem),
                       models=models, locator=locator)

@@ -22,9 +22,9 @@ from pydantic import (
 
 from runner.covariance import Covariance as CovarianceName
 from runner.spec.limits import MAX_NAGQ, MAX_NSIM
+from runner.vocab import EngineName, Method
 
-Method = Literal["REML", "ML"]
-EngineName = Literal["auto", "lme", "statsmodels"]
+_PARQUET: list[Literal["parquet", "csv"]] = ["parquet"]  # predict's default formats (copied per spec)
 FamilyName = Literal["gaussian", "binomial", "poisson"]
 LinkName = Literal["identity", "logit", "probit", "cloglog", "log"]
 Verify = Literal["statsmodels"]
@@ -274,7 +274,7 @@ class RandomSpec(Strict):
 
     group: str = Field(description="Grouping column")
     within: str | None = Field(None, description="Enclosing grouping column: the group is nested in it")
-    terms: list[str | int] = Field(default_factory=lambda: [1],
+    terms: list[str | int] = Field(default_factory=lambda: list[str | int]([1]),
                                    description="Random-effect terms: 1 for the intercept, column names for slopes")
     covariance: CovarianceName = Field("unstructured", description="Covariance of the terms")
 
@@ -384,7 +384,7 @@ class PredictSpec(Strict):
     new_levels: Literal["population", "error"] = Field(
         "population", description="A grouping level not fitted: predict at the population value "
         "(lme4's allow.new.levels = TRUE) or make it an error")
-    formats: list[Literal["parquet", "csv"]] = Field(default_factory=lambda: ["parquet"], min_length=1,
+    formats: list[Literal["parquet", "csv"]] = Field(default_factory=lambda: _PARQUET.copy(), min_length=1,
                                                      description="Files to write per model")
 
     @model_validator(mode="after")

@@ -161,10 +161,10 @@ def pydantic_issues(exc: ValidationError, root: type[BaseModel], locator: NodeLo
     """Located issues for every error of `exc` (raised validating `root` at `prefix`)."""
     raw = exc.errors(include_url=False)
     prepared: list[tuple[tuple[Any, ...], bool, dict[str, Any]]] = []
-    for err in raw:
-        full = (*prefix, *err["loc"])
+    for detail in raw:
+        full = (*prefix, *detail["loc"])
         clean, from_union = _clean_loc(locator, full)
-        prepared.append((clean, from_union, {**err, "loc": tuple(err["loc"])}))
+        prepared.append((clean, from_union, {**detail, "loc": tuple(detail["loc"])}))
 
     # unknown keys that are near-misses of a missing one make the "missing" error redundant
     extras = {(c[:-1], str(c[-1])) for c, _, e in prepared if e["type"] == "extra_forbidden"}

@@ -201,7 +201,8 @@ def _too_deep(text: str, file: str) -> SpecIssue:
                 depth += 1
                 if depth > MAX_DEPTH:
                     mark = event.start_mark
-                    return SpecIssue(file, mark.line + 1, mark.column + 1, "",
+                    line, col = (mark.line + 1, mark.column + 1) if mark is not None else (None, None)
+                    return SpecIssue(file, line, col, "",
                                      f"YAML nested more than {MAX_DEPTH} levels deep (the limit)")
             elif isinstance(event, yaml.CollectionEndEvent):
                 depth -= 1
@@ -254,8 +255,8 @@ def names_as_text(root: yaml.Node) -> None:
             if isinstance(mapping, yaml.MappingNode):
                 for key_node, _ in mapping.value:
                     _as_text(key_node)
-    for path in _NAME_VALUES:
-        for value in _select(root, path):
+    for value_path in _NAME_VALUES:
+        for value in _select(root, value_path):
             _as_text(value)
 
 
