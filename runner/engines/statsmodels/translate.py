@@ -253,7 +253,33 @@ def translate(design: Design, max_bytes: int = DEFAULT_MAX_BYTES) -> Plan:
     for s in vc_slots:
         s.scale = _slot_scale(s, blocks[s.block])
 
-    # Size check before building anything dense.
+    need = _check_size(blocks, group_rows, k_re, vc_slots, max_bytes)
+    mats, coefs, group_scales = _group_columns(blocks, group_rows, re_slots, k_re, vc_slots)
+    exog_vc = None
+    if vc_slots:
+        names = [s.name for s in vc_slots]
+        colnames = [[[str(k) for k in range(m.shape[1])] for m in ms] for ms in mats]
+        exog_vc = VCSpec(names, colnames, mats)
+    endog = design.y - design.offset if design.offset is not None else design.y
+    return Plan(
+        endog=np.asarray(endog, dtype=float),
+        exog=np.asarray(design.X, dtype=float),
+        groups=groups,
+        exog_re=exog_re,
+        exog_vc=exog_vc,
+        free=_free_mask(design, re_slots, k_re, design.X.shape[1], len(vc_slots)),
+        re_slots=re_slots,
+        vc_slots=vc_slots,
+        group_rows=group_rows,
+        coefs=coefs,
+        group_scales=group_scales,
+        estimated_bytes=need,
+    )
+
+
+def _check_size(blocks: list[RandomBlock], group_rows: list[np.ndarray], k_re: int, vc_slots: list[VcSlot],
+                max_bytes: int) -> int:
+    """MixedLM's memory for this model, checked before building anything dense."""
     sizes = [r.size for r in group_rows]
     qs = []
     for rows in group_rows:
@@ -264,6 +290,7 @@ def translate(design: Design, max_bytes: int = DEFAULT_MAX_BYTES) -> Plan:
         qs.append(q)
     need = estimate_bytes(sizes, qs)
     if need > max_bytes:
+        ngroups = len(group_rows)
         kind = "one all-rows group (the factors are crossed)" if ngroups == 1 else f"{ngroups} groups"
         raise InexpressibleModel(
             f"MixedLM would need about {human_bytes(need)} of memory for this model (limit "
@@ -271,7 +298,12 @@ def translate(design: Design, max_bytes: int = DEFAULT_MAX_BYTES) -> Plan:
             f"here {kind} with up to {max(sizes)} rows x {max(qs)} random effects. "
             f"The sparse engine 'lme' fits it in a fraction of that. {ADVICE}"
         )
+    return need
 
+
+def _group_columns(blocks: list[RandomBlock], group_rows: list[np.ndarray], re_slots: list[ReSlot], k_re: int,
+                   vc_slots: list[VcSlot]) -> tuple[list[list[np.ndarray]], list[list[Coef]], list[np.ndarray]]:
+    """Per group: the variance-component matrices, where each Design coefficient sits, the column scales."""
     mats: list[list[np.ndarray]] = [[] for _ in vc_slots]
     coefs: list[list[Coef]] = []
     group_scales: list[np.ndarray] = []
@@ -299,24 +331,4 @@ def translate(design: Design, max_bytes: int = DEFAULT_MAX_BYTES) -> Plan:
             scales_g.append(np.full(mat.shape[1], s.scale))
         coefs.append(group_coefs)
         group_scales.append(np.concatenate(scales_g))
-
-    exog_vc = None
-    if vc_slots:
-        names = [s.name for s in vc_slots]
-        colnames = [[[str(k) for k in range(m.shape[1])] for m in ms] for ms in mats]
-        exog_vc = VCSpec(names, colnames, mats)
-    endog = design.y - design.offset if design.offset is not None else design.y
-    return Plan(
-        endog=np.asarray(endog, dtype=float),
-        exog=np.asarray(design.X, dtype=float),
-        groups=groups,
-        exog_re=exog_re,
-        exog_vc=exog_vc,
-        free=_free_mask(design, re_slots, k_re, design.X.shape[1], len(vc_slots)),
-        re_slots=re_slots,
-        vc_slots=vc_slots,
-        group_rows=group_rows,
-        coefs=coefs,
-        group_scales=group_scales,
-        estimated_bytes=need,
-    )
+    return mats, coefs, group_scales
