@@ -329,3 +329,45 @@ def test_two_intercepts_on_one_factor_are_flagged_before_fitting() -> None:
     fit = fit_design(design, "REML")
     assert "design" in {w.code for w in fit.warnings}
     assert build_design(parse_formula("Reaction ~ Days + (Days||Subject)"), d).warnings == []
+
+
+@pytest.mark.parametrize(("case_id", "steps", "gain"), [
+    # a quasi-Newton run stopped at an SD of 0 on a crossed 3-level factor; the minimum is off the edge
+    ("crossed_three_levels_ml", ("EDGE_RESTART",), 3.9e-4),
+    # stopped on a face where a factor slope's Cholesky pivot is 0: lifted, then polished in lme4's theta
+    ("factor_slope_singular", ("FACE_RESTART", "FACE_POLISH"), 2.9e-4),
+    # a crossed 3-column factor term: the first run stopped on a degenerate face 0.165 above the optimum
+    ("crossed_factor_term_face", ("FACE_RESTART",), 0.165),
+    ("crossed_factor_term_face2", ("FACE_RESTART",), 1.1),
+    # L-BFGS-B on difference gradients stopped where lme4's gradient check fails: COBYQA polishes
+    ("students_zerocorr_ml", ("COBYQA_POLISH",), 0.0),
+])
+def test_find_optimum_takes_each_step_where_the_first_run_stops_short(case_id: str, steps: tuple[str, ...],
+                                                                     gain: float) -> None:
+    """Each step of the strategy, on the lme4 oracle case that needs it: the first run alone
+    stops `gain` (criterion units) above the optimum find_optimum reaches, which matches lme4."""
+    import test_lme_oracle as oracle
+
+    from runner.engines.lme.optimize import choose_optimizer, find_optimum, minimize_theta
+
+    problem = build_problem(oracle.design(case_id))
+    method = oracle.CASES[case_id]["method"]
+    first = minimize_theta(Criterion(problem, method, whitened=True), problem.start, problem.lower,
+                           choose_optimizer(problem.eval_flops))
+    opt, check = find_optimum(problem, method)
+    assert tuple(s.name for s in opt.steps) == steps
+    assert first.value - opt.value >= gain * 0.9
+    assert check.ok and opt.value == pytest.approx(oracle.reference(case_id)["objective"], abs=2e-6)
+    assert opt.label == ", ".join([opt.optimizer.value, *(s.value for s in opt.steps)])
+
+
+def test_design_warnings_keep_the_code_they_were_made_with() -> None:
+    """lme4's check.scaleX and the rank-deficiency drop are coded where the design finds them."""
+    d = sleepstudy()
+    d["big"] = d["Days"] * 1e6
+    d["dup"] = 2.0 * d["Days"]
+    design = build_design(parse_formula("Reaction ~ Days + big + dup + (1|Subject)"), d)
+    codes = [w.code for w in design.warnings]
+    assert codes.count("rank_deficient") == 1
+    fit = fit_design(design, "REML")
+    assert [w.code for w in fit.warnings][:len(codes)] == codes

@@ -114,7 +114,7 @@ def _check(g: np.ndarray, H: np.ndarray, x: np.ndarray, lower: np.ndarray, singu
 
 
 LBFGS_TOL = (1e-10, 1e-4)  # (ftol, gtol): looser than the linear engine's, as the deviance is followed by
-# lme4's derivative check and a Newton polish when that fails (11% fewer evaluations)
+# lme4's derivative check and a Newton polish when that fails
 STAGE1_TOL = (1e-8, 1e-3)  # (ftol, gtol) of glmer's first stage when a second one follows
 
 
@@ -261,7 +261,7 @@ def fit_glmm(design: Design, family: str, link: str | None = None, nagq: int = 1
         raise GlmmFitError("nagq > 1 (adaptive Gauss-Hermite quadrature) is only available for models with a "
                            "single, scalar random-effects term, as in lme4; use nagq: 1 (Laplace)")
     # one BLAS thread (as the linear engine): the small dense products of every PIRLS
-    # iteration took 25 ms instead of microseconds with OpenBLAS threads on a busy machine
+    # iteration are far slower with OpenBLAS threads on a busy machine
     with one_blas_thread(), np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
         first = _first_stage(model, nagq)
         st = first if nagq == 0 else _second_stage(model, nagq, first)

@@ -39,7 +39,7 @@ STEP_TOL = 1e-13  # converged when the largest change of (u, beta) is below this
 # the criterion's noise, and a finite-difference Hessian (step 1e-4) divides it by 1e-8
 FLOOR_TOL = 1e-9
 SEARCH_TOL = 1e-11  # while the optimizer searches: one PIRLS iteration fewer per evaluation; the
-# optimum's value, Hessian and checks use STEP_TOL (at 1e-11 glmer's SEs moved by up to 0.4%)
+# optimum's value, Hessian and checks use STEP_TOL (SEARCH_TOL there would move the SEs visibly)
 
 
 @dataclass
