@@ -125,43 +125,70 @@ class FitArrays:
     ranef: list[RanefBlock] = field(default_factory=list)
 
 
-class Fit(BaseModel):
-    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+class FitFields(BaseModel):
+    """What a fit says, as results.json records it: the fields `Fit` and
+    `runner.results.ModelRecord` share (one definition, so the record is never a hand copy).
 
-    engine: FittingEngine
-    method: Method
+    Optional here because a failed model's record has none of the numbers; `Fit` narrows
+    the ones every fit has.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
     formula: str
-    nobs: int
-    npar: int  # fixed effects + covariance parameters + residual (lme4's df of logLik)
-    ngroups: dict[str, int]
-    theta: list[float]
-    theta_names: list[str]
-    sigma: float
-    loglik: float
-    objective: float  # REML criterion or deviance (-2 logLik), as lme4 reports
-    aic: float
-    bic: float
-    p_method: str = "wald-z"
-    ci_method: str = "wald"
-    fixed_effects: list[FixedEffect]
-    random_effects: list[RandomEffect]
-    anova: list[AnovaRow] = Field(default_factory=list)
-    confint: list[ConfintRow] = Field(default_factory=list)
-    r2: R2 | None = None
-    icc: ICC | None = None
-    converged: bool
-    singular: bool
-    convergence: Convergence
-    warnings: list[FitWarning] = Field(default_factory=list)
-    fit_seconds: float = 0.0
-    # generalized linear mixed models (absent for linear ones): lme4's family and link,
-    # nAGQ, the success level of a factor response, how vcov(beta) was computed
-    # ("hessian": beta block of 2 H^-1; "rx": (R_X' R_X)^-1), and for nagq > 1 lme4
-    # 1.1-31's logLik, which omits the saturated model's term (lme4 issue 161)
+    engine: str
+    method: Method
+    nobs: int | None = None
+    npar: int | None = None  # fixed effects + covariance parameters + residual (lme4's df of logLik)
+    ngroups: dict[str, int] = Field(default_factory=dict)
+    theta: list[float] = Field(default_factory=list)
+    theta_names: list[str] = Field(default_factory=list)
+    sigma: float | None = None
+    loglik: float | None = None
+    objective: float | None = None  # REML criterion or deviance (-2 logLik), as lme4 reports
+    aic: float | None = None
+    bic: float | None = None
+    # generalized linear mixed models (None for linear ones): lme4's family and link, nAGQ,
+    # the success level of a factor response, how vcov(beta) was computed ("hessian": beta
+    # block of 2 H^-1; "rx": (R_X' R_X)^-1), and for nagq > 1 lme4 1.1-31's logLik, which
+    # omits the saturated model's term (lme4 issue 161; `loglik` has every constant)
     family: str | None = None
     link: str | None = None
     nagq: int | None = None
     success_level: str | None = None
     vcov_method: Literal["hessian", "rx"] | None = None
     loglik_lme4: float | None = None
+    p_method: str | None = None
+    ci_method: str | None = None
+    fixed_effects: list[FixedEffect] = Field(default_factory=list)
+    random_effects: list[RandomEffect] = Field(default_factory=list)
+    anova: list[AnovaRow] = Field(default_factory=list)  # type III F tests (lmerTest's anova(type = 3))
+    confint: list[ConfintRow] = Field(default_factory=list)  # intervals, lme4's confint names
+    r2: R2 | None = None  # Nakagawa, as performance::r2_nakagawa
+    icc: ICC | None = None  # as performance::icc
+    converged: bool | None = None
+    singular: bool | None = None
+    convergence: Convergence | None = None
+    warnings: list[FitWarning] = Field(default_factory=list)
+
+
+class Fit(FitFields):
+    """One engine's fit of one design: every number present, plus the per-row arrays."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    engine: FittingEngine
+    nobs: int
+    npar: int
+    sigma: float
+    loglik: float
+    objective: float
+    aic: float
+    bic: float
+    p_method: str = "wald-z"
+    ci_method: str = "wald"
+    converged: bool
+    singular: bool
+    convergence: Convergence
+    fit_seconds: float = 0.0
     arrays: FitArrays | None = Field(default=None, exclude=True)

@@ -12,10 +12,10 @@ import math
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 from runner.vocab import Method
-from runner.fit import ICC, R2, AnovaRow, ConfintRow, Convergence, FitWarning, FixedEffect, RandomEffect
+from runner.fit import FitFields
 
 SCHEMA_VERSION = 2  # 2: fixed-effect `term` is R's name (sexM), as lme4_name; 1 had formulaic's (sex[T.M])
 RESULTS_NAME = "results.json"  # one per spec, in <out>/<spec name>/
@@ -89,50 +89,31 @@ class VerifyRecord(_Strict):
     flagged: bool = False  # any difference above 1e-4
 
 
-class ModelRecord(_Strict):
-    """One model of the spec: the fields of its `Fit` flattened, plus run bookkeeping."""
+class ModelRecord(FitFields):
+    """One model of the spec: its `Fit`'s fields, flat, plus run bookkeeping."""
 
     status: Literal["ok", "failed"]
     error: str | None = None
     source: str = "model"  # "model" or "variant of <name>"
-    formula: str
-    engine: str
-    method: Method
-    nobs: int | None = None
-    npar: int | None = None
-    ngroups: dict[str, int] = Field(default_factory=dict)
-    theta: list[float] = Field(default_factory=list)
-    theta_names: list[str] = Field(default_factory=list)
-    sigma: float | None = None
-    loglik: float | None = None
-    objective: float | None = None
-    aic: float | None = None
-    bic: float | None = None
-    # GLMMs only (None for linear models): glmer's family, link, nAGQ, the success level of a
-    # factor response, vcov(beta)'s source ("hessian" | "rx") and, for nagq > 1, lme4 1.1-31's
-    # logLik without the saturated term (`loglik` always includes every density constant)
-    family: str | None = None
-    link: str | None = None
-    nagq: int | None = None
-    success_level: str | None = None
-    vcov_method: str | None = None
-    loglik_lme4: float | None = None
     ml_refit: MLRefit | None = None
-    p_method: str | None = None
-    ci_method: str | None = None
-    fixed_effects: list[FixedEffect] = Field(default_factory=list)
-    random_effects: list[RandomEffect] = Field(default_factory=list)
-    anova: list[AnovaRow] = Field(default_factory=list)  # type III F tests (lmerTest's anova(type = 3))
-    confint: list[ConfintRow] = Field(default_factory=list)  # intervals, lme4's confint names
-    r2: R2 | None = None  # Nakagawa, as performance::r2_nakagawa
-    icc: ICC | None = None  # as performance::icc
-    converged: bool | None = None
-    singular: bool | None = None
-    convergence: Convergence | None = None
-    warnings: list[FitWarning] = Field(default_factory=list)
     verify: VerifyRecord | None = None
     sidecar: str | None = None  # relative path of fits/<model>.parquet
     predictions: str | None = None  # relative path of predictions/<model>.parquet (spec predict:)
+
+    @model_serializer(mode="wrap")
+    def _in_record_order(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """results.json's key order (schema 2): bookkeeping first, ml_refit after the likelihoods."""
+        data = handler(self)
+        return {key: data[key] for key in _RECORD_ORDER if key in data}
+
+
+def _record_order() -> tuple[str, ...]:
+    fit = list(FitFields.model_fields)
+    at = fit.index("p_method")
+    return ("status", "error", "source", *fit[:at], "ml_refit", *fit[at:], "verify", "sidecar", "predictions")
+
+
+_RECORD_ORDER = _record_order()
 
 
 class RankingRow(_Strict):

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from runner.atomic import replacing
-from runner.fit import Fit, FitWarning
+from runner.fit import Fit, FitFields, FitWarning
 from runner.results import (
     DataInfo,
     Environment,
@@ -50,40 +50,15 @@ def ml_refit_of(fit: Fit) -> MLRefit:
 def model_record(fit: Fit, *, source: str, ml: Fit | None = None, verify: VerifyRecord | None = None,
                  sidecar: str | None = None, extra_warnings: list[FitWarning] | None = None) -> ModelRecord:
     """A fitted model's record: its own fit's numbers, as lme4 reports them, plus the ML refit."""
-    return ModelRecord(
-        status="ok",
-        source=source,
-        formula=fit.formula,
-        engine=fit.engine,
-        method=fit.method,
-        nobs=fit.nobs,
-        npar=fit.npar,
-        ngroups=dict(fit.ngroups),
-        theta=list(fit.theta),
-        theta_names=list(fit.theta_names),
-        sigma=fit.sigma,
-        loglik=fit.loglik,
-        objective=fit.objective,
-        aic=fit.aic,
-        bic=fit.bic,
-        family=fit.family, link=fit.link, nagq=fit.nagq, success_level=fit.success_level,
-        vcov_method=fit.vcov_method, loglik_lme4=fit.loglik_lme4,
-        ml_refit=ml_refit_of(ml) if ml is not None else None,
-        p_method=fit.p_method,
-        ci_method=fit.ci_method,
-        fixed_effects=list(fit.fixed_effects),
-        random_effects=list(fit.random_effects),
-        anova=list(fit.anova),
-        confint=list(fit.confint),
-        r2=fit.r2,
-        icc=fit.icc,
-        converged=fit.converged,
-        singular=fit.singular,
-        convergence=fit.convergence,
-        warnings=list(fit.warnings) + list(extra_warnings or []),
-        verify=verify,
-        sidecar=sidecar,
-    )
+    shared = {name: _copied(getattr(fit, name)) for name in FitFields.model_fields}
+    shared["warnings"] = [*fit.warnings, *(extra_warnings or [])]
+    return ModelRecord(status="ok", source=source, ml_refit=ml_refit_of(ml) if ml is not None else None,
+                       verify=verify, sidecar=sidecar, **shared)
+
+
+def _copied(value: Any) -> Any:
+    """Lists and dicts copied: appending a warning to the record must not change the fit."""
+    return value.copy() if isinstance(value, (list, dict)) else value
 
 
 def failed_record(*, formula: str, engine: str, method: Method, source: str, error: str,
