@@ -543,7 +543,7 @@ class _Evaluator:
     def _compare_text(left: _Value, right: _Value, op: str) -> Any:
         na = np.logical_or(left.na, right.na)
         if left.scalar and right.scalar:
-            hit = bool(_CMP[op](left.data, right.data))
+            hit: bool | np.ndarray = bool(_CMP[op](left.data, right.data))
         else:
             a = left.data if not left.scalar else np.full(1, left.data, dtype=object)
             b = right.data if not right.scalar else np.full(1, right.data, dtype=object)

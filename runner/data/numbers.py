@@ -50,9 +50,9 @@ def _numeric_roles(model: ResolvedModel, grouping: set[str], categorical: set[st
     if getattr(model, "family", "gaussian") != "binomial":  # a binomial response may be a two-level factor
         for col in response_variables(model.formula):
             roles[col] = "response"
-    for key, col in (("weights", model.weights), ("offset", model.offset)):
-        if col:
-            roles[col] = key
+    for key, column in (("weights", model.weights), ("offset", model.offset)):
+        if column:
+            roles[column] = key
     return roles
 
 

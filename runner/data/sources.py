@@ -223,10 +223,8 @@ def _read_sqlalchemy(sql: SqlSource, url: Any, query: str) -> pd.DataFrame:
             if sql.table is not None:
                 parts = sql.table.split(".")
                 table = sa.table(parts[-1], schema=".".join(parts[:-1]) or None)
-                stmt = sa.select(sa.text("*")).select_from(table)
-            else:
-                stmt = sa.text(query)
-            return pd.read_sql(stmt, con)
+                return pd.read_sql(sa.select(sa.text("*")).select_from(table), con)
+            return pd.read_sql(sa.text(query), con)
     finally:
         engine.dispose()
 

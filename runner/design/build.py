@@ -120,7 +120,7 @@ def _binomial_response(mf: ModelFormula, frame: pd.DataFrame) -> tuple[np.ndarra
 def _cbind_names(response: str) -> tuple[str, str]:
     """The two argument texts of `cbind(a, b)`, for messages."""
     node = rexpr.parse_expression(response)
-    args = getattr(node, "args", ())
+    args: tuple[rexpr.Node, ...] = tuple(getattr(node, "args", ()))
     if len(args) == 2:
         return rexpr.deparse(args[0]), rexpr.deparse(args[1])
     return ("successes", "failures")

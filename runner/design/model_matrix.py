@@ -130,7 +130,7 @@ def _codings(terms: Terms, values: dict[int, Block | Factor]) -> list[dict[int, 
         out.append(code)
     if not terms.intercept:
         for j, t in enumerate(terms.terms):
-            first = next((v for v in t if isinstance(values[v], Factor) and len(values[v].levels) > 1), None)
+            first = next((v for v in t if isinstance(f := values[v], Factor) and len(f.levels) > 1), None)
             if first is not None:
                 out[j][first] = False
                 break
@@ -184,7 +184,7 @@ def model_matrix(terms: Terms, values: dict[int, Block | Factor], nrows: int | N
             mat = np.column_stack([mat[:, a] * m[:, b] for b in range(m.shape[1]) for a in range(mat.shape[1])]) \
                 if mat.shape[1] and m.shape[1] else np.zeros((mat.shape[0], 0))
             names = [f"{names[a]}:{nm[b]}" for b in range(len(nm)) for a in range(len(names))]
-            levels = [levels[a] + ([lv[b]] if lv[b] is not None else []) for b in range(len(nm))
+            levels = [levels[a] + ([lvb] if (lvb := lv[b]) is not None else []) for b in range(len(nm))
                       for a in range(len(levels))]
         assert mat is not None
         variable = ":".join(terms.variables[v] for v in t)

@@ -26,7 +26,7 @@ from runner.formula.rexpr import CONSTANTS, Binary, Call, Name, Node, Num, Paren
 State = dict[str, Any]
 MAX_DEGREE = 25  # poly(): beyond this the columns are numerically meaningless (and a huge degree is a DoS)
 
-_UNARY_FUNCS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+_UNARY_FUNCS: dict[str, Callable[[Any], np.ndarray]] = {  # numpy ufuncs: arrays or scalars
     "log2": np.log2, "log10": np.log10, "log1p": np.log1p, "exp": np.exp, "expm1": np.expm1, "sqrt": np.sqrt,
     "abs": np.abs,
 }
@@ -178,13 +178,13 @@ class Evaluator:
                 allowed = [self.value(right)]
             return self.membership(left, allowed)
         if op in ("&", "&&", "|", "||"):
-            a = self.logical(self.value(node.left), what)
-            b = self.logical(self.value(node.right), what)
-            return (a & b) if op in ("&", "&&") else (a | b)
+            pa = self.logical(self.value(node.left), what)
+            pb = self.logical(self.value(node.right), what)
+            return (pa & pb) if op in ("&", "&&") else (pa | pb)
         left, right = self.value(node.left), self.value(node.right)
         if op in ("==", "!=") and (isinstance(left, (Factor, str)) or isinstance(right, (Factor, str))):
-            a, b = self.labels(left), self.labels(right)
-            out = (a == b) if op == "==" else (a != b)
+            la, lb = self.labels(left), self.labels(right)
+            out = (la == lb) if op == "==" else (la != lb)
             return np.asarray(out, dtype=bool)
         a = self.numeric(left, what)
         b = self.numeric(right, what)

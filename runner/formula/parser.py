@@ -144,7 +144,7 @@ def expand_double_bar(intercept: bool, terms: tuple[str, ...]) -> list[tuple[boo
     The terms are those of R's `terms()`, which expands `a*b` and orders by degree;
     a term written as itself keeps its spelling.
     """
-    written = {}
+    written: dict[str, str] = {}
     for t in terms:
         expanded = term_labels(t)
         if len(expanded) == 1:
@@ -282,9 +282,9 @@ class _Parser:
     def formula(self) -> ModelFormula:
         if not self.toks:
             raise self.error("the formula is empty; write it as response ~ terms", 0)
-        for i, t in enumerate(self.toks):
+        for i, tok in enumerate(self.toks):
             if self.op_at(i, "~") and self.depth[i] > 0:
-                raise self.error("'~' may only separate the response from the terms", t.pos)
+                raise self.error("'~' may only separate the response from the terms", tok.pos)
         tildes = [i for i in range(len(self.toks)) if self.op_at(i, "~")]
         if not tildes:
             self.rhs(0, len(self.toks))  # report a broken term first: `(1|)` says what is wrong in it
