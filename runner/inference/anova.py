@@ -11,6 +11,8 @@ contestMD or Kenward-Roger's scaled F.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from runner.distributions import f_sf
 
@@ -29,7 +31,8 @@ def zapsmall(x: np.ndarray, digits: int = 7) -> np.ndarray:
 
 def _var_columns(v: Variable, contrasted: bool) -> tuple[np.ndarray, list[tuple]]:
     """Columns of one variable in a term and a key per column (level index or block column)."""
-    if not v.is_factor:
+    if v.codes is None:  # a covariate: its own columns
+        assert v.values is not None
         return v.values, [("c", a) for a in range(v.values.shape[1])]
     onehot = np.zeros((v.codes.size, v.nlevels))
     onehot[np.arange(v.codes.size), v.codes] = 1.0
@@ -39,12 +42,11 @@ def _var_columns(v: Variable, contrasted: bool) -> tuple[np.ndarray, list[tuple]
 
 def _term_matrix(term: Term, s: TermStructure, coding: dict[str, bool]) -> tuple[np.ndarray, list[tuple]]:
     """R's model.matrix columns of one term (first variable fastest) and their keys."""
-    mat, keys = None, None
-    for name in term.variables:
+    first, *rest = term.variables  # a term has at least one variable
+    mat, k0 = _var_columns(s.variables[first], coding.get(first, False))
+    keys: list[tuple] = [(x,) for x in k0]
+    for name in rest:
         m, k = _var_columns(s.variables[name], coding.get(name, False))
-        if mat is None:
-            mat, keys = m, [(x,) for x in k]
-            continue
         mat = np.column_stack([mat[:, a] * m[:, b] for b in range(m.shape[1]) for a in range(mat.shape[1])])
         keys = [keys[a] + (k[b],) for b in range(len(k)) for a in range(len(keys))]
     return mat, keys
@@ -92,8 +94,11 @@ def type3_contrasts(s: TermStructure, X: np.ndarray) -> dict[str, np.ndarray]:
     n = X.shape[0]
     codings = _codings(s)
     # X in treatment coding and the over-parameterized rdX, with keys to match their columns
-    xt_blocks, xt_keys, xt_map = [], [], {}
-    rd_blocks, rd_keys = [], []
+    xt_blocks: list[np.ndarray] = []
+    xt_keys: list[tuple[Any, ...]] = []
+    xt_map: dict[str, list[int]] = {}
+    rd_blocks: list[np.ndarray] = []
+    rd_keys: list[tuple[Any, ...]] = []
     if s.intercept:
         xt_blocks.append(np.ones((n, 1)))
         xt_keys.append(("(Intercept)",))

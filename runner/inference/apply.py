@@ -84,8 +84,8 @@ def _other_intervals(design: Design, fit: Fit, state: LmmState, settings: Infere
         return res.bounds, res.warnings
     from runner.inference.bootstrap import bootstrap_intervals
 
-    res = bootstrap_intervals(design, fit, state, settings.level, settings.nsim, settings.seed)
-    return res.bounds, res.warnings
+    boot = bootstrap_intervals(design, fit, state, settings.level, settings.nsim, settings.seed)
+    return boot.bounds, boot.warnings
 
 
 def apply_inference(design: Design, fit: Fit, settings: InferenceSettings) -> Fit:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 from scipy.linalg import cho_factor, cho_solve
+from runner.design.model import RandomBlock
 from runner.distributions import f_sf
 
 from runner.inference import varpar
@@ -99,9 +100,10 @@ class KenwardRoger:
         return scaling * wald / q, q, df2
 
 
-def _z_matrix(state: LmmState, sw: np.ndarray | None) -> tuple[sp.csr_matrix, list[tuple[int, object]]]:
+def _z_matrix(state: LmmState, sw: np.ndarray | None) -> tuple[sp.csr_matrix, list[tuple[int, RandomBlock]]]:
     """Z (n x q) level-major per term in lme4's order, and (offset, block) per term."""
-    mats, where, off = [], [], 0
+    mats, off = [], 0
+    where: list[tuple[int, RandomBlock]] = []
     n = state.design.nobs
     for b in state.design.blocks:
         p = b.ncols

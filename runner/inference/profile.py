@@ -164,7 +164,7 @@ def profile_intervals(state: LmmState, level: float) -> ProfileResult:
                 step = (-1 if side == 0 else 1) * min(0.1, max(abs((limit or 0) - est) / 4, 1e-6))
             elif side == 0:
                 step = -0.25 * est if est > 0 else -1e-3
-            x, at_limit = _root(lambda x, k=k, side=side: prof.zeta_var(k, x, side), est, target, step, limit)
+            x, at_limit = _root(lambda x: prof.zeta_var(k, x, side), est, target, step, limit)  # noqa: B023 - called here
             if at_limit and name == "sigma":
                 x, at_limit = None, False
             if x is None:
@@ -177,8 +177,8 @@ def profile_intervals(state: LmmState, level: float) -> ProfileResult:
         ends: list[float | None] = []
         for side, target in ((0, -z), (1, z)):
             step = (-1 if side == 0 else 1) * se[j]
-            x, _ = _root(lambda b, j=j, side=side: prof.zeta_beta(j, b, side), float(state.beta[j]), target, step,
-                         None)
+            x, _ = _root(lambda b: prof.zeta_beta(j, b, side), float(state.beta[j]), target, step,  # noqa: B023
+                         None)  # the lambda is called inside _root, in this iteration
             if x is None:
                 warnings.append(f"the profile of {name} does not reach its {'lower' if side == 0 else 'upper'} "
                                 "bound: interval end left null")
