@@ -18,6 +18,7 @@ Per term of p columns with relative covariance T T' = Sigma / sigma^2:
 from __future__ import annotations
 
 from typing import Literal, get_args
+from collections.abc import Callable
 
 Covariance = Literal["unstructured", "diagonal", "identity", "compound_symmetry"]
 COVARIANCES: tuple[Covariance, ...] = get_args(Covariance)
@@ -70,26 +71,27 @@ def is_singular(theta: list[float], sd_flags: list[bool]) -> bool:
     return any(t < SINGULAR_TOL for t, sd in zip(theta, sd_flags) if sd)
 
 
-def theta_names(covariance: Covariance, group: str, columns: tuple[str, ...]) -> list[str]:
-    """theta names as lme4's getME(m, "theta"): group.col, group.col_i.col_j."""
+def _names(covariance: Covariance, columns: tuple[str, ...], entry: Callable[[str, str | None], str],
+           identity: str, cs: list[str]) -> list[str]:
+    """Per theta entry: entry(column, None) for a diagonal one, entry(row, column) off it."""
     if covariance == "unstructured":
-        return [f"{group}.{columns[i]}" if i == j else f"{group}.{columns[i]}.{columns[j]}"
+        return [entry(columns[i], None) if i == j else entry(columns[i], columns[j])
                 for i, j in lower_triangle(len(columns))]
     if covariance == "diagonal":
-        return [f"{group}.{c}" for c in columns]
-    if covariance == "identity":
-        return [f"{group}.identity"]
-    return [f"{group}.cs_shared", f"{group}.cs_own"]
+        return [entry(c, None) for c in columns]
+    return [identity] if covariance == "identity" else cs
+
+
+def theta_names(covariance: Covariance, group: str, columns: tuple[str, ...]) -> list[str]:
+    """theta names as lme4's getME(m, "theta"): group.col, group.col_i.col_j."""
+    return _names(covariance, columns, lambda a, b: f"{group}.{a}" if b is None else f"{group}.{a}.{b}",
+                  f"{group}.identity", [f"{group}.cs_shared", f"{group}.cs_own"])
 
 
 def sdcor_names(covariance: Covariance, group: str, columns: tuple[str, ...]) -> list[str]:
     """The term's parameters on lme4's sigma scale (`confint(oldNames = FALSE)`): sd_col|group
-    for a standard deviation, cor_row.col|group for a correlation, in theta's order."""
-    if covariance == "unstructured" or len(columns) == 1:
-        return [f"sd_{columns[i]}|{group}" if i == j else f"cor_{columns[i]}.{columns[j]}|{group}"
-                for i, j in lower_triangle(len(columns))]
-    if covariance == "diagonal":
-        return [f"sd_{c}|{group}" for c in columns]
-    if covariance == "identity":
-        return [f"sd|{group}"]
-    return [f"sd|{group}", f"cor|{group}"]  # compound symmetry: common SD and correlation
+    for a standard deviation, cor_row.col|group for a correlation, in theta's order (one
+    column: sd_col|group whatever the structure)."""
+    return _names("unstructured" if len(columns) == 1 else covariance, columns,
+                  lambda a, b: f"sd_{a}|{group}" if b is None else f"cor_{a}.{b}|{group}",
+                  f"sd|{group}", [f"sd|{group}", f"cor|{group}"])  # compound symmetry: common SD, correlation

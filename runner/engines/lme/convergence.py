@@ -10,7 +10,7 @@ singular fits, so a fit on the boundary (Dyestuff2) is not a false alarm.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

@@ -223,6 +223,26 @@ def _eliminate(C: np.ndarray, D: np.ndarray, stage: Stage, problem: Problem,
     return logdet
 
 
+def _stage_diagonals(problem: Problem, factors: list[np.ndarray], upd: np.ndarray) -> list[np.ndarray]:
+    """Each stage's (l, p, p) diagonal blocks, updated by the first term (`upd`: the stages'
+    rows of S_eval @ vec(B), in order), scaled T' D T per level, plus I."""
+    diags: list[np.ndarray] = []
+    o = 0
+    for st, A_d, t in zip(problem.stages, problem.stage_diag, problem.t_stage):
+        D = A_d.copy()
+        D.reshape(-1)[t] -= upd[o:o + t.size]
+        o += t.size
+        T = factors[1 + len(diags)]
+        if st.p > 1:
+            D = T.T @ D @ T
+            D += np.eye(st.p)
+        else:
+            D *= T[0, 0] * T[0, 0]
+            D += 1.0
+        diags.append(D)
+    return diags
+
+
 def factorize(problem: Problem, theta: np.ndarray, whitened: bool = False) -> Factor:
     """The blocked Cholesky factor at theta (raises FactorError if not positive definite)."""
     factors = working_factors(problem, theta, whitened)
@@ -243,21 +263,7 @@ def factorize(problem: Problem, theta: np.ndarray, whitened: bool = False) -> Fa
         C[k:, k:] = problem.A_tt[k:, k:]
     nd = problem.t_dense.size
     C.reshape(-1)[problem.t_dense] -= upd[:nd]
-    diags: list[np.ndarray] = []
-    o = nd
-    for st, A_d, t in zip(problem.stages, problem.stage_diag, problem.t_stage):
-        D = A_d.copy()
-        D.reshape(-1)[t] -= upd[o:o + t.size]
-        o += t.size
-        # scale: T' D T per level, then + I
-        T = factors[1 + len(diags)]
-        if st.p > 1:
-            D = T.T @ D @ T
-            D += np.eye(st.p)
-        else:
-            D *= T[0, 0] * T[0, 0]
-            D += 1.0
-        diags.append(D)
+    diags = _stage_diagonals(problem, factors, upd[nd:])
     for st in problem.stages:
         e = st.start + st.l * st.p
         _scale_region(C[e:, st.start:e], e, st.start, problem, factors, lam)

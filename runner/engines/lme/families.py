@@ -11,7 +11,7 @@ the reported log-likelihood uses for every nAGQ.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from scipy.special import expit, gammaln, ndtr, ndtri, xlogy

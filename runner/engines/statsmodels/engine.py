@@ -36,7 +36,8 @@ from statsmodels.regression.mixed_linear_model import MixedLM
 
 from runner import covariance
 from runner.design.model import Design
-from runner.engines.common import information_criteria, psd_cholesky, singular_warning, varcorr_rows, wald_rows
+from runner.engines.common import (information_criteria, ngroups, psd_cholesky, singular_warning, varcorr_rows,
+                                   wald_rows)
 from runner.engines.statsmodels import convert
 from runner.engines.statsmodels.errors import EngineError, InexpressibleModel
 from runner.engines.statsmodels.translate import DEFAULT_MAX_BYTES, Plan, translate
@@ -197,21 +198,10 @@ class StatsmodelsEngine:
         converged = bool(result.converged)
         arrays = convert.arrays_from_group_vectors(design, plan, beta, vectors, gcovs, result.model._aex_r)
         return Fit(
-            engine="statsmodels",
-            method=method,
-            formula=formula_text,
-            nobs=design.nobs,
-            npar=npar,
-            ngroups={b.group: b.nlevels for b in design.blocks},
-            theta=theta,
-            theta_names=theta_names,
-            sigma=sigma,
-            loglik=loglik,
-            objective=objective,
-            aic=aic,
-            bic=bic,
-            fixed_effects=wald_rows(design, beta, se),
-            random_effects=random_effects,
+            engine="statsmodels", method=method, formula=formula_text, nobs=design.nobs, npar=npar,
+            ngroups=ngroups(design), theta=theta, theta_names=theta_names, sigma=sigma,
+            loglik=loglik, objective=objective, aic=aic, bic=bic,
+            fixed_effects=wald_rows(design, beta, se), random_effects=random_effects,
             converged=converged,
             singular=singular,
             convergence=Convergence(

@@ -262,17 +262,9 @@ def translate(design: Design, max_bytes: int = DEFAULT_MAX_BYTES) -> Plan:
         exog_vc = VCSpec(names, colnames, mats)
     endog = design.y - design.offset if design.offset is not None else design.y
     return Plan(
-        endog=np.asarray(endog, dtype=float),
-        exog=np.asarray(design.X, dtype=float),
-        groups=groups,
-        exog_re=exog_re,
-        exog_vc=exog_vc,
-        free=_free_mask(design, re_slots, k_re, design.X.shape[1], len(vc_slots)),
-        re_slots=re_slots,
-        vc_slots=vc_slots,
-        group_rows=group_rows,
-        coefs=coefs,
-        group_scales=group_scales,
+        endog=np.asarray(endog, dtype=float), exog=np.asarray(design.X, dtype=float), groups=groups,
+        exog_re=exog_re, exog_vc=exog_vc, free=_free_mask(design, re_slots, k_re, design.X.shape[1], len(vc_slots)),
+        re_slots=re_slots, vc_slots=vc_slots, group_rows=group_rows, coefs=coefs, group_scales=group_scales,
         estimated_bytes=need,
     )
 
