@@ -45,7 +45,7 @@ def write_spec(tmp_path: Path, frame: pd.DataFrame, formula: str = CROSSED, meth
     frame.to_csv(tmp_path / "d.csv", index=False)
     spec = tmp_path / "scale.yaml"
     spec.write_text(f"name: scale\ndata:\n  path: d.csv\ndefaults:\n  method: {method}\n"
-                    f"models:\n  crossed:\n    formula: {formula}\n")
+                    f"  inference: {{df: none}}\nmodels:\n  crossed:\n    formula: {formula}\n")
     return spec
 
 
