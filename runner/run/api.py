@@ -13,9 +13,10 @@ import sys
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 from collections.abc import Iterator
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
 
 from runner.fit import Fit
 from runner.results import ResultsRecord
@@ -29,6 +30,9 @@ from runner.run.progress import Progress
 from runner.run.record import build_record, model_records, now
 from runner.run.tasks import TaskResult
 from runner.spec.errors import IssueError
+
+if TYPE_CHECKING:
+    from runner.run.preflight import Estimate
 
 
 @dataclass
@@ -52,7 +56,7 @@ def _sigterm_raises() -> Iterator[None]:
         yield
         return
 
-    def handler(signum: int, frame: Any) -> None:
+    def handler(signum: int, frame: FrameType | None) -> None:
         raise Terminated(128 + signum)
 
     previous = signal.signal(signal.SIGTERM, handler)
@@ -116,7 +120,7 @@ def _output_problem(out: Path) -> str | None:
 
 
 def _preflight(plan: Plan, max_memory: str | None, jobs: int, quiet: bool, remote: bool = False
-               ) -> tuple[list[str], dict[str, Any], int]:
+               ) -> tuple[list[str], dict[str, Estimate], int]:
     """Refusals (printed), the memory estimates, and the parallel fits the limit allows. On a
     remote Dask cluster this machine's memory says nothing: no default limit there."""
     from runner.run.preflight import estimate_plan, jobs_within, refusals, resolve_limit
@@ -148,7 +152,7 @@ def _refuse(errors: list[str], path: Path, quiet: bool, prefix: str = "") -> Run
     return RunOutcome(None, EXIT_INVALID, None, errors, path)
 
 
-def _fit_and_record(plan: Plan, options: RunOptions, jobs: int, estimates: dict[str, Any], out: Path,
+def _fit_and_record(plan: Plan, options: RunOptions, jobs: int, estimates: dict[str, Estimate], out: Path,
                     started: str) -> tuple[ResultsRecord, list[str]]:
     """Fit tasks -> compare -> record; the record and the failure messages."""
     from runner.run.replicates import ReplicateExecutor, replicate_executor

@@ -11,12 +11,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from runner.spec.errors import SpecIssue
+
+if TYPE_CHECKING:
+    from runner.api.context import ModelContext
+    from runner.data.prepare import PreparedData
+    from runner.fit import Fit
+    from runner.run.plan import ModelPlan
+    from runner.spec.load import LoadedSpec
+    from runner.spec.models import PredictSpec
 
 
 @dataclass
@@ -30,18 +38,18 @@ class PredictPlan:
     id_columns: list[str] = field(default_factory=list)
 
 
-def _suggest(word: str, choices: Any) -> str:
+def _suggest(word: str, choices: list[str]) -> str:
     from runner.spec.validation_issues import suggest
 
     return suggest(word, [str(c) for c in choices])
 
 
-def _id_issues(loaded: Any, columns: list[str], ids: list[str], where: str) -> list[SpecIssue]:
+def _id_issues(loaded: LoadedSpec, columns: list[str], ids: list[str], where: str) -> list[SpecIssue]:
     return [loaded.issue((*where.split("."), i), f"id column {c!r} not in the data{_suggest(c, columns)}")
             for i, c in enumerate(ids) if c not in columns]
 
 
-def _new_rows(loaded: Any, p: Any) -> tuple[pd.DataFrame | None, np.ndarray, list[SpecIssue]]:
+def _new_rows(loaded: LoadedSpec, p: PredictSpec) -> tuple[pd.DataFrame | None, np.ndarray, list[SpecIssue]]:
     from runner.data.errors import DataError
     from runner.data.filter import FilterError, filter_rows
     from runner.data.sources import load_frame
@@ -61,7 +69,8 @@ def _new_rows(loaded: Any, p: Any) -> tuple[pd.DataFrame | None, np.ndarray, lis
     return frame, rows, []
 
 
-def plan_predictions(loaded: Any, prepared: Any, models: dict[str, Any]) -> tuple[PredictPlan | None, list[SpecIssue]]:
+def plan_predictions(loaded: LoadedSpec, prepared: PreparedData, models: dict[str, ModelPlan]
+                     ) -> tuple[PredictPlan | None, list[SpecIssue]]:
     """The predictions to make after fitting, and every problem of `predict:`/`data.id_columns`."""
     from runner.formula.variables import required_variables, response_variables
 
@@ -74,7 +83,7 @@ def plan_predictions(loaded: Any, prepared: Any, models: dict[str, Any]) -> tupl
     names = list(p.models) if p.models else list(models)
     for i, n in enumerate(names):
         if n not in models:
-            issues.append(loaded.issue(("predict", "models", i), f"unknown model {n!r}{_suggest(n, models)}"))
+            issues.append(loaded.issue(("predict", "models", i), f"unknown model {n!r}{_suggest(n, list(models))}"))
     frame, rows, more = _new_rows(loaded, p)
     issues += more
     if frame is None:
@@ -95,7 +104,7 @@ def plan_predictions(loaded: Any, prepared: Any, models: dict[str, Any]) -> tupl
                        id_columns=id_columns), issues
 
 
-def _context(m: Any, prepared: Any) -> Any:
+def _context(m: ModelPlan, prepared: PreparedData) -> ModelContext:
     from runner.api.context import ModelContext
 
     rm = m.resolved
@@ -106,12 +115,12 @@ def _context(m: Any, prepared: Any) -> Any:
 
 def _write(frame: pd.DataFrame, out: Path, stem: str, formats: list[str]) -> str:
     from runner.atomic import write_atomic_bytes
-    from runner.run.record import _write_parquet
+    from runner.run.record import write_parquet
 
     rel = None
     if "parquet" in formats:
         rel = f"predictions/{stem}.parquet"
-        _write_parquet(frame, out / rel)
+        write_parquet(frame, out / rel)
     if "csv" in formats:
         rel_csv = f"predictions/{stem}.csv"
         write_atomic_bytes(out / rel_csv, frame.to_csv(index=False).encode("utf-8"))
@@ -125,7 +134,7 @@ def _plain(values: pd.Series) -> pd.Series:
     return values.astype(object) if isinstance(values.dtype, pd.CategoricalDtype) else values
 
 
-def write_predictions(pp: PredictPlan, plan_models: dict[str, Any], fits: dict[str, Any], prepared: Any,
+def write_predictions(pp: PredictPlan, plan_models: dict[str, ModelPlan], fits: dict[str, Fit], prepared: PreparedData,
                       out: Path) -> dict[str, str]:
     """predictions/<model>.parquet per model; model -> relative path, or "error: ..." text."""
     from runner.api.predict import predict_new
@@ -150,7 +159,7 @@ def write_predictions(pp: PredictPlan, plan_models: dict[str, Any], fits: dict[s
     return result
 
 
-def sidecar_columns(m: Any, prepared: Any, id_columns: list[str]) -> pd.DataFrame | None:
+def sidecar_columns(m: ModelPlan, prepared: PreparedData, id_columns: list[str]) -> pd.DataFrame | None:
     """The fitted rows' id columns and grouping columns, for fits/<model>.parquet."""
     if m.design is None:
         return None

@@ -12,7 +12,7 @@ import platform
 import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -37,6 +37,11 @@ from runner.run.tasks import TaskResult
 from runner.spec.models import DataSpec
 from runner.vocab import Method
 
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from runner.run.preflight import Estimate
+
 
 # ---------------------------------------------------------------- building
 
@@ -50,7 +55,7 @@ def ml_refit_of(fit: Fit) -> MLRefit:
 def model_record(fit: Fit, *, source: str, ml: Fit | None = None, verify: VerifyRecord | None = None,
                  sidecar: str | None = None, extra_warnings: list[FitWarning] | None = None) -> ModelRecord:
     """A fitted model's record: its own fit's numbers, as lme4 reports them, plus the ML refit."""
-    shared = {name: _copied(getattr(fit, name)) for name in FitFields.model_fields}
+    shared = {name: _copied(value) for name, value in fit if name in FitFields.model_fields}
     shared["warnings"] = [*fit.warnings, *(extra_warnings or [])]
     return ModelRecord(status="ok", source=source, ml_refit=ml_refit_of(ml) if ml is not None else None,
                        verify=verify, sidecar=sidecar, **shared)
@@ -104,7 +109,8 @@ def environment(spec_dir: Path) -> Environment:
 # ---------------------------------------------------------------- sidecars
 
 
-def _write_parquet(frame: Any, path: Path) -> None:
+def write_parquet(frame: pd.DataFrame, path: Path) -> None:
+    """A DataFrame as Parquet, written atomically."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -112,7 +118,8 @@ def _write_parquet(frame: Any, path: Path) -> None:
         pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp)
 
 
-def write_sidecars(fit: Fit, spec_out: Path, model: str, row_ids: Any = None, columns: Any = None) -> str | None:
+def write_sidecars(fit: Fit, spec_out: Path, model: str, row_ids: np.ndarray | None = None,
+                   columns: pd.DataFrame | None = None) -> str | None:
     """fits/<model>.parquet (row, the id and grouping `columns`, fitted, residuals) and
     fits/<model>_ranef.parquet; the relative path. `row` is the 0-based row of the loaded
     source (before filter and missing-value drops), so the file joins back to it."""
@@ -129,7 +136,7 @@ def write_sidecars(fit: Fit, spec_out: Path, model: str, row_ids: Any = None, co
         for j, name in enumerate(columns.columns):
             fits.insert(1 + j, str(name), columns[name].to_numpy())
     rel = f"fits/{model}.parquet"
-    _write_parquet(fits, spec_out / rel)
+    write_parquet(fits, spec_out / rel)
     recs: dict[str, list[Any]] = {"id": [], "group": [], "level": [], "column": [], "mode": [], "cond_sd": []}
     for blk in arrays.ranef:
         modes = np.asarray(blk.modes, float).reshape(len(blk.levels), len(blk.columns))
@@ -142,7 +149,7 @@ def write_sidecars(fit: Fit, spec_out: Path, model: str, row_ids: Any = None, co
                 recs["column"].append(col)
                 recs["mode"].append(float(modes[i, j]))
                 recs["cond_sd"].append(float(sds[i, j]))
-    _write_parquet(pd.DataFrame(recs), spec_out / f"fits/{model}_ranef.parquet")
+    write_parquet(pd.DataFrame(recs), spec_out / f"fits/{model}_ranef.parquet")
     return rel
 
 
@@ -169,7 +176,7 @@ def describe_source(data: DataSpec) -> str:
     return "unknown"
 
 
-def _timing(parts: list[TaskResult], estimate: Any) -> Timing:
+def _timing(parts: list[TaskResult], estimate: Estimate | None) -> Timing:
     peaks = [r.peak_mb for r in parts if r.peak_mb is not None and not r.cached]
     return Timing(fit_seconds=sum(r.seconds for r in parts), cached=bool(parts) and all(r.cached for r in parts),
                   peak_mb=max(peaks) if peaks else None,
@@ -227,7 +234,7 @@ def model_records(plan: Plan, results: dict[str, TaskResult], out: Path,
 
 def build_record(plan: Plan, results: dict[str, TaskResult], models: dict[str, ModelRecord],
                  comparison: Comparison, *, started: str, jobs: int, executor: str,
-                 estimates: dict[str, Any] | None = None) -> ResultsRecord:
+                 estimates: dict[str, Estimate] | None = None) -> ResultsRecord:
     """The ResultsRecord of one run from its stages' outputs."""
     loaded, prepared = plan.validated.loaded, plan.validated.data
     spec = loaded.spec
