@@ -42,7 +42,22 @@ def group_factor(frame: pd.DataFrame, group: tuple[str, ...]) -> tuple[np.ndarra
     parts = [as_factor(frame[name]) for name in group]
     if len(parts) == 1:
         return parts[0]
-    codes = np.stack([p[0] for p in parts], axis=1)
-    combos, inverse = np.unique(codes, axis=0, return_inverse=True)  # lexicographic: first slowest
-    labels = [":".join(parts[j][1][c] for j, c in enumerate(row)) for row in combos]
-    return np.asarray(inverse, dtype=np.int64).ravel(), labels
+    # one int64 key per row, ordered as the code tuples are (first column slowest); a sorted
+    # factorize of it is lme4's level order (np.unique(axis=0) sorted structured rows: slow)
+    if np.prod([float(max(len(labels), 1)) for _, labels in parts]) >= 2.0 ** 62:  # keys would overflow
+        stacked = np.stack([p[0] for p in parts], axis=1)
+        tuples, inv = np.unique(stacked, axis=0, return_inverse=True)
+        return (np.asarray(inv, dtype=np.int64).ravel(),
+                [":".join(parts[j][1][c] for j, c in enumerate(row)) for row in tuples])
+    key = np.zeros(len(frame), dtype=np.int64)
+    for codes, labels in parts:
+        key = key * max(len(labels), 1) + codes
+    inverse, keys = pd.factorize(key, sort=True)
+    combos = []
+    for k in np.asarray(keys, dtype=np.int64):
+        row = []
+        for codes, labels in reversed(parts):
+            k, c = divmod(int(k), max(len(labels), 1))
+            row.append(labels[c])
+        combos.append(":".join(reversed(row)))
+    return np.asarray(inverse, dtype=np.int64), combos

@@ -106,7 +106,7 @@ def _drop_unused(f: Factor) -> Factor:
     if f.logical:
         return f
     present = np.zeros(len(f.levels), dtype=bool)
-    present[np.unique(f.codes)] = True
+    present[f.codes[f.codes >= 0]] = True
     if present.all():
         return f
     keep = np.flatnonzero(present)
