@@ -19,7 +19,9 @@ from runner.run.options import EXIT_FAILED, EXIT_INVALID, EXIT_OK, RunOptions, e
 if TYPE_CHECKING:  # imported where used: `mixspec --help` must not pay for formulaic, pandas or rich
     from rich.table import Table
 
+    from runner.run.plan import SpecPlan
     from runner.spec.errors import SpecIssue
+    from runner.validate import ValidatedSpec
 
 app = typer.Typer(
     name="mixspec",
@@ -54,7 +56,7 @@ AllowEnv = Annotated[list[str] | None, typer.Option(
     "(repeatable; or MIXSPEC_URL_ENVS)", show_default=False, metavar="NAME")]
 
 
-def _table(validated) -> Table:  # noqa: ANN001 - runner.validate.ValidatedSpec, imported lazily
+def _table(validated: ValidatedSpec) -> Table:
     from runner.run.console import terminal_safe
 
     from rich.table import Table
@@ -107,7 +109,7 @@ def validate(
     raise typer.Exit(code)
 
 
-def _preflight_lines(plan, max_memory: str | None, path: Path, quiet: bool) -> int:  # noqa: ANN001 - Plan
+def _preflight_lines(plan: SpecPlan, max_memory: str | None, path: Path, quiet: bool) -> int:
     """Each model's memory and time estimate (printed unless quiet); refusals on stderr (exit 2)."""
     from runner.run.preflight import estimate_plan, fmt_mb, refusals, resolve_limit
 

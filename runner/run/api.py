@@ -25,7 +25,7 @@ from runner.run.comparison import compare_all
 from runner.run.console import terminal_safe
 from runner.run.executors import default_jobs, run_tasks
 from runner.run.options import EXIT_FAILED, EXIT_INVALID, EXIT_OK, RunOptions
-from runner.run.plan import Plan, make_plan
+from runner.run.plan import SpecPlan, make_plan
 from runner.run.progress import Progress
 from runner.run.record import build_record, model_records, now
 from runner.run.tasks import TaskResult
@@ -66,7 +66,7 @@ def _sigterm_raises() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _fit_all(plan: Plan, cache: FitCache, options: RunOptions, jobs: int, progress: Progress
+def _fit_all(plan: SpecPlan, cache: FitCache, options: RunOptions, jobs: int, progress: Progress
              ) -> dict[str, TaskResult]:
     """Every fit task of the plan: cached ones loaded, identical ones fitted once, the rest run."""
     tasks = plan.tasks()
@@ -119,7 +119,7 @@ def _output_problem(out: Path) -> str | None:
     return None
 
 
-def _preflight(plan: Plan, max_memory: str | None, jobs: int, quiet: bool, remote: bool = False
+def _preflight(plan: SpecPlan, max_memory: str | None, jobs: int, quiet: bool, remote: bool = False
                ) -> tuple[list[str], dict[str, Estimate], int]:
     """Refusals (printed), the memory estimates, and the parallel fits the limit allows. On a
     remote Dask cluster this machine's memory says nothing: no default limit there."""
@@ -152,7 +152,7 @@ def _refuse(errors: list[str], path: Path, quiet: bool, prefix: str = "") -> Run
     return RunOutcome(None, EXIT_INVALID, None, errors, path)
 
 
-def _fit_and_record(plan: Plan, options: RunOptions, jobs: int, estimates: dict[str, Estimate], out: Path,
+def _fit_and_record(plan: SpecPlan, options: RunOptions, jobs: int, estimates: dict[str, Estimate], out: Path,
                     started: str) -> tuple[ResultsRecord, list[str]]:
     """Fit tasks -> compare -> record; the record and the failure messages."""
     from runner.run.replicates import ReplicateExecutor, replicate_executor

@@ -14,7 +14,7 @@ from runner.compare.lrt import LRTSide, likelihood_ratio_test
 from runner.compare.ranking import Candidate, FitStats, rank_models
 from runner.fit import Fit
 from runner.results import ExpectationRecord, ModelRecord, RankingGroup, TestRecord
-from runner.run.plan import ModelPlan, Plan, TestPlan, glmm_kind
+from runner.run.plan import ModelPlan, SpecPlan, TestPlan, glmm_kind
 from runner.spec.expect import Expectation
 
 BOUNDARY_NOTES = {
@@ -53,7 +53,7 @@ def _side(m: ModelPlan, fit: Fit) -> LRTSide:
                    independent_clusters=m.independent_clusters)
 
 
-def rank(plan: Plan, fits: dict[str, Fit], criterion: str) -> list[RankingGroup]:
+def rank(plan: SpecPlan, fits: dict[str, Fit], criterion: str) -> list[RankingGroup]:
     """Ranking groups by `criterion` over every planned model (failed ones noted)."""
     cands = []
     for m in plan.models.values():
@@ -64,7 +64,7 @@ def rank(plan: Plan, fits: dict[str, Fit], criterion: str) -> list[RankingGroup]
     return rank_models(cands, criterion, plan.refit)
 
 
-def _bootstrap_p(plan: Plan, ms: ModelPlan, ml_: ModelPlan, fits: dict[str, Fit], r: TestRecord) -> None:
+def _bootstrap_p(plan: SpecPlan, ms: ModelPlan, ml_: ModelPlan, fits: dict[str, Fit], r: TestRecord) -> None:
     """compare: bootstrap: PBmodcomp's p on the ML fits (linear mixed models of the lme engine)."""
     boot = plan.validated.loaded.spec.compare.bootstrap
     if boot is None:
@@ -84,7 +84,7 @@ def _bootstrap_p(plan: Plan, ms: ModelPlan, ml_: ModelPlan, fits: dict[str, Fit]
                           f"{pb.n_failed} failed, of {boot.nsim}")
 
 
-def _test(plan: Plan, t: TestPlan, fits: dict[str, Fit]) -> TestRecord | str:
+def _test(plan: SpecPlan, t: TestPlan, fits: dict[str, Fit]) -> TestRecord | str:
     """One planned likelihood-ratio test, or why it could not be computed."""
     ms, ml_ = plan.models[t.small], plan.models[t.large]
     fs, fl = (ml_fit(ms, fits), ml_fit(ml_, fits)) if t.refit_ml else (fits.get(t.small), fits.get(t.large))
@@ -130,7 +130,7 @@ def convergence_failures(expectations: list[Expectation], models: dict[str, Mode
     return out
 
 
-def compare_all(plan: Plan, fits: dict[str, Fit], models: dict[str, ModelRecord]) -> Comparison:
+def compare_all(plan: SpecPlan, fits: dict[str, Fit], models: dict[str, ModelRecord]) -> Comparison:
     """Rank, test, apply the convergence policy and check the expectations of one spec."""
     ranking = rank(plan, fits, plan.criterion)
     tests: list[TestRecord] = []

@@ -67,7 +67,9 @@ class TestPlan:
 
 
 @dataclass
-class Plan:
+class SpecPlan:
+    """Everything one spec's run needs before fitting: designs, test pairs, expectations."""
+
     validated: ValidatedSpec
     name: str
     spec_path: Path
@@ -266,7 +268,7 @@ def _test_plans(loaded: LoadedSpec, models: dict[str, ModelPlan], issues: list[S
     return tests
 
 
-def make_plan(path: str | Path, verify: bool = False) -> Plan:
+def make_plan(path: str | Path, verify: bool = False) -> SpecPlan:
     """Validate the spec and data (designs built), plan each model, prove nesting of test pairs;
     PlanError with every problem found."""
     validated = validate_spec(Path(path))
@@ -288,7 +290,7 @@ def make_plan(path: str | Path, verify: bool = False) -> Plan:
     for m in models.values():
         m.need_ml = m.method == "REML"
     compare, data = loaded.spec.compare, loaded.spec.data
-    return Plan(validated=validated, name=loaded.name, spec_path=Path(path), models=models, tests=tests,
+    return SpecPlan(validated=validated, name=loaded.name, spec_path=Path(path), models=models, tests=tests,
                 criterion=compare.criterion, refit=compare.refit, expectations=list(loaded.expectations),
                 data_sha256=validated.data.sha256, predict=predict, id_columns=list(data.id_columns or []))
 

@@ -275,7 +275,7 @@ def estimate_design(model: str, design: Any, method: str = "ML", fits: int = 1, 
 
 
 def estimate_plan(plan: Any) -> dict[str, Estimate]:
-    """Estimates of every lme-engine model of a `runner.run.plan.Plan` with a design."""
+    """Estimates of every lme-engine model of a `runner.run.plan.SpecPlan` with a design."""
     out: dict[str, Estimate] = {}
     for name, m in plan.models.items():
         if m.design is None or m.engine not in ("lme", "auto"):

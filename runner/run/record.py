@@ -32,7 +32,7 @@ from runner.results import (
     VerifyRecord,
 )
 from runner.run.comparison import Comparison
-from runner.run.plan import ModelPlan, Plan
+from runner.run.plan import ModelPlan, SpecPlan
 from runner.run.tasks import TaskResult
 from runner.spec.models import DataSpec
 from runner.vocab import Method
@@ -183,7 +183,7 @@ def _timing(parts: list[TaskResult], estimate: Estimate | None) -> Timing:
                   memory_estimate_mb=round(estimate.memory_mb, 1) if estimate is not None else None)
 
 
-def _model(plan: Plan, m: ModelPlan, results: dict[str, TaskResult], out: Path,
+def _model(plan: SpecPlan, m: ModelPlan, results: dict[str, TaskResult], out: Path,
            failures: list[str]) -> ModelRecord:
     """One model's record (sidecars written); its failures appended to `failures`."""
     from runner.run.predictions import sidecar_columns
@@ -213,7 +213,7 @@ def _model(plan: Plan, m: ModelPlan, results: dict[str, TaskResult], out: Path,
                         extra_warnings=extra)
 
 
-def model_records(plan: Plan, results: dict[str, TaskResult], out: Path,
+def model_records(plan: SpecPlan, results: dict[str, TaskResult], out: Path,
                   fits: dict[str, Fit]) -> tuple[dict[str, ModelRecord], list[str]]:
     """Every model's record in spec order, predictions written; and the failure messages."""
     failures: list[str] = []
@@ -232,7 +232,7 @@ def model_records(plan: Plan, results: dict[str, TaskResult], out: Path,
     return models, failures
 
 
-def build_record(plan: Plan, results: dict[str, TaskResult], models: dict[str, ModelRecord],
+def build_record(plan: SpecPlan, results: dict[str, TaskResult], models: dict[str, ModelRecord],
                  comparison: Comparison, *, started: str, jobs: int, executor: str,
                  estimates: dict[str, Estimate] | None = None) -> ResultsRecord:
     """The ResultsRecord of one run from its stages' outputs."""
