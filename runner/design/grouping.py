@@ -56,7 +56,7 @@ def group_factor(frame: pd.DataFrame, group: tuple[str, ...]) -> tuple[np.ndarra
     combos = []
     for k in np.asarray(keys, dtype=np.int64):
         row = []
-        for codes, labels in reversed(parts):
+        for _codes, labels in reversed(parts):
             k, c = divmod(int(k), max(len(labels), 1))
             row.append(labels[c])
         combos.append(":".join(reversed(row)))
