@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runner.run.options import EXIT_FAILED, EXIT_OK
+
 
 @dataclass
 class DiffReport:
@@ -29,7 +31,7 @@ class DiffReport:
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.changes else 0
+        return EXIT_FAILED if self.changes else EXIT_OK
 
     def text(self) -> str:
         if not self.changes:
