@@ -1,6 +1,7 @@
 """The Markdown summary of a run, for summary.md and $GITHUB_STEP_SUMMARY.
 
-Short by design: status, ranking, tests, expectations, failures and warnings. Text
+Short by design: status, ranking, tests, expectations, failures and warnings, then per
+model its fixed effects with df and p, type III F tests, intervals and R2/ICC. Text
 from the spec or the data is escaped so a model named `<script>` or a formula with
 `|` cannot break the table or inject HTML into a CI page.
 """
@@ -11,7 +12,7 @@ import re
 
 from runner.report import views
 from runner.report.format import fmt_fixed, fmt_int, fmt_p, fmt_weight
-from runner.results import ResultsRecord
+from runner.results import ModelRecord, ResultsRecord
 
 _SPECIAL = re.compile(r"([\\`*_\[\]<>|#~!&$])")
 
@@ -96,6 +97,45 @@ def _notices(record: ResultsRecord) -> list[str]:
     return lines + [""]
 
 
+def _model(name: str, m: ModelRecord) -> list[str]:
+    """One fitted model: fixed effects (df, p, interval), F tests, variance intervals, R2/ICC."""
+    state = "" if m.converged is not False else " (did not converge)"
+    family = f" · {m.family} ({m.link})" if m.family not in (None, "gaussian") else ""
+    lines = [f"### {md(name)}{state}", "", f"{md_code(m.formula or '')}{family} · p: {md(m.p_method or '—')}"
+             f" · intervals: {md(m.ci_method or '—')}", ""]
+    stat = "z" if (m.p_method or "").startswith("wald") else "t"
+    rows = [[md(fe.lme4_name), fmt_fixed(fe.estimate, 4), fmt_fixed(fe.std_error, 4), fmt_fixed(fe.df, 1),
+             fmt_fixed(fe.statistic, 2), fmt_p(fe.p_value),
+             f"[{fmt_fixed(fe.ci_low, 4)}, {fmt_fixed(fe.ci_high, 4)}]"] for fe in m.fixed_effects]
+    lines += _table(["term", "estimate", "SE", "df", stat, "p", "CI"], rows, {1, 2, 3, 4, 5}) + [""]
+    if m.anova:
+        rows = [[md(a.term), fmt_int(a.num_df), fmt_fixed(a.den_df, 1), fmt_fixed(a.F, 3), fmt_p(a.p_value)]
+                for a in m.anova]
+        lines += ["Type III F tests:", "", *_table(["term", "num df", "den df", "F", "p"], rows, {1, 2, 3, 4}), ""]
+    fixed_names = {fe.lme4_name for fe in m.fixed_effects}
+    variance = [c for c in (m.confint or []) if c.parameter not in fixed_names  # Wald gives them no bounds
+                and (c.low is not None or c.high is not None)]
+    if variance:
+        rows = [[md(c.parameter), fmt_fixed(c.estimate, 4), f"[{fmt_fixed(c.low, 4)}, {fmt_fixed(c.high, 4)}]"]
+                for c in variance]
+        lines += ["Variance parameters:", "", *_table(["parameter", "estimate", "CI"], rows, {1}), ""]
+    if m.r2 is not None:
+        icc = f"; ICC adjusted {fmt_fixed(m.icc.adjusted, 3)}, unadjusted {fmt_fixed(m.icc.unadjusted, 3)}" \
+            if m.icc is not None else ""
+        lines += [f"R² marginal {fmt_fixed(m.r2.marginal, 3)}, conditional {fmt_fixed(m.r2.conditional, 3)}{icc}", ""]
+    return lines
+
+
+def _models(record: ResultsRecord) -> list[str]:
+    fitted = [(n, m) for n, m in record.models.items() if m.status == "ok"]
+    if not fitted:
+        return []
+    out = ["## Models", ""]
+    for name, m in fitted:
+        out += _model(name, m)
+    return out
+
+
 def summary_markdown(record: ResultsRecord) -> str:
     """The whole summary as Markdown text (ends with a newline)."""
     status, status_text = views.status_of(record)
@@ -113,4 +153,5 @@ def summary_markdown(record: ResultsRecord) -> str:
     lines += _ranking(record)
     lines += _tests(record)
     lines += _expectations(record)
+    lines += _models(record)
     return "\n".join(lines).rstrip("\n") + "\n"
