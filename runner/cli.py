@@ -193,12 +193,13 @@ def report(
     from pydantic import ValidationError
 
     from runner.report.api import PAGE_NAME, render_index, render_spec_report
+    from runner.results import RESULTS_NAME
 
     code = EXIT_OK
     folders: set[Path] = set()
     for path in results:
-        if path.is_dir() and (path / "results.json").is_file():
-            path = path / "results.json"  # `mixspec report reports/students` means its results.json
+        if path.is_dir() and (path / RESULTS_NAME).is_file():
+            path = path / RESULTS_NAME  # `mixspec report reports/students` means its results.json
         try:
             page = render_spec_report(path)
         except FileNotFoundError:

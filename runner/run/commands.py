@@ -18,6 +18,8 @@ from runner.run.options import EXIT_INVALID, RunOptions
 
 def run_command(specs: list[str | Path], options: RunOptions | None = None, json_out: bool = False) -> int:
     """Run specs; 0 ok, 1 a model or an expectation failed, 2 an invalid spec or data."""
+    from runner.report.api import PAGE_NAME
+
     options = options or RunOptions()
     quiet = options.quiet or json_out
     outcomes = run_specs(list(specs), options.but(quiet=quiet))
@@ -37,7 +39,7 @@ def run_command(specs: list[str | Path], options: RunOptions | None = None, json
             if o.results_path is not None:
                 state = "ok" if o.exit_code == 0 else "FAILED"
                 if o.record is not None:
-                    page = o.results_path.parent / "index.html"
+                    page = o.results_path.parent / PAGE_NAME
                     print("\n".join(summary_lines(o.record, str(page) if page.exists() else None)),
                           file=sys.stderr)
                 print(f"{o.results_path} ({state})", file=sys.stderr)
