@@ -79,3 +79,15 @@ def test_converged_models_pass_unchanged(tmp_path):
     out = _run(tmp_path)
     assert out.exit_code == 0
     assert all(r.converged for g in out.record.ranking for r in g.rows)
+
+
+def test_report_badges_say_did_not_converge(tmp_path, slopes_do_not_converge):
+    from runner.report.views import status_of
+
+    out = _run(tmp_path / "gate", "")
+    assert status_of(out.record) == ("failed", "1 did not converge")
+    out = _run(tmp_path / "any", "expect: {converged: any}\n")
+    assert status_of(out.record) == ("ok", "ok, 1 did not converge (not gating)")
+    html_out = run_quiet(write_spec(tmp_path / "any", "page", SPEC), tmp_path / "page", report=True)
+    page = (html_out.results_path.parent / "index.html").read_text()
+    assert "did not converge</span>" in page

@@ -261,9 +261,17 @@ def status_of(record: ResultsRecord) -> tuple[str, str]:
     """('ok'|'failed', human text) for the index page and the summary headline."""
     failed = [n for n, m in record.models.items() if m.status == "failed"]
     broken = [e for e in record.expectations if not e.passed]
+    unconverged = [n for n, m in record.models.items() if m.status == "ok" and m.converged is False]
+    # with no `expect: converged:` every model must converge (the run exits 1); with one, its
+    # own pass/fail is in `broken` and a model it does not gate on is only noted
+    gating = not any(e.text.startswith("converged") for e in record.expectations)
     parts = []
     if failed:
         parts.append(f"{len(failed)} failed model{'s' if len(failed) > 1 else ''}")
+    if unconverged and gating:
+        parts.append(f"{len(unconverged)} did not converge")
     if broken:
         parts.append(f"{len(broken)} expectation{'s' if len(broken) > 1 else ''} failed")
-    return ("failed", ", ".join(parts)) if parts else ("ok", "ok")
+    if parts:
+        return "failed", ", ".join(parts)
+    return "ok", f"ok, {len(unconverged)} did not converge (not gating)" if unconverged else "ok"
