@@ -24,7 +24,6 @@ from runner.design.model_matrix import ModelMatrix, materialize, model_matrix
 from runner.formula import rexpr, rterms
 from runner.formula.evaluate import Block, EvalError, State, evaluate
 from runner.formula.model import ModelFormula, RandomTerm
-from runner.formula.variables import expression_variables
 
 
 class DesignError(ValueError):
@@ -179,10 +178,10 @@ def _block(term: RandomTerm, frame: pd.DataFrame, state: State, learn: pd.DataFr
     codes, levels = group_factor(frame, term.group)
     where = f"random term ({term.lhs} | {term.group_name})"
     if term.lhs == "1":
-        X, names, is_factor = np.ones((len(frame), 1)), ["(Intercept)"], False
+        X, names = np.ones((len(frame), 1)), ["(Intercept)"]
     else:
         mm = _matrix(_lhs_terms(term), frame, state, learn, contrasts, where)
-        X, names, is_factor = mm.X, mm.names, bool(mm.factors)
+        X, names = mm.X, mm.names
     if X.shape[1] == 0:
         raise DesignError(f"random term ( {term.lhs} | {term.group_name}) has no columns")
     if not np.all(np.isfinite(X)):
@@ -193,12 +192,8 @@ def _block(term: RandomTerm, frame: pd.DataFrame, state: State, learn: pd.DataFr
         raise DesignError(f"homcs({term.lhs} | {term.group_name}) has {X.shape[1]} column: compound symmetry "
                           f"needs at least 2 (e.g. homcs(0 + f | g) for a factor f); for one column write "
                           f"({term.lhs} | {term.group_name})")
-    variables = {v for t in term.terms for v in expression_variables(t)}
-    return RandomBlock(
-        id=term.group_name, group=term.group_name, covariance=term.covariance,
-        column_names=list(names), codes=codes, levels=levels,
-        X=np.ascontiguousarray(X), factor_columns=tuple(term.group),
-        lhs_variables=tuple(sorted(variables)), lhs_is_factor=is_factor)
+    return RandomBlock(id=term.group_name, group=term.group_name, covariance=term.covariance,
+                       column_names=list(names), codes=codes, levels=levels, X=np.ascontiguousarray(X))
 
 
 def lme4_order(nlevels: list[int]) -> list[int]:

@@ -29,9 +29,6 @@ class RandomBlock:
     codes: np.ndarray  # (n,) int64 level index of each row, 0 .. nlevels-1
     levels: list[str]  # level labels in lme4's (sorted factor) order
     X: np.ndarray  # (n, p) lhs model matrix, float64
-    factor_columns: tuple[str, ...] = ()  # data columns whose interaction is the group
-    lhs_variables: tuple[str, ...] = ()  # data columns used on the lhs (for validate's `||` warning)
-    lhs_is_factor: bool = False  # lhs contains a factor (its columns stay correlated under `||`)
     term_index: int = -1  # position of its term in ModelFormula.random (blocks are in lme4's order)
 
     @property
