@@ -231,7 +231,7 @@ def test_membership_center_and_logical_columns() -> None:
 
 def test_power_in_a_random_term_warns_too() -> None:
     d = build_design(parse_formula("y ~ x + (x^2 | g)"), STUDY)
-    assert any("did you mean I(x^2)?" in w for w in d.warnings)
+    assert any("did you mean I(x^2)?" in w.message for w in d.warnings)
 
 
 def test_spec_contrast_key_and_learning_on_filtered_rows(tmp_path: Path) -> None:

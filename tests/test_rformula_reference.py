@@ -106,7 +106,7 @@ def test_fit_matches_lme4(case_id: str) -> None:
 
 
 def test_power_outside_I_warns() -> None:
-    assert any("did you mean I(Days^2)?" in w for w in design("power_outside_I").warnings)
+    assert any("did you mean I(Days^2)?" in w.message for w in design("power_outside_I").warnings)
 
 
 def test_scale_and_poly_learned_before_missing_rows_are_dropped() -> None:
