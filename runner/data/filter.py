@@ -427,7 +427,8 @@ def _literal(node: Node) -> _Value:
     return _Value("bool", bool(node.value), False, "TRUE" if node.value else "FALSE")
 
 
-def _close_columns(name: str, columns: Iterable[str]) -> str:
+def close_columns(name: str, columns: Iterable[str]) -> str:
+    """"; did you mean 'x'?" for a near-miss column name, else the columns there are."""
     columns = list(columns)
     lowered = {c.lower(): c for c in columns}
     close = difflib.get_close_matches(name.lower(), list(lowered), n=3, cutoff=0.6)
@@ -451,7 +452,7 @@ class _Evaluator:
                 raise FilterError(f"invalid filter: {name} is not a value to compare with; test for missing "
                                   "values with is.na(x) or !is.na(x)", node.pos)
             if name not in self.columns:
-                raise FilterError(f"unknown column {name!r} in filter{_close_columns(name, self.columns)}", node.pos)
+                raise FilterError(f"unknown column {name!r} in filter{close_columns(name, self.columns)}", node.pos)
             try:
                 self.cache[name] = _column_value(self.frame[name], name)
             except FilterError as exc:

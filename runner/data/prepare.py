@@ -9,9 +9,7 @@ issues, so `mixspec validate` lists all of them at once.
 
 from __future__ import annotations
 
-import difflib
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +18,7 @@ import pandas as pd
 
 from runner.data.errors import DataError
 from runner.data.filter import SYNTAX as FILTER_SYNTAX
-from runner.data.filter import FilterError, filter_rows
+from runner.data.filter import FilterError, close_columns, filter_rows
 from runner.data.hashing import data_sha256
 from runner.data.numbers import text_in_number_columns
 from runner.formula import grouping_variables, required_variables
@@ -90,16 +88,6 @@ class PreparedData:
 
 def _issue(path: str, message: str, severity: str = "error", offset: int | None = None) -> SpecIssue:
     return SpecIssue(None, None, None, path, message, severity, offset)  # type: ignore[arg-type]
-
-
-def _close(name: str, columns: Iterable[str]) -> str:
-    columns = list(columns)
-    lowered = {c.lower(): c for c in columns}
-    close = difflib.get_close_matches(name.lower(), list(lowered), n=3, cutoff=0.6)
-    if close:
-        return "; did you mean " + " or ".join(f"'{lowered[c]}'" for c in close) + "?"
-    shown = ", ".join(columns[:12]) + (", ..." if len(columns) > 12 else "")
-    return f" (columns: {shown})"
 
 
 def _is_numeric(series: pd.Series) -> bool:
@@ -191,7 +179,7 @@ def _factorize(frame: pd.DataFrame, col: str, spec: Any, rows: np.ndarray, issue
         match = [v for v in order if _same_level(v, spec.reference)]
         if not match:
             shown = ", ".join(str(v) for v in order[:10])
-            hint = _close(str(spec.reference), [str(v) for v in order])
+            hint = close_columns(str(spec.reference), [str(v) for v in order])
             issues.append(_issue(f"{path}.reference", f"reference level {spec.reference!r} of {col!r} is not in "
                                  f"the data after filter and missing values (levels: {shown}){hint if 'did' in hint else ''}"))
             return None
@@ -368,13 +356,13 @@ def prepare(frame: pd.DataFrame, data_spec: DataSpec, models: dict[str, Resolved
                 offset = None
             else:
                 offset = _offset_in_formula(model, col)
-            issues.append(_issue(where, f"column {col!r} not in the data{_close(col, columns)}", offset=offset))
+            issues.append(_issue(where, f"column {col!r} not in the data{close_columns(col, columns)}", offset=offset))
         if not missing:
             usable[name] = model
     for section in ("categorical", "center"):
         for col in getattr(data_spec, section):
             if col not in columns:
-                issues.append(_issue(f"data.{section}.{col}", f"column {col!r} not in the data{_close(col, columns)}"))
+                issues.append(_issue(f"data.{section}.{col}", f"column {col!r} not in the data{close_columns(col, columns)}"))
 
     work = frame.copy()
     source_rows = np.arange(rows)
