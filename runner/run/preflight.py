@@ -223,15 +223,7 @@ def estimate_design(model: str, design: Any, method: str = "ML", fits: int = 1, 
     both = any(b.ncols > 1 for b in rest)
     nnz_s = pairs if both else (pairs + entries) / 2
     nt = int(sum(b.nlevels * b.ncols for b in rest) + p + 1)
-    # stages: tail terms in which every earlier eliminated factor is nested stay block diagonal
-    eliminated = [(c1, l1)]
-    staged = 0
-    for b in rest:
-        codes = np.asarray(b.codes)
-        if not all(_nested_in(c, codes, lv, b.nlevels) for c, lv in eliminated):
-            break
-        staged += b.nlevels * b.ncols
-        eliminated.append((codes, b.nlevels))
+    staged = _staged_columns(c1, l1, rest)
     dense = nt - staged
     random_cols = sum(b.ncols for b in blocks)
     sparse_mb = SPARSE_BYTES * n * (random_cols + p + 1) / MB
@@ -264,14 +256,36 @@ def estimate_design(model: str, design: Any, method: str = "ML", fits: int = 1, 
         Part("sparse columns", sparse_mb, f"the sparse random-effect columns ({n:,} rows)", "fewer rows"),
     ]
     flops = dense ** 3 / 3 + 2 * nnz_s + 4 * dense * nt + l1 * p1 ** 3
+    seconds = _seconds(blocks, n, random_cols + p + 1, pairs, flops, fits, inference_evals)
+    return Estimate(model, memory, parts, seconds=seconds, nt=nt, dense=dense, pairs=int(pairs))
+
+
+def _staged_columns(c1: np.ndarray, l1: int, rest: list[Any]) -> int:
+    """Columns of the tail terms in which every earlier eliminated factor is nested: those
+    stages stay block diagonal (the rest of the tail is dense)."""
+    eliminated = [(c1, l1)]
+    staged = 0
+    for b in rest:
+        codes = np.asarray(b.codes)
+        if not all(_nested_in(c, codes, lv, b.nlevels) for c, lv in eliminated):
+            break
+        staged += b.nlevels * b.ncols
+        eliminated.append((codes, b.nlevels))
+    return staged
+
+
+def _seconds(blocks: list[Any], n: int, columns: int, pairs: float, flops: float, fits: int,
+             inference_evals: int) -> float:
+    """Fit time: set-up per row-column cell and pair, then the criterion evaluations (and the
+    inference step's own set-up and evaluations)."""
     ntheta = sum(len(b.column_names) * (len(b.column_names) + 1) // 2 for b in blocks)
     evals = 40 + 6 * ntheta + 2 * ntheta ** 2
-    setup_s = ROW_SECONDS * n * (random_cols + p + 1) + PAIR_SECONDS * pairs
+    setup_s = ROW_SECONDS * n * columns + PAIR_SECONDS * pairs
     per_eval = flops / FLOPS + EVAL_SECONDS
     seconds = fits * (setup_s + evals * per_eval)
     if inference_evals:
         seconds += setup_s + inference_evals * per_eval
-    return Estimate(model, memory, parts, seconds=seconds, nt=nt, dense=dense, pairs=int(pairs))
+    return seconds
 
 
 def estimate_plan(plan: Any) -> dict[str, Estimate]:
