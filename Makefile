@@ -19,9 +19,10 @@ demo: $(STAMP)
 example: $(STAMP)
 	$(VENV)/bin/mixspec run specs/sleepstudy.yaml --out docs/example --no-cache
 
-# pytest exits 5 when it collected nothing: a broken suite, not a pass.
+# pytest exits 5 when it collected nothing: a broken suite, not a pass. Two workers (pytest-xdist):
+# the machine's two cores; tests use their own tmp folders, caches and ports.
 test: $(STAMP)
-	$(PY) -m pytest -q -m "not slow"; rc=$$?; \
+	$(PY) -m pytest -q -n 2 -m "not slow"; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 # ruff (lint) and mypy (types) over runner/, as configured in pyproject.toml; CI runs it after the tests.
@@ -30,7 +31,7 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 
 test-all: $(STAMP)
-	$(PY) -m pytest -q; rc=$$?; \
+	$(PY) -m pytest -q -n 2; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 bench: $(STAMP)
