@@ -1,4 +1,4 @@
-"""lme4 formula text -> ModelFormula: a small tokenizer and a recursive-descent parser.
+"""lme4 formula text -> ModelFormula: R's tokens (rexpr.tokenize) and a recursive-descent parser.
 
 This module finds the structure lme4 adds to R's formulas (bars, `||`, `a/b` nesting,
 glmmTMB covariance functions); every fixed-effect term, random-effect lhs term and the
@@ -29,55 +29,10 @@ _UNSUPPORTED_HINTS = {
            "homcs() is compound symmetry with one variance and one correlation >= 0, as (1|g) + (1|g:f))"),
 }
 
-_NAME = re.compile(r"[^\W\d][\w.]*")
-_NUMBER = re.compile(r"(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?[jJ]?")
-_OPS2 = ("||", "**", "==", "!=", "<=", ">=", "//")
+_NAME = re.compile(r"[^\W\d][\w.]*")  # a name quote_name leaves bare
 _OPEN = {"(": ")", "[": "]", "{": "}"}
 _CLOSE = {v: k for k, v in _OPEN.items()}
 _BARS = ("|", "||")
-
-
-@dataclass(frozen=True)
-class Token:
-    """One lexeme: kind is name | number | string | op; `pos` indexes the formula text."""
-
-    kind: str
-    text: str
-    pos: int
-
-
-def tokenize(text: str) -> list[Token]:
-    """Split formula text into tokens; backtick-quoted names become name tokens (quotes kept)."""
-    tokens: list[Token] = []
-    i, n = 0, len(text)
-    while i < n:
-        c = text[i]
-        if c.isspace():
-            i += 1
-            continue
-        if m := _NAME.match(text, i):
-            tokens.append(Token("name", m.group(), i))
-            i = m.end()
-        elif c.isdigit() or (c == "." and i + 1 < n and text[i + 1].isdigit()):
-            m = _NUMBER.match(text, i)
-            assert m is not None
-            tokens.append(Token("number", m.group(), i))
-            i = m.end()
-        elif c in "'\"`":
-            j = i + 1
-            while j < n and text[j] != c:
-                j += 2 if text[j] == "\\" and c != "`" else 1
-            if j >= n:
-                what = "quoted name" if c == "`" else "string"
-                raise FormulaError(f"this {what} is never closed (missing {c})", text, i)
-            tokens.append(Token("name" if c == "`" else "string", text[i : j + 1], i))
-            i = j + 1
-        else:
-            two = text[i : i + 2]
-            op = two if two in _OPS2 else c
-            tokens.append(Token("op", op, i))
-            i += len(op)
-    return tokens
 
 
 # A grouping-factor expression: a factor name, (left, right) for `left:right`, or
@@ -175,7 +130,7 @@ class _Parser:
 
     def __init__(self, text: str) -> None:
         self.text = text
-        self.toks = tokenize(text)
+        self.toks = rexpr.tokenize(text, lenient=True)
         self.match: dict[int, int] = {}
         self.depth: list[int] = []
         self.in_call: list[bool] = []  # inside the parentheses of a function call, e.g. I(a | b)
@@ -444,8 +399,8 @@ class _Parser:
                 raise self.error("expected a grouping factor inside '()'", self.pos(hi - 1))
             return (self.interaction(lo + 1, hi - 1),)
         t = self.toks[lo]
-        if hi - lo != 1 or t.kind != "name":
-            bad = lo if t.kind != "name" else lo + 1
+        if hi - lo != 1 or t.kind != "name" or t.text.startswith("."):
+            bad = lo if t.kind != "name" or t.text.startswith(".") else lo + 1
             raise self.error(
                 "a grouping factor must be a column name (or names joined by ':' or '/')", self.pos(bad)
             )

@@ -38,10 +38,13 @@ class Token:
     pos: int
 
 
-def tokenize(text: str, base: int = 0, full_text: str | None = None) -> list[Token]:
+def tokenize(text: str, base: int = 0, full_text: str | None = None, lenient: bool = False) -> list[Token]:
     """Split R expression text into tokens (`**` is read as `^`, as R does).
 
-    `base` is the offset of `text` inside `full_text`, the text errors show.
+    `base` is the offset of `text` inside `full_text`, the text errors show. `lenient` is
+    the formula parser's mode: it only finds bars, brackets and `+`, and hands each term's
+    text back to `parse_expression`, so a character R's grammar rejects becomes a
+    one-character op token here and the error names the term it is in.
     """
     shown = text if full_text is None else full_text
     out: list[Token] = []
@@ -70,15 +73,19 @@ def tokenize(text: str, base: int = 0, full_text: str | None = None) -> list[Tok
             i = j + 1
         elif c == "%":
             m = _SPECIAL.match(text, i)
+            if m is None and lenient:
+                out.append(Token("op", c, base + i))
+                i += 1
+                continue
             if m is None:
                 raise FormulaError("an operator starting with '%' is never closed (e.g. %in%, %%)", shown, base + i)
             out.append(Token("op", m.group(), base + i))
             i = m.end()
         else:
-            op = next((o for o in _OPS if text.startswith(o, i)), None)
+            op = next((o for o in _OPS if text.startswith(o, i)), c if lenient else None)
             if op is None:
                 raise FormulaError(f"unexpected character {c!r}", shown, base + i)
-            out.append(Token("op", "^" if op == "**" else op, base + i))
+            out.append(Token("op", "^" if op == "**" and not lenient else op, base + i))
             i += len(op)
     return out
 
