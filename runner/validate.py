@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from runner.data.errors import DataError
-from runner.data.prepare import PreparedData, count_levels, prepare
+from runner.data.model_checks import count_levels
+from runner.data.prepare import PreparedData, prepare
 from runner.data.sources import load_frame
 from runner.design.build import DesignError, design_for
 from runner.design.model import Design
