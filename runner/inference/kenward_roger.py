@@ -131,28 +131,50 @@ def _trace_zs2z(E: sp.csr_matrix, a1: np.ndarray, CA: np.ndarray, chunk: int = 5
     return total
 
 
-def kenward_roger(state: LmmState) -> KenwardRoger:
-    design = state.design
-    if not state.reml:
-        raise InferenceError("Kenward-Roger needs a REML fit")
-    sw = None if design.weights is None else np.sqrt(design.weights)
-    X = design.X if sw is None else design.X * sw[:, None]
-    Z, where = _z_matrix(state, sw)
-    n, q = Z.shape
-    s2 = state.sigma ** 2
-    covs = varpar.block_covariances(state.problem, state.theta, 1.0)  # T T' per term (lme4 order)
-    # Lambda with Lambda Lambda' = blockdiag(I (x) T T'), from a PSD factor of T T'
+@dataclass
+class _Products:
+    """The Woodbury products of S = I - Z C Z' that pbkrtest forms as n x n matrices."""
+
+    a1: np.ndarray  # Z'SZ
+    b1: np.ndarray  # Z'SX
+    x1: np.ndarray  # X'SX
+    xs2x: np.ndarray  # X'S^2X
+    xs3x: np.ndarray  # X'S^3X
+    zs2x: np.ndarray  # Z'S^2X
+    tr_s2: float  # tr(S^2)
+    tr_e_zs2z: list[float]  # tr(E_r Z'S^2Z) per linear parameter
+
+
+def _lambda(where: list[tuple[int, RandomBlock]], covs: list[np.ndarray]) -> sp.csr_matrix:
+    """Lambda with Lambda Lambda' = blockdiag(I (x) T T'), from a PSD factor of T T'."""
     lam_blocks = []
     for (_off, b), V in zip(where, covs):
         w, U = np.linalg.eigh(V)
         F = U * np.sqrt(np.clip(w, 0.0, None))[None, :]
         lam_blocks.append(sp.kron(sp.identity(b.nlevels), sp.csr_matrix(F)))
-    Lam = sp.block_diag(lam_blocks, format="csr") if lam_blocks else sp.csr_matrix((0, 0))
+    return sp.block_diag(lam_blocks, format="csr") if lam_blocks else sp.csr_matrix((0, 0))
+
+
+def _linear_basis_matrices(where: list[tuple[int, RandomBlock]], q: int,
+                           ) -> tuple[list[sp.csr_matrix], list[tuple[np.ndarray, sp.csr_matrix]]]:
+    """Random linear parameters: E_r (q x q, sparse) per term and basis matrix, with its term's rows."""
+    E, rows = [], []
+    for off, b in where:
+        for EE in _linear_basis(b.covariance, b.ncols):
+            blk = sp.kron(sp.identity(b.nlevels), sp.csr_matrix(EE), format="csr")
+            E.append(sp.block_diag([sp.csr_matrix((off, off)), blk, sp.csr_matrix((q - off - blk.shape[0],) * 2)],
+                                   format="csr"))
+            rows.append((np.arange(off, off + blk.shape[0]), blk))
+    return E, rows
+
+
+def _products(Z: sp.csr_matrix, X: np.ndarray, Lam: sp.csr_matrix, E: list[sp.csr_matrix]) -> _Products:
+    """Every product with S through C = Lambda M^{-1} Lambda', M = I + Lambda' A Lambda (q x q)."""
+    n, q = Z.shape
     A = (Z.T @ Z).toarray()
     Bz = Z.T @ X  # q x p
     XX = X.T @ X
-    # C = Lambda M^{-1} Lambda', M = I + Lambda' A Lambda (q x q; freed as soon as possible)
-    M = np.asarray(Lam.T @ np.asarray(Lam.T @ A).T)
+    M = np.asarray(Lam.T @ np.asarray(Lam.T @ A).T)  # freed as soon as possible
     M[np.diag_indices(q)] += 1.0
     try:
         cho = cho_factor(M, lower=True, overwrite_a=True)
@@ -170,27 +192,22 @@ def kenward_roger(state: LmmState) -> KenwardRoger:
     xs2x = XX - 2 * Bz.T @ CBz + CBz.T @ A @ CBz  # X'S^2X
     xs3x = xs2x - b1.T @ C @ b1  # X'S^3X
     zs2x = b1 - A @ (C @ b1)  # Z'S^2X = (I - AC) Z'SX
-    # random linear parameters: E_r (q x q, sparse) per term and basis matrix, with its term's rows
-    E, rows = [], []
-    for (off, b), _V in zip(where, covs):
-        for EE in _linear_basis(b.covariance, b.ncols):
-            blk = sp.kron(sp.identity(b.nlevels), sp.csr_matrix(EE), format="csr")
-            E.append(sp.block_diag([sp.csr_matrix((off, off)), blk, sp.csr_matrix((q - off - blk.shape[0],) * 2)],
-                                   format="csr"))
-            rows.append((np.arange(off, off + blk.shape[0]), blk))
     tr_s2 = n - 2 * np.trace(CA) + float(np.sum(CA * CA.T))
-    tr_e_zs2z = [_trace_zs2z(e, a1, CA) for e in E]  # tr(E_r Z'S^2Z)
-    del C, A, CA
-    Kzz = a1
+    tr_e_zs2z = [_trace_zs2z(e, a1, CA) for e in E]
+    return _Products(a1, b1, x1, xs2x, xs3x, zs2x, tr_s2, tr_e_zs2z)
+
+
+def _derivatives(S: _Products, E: list[sp.csr_matrix], rows: list[tuple[np.ndarray, sp.csr_matrix]],
+                 s2: float) -> tuple[list[np.ndarray], dict[tuple[int, int], np.ndarray], np.ndarray]:
+    """pbkrtest's P_r, Q_rs and the trace terms K_rs of the expected information."""
+    Kzz = S.a1
     Kzz /= s2  # Z'Sigma^-1 Z (a1 reused in place)
-    Kzx = b1 / s2
-    phi = np.linalg.inv(x1 / s2)
-    phi = (phi + phi.T) / 2
+    Kzx = S.b1 / s2
     k = len(E) + 1
     R = [np.asarray(blk @ Kzz[idx]) for idx, blk in rows]  # the nonzero rows of E_r Z'Sigma^-1 Z
     EKzx = [np.asarray(e @ Kzx) for e in E]
     KEKzx = [Kzz @ x for x in EKzx]
-    P = [-Kzx.T @ ekx for ekx in EKzx] + [-xs2x / s2 ** 2]
+    P = [-Kzx.T @ ekx for ekx in EKzx] + [-S.xs2x / s2 ** 2]
     Q: dict[tuple[int, int], np.ndarray] = {}
     Kt = np.zeros((k, k))
     r_ = len(E)
@@ -198,10 +215,17 @@ def kenward_roger(state: LmmState) -> KenwardRoger:
         for j in range(i, r_):
             Q[i, j] = EKzx[i].T @ KEKzx[j]
             Kt[i, j] = Kt[j, i] = float(np.sum(R[i][:, rows[j][0]] * R[j][:, rows[i][0]].T))
-        Q[i, r_] = EKzx[i].T @ zs2x / s2 ** 2
-        Kt[i, r_] = Kt[r_, i] = tr_e_zs2z[i] / s2 ** 2
-    Q[r_, r_] = xs3x / s2 ** 3
-    Kt[r_, r_] = tr_s2 / s2 ** 2
+        Q[i, r_] = EKzx[i].T @ S.zs2x / s2 ** 2
+        Kt[i, r_] = Kt[r_, i] = S.tr_e_zs2z[i] / s2 ** 2
+    Q[r_, r_] = S.xs3x / s2 ** 3
+    Kt[r_, r_] = S.tr_s2 / s2 ** 2
+    return P, Q, Kt
+
+
+def _adjusted(phi: np.ndarray, P: list[np.ndarray], Q: dict[tuple[int, int], np.ndarray],
+              Kt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """W (twice the inverse expected information) and the adjusted covariance phi + 2 phi U phi."""
+    k = len(P)
     IE2 = np.zeros((k, k))
     for i in range(k):
         PhiPi = phi @ P[i]
@@ -217,7 +241,25 @@ def kenward_roger(state: LmmState) -> KenwardRoger:
     U = U + U.T
     for i in range(k):
         U += W[i, i] * (Q[i, i] - P[i] @ phi @ P[i])
-    phi_adj = phi + 2 * phi @ U @ phi
+    return W, phi + 2 * phi @ U @ phi
+
+
+def kenward_roger(state: LmmState) -> KenwardRoger:
+    """pbkrtest's vcovAdj for a REML fit: the adjusted covariance and what Lb_ddf needs."""
+    design = state.design
+    if not state.reml:
+        raise InferenceError("Kenward-Roger needs a REML fit")
+    sw = None if design.weights is None else np.sqrt(design.weights)
+    X = design.X if sw is None else design.X * sw[:, None]
+    Z, where = _z_matrix(state, sw)
+    s2 = state.sigma ** 2
+    covs = varpar.block_covariances(state.problem, state.theta, 1.0)  # T T' per term (lme4 order)
+    E, rows = _linear_basis_matrices(where, Z.shape[1])
+    S = _products(Z, X, _lambda(where, covs), E)
+    phi = np.linalg.inv(S.x1 / s2)
+    phi = (phi + phi.T) / 2
+    P, Q, Kt = _derivatives(S, E, rows, s2)
+    W, phi_adj = _adjusted(phi, P, Q, Kt)
     if not np.all(np.isfinite(phi_adj)):
         raise InferenceError("Kenward-Roger: the adjusted covariance is not finite")
     return KenwardRoger(phi=state.vcov, phi_adj=phi_adj, P=P, W=W)
