@@ -6,6 +6,8 @@ linear mixed models of either engine (both report lme4's theta); GLMMs keep Wald
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from runner.design.model import Design
@@ -19,6 +21,9 @@ from runner.inference.r2 import variance_shares
 from runner.inference.satterthwaite import Satterthwaite, satterthwaite
 from runner.inference.settings import InferenceRefused, InferenceSettings, check_settings  # noqa: F401 (used by callers)
 from runner.inference.state import InferenceError, LmmState, state_from_fit
+
+if TYPE_CHECKING:
+    from runner.inference.kenward_roger import KenwardRoger  # _apply imports it only when asked for
 
 def _fixed_rows(state: LmmState, fit: Fit, sat: Satterthwaite | None, settings: InferenceSettings,
                 kr: object | None) -> list[FixedEffect]:
@@ -105,6 +110,25 @@ def _apply(design: Design, fit: Fit, settings: InferenceSettings) -> Fit:
         return fit
     warnings: list[FitWarning] = []
     state = state_from_fit(design, fit)
+    sat, kr, p_method = _small_sample_df(design, state, settings, warnings)
+    fixed = _fixed_rows(state, fit, sat, settings, kr)
+    update: dict = dict(fixed_effects=fixed, p_method=p_method, ci_method=settings.ci)
+    update["confint"] = _intervals(design, fit, state, settings, update, warnings)
+    update["anova"], note = _anova(design, state, kr if kr is not None else sat)
+    if note:
+        warnings.append(FitWarning(code="anova", message=note))
+    shares = variance_shares(design, state.beta, varpar.block_covariances(state.problem, state.theta, state.sigma),
+                             state.sigma)
+    update["r2"] = R2(marginal=shares.r2_marginal, conditional=shares.r2_conditional)
+    update["icc"] = ICC(adjusted=shares.icc_adjusted, unadjusted=shares.icc_unadjusted)
+    kept = [w for w in fit.warnings if not (w.code == "few_levels" and p_method != "wald-z")]
+    update["warnings"] = kept + warnings
+    return fit.model_copy(update=update)
+
+
+def _small_sample_df(design: Design, state: LmmState, settings: InferenceSettings, warnings: list[FitWarning],
+                     ) -> tuple[Satterthwaite | None, KenwardRoger | None, str]:
+    """Satterthwaite, then Kenward-Roger when asked; each failure falls back one step, said in a warning."""
     sat = kr = None
     p_method = "wald-z"
     if settings.df != "none":
@@ -127,8 +151,13 @@ def _apply(design: Design, fit: Fit, settings: InferenceSettings) -> Fit:
         except (InferenceError, np.linalg.LinAlgError, ArithmeticError):
             warnings.append(FitWarning(code="kenward_roger", message=(
                 "Unable to compute Kenward-Roger t-test: using Satterthwaite instead")))
-    fixed = _fixed_rows(state, fit, sat, settings, kr)
-    update: dict = dict(fixed_effects=fixed, p_method=p_method, ci_method=settings.ci)
+    return sat, kr, p_method
+
+
+def _intervals(design: Design, fit: Fit, state: LmmState, settings: InferenceSettings, update: dict,
+               warnings: list[FitWarning]) -> list[ConfintRow]:
+    """confint rows: Wald, or profile/bootstrap bounds (also set on update's fixed effects)."""
+    fixed = update["fixed_effects"]
     vnames = varpar.names(state.problem)
     vest = varpar.to_sdcor(state.problem, state.theta, state.sigma)
     confint = variance_rows(vnames, vest) + [
@@ -149,14 +178,4 @@ def _apply(design: Design, fit: Fit, settings: InferenceSettings) -> Fit:
         fixed = [fe.model_copy(update=dict(ci_low=by_name[fe.lme4_name].low, ci_high=by_name[fe.lme4_name].high))
                  for fe in fixed]
         update["fixed_effects"] = fixed
-    update["confint"] = confint
-    update["anova"], note = _anova(design, state, kr if kr is not None else sat)
-    if note:
-        warnings.append(FitWarning(code="anova", message=note))
-    shares = variance_shares(design, state.beta, varpar.block_covariances(state.problem, state.theta, state.sigma),
-                             state.sigma)
-    update["r2"] = R2(marginal=shares.r2_marginal, conditional=shares.r2_conditional)
-    update["icc"] = ICC(adjusted=shares.icc_adjusted, unadjusted=shares.icc_unadjusted)
-    kept = [w for w in fit.warnings if not (w.code == "few_levels" and p_method != "wald-z")]
-    update["warnings"] = kept + warnings
-    return fit.model_copy(update=update)
+    return confint
