@@ -22,7 +22,8 @@ from runner.design.grouping import group_factor
 from runner.design.model import Design, DesignWarning, FixedColumn, RandomBlock
 from runner.design.model_matrix import ModelMatrix, materialize, model_matrix
 from runner.formula import rexpr, rterms
-from runner.formula.evaluate import Block, EvalError, State, evaluate
+from runner.formula.evaluate import State, evaluate
+from runner.formula.values import Block, EvalError
 from runner.formula.model import ModelFormula, RandomTerm
 
 

@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 
 from runner.formula.contrasts import contrast_matrix
-from runner.formula.evaluate import Block, EvalError, Factor, State, evaluate
+from runner.formula.evaluate import State, evaluate
+from runner.formula.values import Block, EvalError, Factor
 from runner.formula.rterms import Terms
 
 

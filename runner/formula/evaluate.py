@@ -12,7 +12,6 @@ JSON-serializable dict, so new data is evaluated with the same parameters.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 from collections.abc import Callable
 
@@ -21,7 +20,10 @@ import pandas as pd
 
 from runner.formula.functions import canonical_function, contrast_of
 from runner.formula.poly import poly_coefs, poly_predict
-from runner.formula.rexpr import CONSTANTS, Binary, Call, Name, Node, Num, Paren, Str, Unary, deparse, format_number
+from runner.formula.rexpr import CONSTANTS, Binary, Call, Name, Node, Num, Paren, Str, Unary, deparse
+from runner.formula.values import Block, EvalError, Factor, as_variable, coded, level_label, relevel
+
+__all__ = ["Block", "EvalError", "Evaluator", "Factor", "State", "evaluate", "level_label"]
 
 State = dict[str, Any]
 MAX_DEGREE = 25  # poly(): beyond this the columns are numerically meaningless (and a huge degree is a DoS)
@@ -30,48 +32,6 @@ _UNARY_FUNCS: dict[str, Callable[[Any], np.ndarray]] = {  # numpy ufuncs: arrays
     "log2": np.log2, "log10": np.log10, "log1p": np.log1p, "exp": np.exp, "expm1": np.expm1, "sqrt": np.sqrt,
     "abs": np.abs,
 }
-
-
-@dataclass
-class Factor:
-    """A factor on n rows: codes into `levels` (-1 = missing) and how it is coded."""
-
-    codes: np.ndarray
-    levels: list[str]
-    contrast: str = "treatment"
-    base: int = 0  # 0-based reference level for treatment contrasts
-    logical: bool = False  # from TRUE/FALSE values: levels stay FALSE, TRUE (as R's model.matrix)
-    numbered: bool = False  # treatment columns named by level number (R's C(f, contr.treatment, base = 2))
-
-    def __len__(self) -> int:
-        return len(self.codes)
-
-
-@dataclass
-class Block:
-    """A numeric variable: n x k values and the suffix each column adds to the name."""
-
-    values: np.ndarray
-    suffixes: list[str]
-
-
-class EvalError(ValueError):
-    """The data cannot give a variable's values (wrong type, NaN from a transform).
-
-    `term` is the variable's label when known, so a message can point at it in the formula."""
-
-    def __init__(self, message: str, term: str | None = None) -> None:
-        super().__init__(message)
-        self.term = term
-
-
-def level_label(value: Any) -> str:
-    """A level as R's as.character writes it (1, 2, 10, 0.5, 1e+05)."""
-    if isinstance(value, (bool, np.bool_)):
-        return "TRUE" if value else "FALSE"
-    if isinstance(value, (int, float, np.integer, np.floating)):
-        return format_number(float(value))
-    return str(value)
 
 
 class Evaluator:
@@ -111,7 +71,7 @@ class Evaluator:
             return s.to_numpy(dtype=float, na_value=np.nan)
         values = s.to_numpy(dtype=object)  # text: a factor with levels in code-point order
         labels = np.asarray([v if isinstance(v, str) else None for v in values], dtype=object)
-        f = _coded(labels, sorted({v for v in labels if v is not None}))
+        f = coded(labels, sorted({v for v in labels if v is not None}))
         f.contrast = self.contrasts.get(name, "treatment")
         return f
 
@@ -266,7 +226,7 @@ class Evaluator:
             if ref_node is None:
                 raise self.fail(f"relevel() needs ref = the reference level in {what}")
             ref = self.value(ref_node)
-            return self.relevel(f, ref, what)
+            return relevel(f, ref, what)
         if fn == "C":
             return self.contrast_call(node, kw, what)
         if fn == "cbind":
@@ -357,7 +317,7 @@ class Evaluator:
                 [None if isinstance(x, float) and math.isnan(x) else level_label(x)
                  for x in np.asarray(self.numeric(v, f"'{key}'"), dtype=float)], dtype=object) \
                 if not (isinstance(v, np.ndarray) and v.dtype == bool) else np.where(v, "TRUE", "FALSE")
-            return _coded(np.asarray(labels, dtype=object), self.remember(key, lambda: {"levels": fixed})["levels"])
+            return coded(np.asarray(labels, dtype=object), self.remember(key, lambda: {"levels": fixed})["levels"])
         if isinstance(v, Factor):
             used = np.unique(v.codes[v.codes >= 0])  # factor(f) drops unused levels, keeps their order
             levels = [v.levels[int(j)] for j in used]
@@ -381,30 +341,14 @@ class Evaluator:
     def learned_levels(self, key: str, present: list[str], levels: list[str], codes: np.ndarray) -> Factor:
         order = self.remember(key, lambda: {"levels": present})["levels"]
         lv = np.asarray(levels + [None], dtype=object)
-        return _coded(lv[np.where(codes < 0, len(levels), codes)], order)
+        return coded(lv[np.where(codes < 0, len(levels), codes)], order)
 
     def from_labels(self, key: str, values: np.ndarray, fixed: list[str] | None = None) -> Factor:
         present = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
         labels = np.asarray([None if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)
                              for v in values], dtype=object)
         levels = self.remember(key, lambda: {"levels": fixed or sorted({str(v) for v in present})})["levels"]
-        return _coded(labels, levels)
-
-    def relevel(self, f: Factor, ref: Any, what: str) -> Factor:
-        if isinstance(ref, float) and not isinstance(ref, bool):
-            i = int(ref) - 1
-            if ref != int(ref) or not 0 <= i < len(f.levels):
-                raise self.fail(f"ref = {format_number(ref)} in {what} is not a level number (1..{len(f.levels)})")
-        else:
-            label = str(ref)
-            if label not in f.levels:
-                raise self.fail(f"'{label}' is not a level of the factor in {what} (levels: {', '.join(f.levels[:10])})")
-            i = f.levels.index(label)
-        order = [i] + [j for j in range(len(f.levels)) if j != i]
-        remap = np.empty(len(f.levels), dtype=np.int64)
-        remap[order] = np.arange(len(order))
-        codes = np.where(f.codes < 0, -1, remap[np.maximum(f.codes, 0)])
-        return Factor(codes, [f.levels[j] for j in order], "treatment", 0)
+        return coded(labels, levels)
 
     def contrast_call(self, node: Call, kw: dict[str, Node], what: str) -> Factor:
         v = self.value(node.args[0])
@@ -429,23 +373,6 @@ class Evaluator:
             # R calls contr.treatment(nlevels, base = b): its columns are named by level number
             return Factor(f.codes, f.levels, kind, int(b) - 1, numbered=True)
         return Factor(f.codes, f.levels, kind, base, numbered=numbered)
-
-
-def _coded(labels: np.ndarray, levels: list[str]) -> Factor:
-    """Codes of text labels among `levels` (-1 for missing or unknown)."""
-    codes = pd.Index(list(levels), dtype=object).get_indexer(pd.Index(labels, dtype=object))
-    return Factor(np.asarray(codes, dtype=np.int64), list(levels))
-
-
-def as_variable(value: Any, label: str) -> Block | Factor:
-    """A final value as a model-frame variable: numbers are a block, logicals a factor (FALSE, TRUE)."""
-    if isinstance(value, (Block, Factor)):
-        return value
-    if isinstance(value, np.ndarray) and value.ndim == 1:
-        if value.dtype == bool:
-            return Factor(value.astype(np.int64), ["FALSE", "TRUE"], logical=True)
-        return Block(value.astype(float)[:, None], [""])
-    raise EvalError(f"'{label}' is a constant, not a variable; a term needs one value per row")
 
 
 def evaluate(node: Node, frame: pd.DataFrame, state: State, learning: bool = False,
