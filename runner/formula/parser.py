@@ -1,4 +1,4 @@
-"""lme4 formula text -> ModelFormula: R's tokens (rexpr.tokenize) and a recursive-descent parser.
+"""lme4 formula text -> ModelFormula: R's tokens (rtokens.tokenize) and a recursive-descent parser.
 
 This module finds the structure lme4 adds to R's formulas (bars, `||`, `a/b` nesting,
 glmmTMB covariance functions); every fixed-effect term, random-effect lhs term and the
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Union
 
-from runner.formula import rexpr, rterms
+from runner.formula import rexpr, rterms, rtokens
 from runner.formula.errors import FormulaError
 from runner.formula.functions import check as check_functions
 from runner.covariance import GLMMTMB_FUNCTIONS, Covariance
@@ -130,7 +130,7 @@ class _Parser:
 
     def __init__(self, text: str) -> None:
         self.text = text
-        self.toks = rexpr.tokenize(text, lenient=True)
+        self.toks = rtokens.tokenize(text, lenient=True)
         self.match: dict[int, int] = {}
         self.depth: list[int] = []
         self.in_call: list[bool] = []  # inside the parentheses of a function call, e.g. I(a | b)

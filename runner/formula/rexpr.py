@@ -1,4 +1,4 @@
-"""R expressions: a tokenizer, a precedence-climbing parser and R's `deparse`.
+"""R expressions: a precedence-climbing parser over `rtokens`' tokens, and R's `deparse`.
 
 Formula terms, responses and random-effect left sides are R expressions. They are
 parsed here into a small tree of frozen dataclasses and never handed to Python's
@@ -15,80 +15,9 @@ import re
 from dataclasses import dataclass, field
 
 from runner.formula.errors import FormulaError
+from runner.formula.rtokens import CONSTANTS, LITERALS, R_NAME, RESERVED, Token, tokenize
 
-_NAME = re.compile(r"(?:[^\W\d]|\.(?!\d))[\w.]*")
-_R_NAME = re.compile(r"(?:[^\W\d_]|\.(?!\d))[\w.]*")
-_NUMBER = re.compile(r"(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?L?")
-_SPECIAL = re.compile(r"%[^%\n]*%")
-_OPS = ("**", "&&", "||", "==", "!=", "<=", ">=", "+", "-", "*", "/", "^", ":", "(", ")", ",", "=",
-        "<", ">", "!", "&", "|", "~")
-# R's reserved words that are constants when they stand alone.
-CONSTANTS = {"TRUE": True, "FALSE": False, "T": True, "F": False}
-_LITERALS = frozenset({"TRUE", "FALSE", "NULL", "Inf", "NaN", "NA", "NA_integer_", "NA_real_", "NA_character_"})
-_RESERVED = frozenset({"if", "else", "repeat", "while", "function", "for", "next", "break", "TRUE",
-                       "FALSE", "NULL", "Inf", "NaN", "NA", "NA_integer_", "NA_real_", "NA_character_", "in"})
-
-
-@dataclass(frozen=True)
-class Token:
-    """One lexeme: kind is name | number | string | op; `pos` indexes the text."""
-
-    kind: str
-    text: str
-    pos: int
-
-
-def tokenize(text: str, base: int = 0, full_text: str | None = None, lenient: bool = False) -> list[Token]:
-    """Split R expression text into tokens (`**` is read as `^`, as R does).
-
-    `base` is the offset of `text` inside `full_text`, the text errors show. `lenient` is
-    the formula parser's mode: it only finds bars, brackets and `+`, and hands each term's
-    text back to `parse_expression`, so a character R's grammar rejects becomes a
-    one-character op token here and the error names the term it is in.
-    """
-    shown = text if full_text is None else full_text
-    out: list[Token] = []
-    i, n = 0, len(text)
-    while i < n:
-        c = text[i]
-        if c.isspace():
-            i += 1
-            continue
-        if m := _NAME.match(text, i):
-            out.append(Token("name", m.group(), base + i))
-            i = m.end()
-        elif c.isdigit() or (c == "." and i + 1 < n and text[i + 1].isdigit()):
-            m = _NUMBER.match(text, i)
-            assert m is not None
-            out.append(Token("number", m.group(), base + i))
-            i = m.end()
-        elif c in "'\"`":
-            j = i + 1
-            while j < n and text[j] != c:
-                j += 2 if text[j] == "\\" and c != "`" else 1
-            if j >= n:
-                what = "quoted name" if c == "`" else "string"
-                raise FormulaError(f"this {what} is never closed (missing {c})", shown, base + i)
-            out.append(Token("name" if c == "`" else "string", text[i: j + 1], base + i))
-            i = j + 1
-        elif c == "%":
-            m = _SPECIAL.match(text, i)
-            if m is None and lenient:
-                out.append(Token("op", c, base + i))
-                i += 1
-                continue
-            if m is None:
-                raise FormulaError("an operator starting with '%' is never closed (e.g. %in%, %%)", shown, base + i)
-            out.append(Token("op", m.group(), base + i))
-            i = m.end()
-        else:
-            op = next((o for o in _OPS if text.startswith(o, i)), c if lenient else None)
-            if op is None:
-                raise FormulaError(f"unexpected character {c!r}", shown, base + i)
-            out.append(Token("op", "^" if op == "**" and not lenient else op, base + i))
-            i += len(op)
-    return out
-
+__all__ = ["CONSTANTS", "Token", "tokenize"]  # the tokenizer's names, as before it had its own module
 
 # ----------------------------------------------------------------------------- the tree
 
@@ -327,7 +256,7 @@ _SPACED = {"+", "-", "*", "==", "!=", "<", ">", "<=", ">=", "&", "&&", "|", "||"
 
 def syntactic(name: str) -> bool:
     """R's rule for a name that needs no backticks."""
-    return bool(_R_NAME.fullmatch(name)) and name not in _RESERVED
+    return bool(R_NAME.fullmatch(name)) and name not in RESERVED
 
 
 def quote(name: str) -> str:
@@ -376,7 +305,7 @@ def deparse(node: Node) -> str:
     if isinstance(node, Str):
         return _string(node.value)
     if isinstance(node, Name):
-        return node.name if node.name in _LITERALS else quote(node.name)
+        return node.name if node.name in LITERALS else quote(node.name)
     if isinstance(node, Paren):
         return f"({deparse(node.inner)})"
     if isinstance(node, Unary):
