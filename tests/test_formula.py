@@ -29,7 +29,7 @@ from runner.formula import (
     slope_variables,
     structured_formula,
 )
-from runner.formula.parser import random_term
+from runner.formula.expand import random_term
 
 REFERENCE = Path(__file__).parent / "reference"
 

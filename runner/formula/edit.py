@@ -10,7 +10,8 @@ import difflib
 from dataclasses import replace
 
 from runner.formula.model import ModelFormula, RandomTerm
-from runner.formula.parser import Rhs, canonical_text, parse_rhs, term_labels
+from runner.formula.expand import canonical_text, term_labels
+from runner.formula.parser import Rhs, parse_rhs
 from runner.formula.render import render_random, render_random_terms
 
 

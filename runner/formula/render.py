@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from runner.formula.model import ModelFormula, RandomTerm
 from runner.covariance import FUNCTION_OF_COVARIANCE
-from runner.formula.parser import expand_double_bar, quote_name
+from runner.formula.expand import expand_double_bar, quote_name
 
 
 def render_group(term: RandomTerm) -> str:

@@ -14,7 +14,8 @@ from typing import Any
 
 from runner.covariance import COVARIANCES, FUNCTION_OF_COVARIANCE
 from runner.formula.model import ModelFormula
-from runner.formula.parser import GroupExpr, deparse_group, parse_formula, parse_group_chain
+from runner.formula.expand import GroupExpr, deparse_group
+from runner.formula.parser import parse_formula, parse_group_chain
 
 _KEYS = ("group", "within", "terms", "covariance")
 
