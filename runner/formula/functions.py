@@ -80,79 +80,93 @@ def check(node: Node, text: str, where: str = "term", response: bool = False, of
     `offsets`: offset() may stand as a term (the fixed part), reached only through formula
     operators (`x + offset(log(n))`).
     """
-    def bad(message: str, at: Node) -> FormulaError:
-        return FormulaError(message, text, at.pos)
+    _Checker(text, where, response, offsets).walk(node, True)
 
-    def walk(n: Node, top: bool) -> None:
+
+class _Checker:
+    """One walk of an expression tree for `check`; `top` is True while only formula operators are above."""
+
+    def __init__(self, text: str, where: str, response: bool, offsets: bool) -> None:
+        self.text, self.where, self.response, self.offsets = text, where, response, offsets
+
+    def bad(self, message: str, at: Node) -> FormulaError:
+        return FormulaError(message, self.text, at.pos)
+
+    def walk(self, n: Node, top: bool) -> None:
         if isinstance(n, (Num, Str)):
             return
         if isinstance(n, Name):
             if n.name == ".":
-                raise bad("'.' (all other columns) needs the data; list the terms instead", n)
+                raise self.bad("'.' (all other columns) needs the data; list the terms instead", n)
             return
         if isinstance(n, Paren):
-            walk(n.inner, top)
+            self.walk(n.inner, top)
             return
         if isinstance(n, Unary):
-            walk(n.operand, top and n.op in "+-" and not response)
+            self.walk(n.operand, top and n.op in "+-" and not self.response)
             return
         if isinstance(n, Binary):
             if n.op.startswith("%") and n.op not in ("%%", "%/%", "%in%"):
-                raise bad(f"unknown operator {n.op}; supported: %% %/% %in%", n)
-            term_op = top and n.op in _FORMULA_OPS and not response
-            walk(n.left, term_op)
-            walk(n.right, term_op)
+                raise self.bad(f"unknown operator {n.op}; supported: %% %/% %in%", n)
+            term_op = top and n.op in _FORMULA_OPS and not self.response
+            self.walk(n.left, term_op)
+            self.walk(n.right, term_op)
             return
         assert isinstance(n, Call)
+        self.call(n, top)
+
+    def call(self, n: Call, top: bool) -> None:
         fn = canonical_function(n.fn)
         if fn == "offset":
-            if not (offsets and top):
-                raise bad("offset() must stand alone as a term of the fixed part, e.g. y ~ x + offset(log(n))", n)
+            if not (self.offsets and top):
+                raise self.bad("offset() must stand alone as a term of the fixed part, e.g. y ~ x + offset(log(n))", n)
             if len(n.args) != 1 or n.kwargs:
-                raise bad("offset() takes one expression, e.g. offset(log(exposure))", n)
-            walk(n.args[0], False)
+                raise self.bad("offset() takes one expression, e.g. offset(log(exposure))", n)
+            self.walk(n.args[0], False)
             return
-        if fn == "cbind" and not (response and top):
-            raise bad("cbind() is only for a binomial response: cbind(successes, failures) ~ ...", n)
+        if fn == "cbind" and not (self.response and top):
+            raise self.bad("cbind() is only for a binomial response: cbind(successes, failures) ~ ...", n)
         if fn == "c":
             for a in n.args:
                 if not isinstance(a, (Num, Str)) and not (isinstance(a, Unary) and isinstance(a.operand, Num)):
-                    raise bad("c() may only list numbers or strings", a)
+                    raise self.bad("c() may only list numbers or strings", a)
             return
-        if fn not in _SIGNATURES:
-            hint = _NOT_YET.get(n.fn)
-            what = f"{hint}; " if hint else ""
-            raise bad(f"unknown function {n.fn}() in {where} '{deparse(n)}': {what}supported: {SUPPORTED}", n)
-        lo, hi, keys = _SIGNATURES[fn]
-        if not lo <= len(n.args) <= hi or len(n.args) + len(n.kwargs) > max(hi, 1 + len(keys)):
-            raise bad(f"{n.fn}() takes {lo if lo == hi else f'{lo} to {hi}'} argument"
-                      f"{'s' if hi > 1 else ''} here: '{deparse(n)}'", n)
-        for key, _ in n.kwargs:
-            if key not in keys:
-                allowed = ", ".join(keys) or "none"
-                raise bad(f"{n.fn}() has no argument '{key}' (allowed: {allowed})", n)
+        self.signature(n, fn)
         if fn == "C":
             contr = n.args[1] if len(n.args) > 1 else dict(n.kwargs).get("contr")
             if contr is not None:
-                contrast_of(contr, lambda m: bad(m, contr))
-            constants(n, 2)
+                contrast_of(contr, lambda m: self.bad(m, contr))
+            self.constants(n, 2)
             for a in n.args[:1]:
-                walk(a, False)
+                self.walk(a, False)
             return
         if fn in DATA_ARGS:
-            constants(n, DATA_ARGS[fn])
+            self.constants(n, DATA_ARGS[fn])
         for a in (*n.args, *(v for _, v in n.kwargs)):
-            walk(a, False)
+            self.walk(a, False)
 
-    def constants(n: Call, first: int) -> None:
+    def signature(self, n: Call, fn: str) -> None:
+        """A known function, called with as many arguments and such keywords as it takes."""
+        if fn not in _SIGNATURES:
+            hint = _NOT_YET.get(n.fn)
+            what = f"{hint}; " if hint else ""
+            raise self.bad(f"unknown function {n.fn}() in {self.where} '{deparse(n)}': {what}supported: {SUPPORTED}", n)
+        lo, hi, keys = _SIGNATURES[fn]
+        if not lo <= len(n.args) <= hi or len(n.args) + len(n.kwargs) > max(hi, 1 + len(keys)):
+            raise self.bad(f"{n.fn}() takes {lo if lo == hi else f'{lo} to {hi}'} argument"
+                           f"{'s' if hi > 1 else ''} here: '{deparse(n)}'", n)
+        for key, _ in n.kwargs:
+            if key not in keys:
+                allowed = ", ".join(keys) or "none"
+                raise self.bad(f"{n.fn}() has no argument '{key}' (allowed: {allowed})", n)
+
+    def constants(self, n: Call, first: int) -> None:
         """Arguments from position `first` on, and keyword ones (but contr), must be constants."""
         named = [(f"{i + 1}", a) for i, a in enumerate(n.args[first:], start=first)]
         for what, a in named + [(f"'{k}'", a) for k, a in n.kwargs if k != "contr"]:
             if not constant(a):
-                raise bad(f"argument {what} of {n.fn}() must be a constant (a number, a string, TRUE or "
-                          f"FALSE), not a column: '{deparse(a)}'", a)
-
-    walk(node, True)
+                raise self.bad(f"argument {what} of {n.fn}() must be a constant (a number, a string, TRUE or "
+                               f"FALSE), not a column: '{deparse(a)}'", a)
 
 
 def contrast_of(node: Node, bad: Callable[[str], Exception]) -> tuple[str, str | None, bool]:
