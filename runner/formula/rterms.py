@@ -91,6 +91,10 @@ class _Encoder:
             raise self.error(f"'{deparse(node)}' is not a formula term: wrap a condition in I(), "
                              f"e.g. I({deparse(node)})", node)
         assert isinstance(node, Binary)
+        return self.binary(node)
+
+    def binary(self, node: Binary) -> tuple[list[Term], bool | None]:
+        """R's formula operators: `+`, `-`, `:`, `*`, `/`, `%in%` and `^` on terms."""
         op = node.op
         if op == "+":
             lt, li = self.encode(node.left)
