@@ -10,7 +10,6 @@ message: passwords are redacted everywhere here.
 
 from __future__ import annotations
 
-import difflib
 import importlib.resources
 import io
 import os
@@ -27,6 +26,7 @@ from runner.data.files import (ENV_URL_VARS, allowed_url_envs, check_parquet, ch
 from runner.data.sql import query_problem, read_duckdb, read_sqlite, spec_url_problem, table_query, url_file
 from runner.spec.errors import SpecIssue
 from runner.spec.models import DataSpec, SqlSource
+from runner.spec.validation_issues import suggest
 
 _READERS = {".csv": "csv", ".txt": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet",
             ".xlsx": "xlsx", ".xlsm": "xlsx"}
@@ -53,9 +53,7 @@ def load_example(name: str) -> pd.DataFrame:
     names = example_names()
     key = name.strip().lower()
     if key not in names:
-        close = difflib.get_close_matches(key, list(names), n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
-        raise _fail("data.example", f"unknown example {name!r}{hint} (available: {', '.join(sorted(names))})")
+        raise _fail("data.example", f"unknown example {name!r}{suggest(key, names)} (available: {', '.join(sorted(names))})")
     resource = importlib.resources.files("runner.data") / "examples" / names[key]
     with importlib.resources.as_file(resource) as file:
         return pd.read_csv(file)
