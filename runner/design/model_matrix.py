@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from runner.design.coding import contrast_codings
 from runner.formula.contrasts import contrast_matrix
 from runner.formula.evaluate import State, evaluate
 from runner.formula.values import Block, EvalError, Factor
@@ -117,27 +118,6 @@ def _drop_unused(f: Factor) -> Factor:
     return Factor(remap[f.codes], [f.levels[j] for j in keep], f.contrast, base, numbered=f.numbered)
 
 
-def _codings(terms: Terms, values: dict[int, Block | Factor]) -> list[dict[int, bool]]:
-    """Per term: factor variable -> True when coded by contrasts, False for all indicators."""
-    sets = [frozenset(t) for t in terms.terms]
-    out: list[dict[int, bool]] = []
-    for j, t in enumerate(terms.terms):
-        code: dict[int, bool] = {}
-        for v in t:
-            if not isinstance(values[v], Factor):
-                continue
-            rest = sets[j] - {v}
-            code[v] = not rest or any(rest <= sets[k] for k in range(j))
-        out.append(code)
-    if not terms.intercept:
-        for j, t in enumerate(terms.terms):
-            first = next((v for v in t if isinstance(f := values[v], Factor) and len(f.levels) > 1), None)
-            if first is not None:
-                out[j][first] = False
-                break
-    return out
-
-
 def _variable_columns(label: str, value: Block | Factor, contrasted: bool | None
                       ) -> tuple[np.ndarray, list[str], list[str | None]]:
     """(n x k, names, level per column) of one variable within a term."""
@@ -173,7 +153,9 @@ def model_matrix(terms: Terms, values: dict[int, Block | Factor], nrows: int | N
     if terms.intercept:
         blocks.append(np.ones((n if n is not None else 0, 1)))
         columns.append(Column("(Intercept)", None, None))
-    for t, coding in zip(terms.terms, _codings(terms, values)):
+    codings = contrast_codings(terms.terms, lambda v: len(f.levels) if isinstance(f := values[v], Factor) else None,
+                               terms.intercept)
+    for t, coding in zip(terms.terms, codings):
         mat: np.ndarray | None = None
         names: list[str] = []
         levels: list[list[str]] = []

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from runner.design.coding import contrast_codings
 from runner.distributions import f_sf
 
 from runner.fit import AnovaRow
@@ -52,26 +53,6 @@ def _term_matrix(term: Term, s: TermStructure, coding: dict[str, bool]) -> tuple
     return mat, keys
 
 
-def _codings(s: TermStructure) -> list[dict[str, bool]]:
-    """Per term: factor -> coded by contrasts (True) or by all indicators (R's model.c)."""
-    sets = [frozenset(t.variables) for t in s.terms]
-    out = []
-    for j, t in enumerate(s.terms):
-        code = {}
-        for v in t.variables:
-            if s.variables[v].is_factor:
-                rest = sets[j] - {v}
-                code[v] = not rest or any(rest <= sets[k] for k in range(j))
-        out.append(code)
-    if not s.intercept:
-        for j, t in enumerate(s.terms):
-            first = next((v for v in t.variables if s.variables[v].is_factor and s.variables[v].nlevels > 1), None)
-            if first is not None:
-                out[j][first] = False
-                break
-    return out
-
-
 def _contained_in(s: TermStructure) -> dict[str, list[str]]:
     """lmerTest's containment: T1 is in T2 when T2 has all of T1's variables and more, and
     the same covariates."""
@@ -92,7 +73,8 @@ def type3_contrasts(s: TermStructure, X: np.ndarray) -> dict[str, np.ndarray]:
     if p <= 1 or len(s.terms) <= 1:
         return _type1(s, X)
     n = X.shape[0]
-    codings = _codings(s)
+    codings = contrast_codings([t.variables for t in s.terms],
+                               lambda v: s.variables[v].nlevels if s.variables[v].is_factor else None, s.intercept)
     # X in treatment coding and the over-parameterized rdX, with keys to match their columns
     xt_blocks: list[np.ndarray] = []
     xt_keys: list[tuple[Any, ...]] = []

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from runner.design.model import Design
+from runner.design.naming import split_top_level
 
 
 @dataclass
@@ -48,19 +49,7 @@ class TermStructure:
 
 def split_label(label: str) -> tuple[str, ...]:
     """`age:sex` -> (age, sex), splitting only at top-level colons (not inside I(a:b))."""
-    out, depth, cur = [], 0, ""
-    for ch in label:
-        if ch in "([{":
-            depth += 1
-        elif ch in ")]}":
-            depth -= 1
-        if ch == ":" and depth == 0:
-            out.append(cur)
-            cur = ""
-        else:
-            cur += ch
-    out.append(cur)
-    return tuple(x.strip() for x in out)
+    return tuple(x.strip() for x in split_top_level(label))
 
 
 def _decode_factor(block: np.ndarray, info: dict) -> np.ndarray | None:
