@@ -8,6 +8,7 @@ also at theta = 0 (where numDeriv steps by `eps` through the boundary).
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 
@@ -26,6 +27,16 @@ def _richardson(a: np.ndarray, r: int, v: float = 2.0) -> np.ndarray:
     return a[0]
 
 
+def _extrapolated(difference: Callable[[np.ndarray], float], h0: np.ndarray, r: int, v: float) -> float:
+    """`difference` at steps h0, h0/v, h0/v^2, ... (r of them), Richardson-extrapolated."""
+    h = h0.copy()
+    approx = np.zeros(r)
+    for k in range(r):
+        approx[k] = difference(h)
+        h = h / v
+    return float(_richardson(approx, r))
+
+
 def hessian(func: Callable[[np.ndarray], float], x: np.ndarray, d: float = 0.1, eps: float = 1e-4,
             r: int = 4, v: float = 2.0) -> np.ndarray:
     """numDeriv::hessian (genD): diagonal from central second differences, off-diagonal
@@ -35,27 +46,25 @@ def hessian(func: Callable[[np.ndarray], float], x: np.ndarray, d: float = 0.1, 
     f0 = func(x)
     h0 = _steps(x, d, eps)
     hdiag = np.zeros(n)
+
+    def step(h: np.ndarray, *axes: int) -> np.ndarray:
+        e = np.zeros(n)
+        e[list(axes)] = h[list(axes)]
+        return e
+
+    def second(i: int, h: np.ndarray) -> float:  # central second difference along i
+        return (func(x + step(h, i)) - 2 * f0 + func(x - step(h, i))) / h[i] ** 2
+
+    def cross(i: int, j: int, h: np.ndarray) -> float:  # the two-coordinate step minus the diagonal terms
+        return ((func(x + step(h, i, j)) - 2 * f0 + func(x - step(h, i, j)) - hdiag[i] * h[i] ** 2
+                 - hdiag[j] * h[j] ** 2) / (2 * h[i] * h[j]))
+
     for i in range(n):
-        h = h0.copy()
-        approx = np.zeros(r)
-        for k in range(r):
-            e = np.zeros(n)
-            e[i] = h[i]
-            approx[k] = (func(x + e) - 2 * f0 + func(x - e)) / h[i] ** 2
-            h = h / v
-        hdiag[i] = _richardson(approx, r)
+        hdiag[i] = _extrapolated(partial(second, i), h0, r, v)
     H = np.diag(hdiag)
     for i in range(n):
         for j in range(i):
-            h = h0.copy()
-            approx = np.zeros(r)
-            for k in range(r):
-                e = np.zeros(n)
-                e[i], e[j] = h[i], h[j]
-                approx[k] = ((func(x + e) - 2 * f0 + func(x - e) - hdiag[i] * h[i] ** 2 - hdiag[j] * h[j] ** 2)
-                             / (2 * h[i] * h[j]))
-                h = h / v
-            H[i, j] = H[j, i] = _richardson(approx, r)
+            H[i, j] = H[j, i] = _extrapolated(partial(cross, i, j), h0, r, v)
     return H
 
 
