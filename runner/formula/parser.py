@@ -155,6 +155,12 @@ class _Parser:
         pieces.append((sign, start, hi))
         return pieces
 
+    def intercept_term(self, sign: str, lo: int, hi: int) -> bool | None:
+        """A term `1` or `0` (with its sign) sets the intercept: whether there is one; None for other terms."""
+        if hi - lo == 1 and self.toks[lo].text in ("0", "1"):
+            return (self.toks[lo].text == "1") == (sign == "+")
+        return None
+
     # -- grammar -----------------------------------------------------------------
     def formula(self) -> ModelFormula:
         if not self.toks:
@@ -186,8 +192,8 @@ class _Parser:
         intercept: bool | None = None
         random: list[RandomTerm] = []
         for sign, a, b in self.split_terms(lo, hi):
-            if b - a == 1 and self.toks[a].text in ("0", "1"):
-                intercept = (self.toks[a].text == "1") == (sign == "+")
+            if (sets := self.intercept_term(sign, a, b)) is not None:
+                intercept = sets
                 continue
             bar_term = self.random_terms(a, b)
             if bar_term is not None:
@@ -272,8 +278,8 @@ class _Parser:
         intercept = True
         terms: list[str] = []
         for sign, a, b in self.split_terms(lo, hi):
-            if b - a == 1 and self.toks[a].text in ("0", "1"):
-                intercept = (self.toks[a].text == "1") == (sign == "+")
+            if (sets := self.intercept_term(sign, a, b)) is not None:
+                intercept = sets
                 continue
             if sign == "-":
                 raise self.error("only the intercept can be removed with '-' (write 0 + x)", self.pos(a - 1))
