@@ -123,6 +123,7 @@ MIXSPEC_STEPS = textwrap.dedent("""
     arrays = {{}}
     if breakdown:
         from runner.engines.lme import structure as st
+        from runner.engines.lme.update import update_matrix
         blocks = design.blocks
         q = [b.nlevels * b.ncols for b in blocks]
         order = sorted(range(len(blocks)), key=lambda i: -q[i])
@@ -135,7 +136,7 @@ MIXSPEC_STEPS = textwrap.dedent("""
         A_tt = step("A_tt dense (nt x nt)", lambda: (tail.T @ tail).toarray())
         A_t1 = step("A_t1 (sparse)", lambda: (tail.T @ Z1).tocsr())
         scalar_tail = all(b.ncols == 1 for b in rest)
-        S, targets = step("update matrix S (pairs per level)", lambda: st._update_matrix(
+        S, targets = step("update matrix S (pairs per level)", lambda: update_matrix(
             A_t1.T.tocsr(), first.nlevels, first.ncols, nt, both=not scalar_tail))
         arrays = {{"nt": nt, "A_tt_mb": A_tt.nbytes / 2**20, "S_nnz": int(S.nnz),
                    "S_mb": (S.data.nbytes + S.indices.nbytes + S.indptr.nbytes) / 2**20,

@@ -7,8 +7,8 @@ estimate follows what the `lme` engine builds (runner/engines/lme/structure.py):
 - the design arrays (y, X, each term's columns and level codes), held by the process;
 - the set-up's transients: Z_1 and the tail's sparse columns, the dense tail A_tt
   (nt x nt), and the update matrix of the first term, whose construction enumerates
-  every pair of non-zeros within each of its levels (~38 bytes a pair at its peak:
-  the 1M-row benchmark's 33.6 million pairs took 1.2 GB);
+  every pair of non-zeros within each of its levels (~38 bytes a pair), a chunk of
+  levels at a time (runner/engines/lme/update.py; all at once only for very wide tails);
 - per evaluation: the stored regions of the tail (dense square and the rectangles
   below the nested "stages"), a few copies.
 
@@ -35,6 +35,8 @@ from typing import Any
 from collections.abc import Iterator
 
 import numpy as np
+
+from runner.engines.lme.update import MARKER_LIMIT, MAX_PAIRS
 
 MB = 2 ** 20
 BASE_MB = 160.0  # a fitting process before its first fit: Python, numpy, scipy, pandas, runner (measured 150-165)
@@ -228,7 +230,10 @@ def estimate_design(model: str, design: Any, method: str = "ML", fits: int = 1, 
     random_cols = sum(b.ncols for b in blocks)
     sparse_mb = SPARSE_BYTES * n * (random_cols + p + 1) / MB
     a_tt = 8.0 * nt * nt / MB
-    pair_mb = PAIR_BYTES * pairs / MB
+    chunked = nt * nt <= MARKER_LIMIT  # the engine lists pairs a chunk of levels at a time (update.py)
+    alive = min(pairs, float(MAX_PAIRS)) if chunked else pairs
+    # + the position marker and index (9 bytes a tail cell) and S's arrays while they are written and sorted
+    pair_mb = PAIR_BYTES * alive / MB + (9.0 * nt * nt / MB + 2 * S_BYTES * nnz_s / MB if chunked else 0.0)
     s_mb = S_BYTES * nnz_s / MB
     a_t1 = S_BYTES * entries / MB
     stored = 8.0 * dense * nt / MB  # dense square and the rectangles below the stages
@@ -243,7 +248,8 @@ def estimate_design(model: str, design: Any, method: str = "ML", fits: int = 1, 
              "fewer rows or columns"),
         Part("update pairs", pair_mb,
              f"the update from {first.group} ({l1:,} levels, ~{entries / max(l1, 1):.0f} non-zero columns each) "
-             f"enumerates {pairs:,.0f} pairs during set-up",
+             f"enumerates {pairs:,.0f} pairs during set-up"
+             + (f", at most {MAX_PAIRS:,} at a time" if chunked else ""),
              f"fewer {' and '.join(b.group for b in rest) or 'fixed-effect'} levels met by each {first.group}, or fewer "
              f"rows"),
         Part("dense tail", EVAL_COPIES * stored + a_tt,

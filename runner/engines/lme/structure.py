@@ -25,6 +25,7 @@ import scipy.sparse as sp
 from runner.design.model import Design, RandomBlock
 from runner.engines.lme.templates import Template
 from runner.engines.lme.terms import ReTerm, whiten
+from runner.engines.lme.update import update_matrix
 
 
 @dataclass
@@ -119,51 +120,6 @@ def _block_diag_gram(block: RandomBlock, sw: np.ndarray | None) -> np.ndarray:
     return out
 
 
-def _ragged_pairs(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """All ordered pairs (e, f) of entries within each group of consecutive entries."""
-    starts = np.cumsum(counts) - counts
-    per_entry = np.repeat(counts, counts)  # group size, for each entry
-    entry_start = np.repeat(starts, counts)
-    e = np.repeat(np.arange(per_entry.size), per_entry)
-    offsets = np.repeat(np.cumsum(per_entry) - per_entry, per_entry)
-    f = np.repeat(entry_start, per_entry) + (np.arange(e.size) - offsets)
-    return e, f
-
-
-def _update_matrix(A_1t: sp.csr_matrix, l1: int, p1: int, nt: int,
-                   both: bool) -> tuple[sp.csr_matrix, np.ndarray]:
-    """S and targets with (S @ vec B)[k] = (A_t1 B A_1t)[targets[k]] on the lower
-    triangle, or on both triangles when `both` (needed before a non-diagonal scaling)."""
-    A_1t = A_1t.tocsr()
-    A_1t.sort_indices()
-    indptr = A_1t.indptr
-    counts = indptr[p1::p1] - indptr[0:-1:p1]  # entries per level (all p1 rows of the level)
-    row_of_entry = np.repeat(np.arange(l1 * p1), np.diff(indptr))
-    level = row_of_entry // p1
-    a = row_of_entry % p1
-    r = A_1t.indices.astype(np.int64)
-    v = A_1t.data
-    e, f = _ragged_pairs(counts.astype(np.int64))
-    if not both:
-        keep = r[e] >= r[f]
-        e, f = e[keep], f[keep]
-    target = r[e] * nt + r[f]
-    col = level[e] * (p1 * p1) + a[e] * p1 + a[f]
-    if nt * nt <= 20_000_000:  # a marker over the tail's positions: linear, no sort
-        mark = np.zeros(nt * nt, dtype=bool)
-        mark[target] = True
-        targets = np.flatnonzero(mark)
-        pos = np.cumsum(mark, dtype=np.int64) - 1
-        inv = pos[target]
-        del mark, pos
-    else:
-        targets, inv = np.unique(target, return_inverse=True)
-    S = sp.csr_matrix((v[e] * v[f], (inv.ravel(), col)), shape=(targets.size, l1 * p1 * p1))
-    S.sum_duplicates()
-    return S, targets
-
-
-
 def _stages(A_tt: np.ndarray, targets: np.ndarray, tail_q: list[int], ps: list[int]) -> list[Stage]:
     """Symbolic elimination: which leading tail blocks keep a block-diagonal pattern."""
     nt = A_tt.shape[0]
@@ -256,7 +212,7 @@ def build_problem(design: Design) -> Problem:
     A_tt = (tail.T @ tail).toarray()
     A_t1 = (tail.T @ Z1).tocsr()
     scalar_tail = all(b.ncols == 1 for b in rest)
-    S, targets = _update_matrix(A_t1.T.tocsr(), first.nlevels, first.ncols, nt, both=not scalar_tail)
+    S, targets = update_matrix(A_t1.T.tocsr(), first.nlevels, first.ncols, nt, both=not scalar_tail)
     stages = _stages(A_tt, targets, [t.q for t in terms[1:]], [b.ncols for b in rest])
     dense_start = sum(s.l * s.p for s in stages)
     S_eval, t_dense, t_stage = _route(S, targets, nt, stages, dense_start)
