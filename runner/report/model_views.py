@@ -99,7 +99,7 @@ def inference_facts(model: ModelRecord) -> list[tuple[str, str]]:
     if model.family:  # GLMM header: what was fitted and how
         how = {0: "nAGQ = 0 (glmer's first stage)", 1: "Laplace approximation"}.get(
             model.nagq or 1, f"adaptive Gauss-Hermite quadrature, {model.nagq} points")
-        facts.append(("Family", f"{model.family} ({model.link} link), maximum likelihood by {how}"
+        facts.append(("family", f"{model.family} ({model.link} link), maximum likelihood by {how}"
                                 + (f"; success = {model.success_level}" if model.success_level else "")
                                 + (f"; vcov from {'the Hessian' if model.vcov_method == 'hessian' else 'R_X'}"
                                    if model.vcov_method else "")))
