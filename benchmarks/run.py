@@ -16,7 +16,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 SCRIPTS = ["bench_engines.py", "bench_scale.py", "bench_report.py",  # statsmodels is a column of bench_engines
-           "bench_glmm.py"]
+           "bench_glmm.py", "bench_run.py", "bench_api.py", "bench_inference.py"]
 TABLE_SOURCES = ["engines.json", "scale.json", "glmm.json"]
 
 
