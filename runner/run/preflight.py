@@ -202,6 +202,15 @@ def satterthwaite_evals(ntheta: int) -> int:
     return 1 + 2 * r * (k + k * (k - 1) // 2) + 2 * r * k + 2
 
 
+def _pairs_mb(pairs: float, nnz_s: float, nt: int, chunked: bool) -> float:
+    """Set-up memory of the update matrix: the engine lists within-level pairs a chunk of levels
+    at a time (runner/engines/lme/update.py), plus its position marker and index (9 bytes a tail
+    cell) and S's arrays while they are written and sorted; all pairs at once for very wide tails."""
+    if not chunked:
+        return PAIR_BYTES * pairs / MB
+    return PAIR_BYTES * min(pairs, float(MAX_PAIRS)) / MB + 9.0 * nt * nt / MB + 2 * S_BYTES * nnz_s / MB
+
+
 def estimate_design(model: str, design: Any, method: str = "ML", fits: int = 1, inference_evals: int = 0) -> Estimate:
     """The estimate of one model from its design (lme engine; `fits`: primary + ML refit;
     `inference_evals`: criterion evaluations of the inference step, which sets the problem up again)."""
@@ -230,10 +239,8 @@ def estimate_design(model: str, design: Any, method: str = "ML", fits: int = 1, 
     random_cols = sum(b.ncols for b in blocks)
     sparse_mb = SPARSE_BYTES * n * (random_cols + p + 1) / MB
     a_tt = 8.0 * nt * nt / MB
-    chunked = nt * nt <= MARKER_LIMIT  # the engine lists pairs a chunk of levels at a time (update.py)
-    alive = min(pairs, float(MAX_PAIRS)) if chunked else pairs
-    # + the position marker and index (9 bytes a tail cell) and S's arrays while they are written and sorted
-    pair_mb = PAIR_BYTES * alive / MB + (9.0 * nt * nt / MB + 2 * S_BYTES * nnz_s / MB if chunked else 0.0)
+    chunked = nt * nt <= MARKER_LIMIT
+    pair_mb = _pairs_mb(pairs, nnz_s, nt, chunked)
     s_mb = S_BYTES * nnz_s / MB
     a_t1 = S_BYTES * entries / MB
     stored = 8.0 * dense * nt / MB  # dense square and the rectangles below the stages
