@@ -245,7 +245,7 @@ def estimate_design(model: str, design: Any, method: str = "ML", fits: int = 1, 
     a_t1 = S_BYTES * entries / MB
     stored = 8.0 * dense * nt / MB  # dense square and the rectangles below the stages
     setup = sparse_mb + a_tt + a_t1 + max(pair_mb, 2 * s_mb)
-    evaluate = a_tt + a_t1 + 2 * s_mb + EVAL_COPIES * stored
+    evaluate = a_tt + a_t1 + s_mb + EVAL_COPIES * stored  # S kept once (S_eval + S_rest)
     memory = BASE_MB + design_mb + max(setup, evaluate)
 
     dense_terms = [b for b in rest if sum(x.nlevels * x.ncols for x in rest[:rest.index(b)]) >= staged]
@@ -264,7 +264,7 @@ def estimate_design(model: str, design: Any, method: str = "ML", fits: int = 1, 
               else f"the fixed-effect block is dense: {dense:,} x {dense:,}"),
              "fewer levels of the crossed factors (merge rare levels), or nest them" if dense_terms
              else "fewer fixed-effect columns"),
-        Part("update matrix", 2 * s_mb, f"the update matrix ({nnz_s:,.0f} non-zeros, two copies)",
+        Part("update matrix", s_mb, f"the update matrix ({nnz_s:,.0f} non-zeros)",
              f"fewer crossed levels per {first.group} level"),
         Part("sparse columns", sparse_mb, f"the sparse random-effect columns ({n:,} rows)", "fewer rows"),
     ]

@@ -89,16 +89,16 @@ def _conditional_variances(problem: Problem, f: Factor, raw: list[np.ndarray], L
     if m:
         Q[:m, :m] = Sinv
         sandwich(Q[:m, :m], problem, f.factors, transpose=False)
-    if problem.S.shape[0]:
-        qt = Q.reshape(-1)[problem.targets]
+    if problem.targets_eval.size or problem.targets_rest.size:
+        # S' q over S's rows, which the problem keeps as S_eval's and the rest's
+        qe, qr = Q.reshape(-1)[problem.targets_eval], Q.reshape(-1)[problem.targets_rest]
         if problem.scalar_tail:  # lower triangle only: halve the diagonal, add the transpose
-            rows = problem.targets // nt
-            cols = problem.targets % nt
-            qt = np.where(rows == cols, 0.5 * qt, qt)
-            W = (problem.S.T @ qt).reshape(l1, p1, p1)
+            qe = np.where(problem.targets_eval // nt == problem.targets_eval % nt, 0.5 * qe, qe)
+            qr = np.where(problem.targets_rest // nt == problem.targets_rest % nt, 0.5 * qr, qr)
+            W = (problem.S_eval.T @ qe + problem.S_rest.T @ qr).reshape(l1, p1, p1)
             Fq = W + np.swapaxes(W, 1, 2)
         else:
-            Fq = (problem.S.T @ qt).reshape(l1, p1, p1)
+            Fq = (problem.S_eval.T @ qe + problem.S_rest.T @ qr).reshape(l1, p1, p1)
     else:
         Fq = np.zeros((l1, p1, p1))
     G = Minv @ (T1.T @ Fq @ T1) @ Minv

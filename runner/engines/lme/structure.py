@@ -57,8 +57,6 @@ class Problem:
     nt: int  # tail size: sum of the tail terms' q + p + 1
     A_tt: np.ndarray  # (nt, nt), symmetric
     A_t1: sp.csr_matrix  # (nt, q1)
-    S: sp.csr_matrix  # (len(targets), l1 * p1 * p1)
-    targets: np.ndarray  # flat indices of tail lower-triangle positions
     scalar_tail: bool  # every tail term has p_i == 1 (Lambda_t is diagonal)
     stages: list[Stage]  # leading tail terms that stay block diagonal (nested factors)
     dense_start: int  # first tail row of the dense remainder
@@ -67,6 +65,11 @@ class Problem:
     t_dense: np.ndarray  # flat tail indices of the first rows of S_eval (rectangles, dense square)
     stage_diag: list[np.ndarray]  # per stage: A_tt's diagonal blocks (l, p, p)
     t_stage: list[np.ndarray]  # per stage: flat indices into its (l, p, p) blocks, next rows of S_eval
+    # S is kept once: its rows are S_eval's (tail positions `targets_eval`, in S_eval's order)
+    # and, when both triangles are listed, the upper-triangle rows the evaluation drops
+    targets_eval: np.ndarray
+    S_rest: sp.csr_matrix
+    targets_rest: np.ndarray
 
     @property
     def first(self) -> ReTerm:
@@ -146,7 +149,7 @@ def _stages(A_tt: np.ndarray, targets: np.ndarray, tail_q: list[int], ps: list[i
 
 
 def _route(S: sp.csr_matrix, targets: np.ndarray, nt: int, stages: list[Stage], dense_start: int
-           ) -> tuple[sp.csr_matrix, np.ndarray, list[np.ndarray]]:
+           ) -> tuple[sp.csr_matrix, np.ndarray, list[np.ndarray], np.ndarray]:
     """Which update targets the evaluation stores, and where.
 
     The evaluation keeps each stage's diagonal as (l, p, p) blocks and, in the dense tail
@@ -172,7 +175,7 @@ def _route(S: sp.csr_matrix, targets: np.ndarray, nt: int, stages: list[Stage], 
         t_stage.append(c * st.p * st.p + a * st.p + b)
     idx_dense = np.flatnonzero(keep_dense)
     order = np.concatenate([idx_dense, *pieces]).astype(np.int64)
-    return S[order], targets[idx_dense], t_stage
+    return S[order], targets[idx_dense], t_stage, order
 
 
 def _terms(design: Design) -> tuple[list[ReTerm], list[RandomBlock]]:
@@ -215,13 +218,18 @@ def build_problem(design: Design) -> Problem:
     S, targets = update_matrix(A_t1.T.tocsr(), first.nlevels, first.ncols, nt, both=not scalar_tail)
     stages = _stages(A_tt, targets, [t.q for t in terms[1:]], [b.ncols for b in rest])
     dense_start = sum(s.l * s.p for s in stages)
-    S_eval, t_dense, t_stage = _route(S, targets, nt, stages, dense_start)
+    S_eval, t_dense, t_stage, order = _route(S, targets, nt, stages, dense_start)
+    dropped = np.ones(targets.size, dtype=bool)
+    dropped[order] = False
+    S_rest, targets_rest, targets_eval = S[dropped], targets[dropped], targets[order]
+    del S  # S_eval and S_rest hold its rows once
     lme4 = sorted(terms, key=lambda t: t.index)
     return Problem(
         n=design.nobs, p=design.X.shape[1],
         ldw=0.0 if design.weights is None else float(np.sum(np.log(design.weights))),
         terms=terms, lower=np.concatenate([t.template.lower() for t in lme4]),
         start=np.concatenate([t.template.start() for t in lme4]),
-        A11=_block_diag_gram(first, sw), nt=nt, A_tt=np.ascontiguousarray(A_tt), A_t1=A_t1, S=S,
-        targets=targets, scalar_tail=scalar_tail, stages=stages, dense_start=dense_start,
-        S_eval=S_eval, t_dense=t_dense, stage_diag=[A_tt[st.rows, st.cols] for st in stages], t_stage=t_stage)
+        A11=_block_diag_gram(first, sw), nt=nt, A_tt=np.ascontiguousarray(A_tt), A_t1=A_t1,
+        scalar_tail=scalar_tail, stages=stages, dense_start=dense_start,
+        S_eval=S_eval, t_dense=t_dense, stage_diag=[A_tt[st.rows, st.cols] for st in stages], t_stage=t_stage,
+        targets_eval=targets_eval, S_rest=S_rest, targets_rest=targets_rest)
