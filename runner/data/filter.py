@@ -108,14 +108,14 @@ class _Evaluator:
                 raise FilterError(exc.message, node.pos) from None
         return self.cache[name]
 
-    def eval(self, node: Node) -> _Value:
+    def value(self, node: Node) -> _Value:
         kind = node.kind
         if kind == "col":
             return self.column(node)
         if kind in ("num", "str", "bool"):
             return _literal(node)
         if kind == "neg":
-            value = self.numeric(self.eval(node.args[0]), "-", node.pos)
+            value = self.numeric(self.value(node.args[0]), "-", node.pos)
             return _Value("num", -value.data, value.na, f"-{value.what}")
         if kind == "arith":
             return self.arith(node)
@@ -124,16 +124,16 @@ class _Evaluator:
         if kind == "in":
             return self.member(node)
         if kind == "isna":
-            value = self.eval(node.args[0])
+            value = self.value(node.args[0])
             return _Value("bool", self.missing(value), False, "is.na(...)")
         if kind == "not":
-            value = self.logical(self.eval(node.args[0]), str(node.value), node.pos)
+            value = self.logical(self.value(node.args[0]), str(node.value), node.pos)
             return _Value("bool", ~value.data if not value.scalar else not value.data, False, "a condition")
         if kind in ("and", "or"):
             combine = np.logical_and if kind == "and" else np.logical_or
-            result = self.logical(self.eval(node.args[0]), node.value[0][2], node.value[0][1]).data
+            result = self.logical(self.value(node.args[0]), node.value[0][2], node.value[0][1]).data
             for (_, pos, word), arg in zip(node.value, node.args[1:]):
-                result = combine(result, self.logical(self.eval(arg), word, pos).data)
+                result = combine(result, self.logical(self.value(arg), word, pos).data)
             return _Value("bool", result, False, "a condition")
         raise FilterError(f"invalid filter: {kind} is not supported", node.pos)  # pragma: no cover
 
@@ -158,9 +158,9 @@ class _Evaluator:
 
     def arith(self, node: Node) -> _Value:
         first_op, first_pos, _ = node.value[0]
-        data = self.numeric(self.eval(node.args[0]), first_op, first_pos).data
+        data = self.numeric(self.value(node.args[0]), first_op, first_pos).data
         for (op, pos, _), arg in zip(node.value, node.args[1:]):
-            right = self.numeric(self.eval(arg), op, pos)
+            right = self.numeric(self.value(arg), op, pos)
             with np.errstate(all="ignore"):
                 data = _ARITH[op](data, right.data)
         return _Value("num", data, False, "a computed number")
@@ -177,7 +177,7 @@ class _Evaluator:
         return left, right
 
     def compare(self, node: Node) -> _Value:
-        values = [self.eval(a) for a in node.args]
+        values = [self.value(a) for a in node.args]
         result: Any = True
         for (op, pos), left, right in zip(node.value, values, values[1:]):
             left, right = self._pair(left, right, op, pos)
@@ -201,7 +201,7 @@ class _Evaluator:
         return np.logical_or(hit, na) if op == "!=" else np.logical_and(hit, np.logical_not(na))
 
     def member(self, node: Node) -> _Value:
-        left = self.eval(node.args[0])
+        left = self.value(node.args[0])
         items = node.args[1].args
         pos = node.pos
         if left.kind == "bool":
@@ -224,7 +224,7 @@ class _Evaluator:
 
 def evaluate_filter(tree: Node, frame: pd.DataFrame) -> np.ndarray:
     """The rows `tree` keeps, as a boolean array; FilterError when it is not a row condition."""
-    value = _Evaluator(frame).eval(tree)
+    value = _Evaluator(frame).value(tree)
     if value.kind != "bool":
         raise FilterError("the filter must be a condition on rows, e.g. \"age >= 9\", "
                           f"but it gives {'numbers' if value.kind == 'num' else 'text'}", tree.pos)
