@@ -123,6 +123,7 @@ class FitArrays:
     fitted: np.ndarray
     residuals: np.ndarray
     ranef: list[RanefBlock] = field(default_factory=list)
+    vcov: np.ndarray | None = None  # vcov(beta) where the engine has it at hand (GLMMs: 2 H^-1 or R_X)
 
 
 class FitFields(BaseModel):

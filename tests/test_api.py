@@ -208,3 +208,15 @@ def test_import_is_lazy() -> None:
     plain = subprocess.run([sys.executable, "-c", "import sys, runner; print('numpy' in sys.modules)"],
                            capture_output=True, text=True, check=True, cwd=ROOT)
     assert plain.stdout.strip() == "False"
+
+
+def test_glmm_vcov_matches_glmer() -> None:
+    """cbpp binomial: vcov() is glmer's (2 H^-1 of the Laplace deviance in (theta, beta)); against
+    glmer with tolPwrss = 1e-13, since default glmer stops PIRLS early here (tests/reference_glmm)."""
+    ref = json.loads((ROOT / "tests" / "reference_api" / "glmm_cbpp_vcov.json").read_text())
+    cbpp = pd.read_csv(ROOT / "tests" / "reference_glmm" / "data" / "cbpp.csv", dtype={"herd": str, "period": str})
+    m = runner.fit("cbind(incidence, size - incidence) ~ period + (1 | herd)", cbpp, family="binomial")
+    V = m.vcov()
+    assert list(V.index) == ref["names"]
+    np.testing.assert_allclose(V.to_numpy(), np.asarray(ref["vcov"]), rtol=2e-3)
+    np.testing.assert_allclose(np.sqrt(np.diag(V.to_numpy())), m.fixed_effects["std_error"].to_numpy(), rtol=1e-12)

@@ -50,7 +50,7 @@ def _method(value: Any) -> Method:
 
 
 def resolve_formula(formula: str, name: str = "model", *, method: Method = "REML", engine: EngineName = "lme",
-                    weights: str | None = None, offset: str | None = None) -> Any:
+                    weights: str | None = None, offset: str | None = None, family: str = "gaussian") -> Any:
     """A ResolvedModel as the spec loader makes it; a bad formula is a SpecError with its caret."""
     from runner import formula as f
     from runner.spec.load import ResolvedModel
@@ -64,7 +64,7 @@ def resolve_formula(formula: str, name: str = "model", *, method: Method = "REML
         raise SpecError([_issue("formula", str(exc), pos + 1 if isinstance(pos, int) else None)]) from None
     return ResolvedModel(name=name, formula=mf, formula_text=f.render(mf), weights=weights, offset=offset,
                          method=method, engine=engine, verify=None, source="model", spec_path=("formula",),
-                         written=formula)
+                         written=formula, family=family)
 
 
 def _vector_column(frame: pd.DataFrame, value: Any, column: str, what: str) -> tuple[pd.DataFrame, str | None]:
@@ -95,7 +95,7 @@ def _categorical(frame: pd.DataFrame, categorical: dict[str, Any] | None, used: 
 
 def prepare_model(formula: str, data: Any, *, method: str = "REML", engine: str = "lme",
                   weights: Any = None, offset: Any = None, categorical: dict[str, Any] | None = None,
-                  name: str = "model") -> tuple[Any, Any, Any, pd.DataFrame]:
+                  name: str = "model", family: str = "gaussian") -> tuple[Any, Any, Any, pd.DataFrame]:
     """(resolved model, prepared data, design, frame given) or the run's located errors."""
     from runner.data.prepare import prepare
     from runner.design.build import DesignError, design_for
@@ -106,7 +106,7 @@ def prepare_model(formula: str, data: Any, *, method: str = "REML", engine: str 
     frame = as_pandas(data)
     frame, weights = _vector_column(frame, weights, WEIGHTS_COLUMN, "weights")
     frame, offset = _vector_column(frame, offset, OFFSET_COLUMN, "offset")
-    rm = resolve_formula(formula, name, method=method, engine=engine, weights=weights, offset=offset)
+    rm = resolve_formula(formula, name, method=method, engine=engine, weights=weights, offset=offset, family=family)
     data_spec = _categorical(frame, categorical, set(required_variables(rm.formula)))
     source = frame if isinstance(frame.index, pd.RangeIndex) and frame.index.start == 0 \
         and frame.index.step == 1 else frame.reset_index(drop=True)
@@ -133,7 +133,7 @@ def fit_model(formula: str, data: Any, *, method: str = "REML", family: str = "g
     if family != "gaussian":
         method = "ML"  # glmer: maximum likelihood (Laplace or adaptive Gauss-Hermite), no REML
     rm, prepared, design, frame = prepare_model(formula, data, method=method, engine=engine, weights=weights,
-                                                offset=offset, categorical=categorical, name=name)
+                                                offset=offset, categorical=categorical, name=name, family=family)
     if family == "gaussian":
         task = FitTask(id=name, model=name, kind="primary", design=design, method=rm.method,
                        engine=engine_name(rm.engine), formula_text=rm.formula_text, verify=False, key="",

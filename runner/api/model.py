@@ -75,11 +75,11 @@ class FittedModel:
         if self._vcov is None:
             from runner.api.vcov import fixed_vcov
 
-            if self.family != "gaussian":
-                raise NotImplementedError("vcov() of a GLMM: the fit records standard errors only "
-                                          "(see fixed_effects.std_error)")
-
-            self._vcov = fixed_vcov(self.context, self.fit)
+            arrays = self.fit.arrays
+            if self.family != "gaussian" and arrays is not None and arrays.vcov is not None:
+                self._vcov = np.asarray(arrays.vcov)  # glmer's vcov(): 2 H^-1, or R_X (fit.vcov_method)
+            else:
+                self._vcov = fixed_vcov(self.context, self.fit)
         names = [fe.lme4_name for fe in self.fit.fixed_effects]
         return pd.DataFrame(self._vcov, index=names, columns=names)
 

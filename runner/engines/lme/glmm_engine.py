@@ -330,4 +330,4 @@ def _record(design: Design, model: GlmmModel, fam: Family, nagq: int, theta: np.
         family=fam.name, link=fam.link.name, nagq=int(nagq), vcov_method=vcov_method,
         success_level=getattr(design, "success_level", None),  # set by the design for a factor response
         loglik_lme4=-lme4_value / 2 if nagq > 1 else None,
-        arrays=FitArrays(fitted=mode.mu, residuals=model.y - mode.mu, ranef=ranef))
+        arrays=FitArrays(fitted=mode.mu, residuals=model.y - mode.mu, ranef=ranef, vcov=V))
