@@ -7,13 +7,10 @@ is tested, not the process boundary; test_cli.py has the one real-process check)
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from typer.testing import CliRunner
-
-from runner.cli import app
+from run_helpers import invoke_cli
 
 SPEC = """name: dye
 data: {example: dyestuff}
@@ -31,13 +28,7 @@ class Outcome:
 
 def mixspec(*args: str, cwd: Path) -> Outcome:
     """`mixspec ARGS` run in `cwd`, in this process."""
-    before = Path.cwd()
-    os.chdir(cwd)
-    try:
-        result = CliRunner().invoke(app, list(args))
-    finally:
-        os.chdir(before)
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    result = invoke_cli(cwd, *args)
     return Outcome(result.exit_code, result.stdout, result.stderr)
 
 

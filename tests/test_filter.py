@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+
+from run_helpers import invoke_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from typer.testing import CliRunner
 
-from runner.cli import app
 from runner.data.errors import DataError
 from runner.data.filter import SYNTAX, FilterError, filter_rows, parse_filter
 from runner.data.prepare import prepare
@@ -145,13 +145,7 @@ def _write(folder: Path, filter_text: str) -> Path:
 
 
 def _cli(folder: Path, *args: str) -> tuple[int, str]:
-    old = Path.cwd()
-    os.chdir(folder)
-    try:
-        result = CliRunner().invoke(app, list(args))
-    finally:
-        os.chdir(old)
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    result = invoke_cli(folder, *args)
     return result.exit_code, result.stdout + result.stderr
 
 

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
 
-from runner.cli import app
+from run_helpers import invoke_cli
+
 from runner.data import files
 from runner.data.errors import DataError
 from runner.data.files import granted, repository_root
@@ -63,13 +63,7 @@ def spec(folder: Path, data: str, name: str = "s.yaml", model: str = MODEL) -> P
 
 def cli(*args: str, cwd: Path) -> tuple[int, str]:
     """`mixspec ARGS` in-process; exit code and everything it printed (stdout and stderr)."""
-    old = Path.cwd()
-    os.chdir(cwd)
-    try:
-        result = CliRunner().invoke(app, list(args))
-    finally:
-        os.chdir(old)
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    result = invoke_cli(cwd, *args)
     return result.exit_code, result.stdout + result.stderr
 
 
