@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from runner.design.build import DesignError, build_design
-from runner.design.model_matrix import materialize, model_matrix
+from runner.design.model_matrix import materialize, columns_of
 from runner.formula import FormulaError, parse_formula, required_variables
 from runner.formula.contrasts import contrast_matrix
 from runner.formula.poly import poly_coefs, poly_predict
@@ -33,7 +33,7 @@ FRAME = pd.DataFrame({
 def matrix(rhs: str, frame: pd.DataFrame = FRAME):
     node = parse_expression(rhs)
     terms = expand(node, rhs)
-    return terms, model_matrix(terms, materialize(terms, frame, {}))
+    return terms, columns_of(terms, materialize(terms, frame, {}))
 
 
 @pytest.mark.parametrize("case", CODING["cases"], ids=[c["formula"] for c in CODING["cases"]])
@@ -179,7 +179,7 @@ def test_state_is_plain_data_and_reused_on_new_rows() -> None:
     state = json.loads(json.dumps(d.formula_state))
     terms = expand(parse_expression(" + ".join(mf.fixed_terms)), "")
     new = STUDY.iloc[[3, 7]].reset_index(drop=True)
-    X_new = model_matrix(terms, materialize(terms, new, state, predict=True)).X
+    X_new = columns_of(terms, materialize(terms, new, state, predict=True)).X
     np.testing.assert_allclose(X_new, d.X[[3, 7]], rtol=1e-12)
 
 

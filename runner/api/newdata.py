@@ -72,7 +72,7 @@ def _recode(value: Any, info: dict[str, Any] | None, label: str) -> Any:
 def _matrix(ctx: ModelContext, terms: Any, frame: pd.DataFrame) -> tuple[np.ndarray, list[str], np.ndarray]:
     """R's model.matrix of `terms` on `frame` with the state learned on the fitted rows;
     also the rows where a variable is missing (their factor codes are set to the first level)."""
-    from runner.design.model_matrix import model_matrix
+    from runner.design.model_matrix import columns_of
     from runner.formula.evaluate import EvalError, Factor, evaluate
 
     state = copy.deepcopy(ctx.design.formula_state)
@@ -97,7 +97,7 @@ def _matrix(ctx: ModelContext, terms: Any, frame: pd.DataFrame) -> tuple[np.ndar
         n = len(frame)
         return (np.ones((n, 1)) if terms.intercept else np.zeros((n, 0))), \
             (["(Intercept)"] if terms.intercept else []), missing
-    mm = model_matrix(terms, values)
+    mm = columns_of(terms, values)
     return mm.X, mm.names, missing
 
 

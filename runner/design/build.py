@@ -20,7 +20,7 @@ from runner.design.checks import rank_keep, scale_warning
 from runner.design.glmm_response import GlmmResponseError, from_cbind, from_factor
 from runner.design.grouping import group_factor
 from runner.design.model import Design, DesignWarning, FixedColumn, RandomBlock
-from runner.design.model_matrix import ModelMatrix, materialize, model_matrix
+from runner.design.model_matrix import ModelMatrix, materialize, columns_of
 from runner.formula import rexpr, rterms
 from runner.formula.evaluate import State, evaluate
 from runner.formula.values import Block, EvalError
@@ -61,7 +61,7 @@ def _lhs_terms(term: RandomTerm) -> rterms.Terms:
 def _matrix(terms: rterms.Terms, frame: pd.DataFrame, state: State, learn: pd.DataFrame | None,
             contrasts: dict[str, str] | None, what: str) -> ModelMatrix:
     try:
-        return model_matrix(terms, materialize(terms, frame, state, learn, contrasts), len(frame))
+        return columns_of(terms, materialize(terms, frame, state, learn, contrasts), len(frame))
     except EvalError as exc:
         raise DesignError(f"cannot build the {what}: {exc}", exc.term) from None
 
@@ -344,7 +344,7 @@ def on_new_rows(mf: ModelFormula, design: Design, frame: pd.DataFrame
 
     def columns(terms: rterms.Terms, names: list[str], what: str) -> np.ndarray:
         try:
-            mm = model_matrix(terms, materialize(terms, frame, state, predict=True), len(frame))
+            mm = columns_of(terms, materialize(terms, frame, state, predict=True), len(frame))
         except EvalError as exc:
             raise DesignError(f"cannot build the {what} on the new rows: {exc}") from None
         index = {n: j for j, n in enumerate(mm.names)}

@@ -140,7 +140,7 @@ def _width(value: Block | Factor) -> int:
     return value.values.shape[1] if isinstance(value, Block) else len(value.levels)
 
 
-def model_matrix(terms: Terms, values: dict[int, Block | Factor], nrows: int | None = None) -> ModelMatrix:
+def columns_of(terms: Terms, values: dict[int, Block | Factor], nrows: int | None = None) -> ModelMatrix:
     """R's model.matrix of `terms` from evaluated variables (`nrows` for `~ 1`, which has none)."""
     n = next((len(v.codes) if isinstance(v, Factor) else v.values.shape[0] for v in values.values()), nrows)
     width = sum(int(np.prod([_width(values[v]) for v in t])) for t in terms.terms)
