@@ -68,7 +68,12 @@ def current() -> ReplicateExecutor | None:
 # --- chunks --------------------------------------------------------------------------------
 
 def _run_chunk(payload: bytes, start: int, seeds: list[Any]) -> list[tuple[int, str, Any]]:
-    """In a worker: fn(seed) for each seed of the chunk -> (index, "ok"|"error", value)."""
+    """In a worker: fn(seed) for each seed of the chunk -> (index, "ok"|"error", value).
+
+    `payload` is the run's own refit closure, pickled by this run's process for its own pool
+    workers or the trusted Dask cluster named on the command line; it never comes from a file,
+    a cache or a spec (the replicate cache is JSON; tests/test_cache.py and
+    tests/test_rformula_security.py walk runner/ for any other unpickling)."""
     import cloudpickle
 
     return _run_fn(cloudpickle.loads(payload), start, seeds)
