@@ -232,17 +232,24 @@ def test_whitened_parameters_give_the_same_criterion(formula: str) -> None:
 
 @pytest.mark.parametrize("formula", ["Reaction ~ Days + (Days|Subject)", "Reaction ~ Days + (Days||Subject)"])
 def test_both_optimizers_reach_the_same_optimum(formula: str) -> None:
-    """L-BFGS-B (cheap evaluations) and COBYQA (expensive ones, e.g. InstEval) agree."""
+    """L-BFGS-B on differences (cheap evaluations), on the analytic gradient and COBYQA
+    (expensive ones, e.g. InstEval) agree."""
     from runner.engines.lme.optimize import Optimizer, minimize_theta
 
     problem = build_problem(build_design(parse_formula(formula), sleepstudy()))
     crit = Criterion(problem, "REML", whitened=True)
     lbfgs = minimize_theta(crit, problem.start, problem.lower, Optimizer.LBFGSB)
+    before = crit.evaluations
+    exact = minimize_theta(crit, problem.start, problem.lower, Optimizer.LBFGSB_EXACT)
+    exact_evaluations = crit.evaluations - before
     cobyqa = minimize_theta(crit, problem.start, problem.lower, Optimizer.COBYQA)
     assert lbfgs.label == "L-BFGS-B (scipy)" and cobyqa.label == "COBYQA (scipy)"
-    assert lbfgs.value == pytest.approx(cobyqa.value, abs=1e-6)
-    np.testing.assert_allclose(phi_to_theta(problem, lbfgs.theta), phi_to_theta(problem, cobyqa.theta),
-                               rtol=1e-3, atol=1e-4)
+    assert exact.label == "L-BFGS-B (scipy, analytic gradient)"
+    assert exact_evaluations < 40  # differences would take (1 + ntheta) per step
+    for other in (cobyqa, exact):
+        assert lbfgs.value == pytest.approx(other.value, abs=1e-6)
+        np.testing.assert_allclose(phi_to_theta(problem, lbfgs.theta), phi_to_theta(problem, other.theta),
+                                   rtol=1e-3, atol=1e-4)
 
 
 def test_early_stop_is_polished_by_cobyqa(monkeypatch) -> None:
@@ -353,7 +360,7 @@ def test_find_optimum_takes_each_step_where_the_first_run_stops_short(case_id: s
     problem = build_problem(oracle.design(case_id))
     method = oracle.CASES[case_id]["method"]
     first = minimize_theta(Criterion(problem, method, whitened=True), problem.start, problem.lower,
-                           choose_optimizer(problem.eval_flops))
+                           choose_optimizer(problem))
     opt, check = find_optimum(problem, method)
     assert tuple(s.name for s in opt.steps) == steps
     assert first.value - opt.value >= gain * 0.9

@@ -5,6 +5,8 @@
 
 (lme4's lmerResp::Laplace; with prior weights it subtracts sum(log w) in both.)
 A failed factorization gives FAILED, a large finite value, so optimizers never see inf.
+`Criterion.value_and_gradient` adds the analytic gradient (gradient.py), or forward
+differences where that formula does not apply.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ import numpy as np
 
 from runner.vocab import Method
 from runner.engines.lme.factor import Factor, FactorError, factorize
+from runner.engines.lme.gradient import balances, criterion_gradient, em_step, template_derivatives
 from runner.engines.lme.structure import Problem
 
 FAILED = 1e30
+DIFF_STEP = 3e-6  # forward-difference step where the analytic gradient does not apply
 
 
 def objective_from(problem: Problem, f: Factor, method: Method) -> float:
@@ -36,13 +40,43 @@ class Criterion:
         self.evaluations = 0
 
     def __call__(self, theta: np.ndarray) -> float:
+        return self._evaluate(theta)[0]
+
+    def _evaluate(self, theta: np.ndarray) -> tuple[float, Factor | None]:
         self.evaluations += 1
         theta = np.asarray(theta, dtype=float)
         if not np.all(np.isfinite(theta)):
-            return FAILED
+            return FAILED, None
         try:
             f = factorize(self.problem, theta, self.whitened)
         except (FactorError, np.linalg.LinAlgError):
-            return FAILED
+            return FAILED, None
         value = objective_from(self.problem, f, self.method)
-        return float(value) if np.isfinite(value) else FAILED
+        return (float(value), f) if np.isfinite(value) else (FAILED, None)
+
+    def value_and_gradient(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
+        """The criterion and its gradient (the form scipy's `jac=True` takes)."""
+        value, grad, _ = self.first_order(theta)
+        return value, grad
+
+    def first_order(self, theta: np.ndarray) -> tuple[float, np.ndarray, np.ndarray | None]:
+        """The criterion, its gradient (analytic, or forward differences where that formula
+        does not apply) and the EM step from theta (None where it does not apply)."""
+        theta = np.asarray(theta, dtype=float)
+        value, f = self._evaluate(theta)
+        grad = em = None
+        if f is not None and all(template_derivatives(t, self.whitened) is not None for t in self.problem.terms):
+            try:
+                Qs = balances(self.problem, f, self.method)
+                grad = criterion_gradient(self.problem, f, self.method, self.whitened, Qs)
+                if self.whitened or all(t.basis is None for t in self.problem.terms):
+                    em = em_step(self.problem, f, theta, Qs)
+            except np.linalg.LinAlgError:
+                grad = em = None
+        if grad is None:  # near the boundary, a failed point or compound symmetry: differences
+            grad = np.empty(theta.size)
+            for j in range(theta.size):
+                step = np.zeros(theta.size)
+                step[j] = DIFF_STEP
+                grad[j] = (self(theta + step) - value) / DIFF_STEP
+        return value, grad, em

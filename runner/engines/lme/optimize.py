@@ -10,8 +10,11 @@
      COBYQA's pure-Python trust-region subproblems cost milliseconds. An abnormal
      line-search stop is what it reports when the difference gradient reaches its noise
      floor at the optimum: it counts as success and the convergence check decides.
-   - expensive (a large dense tail such as InstEval's): COBYQA (Powell's model-based
-     trust-region family, like lme4's BOBYQA), final trust radius FINAL_RADIUS.
+   - expensive (a large dense tail such as InstEval's): L-BFGS-B on the analytic gradient
+     (gradient.py: about two evaluations' work per gradient, where differences cost one
+     per parameter), or, where that gradient does not apply at the start (compound
+     symmetry), COBYQA (Powell's model-based trust-region family, like lme4's BOBYQA),
+     final trust radius FINAL_RADIUS.
    Then lme4's boundary step: components within BOUNDARY_TOL of a zero bound are set to
    exactly 0 and kept there if the criterion is not worse (lme4's check.boundary).
 2. `probe_edges`: near-zero SDs are probed off the boundary; a better point restarts.
@@ -36,6 +39,7 @@ from scipy.optimize import Bounds, minimize
 from runner.engines.lme.convergence import ConvergenceCheck, check_convergence, is_singular
 from runner.engines.lme.criterion import Criterion, Method
 from runner.engines.lme.factor import phi_to_theta, theta_to_phi
+from runner.engines.lme.gradient import template_derivatives
 from runner.engines.lme.structure import Problem
 
 BOUNDARY_TOL = 1e-5
@@ -46,6 +50,8 @@ FD_STEP = 3e-6  # forward-difference step for L-BFGS-B (the whitened parameters 
 LBFGS_FTOL = 1e-12  # relative reduction of the criterion per iteration
 LBFGS_GTOL = 1e-5  # projected gradient
 CHEAP_FLOPS = 2e7  # below this estimated cost per evaluation, use L-BFGS-B
+EM_STEPS = 3  # EM steps before L-BFGS-B on the analytic gradient
+SCALE_FLOOR = 0.05  # smallest |theta| the variable scaling divides by
 
 EDGE_PROBE_BELOW = 1e-3  # a bounded component this small after the optimizer gets probed
 EDGE_PROBE_STEPS = (1e-3, 1e-2, 1e-1)
@@ -59,6 +65,7 @@ class Optimizer(Enum):
     """The scipy optimizer of a run (the value is how the fit reports it)."""
 
     LBFGSB = "L-BFGS-B (scipy)"
+    LBFGSB_EXACT = "L-BFGS-B (scipy, analytic gradient)"
     COBYQA = "COBYQA (scipy)"
 
 
@@ -90,8 +97,14 @@ class Optimum:
 Objective = Callable[[np.ndarray], float]
 
 
-def choose_optimizer(eval_flops: float) -> Optimizer:
-    return Optimizer.LBFGSB if eval_flops < CHEAP_FLOPS else Optimizer.COBYQA
+def choose_optimizer(problem: Problem) -> Optimizer:
+    """By the cost of one evaluation (deterministic): differences are cheap on small models,
+    the analytic gradient pays where an evaluation is expensive."""
+    if problem.eval_flops < CHEAP_FLOPS:
+        return Optimizer.LBFGSB
+    if all(template_derivatives(t, True) is not None for t in problem.terms):
+        return Optimizer.LBFGSB_EXACT
+    return Optimizer.COBYQA
 
 
 def _boundary(fun: Objective, theta: np.ndarray, value: float, lower: np.ndarray) -> tuple[np.ndarray, float]:
@@ -136,6 +149,43 @@ def probe_edges(fun: Objective, theta: np.ndarray, value: float, lower: np.ndarr
     return best
 
 
+def em_start(fun: Criterion, start: np.ndarray) -> np.ndarray:
+    """EM_STEPS EM steps from start (each costs what a gradient does), stopping where one
+    does not improve the criterion: EM covers the long way from lme4's start in a few
+    steps, where a quasi-Newton method probes the boundary and backtracks."""
+    x, best, best_value = start, start, np.inf
+    for _ in range(EM_STEPS):
+        value, _, em = fun.first_order(x)
+        if not value < best_value:
+            return best
+        best, best_value = x, value
+        if em is None:
+            return best
+        x = em
+    return x
+
+
+def variable_scales(problem: Problem, theta: np.ndarray) -> np.ndarray:
+    """Per parameter sqrt(levels) / |theta| (floored; an off-diagonal entry takes its row's
+    diagonal): the criterion's curvature in a relative SD t of a term with l levels is about
+    l / t^2, so in these units the quasi-Newton run sees a Hessian near a multiple of I."""
+    scale = np.ones(theta.size)
+    for term in problem.terms:
+        sl = term.theta
+        mag = np.abs(theta[sl])
+        if term.template.covariance == "unstructured" and term.p > 1:
+            r, c = term.template.tri()
+            diag = {int(a): mag[i] for i, (a, b) in enumerate(zip(r, c)) if a == b}
+            mag = np.maximum(mag, [diag[int(a)] for a in r])
+        scale[sl] = np.sqrt(term.levels) / np.maximum(mag, SCALE_FLOOR)
+    return scale
+
+
+def _scaled(fun: Criterion, z: np.ndarray, scale: np.ndarray) -> tuple[float, np.ndarray]:
+    value, grad = fun.value_and_gradient(z / scale)
+    return value, grad / scale
+
+
 def minimize_theta(fun: Objective, start: np.ndarray, lower: np.ndarray, optimizer: Optimizer,
                    scan: bool = True, tol: tuple[float, float] | None = None) -> Optimum:
     """One deterministic run over theta >= lower; `tol`: L-BFGS-B's (ftol, gtol) if not the defaults."""
@@ -143,7 +193,15 @@ def minimize_theta(fun: Objective, start: np.ndarray, lower: np.ndarray, optimiz
     bounds = Bounds(lower, np.full(lower.size, np.inf))
     if scan:
         start = scan_start(fun, start)
-    if optimizer is Optimizer.LBFGSB:
+    if optimizer is Optimizer.LBFGSB_EXACT and isinstance(fun, Criterion):
+        start = em_start(fun, start)
+        scale = variable_scales(fun.problem, start)
+        res = minimize(lambda z: _scaled(fun, z, scale), start * scale, jac=True, method="L-BFGS-B",
+                       bounds=Bounds(lower * scale, np.full(lower.size, np.inf)),
+                       options={"ftol": ftol, "gtol": gtol, "maxfun": MAX_EVALUATIONS})
+        res.x = res.x / scale
+        success = bool(res.success) or res.status == 2
+    elif optimizer in (Optimizer.LBFGSB, Optimizer.LBFGSB_EXACT):
         res = minimize(fun, start, method="L-BFGS-B", bounds=bounds,
                        options={"eps": FD_STEP, "ftol": ftol, "gtol": gtol, "maxfun": MAX_EVALUATIONS})
         success = bool(res.success) or res.status == 2  # 2: abnormal line-search stop
@@ -231,14 +289,14 @@ def find_optimum(problem: Problem, method: Method) -> tuple[Optimum, Convergence
     """The optimum in lme4's theta (with the evaluations it took) and lme4's convergence check."""
     crit_phi = Criterion(problem, method, whitened=True)
     lower = problem.lower
-    opt = minimize_theta(crit_phi, problem.start, lower, choose_optimizer(problem.eval_flops))
+    opt = minimize_theta(crit_phi, problem.start, lower, choose_optimizer(problem))
     off_edge = probe_edges(crit_phi, opt.theta, opt.value, lower)
     if off_edge is not None:  # the optimizer stopped on a flat edge: restart off it
         opt = restart_if_lower(crit_phi, opt, [off_edge], lower, Step.EDGE_RESTART)
     if _degenerate_pivots(problem, opt.theta).size:
         opt = _leave_degenerate_face(problem, method, crit_phi, opt)
     check, singular = _check(crit_phi, problem, opt)
-    if not (check.ok and opt.success) and opt.optimizer is Optimizer.LBFGSB:
+    if not (check.ok and opt.success) and opt.optimizer in (Optimizer.LBFGSB, Optimizer.LBFGSB_EXACT):
         polished = polish_with_cobyqa(crit_phi, opt, lower)
         if polished is not opt:
             opt = polished

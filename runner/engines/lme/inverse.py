@@ -1,0 +1,101 @@
+"""Selected blocks of the inverse of the scaled system, from the blocked factor.
+
+The conditional variances (solve.py) and the analytic gradient (gradient.py) both need,
+per random term, the level-diagonal blocks of M^{-1}, where M = Lambda' G Lambda + I is
+the scaled system over [Z (, X)] whose factor factor.py computes: the random part alone
+(ML's log|L|^2, lme4's condVar) or with X (REML's log|L|^2 + log|R_X|^2).
+
+    tail:  P^{-1}, P = the tail's Schur complement (LAPACK dpotri on its factor: 2/3 m^3,
+           not a triangular inverse and a product, 7/3 m^3)
+    first: M_c^{-1} + M_c^{-1} T_1' (A_1t Q A_t1)_c T_1 M_c^{-1},  Q = Lambda_t P^{-1} Lambda_t'
+
+The middle product is S' vec(Q) (structure.py's update matrix read backwards), one
+sparse product over S's rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.linalg import lapack
+
+from runner.engines.lme.factor import Factor, sandwich
+from runner.engines.lme.structure import Problem
+
+
+@dataclass
+class InverseBlocks:
+    """Level-diagonal blocks of M^{-1} per term, in the scaled (spherical) coordinates."""
+
+    first: np.ndarray  # (l1, p1, p1)
+    tail: list[np.ndarray]  # per tail term: (l, p, p)
+
+
+def tail_inverse(f: Factor, rows: int, symmetric: bool = True) -> np.ndarray:
+    """The inverse of L L' for the tail factor's leading `rows` rows: whole, or (not
+    `symmetric`) with only its lower triangle valid."""
+    if rows == 0:
+        return np.zeros((0, 0))
+    # f.Ltail is C-ordered with its lower triangle valid: its transpose is the Fortran-ordered
+    # upper factor U = L', so dpotri(upper) inverts U'U = L L'; the result's upper triangle
+    # is valid, so its transpose (C-ordered) holds the inverse in its lower triangle
+    inv, info = lapack.dpotri(f.Ltail[:rows, :rows].T, lower=0)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"dpotri info {info}")
+    lower = inv.T
+    if symmetric:
+        upper = np.triu_indices(rows, 1)
+        lower[upper] = inv[upper]
+    return lower
+
+
+def _tail_blocks(problem: Problem, Pinv: np.ndarray) -> list[np.ndarray]:
+    """Per tail term, the (l, p, p) level blocks of P^{-1} (slab layout: row start + a l + c)."""
+    out = []
+    for term in problem.tail:
+        p, l, s = term.p, term.levels, term.tail_start
+        blk = np.empty((l, p, p))
+        for a in range(p):
+            for b in range(p):
+                blk[:, a, b] = Pinv[s + a * l + np.arange(l), s + b * l + np.arange(l)]
+        out.append(blk)
+    return out
+
+
+def _first_blocks(problem: Problem, f: Factor, Pinv: np.ndarray) -> np.ndarray:
+    """The first term's (l1, p1, p1) level blocks of M^{-1}."""
+    nt, rows = problem.nt, Pinv.shape[0]
+    l1, p1 = problem.first.levels, problem.first.p
+    T1 = f.factors[0]
+    if p1 == 1:
+        Minv = 1.0 / (f.L11 * f.L11)
+    else:
+        Minv = np.linalg.inv(f.L11 @ np.swapaxes(f.L11, 1, 2))
+    if not rows or not (problem.targets_eval.size or problem.targets_rest.size):
+        return Minv
+    Q = np.zeros((nt, nt))
+    Q[:rows, :rows] = Pinv
+    sandwich(Q[:rows, :rows], problem, f.factors, transpose=False)
+    qe, qr = Q.reshape(-1)[problem.targets_eval], Q.reshape(-1)[problem.targets_rest]
+    del Q
+    if problem.scalar_tail:  # lower triangle only: halve the diagonal, add the transpose
+        qe[problem.targets_eval // nt == problem.targets_eval % nt] *= 0.5
+        qr[problem.targets_rest // nt == problem.targets_rest % nt] *= 0.5
+        W = (problem.S_eval.T @ qe + problem.S_rest.T @ qr).reshape(l1, p1, p1)
+        Fq = W + np.swapaxes(W, 1, 2)
+    else:
+        Fq = (problem.S_eval.T @ qe + problem.S_rest.T @ qr).reshape(l1, p1, p1)
+    if p1 == 1:
+        return Minv + Minv * Minv * (T1[0, 0] ** 2) * Fq
+    return Minv + Minv @ (T1.T @ Fq @ T1) @ Minv
+
+
+def inverse_blocks(problem: Problem, f: Factor, with_x: bool) -> InverseBlocks:
+    """Level blocks of M^{-1} over the random part (with_x False: (L_ZZ L_ZZ')^{-1}) or over
+    [Z X] (with_x True: the REML system)."""
+    rows = problem.m_rand + (problem.p if with_x else 0)
+    # a diagonal Lambda_t keeps the lower triangle's entries apart, and the update targets
+    # of a scalar tail are lower-triangle positions: the triangle is all that is read
+    Pinv = tail_inverse(f, rows, symmetric=not problem.scalar_tail)
+    return InverseBlocks(first=_first_blocks(problem, f, Pinv), tail=_tail_blocks(problem, Pinv))
