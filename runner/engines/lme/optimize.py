@@ -34,7 +34,7 @@ from enum import Enum
 from collections.abc import Callable
 
 import numpy as np
-from scipy.optimize import Bounds, minimize
+from scipy.optimize import Bounds, OptimizeResult, minimize
 
 from runner.engines.lme.convergence import ConvergenceCheck, check_convergence, is_singular
 from runner.engines.lme.criterion import Criterion, Method
@@ -52,6 +52,7 @@ LBFGS_GTOL = 1e-5  # projected gradient
 CHEAP_FLOPS = 2e7  # below this estimated cost per evaluation, use L-BFGS-B
 EM_STEPS = 3  # EM steps before L-BFGS-B on the analytic gradient
 SCALE_FLOOR = 0.05  # smallest |theta| the variable scaling divides by
+EXACT_GTOL = 1e-4  # projected analytic gradient, scaled variables: theta within ~1e-6 relative
 
 EDGE_PROBE_BELOW = 1e-3  # a bounded component this small after the optimizer gets probed
 EDGE_PROBE_STEPS = (1e-3, 1e-2, 1e-1)
@@ -181,9 +182,46 @@ def variable_scales(problem: Problem, theta: np.ndarray) -> np.ndarray:
     return scale
 
 
-def _scaled(fun: Criterion, z: np.ndarray, scale: np.ndarray) -> tuple[float, np.ndarray]:
-    value, grad = fun.value_and_gradient(z / scale)
-    return value, grad / scale
+class _Stationary(Exception):
+    """Raised inside the objective where the projected gradient is within EXACT_GTOL."""
+
+
+class _ScaledObjective:
+    """The criterion and its analytic gradient in scaled variables z = theta * scale, which
+    ends the run at the first point whose projected gradient is within EXACT_GTOL: near the
+    optimum of a million-row criterion its values differ in the last digits only, and a
+    line search there would keep evaluating the same point."""
+
+    def __init__(self, fun: Criterion, scale: np.ndarray, lower: np.ndarray) -> None:
+        self.fun, self.scale, self.lower = fun, scale, lower
+        self.best: tuple[float, np.ndarray] | None = None
+
+    def __call__(self, z: np.ndarray) -> tuple[float, np.ndarray]:
+        theta = z / self.scale
+        value, grad = self.fun.value_and_gradient(theta)
+        grad = grad / self.scale
+        if self.best is None or value < self.best[0]:
+            self.best = (value, theta)
+        projected = np.where((self.lower == 0.0) & (theta <= 0.0) & (grad > 0), 0.0, grad)
+        if np.max(np.abs(projected), initial=0.0) <= EXACT_GTOL and value <= self.best[0]:
+            raise _Stationary
+        return value, grad
+
+
+def _lbfgsb_exact(fun: Criterion, start: np.ndarray, lower: np.ndarray, ftol: float, gtol: float) -> OptimizeResult:
+    """L-BFGS-B on the analytic gradient in `variable_scales` units, from `start`."""
+    scale = variable_scales(fun.problem, start)
+    objective = _ScaledObjective(fun, scale, lower)
+    try:
+        res = minimize(objective, start * scale, jac=True, method="L-BFGS-B",
+                       bounds=Bounds(lower * scale, np.full(lower.size, np.inf)),
+                       options={"ftol": ftol, "gtol": gtol, "maxfun": MAX_EVALUATIONS})
+    except _Stationary:
+        assert objective.best is not None
+        return OptimizeResult(x=objective.best[1], fun=objective.best[0], success=True, status=0,
+                              message=f"projected gradient within {EXACT_GTOL:g} (scaled)")
+    res.x = res.x / scale
+    return res
 
 
 def minimize_theta(fun: Objective, start: np.ndarray, lower: np.ndarray, optimizer: Optimizer,
@@ -191,15 +229,11 @@ def minimize_theta(fun: Objective, start: np.ndarray, lower: np.ndarray, optimiz
     """One deterministic run over theta >= lower; `tol`: L-BFGS-B's (ftol, gtol) if not the defaults."""
     ftol, gtol = (LBFGS_FTOL, LBFGS_GTOL) if tol is None else tol
     bounds = Bounds(lower, np.full(lower.size, np.inf))
-    if scan:
+    exact = optimizer is Optimizer.LBFGSB_EXACT and isinstance(fun, Criterion)
+    if scan and not exact:  # EM steps do the exact run's scan
         start = scan_start(fun, start)
-    if optimizer is Optimizer.LBFGSB_EXACT and isinstance(fun, Criterion):
-        start = em_start(fun, start)
-        scale = variable_scales(fun.problem, start)
-        res = minimize(lambda z: _scaled(fun, z, scale), start * scale, jac=True, method="L-BFGS-B",
-                       bounds=Bounds(lower * scale, np.full(lower.size, np.inf)),
-                       options={"ftol": ftol, "gtol": gtol, "maxfun": MAX_EVALUATIONS})
-        res.x = res.x / scale
+    if exact:
+        res = _lbfgsb_exact(fun, em_start(fun, start), lower, ftol, gtol)
         success = bool(res.success) or res.status == 2
     elif optimizer in (Optimizer.LBFGSB, Optimizer.LBFGSB_EXACT):
         res = minimize(fun, start, method="L-BFGS-B", bounds=bounds,
