@@ -28,13 +28,28 @@ def as_factor(column: pd.Series) -> tuple[np.ndarray, list[str]]:
     (numbers sorted as numbers), so `d` in InstEval orders 1, 2, ..., 10 not "1", "10".
     """
     if isinstance(column.dtype, pd.CategoricalDtype):
-        cat = column.cat.remove_unused_categories()
-        return np.asarray(cat.cat.codes, dtype=np.int64), [_label(v) for v in cat.cat.categories]
+        return _categorical(column.array)
     if not pd.api.types.is_numeric_dtype(column.dtype):
         column = column.astype(str)
     # one sorted factorize (code-point order for text, as Python's sorted)
     codes, uniques = pd.factorize(column, sort=True)
     return np.asarray(codes, dtype=np.int64), [_label(v) for v in uniques]
+
+
+def _categorical(cat: pd.Categorical) -> tuple[np.ndarray, list[str]]:
+    """A categorical's codes and labels with unused levels dropped (its level order kept):
+    what `.cat.remove_unused_categories()` gives, from the codes directly (that pandas call
+    builds a new categorical, ~30 us, a tenth of a small model's design)."""
+    codes = np.asarray(cat.codes, dtype=np.int64)
+    categories = cat.categories.tolist()
+    if codes.size and codes.min() < 0:  # missing values (the data step drops them first)
+        cat = cat.remove_unused_categories()
+        return np.asarray(cat.codes, dtype=np.int64), [_label(v) for v in cat.categories.tolist()]
+    used = np.bincount(codes, minlength=len(categories)) > 0
+    if not used.all():
+        codes = (np.cumsum(used) - 1)[codes]
+        categories = [v for v, u in zip(categories, used.tolist()) if u]
+    return codes, [_label(v) for v in categories]
 
 
 def group_factor(frame: pd.DataFrame, group: tuple[str, ...]) -> tuple[np.ndarray, list[str]]:

@@ -64,16 +64,17 @@ def theta_to_phi(problem: Problem, theta: np.ndarray) -> np.ndarray:
 
 
 def _first_block(problem: Problem, T1: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-    if problem.first.p == 1:
+    plan = _plan(problem)
+    if plan.p1 == 1:
         t2 = T1[0, 0] ** 2
-        m = t2 * problem.A11[:, 0, 0] + 1.0
+        m = t2 * plan.gram1 + 1.0
         L = np.sqrt(m)[:, None, None]
         B = (t2 / m)[:, None, None]
         return L, B, float(np.sum(np.log(m)))
-    if problem.first.p == 2:
+    if plan.p1 == 2:
         return _first_block_2x2(problem, T1)
     M = T1.T @ problem.A11 @ T1
-    M += np.eye(problem.first.p)
+    M += np.eye(plan.p1)
     L = np.linalg.cholesky(M)
     G = T1 @ np.swapaxes(np.linalg.inv(L), 1, 2)  # T L^{-T}
     B = G @ np.swapaxes(G, 1, 2)
@@ -81,32 +82,77 @@ def _first_block(problem: Problem, T1: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return L, B, logdet
 
 
+_ONE_ZERO_ONE = np.array([1.0, 0.0, 1.0])
+_INV = np.array([2, 1, 2, 1, 1, 0, 1, 0])  # columns of [m00, m01, m11] over det: [i00, j, i00, j | j, i11, j, i11]
+_RB = np.array([0, 0, 0, 2, 1, 1, 1, 3])  # columns of [r00, r01, r10, r11]: B00, B01, B10, B11 = first + second half
+
+
 def _first_block_2x2(problem: Problem, T1: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     """`_first_block` for two columns per level (`(x|g)`, the commonest slope term) in
-    closed form over the levels: batched 2 x 2 matmul, cholesky and inv cost ~100 us of
-    numpy dispatch per evaluation, these few vector operations a fifth of that."""
-    A = problem.A11
-    a, b, c = A[:, 0, 0], A[:, 1, 0], A[:, 1, 1]
-    (t00, t01), (t10, t11) = T1
-    # M = T' A T + I with A = [[a, b], [b, c]] per level
-    m00 = (t00 * t00) * a + (2.0 * t00 * t10) * b + (t10 * t10) * c + 1.0
-    m01 = (t00 * t01) * a + (t00 * t11 + t10 * t01) * b + (t10 * t11) * c
-    m11 = (t01 * t01) * a + (2.0 * t01 * t11) * b + (t11 * t11) * c + 1.0
-    l00 = np.sqrt(m00)
+    closed form over the levels. The per-level quantities are the columns of small (l, k)
+    arrays so each step is one numpy call for all of them (numpy's per-call cost, not the
+    arithmetic, is what a small model pays); every entry is computed by the same
+    floating-point operations, in the same order, as one vector per quantity would, so the
+    criterion is bit-identical to that form (tested against it)."""
+    A3 = _plan(problem).gram1  # (3, l, 1): a, b, c of A = [[a, b], [b, c]] per level
+    (t00, t01), (t10, t11) = T1.tolist()
+    # m00 = ((c_a a + c_b b) + c_c c) + 1, m01 the same without + 1, m11 as m00
+    coef = np.array([t00 * t00, t00 * t01, t01 * t01,  # c_a of m00, m01, m11
+                     2.0 * t00 * t10, t00 * t11 + t10 * t01, 2.0 * t01 * t11,  # c_b
+                     t10 * t10, t10 * t11, t11 * t11,  # c_c
+                     # rows of T M^{-1}: t * i01 == -(t * j) and x + (-y) == x - y exactly
+                     t00, -t00, t10, -t10, -t01, t01, -t11, t11,
+                     t00, t10, t10, t10, t01, t11, t11, t11])  # B = (T M^{-1}) T'
+    P = A3 * coef[:9].reshape(3, 1, 3)  # (3, l, 3): [term, level, entry of M]
+    M3 = P[0] + P[1]
+    M3 += P[2]
+    M3 += _ONE_ZERO_ONE  # m01 + 0.0 == m01
+    m01 = M3[:, 1]
+    l00 = np.sqrt(M3[:, 0])
     l10 = m01 / l00
-    l11 = np.sqrt(m11 - l10 * l10)
-    L = np.zeros((a.size, 2, 2))
+    l11 = np.sqrt(M3[:, 2] - l10 * l10)
+    l = l00.size
+    L = np.zeros((l, 2, 2))
     L[:, 0, 0], L[:, 1, 0], L[:, 1, 1] = l00, l10, l11
-    # B = T M^{-1} T' with M^{-1} = [[m11, -m01], [-m01, m00]] / det
-    det = (l00 * l11) ** 2
-    i00, i01, i11 = m11 / det, -m01 / det, m00 / det
-    r00, r01 = t00 * i00 + t01 * i01, t00 * i01 + t01 * i11  # rows of T M^{-1}
-    r10, r11 = t10 * i00 + t11 * i01, t10 * i01 + t11 * i11
-    B = np.empty((a.size, 2, 2))
-    B[:, 0, 0] = r00 * t00 + r01 * t01
-    B[:, 0, 1] = B[:, 1, 0] = r00 * t10 + r01 * t11
-    B[:, 1, 1] = r10 * t10 + r11 * t11
-    return L, B, 2.0 * float(np.sum(np.log(l00 * l11)))
+    # B = T M^{-1} T' with M^{-1} = [[m11, -m01], [-m01, m00]] / det, j = m01 / det
+    d = l00 * l11
+    X = M3.take(_INV, axis=1)
+    X /= (d ** 2)[:, None]
+    X *= coef[9:17]
+    R = X[:, :4] + X[:, 4:]  # r00, r01, r10, r11
+    Y = R.take(_RB, axis=1)
+    Y *= coef[17:]
+    return L, (Y[:, :4] + Y[:, 4:]).reshape(l, 2, 2), 2.0 * float(np.sum(np.log(d)))
+
+
+@dataclass
+class _Plan:
+    """What every evaluation of one problem reuses (built on first use, kept on the problem)."""
+
+    p1: int
+    gram1: np.ndarray  # A11 as the first block uses it: (l,) for p1 == 1, (3, l, 1) for 2
+    m: int  # random rows of the tail
+    counts: np.ndarray  # rows per tail term and W (the scale vector's run lengths)
+    ones: np.ndarray | None  # the scale vector when the tail has no random term (all ones)
+    diag: slice  # flat positions of the tail's diagonal, rows dense_start..m
+
+
+def _plan(problem: Problem) -> _Plan:
+    plan = problem.__dict__.get("_factor_plan")
+    if plan is None:
+        A, p1 = problem.A11, problem.first.p
+        if p1 == 1:
+            gram1 = np.ascontiguousarray(A[:, 0, 0])
+        elif p1 == 2:
+            gram1 = np.stack([A[:, 0, 0], A[:, 1, 0], A[:, 1, 1]])[:, :, None]
+        else:
+            gram1 = A
+        m, nt, k = problem.m_rand, problem.nt, problem.dense_start
+        plan = _Plan(p1=p1, gram1=gram1, m=m,
+                     counts=np.array([*(t.q for t in problem.tail), problem.p + 1]),
+                     ones=np.ones(nt) if m == 0 else None, diag=slice(k * (nt + 1), m * (nt + 1), nt + 1))
+        problem.__dict__["_factor_plan"] = plan
+    return plan
 
 
 def _scale_vector(problem: Problem, factors: list[np.ndarray]) -> np.ndarray:
@@ -243,34 +289,49 @@ def _stage_diagonals(problem: Problem, factors: list[np.ndarray], upd: np.ndarra
     return diags
 
 
+def _lambda_diagonal(problem: Problem, plan: _Plan, factors: list[np.ndarray]) -> np.ndarray:
+    """`_scale_vector` with the run lengths kept in the plan (all ones when the tail has no
+    random term)."""
+    if plan.ones is not None:
+        return plan.ones
+    values = [T[0, 0] if T.shape[0] == 1 else 1.0 for T in factors[1:]]
+    return np.repeat(np.array([*values, 1.0]), plan.counts)
+
+
 def factorize(problem: Problem, theta: np.ndarray, whitened: bool = False) -> Factor:
     """The blocked Cholesky factor at theta (raises FactorError if not positive definite)."""
+    plan = _plan(problem)
     factors = working_factors(problem, theta, whitened)
     L11, B, logdet1 = _first_block(problem, factors[0])
     upd = problem.S_eval @ B.reshape(-1)
     k = problem.dense_start
     nt = problem.nt
-    lam = _scale_vector(problem, factors)
-    if not problem.stages:
+    lam = _lambda_diagonal(problem, plan, factors)
+    stages = problem.stages
+    if not stages:
         C = problem.A_tt.copy()
     else:
         # only the stored regions: the rectangle below each stage and the dense square;
         # the stages' diagonal blocks are kept as (l, p, p) arrays
         C = np.zeros((nt, nt))
-        for st in problem.stages:
+        for st in stages:
             e = st.start + st.l * st.p
             C[e:, st.start:e] = problem.A_tt[e:, st.start:e]
         C[k:, k:] = problem.A_tt[k:, k:]
-    nd = problem.t_dense.size
-    C.reshape(-1)[problem.t_dense] -= upd[:nd]
-    diags = _stage_diagonals(problem, factors, upd[nd:])
-    for st in problem.stages:
-        e = st.start + st.l * st.p
-        _scale_region(C[e:, st.start:e], e, st.start, problem, factors, lam)
-    _scale_region(C[k:, k:], k, k, problem, factors, lam)
-    C.reshape(-1)[k * (nt + 1):problem.m_rand * (nt + 1):nt + 1] += 1.0  # the diagonal, rows k..m
-    for j, stage in enumerate(problem.stages):
-        _eliminate(C, diags[j], stage, problem, diags[j + 1:], problem.stages[j + 1:])
+    flat = C.reshape(-1)
+    t_dense = problem.t_dense
+    nd = t_dense.size
+    flat[t_dense] -= upd[:nd]
+    if stages:
+        diags = _stage_diagonals(problem, factors, upd[nd:])
+        for st in stages:
+            e = st.start + st.l * st.p
+            _scale_region(C[e:, st.start:e], e, st.start, problem, factors, lam)
+    if plan.m:  # without random tail rows Lambda_t is I: nothing to scale, no I to add
+        _scale_region(C[k:, k:], k, k, problem, factors, lam)
+        flat[plan.diag] += 1.0  # the diagonal, rows k..m
+    for j, stage in enumerate(stages):
+        _eliminate(C, diags[j], stage, problem, diags[j + 1:], stages[j + 1:])
     # C is C-contiguous with its lower triangle valid; C.T is Fortran-ordered with that
     # triangle as its upper one, so dpotrf(upper) factors in place without a copy.
     U, info = lapack.dpotrf(C[k:, k:].T, lower=0, clean=0, overwrite_a=1)
@@ -280,14 +341,15 @@ def factorize(problem: Problem, theta: np.ndarray, whitened: bool = False) -> Fa
         C[k:, k:] = U.T
 
     d = np.diagonal(C)
-    m, p = problem.m_rand, problem.p
+    m, p = plan.m, problem.p
     # W = [X y] is the tail's last block, y last: in the factor of [[A, c], [c', y'y]] the
     # last pivot r has r^2 = y'y - c' A^{-1} c, the penalized weighted RSS at the
     # conditional optimum of [u; beta] (solve.py recovers that optimum from y's row)
     r = d[m + p]
     if not (d[: m + p].min() > 0 and np.isfinite(r)):
         raise FactorError("non-positive pivot")
+    logs = np.log(d[: m + p])
     return Factor(
         factors=factors, L11=L11, B=B, Ltail=C,
-        logdet_z=logdet1 + 2.0 * float(np.log(d[:m]).sum()),
-        logdet_x=2.0 * float(np.log(d[m:m + p]).sum()), r2=float(r * r))
+        logdet_z=logdet1 + 2.0 * float(logs[:m].sum()),
+        logdet_x=2.0 * float(logs[m:].sum()), r2=float(r * r))
