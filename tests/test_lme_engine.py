@@ -258,7 +258,7 @@ def test_early_stop_is_polished_by_cobyqa(monkeypatch) -> None:
     ref = json.loads((ROOT / "tests" / "reference" / "sleepstudy_reml.json").read_text())
     monkeypatch.setattr(optimize, "LBFGS_FTOL", 1e-3)  # stops far from the optimum
     fit = fit_design(build_design(parse_formula("Reaction ~ Days + (Days|Subject)"), sleepstudy()), "REML")
-    assert fit.convergence.optimizer == "L-BFGS-B (scipy), then COBYQA (scipy)"
+    assert fit.convergence.optimizer == "L-BFGS-B (scipy, analytic gradient), then COBYQA (scipy)"
     assert fit.converged and fit.objective <= ref["objective"] + 1e-4
 
 
@@ -350,22 +350,43 @@ def test_two_intercepts_on_one_factor_are_flagged_before_fitting() -> None:
     ("students_zerocorr_ml", ("COBYQA_POLISH",), 0.0),
 ])
 def test_find_optimum_takes_each_step_where_the_first_run_stops_short(case_id: str, steps: tuple[str, ...],
-                                                                     gain: float) -> None:
+                                                                     gain: float, monkeypatch) -> None:
     """Each step of the strategy, on the lme4 oracle case that needs it: the first run alone
-    stops `gain` (criterion units) above the optimum find_optimum reaches, which matches lme4."""
+    stops `gain` (criterion units) above the optimum find_optimum reaches, which matches lme4.
+    The steps are those of L-BFGS-B on differences (the optimizer of compound-symmetry
+    models); the analytic-gradient run reaches each of these optima too (next test)."""
     import test_lme_oracle as oracle
 
-    from runner.engines.lme.optimize import choose_optimizer, find_optimum, minimize_theta
+    import runner.engines.lme.optimize as optimize
 
+    monkeypatch.setattr(optimize, "choose_optimizer", lambda problem: optimize.Optimizer.LBFGSB)
     problem = build_problem(oracle.design(case_id))
     method = oracle.CASES[case_id]["method"]
-    first = minimize_theta(Criterion(problem, method, whitened=True), problem.start, problem.lower,
-                           choose_optimizer(problem))
-    opt, check = find_optimum(problem, method)
+    first = optimize.minimize_theta(Criterion(problem, method, whitened=True), problem.start, problem.lower,
+                                    optimize.Optimizer.LBFGSB)
+    opt, check = optimize.find_optimum(problem, method)
     assert tuple(s.name for s in opt.steps) == steps
     assert first.value - opt.value >= gain * 0.9
     assert check.ok and opt.value == pytest.approx(oracle.reference(case_id)["objective"], abs=2e-6)
     assert opt.label == ", ".join([opt.optimizer.value, *(s.value for s in opt.steps)])
+
+
+@pytest.mark.parametrize("case_id", ["crossed_three_levels_ml", "factor_slope_singular", "crossed_factor_term_face",
+                                     "crossed_factor_term_face2", "students_zerocorr_ml"])
+def test_analytic_gradient_run_reaches_the_hard_optima(case_id: str) -> None:
+    """The default optimizer (EM steps, then L-BFGS-B on the analytic gradient) on the cases
+    where difference gradients stop short: lme4's optimum, its singular flag, a passed check."""
+    import test_lme_oracle as oracle
+
+    from runner.engines.lme.optimize import Optimizer, choose_optimizer, find_optimum
+
+    problem = build_problem(oracle.design(case_id))
+    ref = oracle.reference(case_id)
+    assert choose_optimizer(problem) is Optimizer.LBFGSB_EXACT
+    opt, check = find_optimum(problem, oracle.CASES[case_id]["method"])
+    assert check.ok and opt.value == pytest.approx(ref["objective"], abs=2e-6)
+    assert opt.optimizer is Optimizer.LBFGSB_EXACT
+    np.testing.assert_allclose(opt.theta, ref["theta"], atol=2e-4)
 
 
 def test_design_warnings_keep_the_code_they_were_made_with() -> None:

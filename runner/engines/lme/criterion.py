@@ -38,6 +38,11 @@ class Criterion:
         self.method = method
         self.whitened = whitened  # theta is the optimizer's phi (factor.phi_to_theta)
         self.evaluations = 0
+        self.derivatives = [template_derivatives(t, whitened) for t in problem.terms]
+        # the analytic gradient and EM apply (every template covered; EM on the optimizer's
+        # whitened parameters or where nothing is whitened)
+        self.exact = all(d is not None for d in self.derivatives)
+        self.em = self.exact and (whitened or all(t.basis is None for t in problem.terms))
 
     def __call__(self, theta: np.ndarray) -> float:
         return self._evaluate(theta)[0]
@@ -65,11 +70,11 @@ class Criterion:
         theta = np.asarray(theta, dtype=float)
         value, f = self._evaluate(theta)
         grad = em = None
-        if f is not None and all(template_derivatives(t, self.whitened) is not None for t in self.problem.terms):
+        if f is not None and self.exact:
             try:
                 Qs = balances(self.problem, f, self.method)
-                grad = criterion_gradient(self.problem, f, self.method, self.whitened, Qs)
-                if self.whitened or all(t.basis is None for t in self.problem.terms):
+                grad = criterion_gradient(self.problem, f, self.method, self.whitened, Qs, self.derivatives)
+                if self.em:
                     em = em_step(self.problem, f, theta, Qs)
             except np.linalg.LinAlgError:
                 grad = em = None

@@ -68,14 +68,18 @@ def balances(problem: Problem, f: Factor, method: Method) -> list[np.ndarray]:
 
 
 def criterion_gradient(problem: Problem, f: Factor, method: Method, whitened: bool,
-                       Qs: list[np.ndarray] | None = None) -> np.ndarray | None:
+                       Qs: list[np.ndarray] | None = None,
+                       derivs: list[list[np.ndarray] | None] | None = None) -> np.ndarray | None:
     """d criterion / d theta at the factor's theta (phi when `whitened`), or None where the
-    formula does not apply (see the module's docstring). `Qs`: `balances`, if at hand."""
-    derivs = [template_derivatives(t, whitened) for t in problem.terms]
+    formula does not apply (see the module's docstring). `Qs`: `balances`, and `derivs`:
+    `template_derivatives` per term, if at hand."""
+    if derivs is None:
+        derivs = [template_derivatives(t, whitened) for t in problem.terms]
     if any(d is None for d in derivs):
         return None
     for T in f.factors:
-        if not np.linalg.svd(T, compute_uv=False).min() > MIN_SINGULAR:
+        smallest = abs(T[0, 0]) if T.shape[0] == 1 else np.linalg.svd(T, compute_uv=False).min()
+        if not smallest > MIN_SINGULAR:
             return None
     Qs = balances(problem, f, method) if Qs is None else Qs
     grad = np.zeros(sum(t.template.ntheta for t in problem.terms))

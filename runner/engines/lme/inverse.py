@@ -21,6 +21,7 @@ import numpy as np
 from scipy.linalg import lapack
 
 from runner.engines.lme.factor import Factor, sandwich
+from runner.engines.lme.sparse_ops import rmatvec
 from runner.engines.lme.structure import Problem
 
 
@@ -82,13 +83,21 @@ def _first_blocks(problem: Problem, f: Factor, Pinv: np.ndarray) -> np.ndarray:
     if problem.scalar_tail:  # lower triangle only: halve the diagonal, add the transpose
         qe[problem.targets_eval // nt == problem.targets_eval % nt] *= 0.5
         qr[problem.targets_rest // nt == problem.targets_rest % nt] *= 0.5
-        W = (problem.S_eval.T @ qe + problem.S_rest.T @ qr).reshape(l1, p1, p1)
+        W = _s_transpose(problem, qe, qr).reshape(l1, p1, p1)
         Fq = W + np.swapaxes(W, 1, 2)
     else:
-        Fq = (problem.S_eval.T @ qe + problem.S_rest.T @ qr).reshape(l1, p1, p1)
+        Fq = _s_transpose(problem, qe, qr).reshape(l1, p1, p1)
     if p1 == 1:
         return Minv + Minv * Minv * (T1[0, 0] ** 2) * Fq
     return Minv + Minv @ (T1.T @ Fq @ T1) @ Minv
+
+
+def _s_transpose(problem: Problem, qe: np.ndarray, qr: np.ndarray) -> np.ndarray:
+    """S' q over S's rows, which the problem keeps as S_eval's and S_rest's."""
+    out = rmatvec(problem.S_eval, qe)
+    if problem.S_rest.nnz:
+        out += rmatvec(problem.S_rest, qr)
+    return out
 
 
 def inverse_blocks(problem: Problem, f: Factor, with_x: bool) -> InverseBlocks:

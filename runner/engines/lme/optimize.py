@@ -99,13 +99,12 @@ Objective = Callable[[np.ndarray], float]
 
 
 def choose_optimizer(problem: Problem) -> Optimizer:
-    """By the cost of one evaluation (deterministic): differences are cheap on small models,
-    the analytic gradient pays where an evaluation is expensive."""
-    if problem.eval_flops < CHEAP_FLOPS:
-        return Optimizer.LBFGSB
+    """The analytic gradient wherever it applies (every template but compound symmetry):
+    measured on the lme4 reference cases it needs a third of the evaluations and less time,
+    from 1 ms fits to InstEval. Otherwise by the cost of one evaluation (deterministic)."""
     if all(template_derivatives(t, True) is not None for t in problem.terms):
         return Optimizer.LBFGSB_EXACT
-    return Optimizer.COBYQA
+    return Optimizer.LBFGSB if problem.eval_flops < CHEAP_FLOPS else Optimizer.COBYQA
 
 
 def _boundary(fun: Objective, theta: np.ndarray, value: float, lower: np.ndarray) -> tuple[np.ndarray, float]:
@@ -203,7 +202,10 @@ class _ScaledObjective:
         if self.best is None or value < self.best[0]:
             self.best = (value, theta)
         projected = np.where((self.lower == 0.0) & (theta <= 0.0) & (grad > 0), 0.0, grad)
-        if np.max(np.abs(projected), initial=0.0) <= EXACT_GTOL and value <= self.best[0]:
+        # a bounded component just above 0 sits where the criterion is flat (even in it):
+        # there L-BFGS-B's own stop lets it reach the bound
+        near_edge = np.any((self.lower == 0.0) & (theta > 0.0) & (theta < EDGE_PROBE_BELOW))
+        if np.max(np.abs(projected), initial=0.0) <= EXACT_GTOL and value <= self.best[0] and not near_edge:
             raise _Stationary
         return value, grad
 

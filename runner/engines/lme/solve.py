@@ -15,6 +15,7 @@ from scipy.linalg import solve_triangular
 
 from runner.engines.lme.factor import Factor
 from runner.engines.lme.inverse import inverse_blocks
+from runner.engines.lme.sparse_ops import rmatvec
 from runner.engines.lme.structure import Problem
 
 
@@ -56,7 +57,7 @@ def spherical_modes(problem: Problem, f: Factor) -> Modes:
     bt_eval = [uu @ T.T for uu, T in zip(u_tail, f.factors[1:])]  # b_t on the problem's columns
     v = np.concatenate([np.concatenate([b.T.ravel() for b in bt_eval]) if bt_eval else np.zeros(0),
                         beta, [-1.0]])
-    resid1 = -(problem.A_t1.T @ v)  # Z_1'(y - Z_t b_t - X beta), level-major (l1 * p1)
+    resid1 = -rmatvec(problem.A_t1, v)  # Z_1'(y - Z_t b_t - X beta), level-major (l1 * p1)
     l1, p1 = problem.first.levels, problem.first.p
     rhs = resid1.reshape(l1, p1) @ f.factors[0]  # rows: T1' r_c
     if p1 == 1:

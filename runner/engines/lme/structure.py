@@ -25,7 +25,7 @@ import scipy.sparse as sp
 from runner.design.model import Design, RandomBlock
 from runner.engines.lme.templates import Template
 from runner.engines.lme.terms import ReTerm, whiten
-from runner.engines.lme.update import update_matrix
+from runner.engines.lme.update import UpdateBuilder, rows_view
 
 
 @dataclass
@@ -148,14 +148,15 @@ def _stages(A_tt: np.ndarray, targets: np.ndarray, tail_q: list[int], ps: list[i
     return stages
 
 
-def _route(S: sp.csr_matrix, targets: np.ndarray, nt: int, stages: list[Stage], dense_start: int
-           ) -> tuple[sp.csr_matrix, np.ndarray, list[np.ndarray], np.ndarray]:
+def _route(targets: np.ndarray, nt: int, stages: list[Stage], dense_start: int
+           ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], np.ndarray]:
     """Which update targets the evaluation stores, and where.
 
     The evaluation keeps each stage's diagonal as (l, p, p) blocks and, in the dense tail
     matrix, only the rectangle below each stage and the dense square after the stages
     (everything else there is structurally zero). Targets elsewhere (upper-triangle
-    positions outside the dense square) are dropped.
+    positions outside the dense square) are dropped. Returns the targets' order in S_eval
+    (indices into `targets`), t_dense, t_stage and the dropped targets (ascending).
     """
     row, col = targets // nt, targets % nt
     keep_dense = (row >= dense_start) & (col >= dense_start)
@@ -175,7 +176,9 @@ def _route(S: sp.csr_matrix, targets: np.ndarray, nt: int, stages: list[Stage], 
         t_stage.append(c * st.p * st.p + a * st.p + b)
     idx_dense = np.flatnonzero(keep_dense)
     order = np.concatenate([idx_dense, *pieces]).astype(np.int64)
-    return S[order], targets[idx_dense], t_stage, order
+    dropped = np.ones(targets.size, dtype=bool)
+    dropped[order] = False
+    return order, targets[idx_dense], t_stage, np.flatnonzero(dropped)
 
 
 def _terms(design: Design) -> tuple[list[ReTerm], list[RandomBlock]]:
@@ -200,6 +203,44 @@ def _terms(design: Design) -> tuple[list[ReTerm], list[RandomBlock]]:
     return terms, [used[i] for i in order]
 
 
+def _csc_dense(W: np.ndarray) -> sp.csc_matrix:
+    """sp.csc_matrix(W) (zeros dropped, rows ascending) without its COO detour."""
+    Wf = np.asfortranarray(W)
+    nonzero = Wf != 0
+    indptr = np.concatenate([[0], np.cumsum(nonzero.sum(axis=0))])
+    indices = np.concatenate([np.flatnonzero(nonzero[:, j]) for j in range(W.shape[1])])
+    return sp.csc_matrix((Wf.T[nonzero.T], indices, indptr), shape=W.shape)
+
+
+def _tail_gram(rest: list[RandomBlock], sw: np.ndarray | None, Zs: list[sp.csc_matrix], Wc: sp.csc_matrix,
+               nt: int) -> np.ndarray:
+    """A_tt = tail' tail (dense nt x nt) block by block, equal bit for bit to the sparse product:
+    the random terms' blocks by np.bincount over level pairs (each cell a sum over rows in row
+    order, as scipy's product sums them), the blocks with [X y] by sparse products."""
+    A_tt = np.zeros((nt, nt))
+    vals = [b.X if sw is None else b.X * sw[:, None] for b in rest]
+    offs = np.cumsum([0, *(b.nlevels * b.ncols for b in rest)])
+    for i, bi in enumerate(rest):
+        li, oi = bi.nlevels, offs[i]
+        for j in range(i, len(rest)):
+            bj, lj, oj = rest[j], rest[j].nlevels, offs[j]
+            key = bi.codes if i == j else bi.codes.astype(np.int64) * lj + bj.codes
+            for a in range(bi.ncols):
+                for b in range(bj.ncols):
+                    cell = np.bincount(key, weights=vals[i][:, a] * vals[j][:, b], minlength=li if i == j else li * lj)
+                    if i == j:
+                        c = np.arange(li)
+                        A_tt[oi + a * li + c, oj + b * lj + c] = cell
+                    else:
+                        A_tt[oi + a * li:oi + (a + 1) * li, oj + b * lj:oj + (b + 1) * lj] = cell.reshape(li, lj)
+                        A_tt[oj + b * lj:oj + (b + 1) * lj, oi + a * li:oi + (a + 1) * li] = cell.reshape(li, lj).T
+        block = (Zs[i].T @ Wc).toarray()
+        A_tt[oi:offs[i + 1], offs[-1]:] = block
+        A_tt[offs[-1]:, oi:offs[i + 1]] = block.T
+    A_tt[offs[-1]:, offs[-1]:] = (Wc.T @ Wc).toarray()
+    return A_tt
+
+
 def build_problem(design: Design) -> Problem:
     """All Gram products of [Z_1 .. Z_k, X, y] with sqrt prior weights and offset applied."""
     sw = None if design.weights is None else np.sqrt(design.weights)
@@ -209,20 +250,32 @@ def build_problem(design: Design) -> Problem:
         W = W * sw[:, None]
     terms, blocks = _terms(design)
     first, rest = blocks[0], blocks[1:]
-    Z1 = _z(first, sw)
-    tail = sp.hstack([*(_z(b, sw, slab=True) for b in rest), sp.csc_matrix(W)], format="csc")
-    nt = tail.shape[1]
-    A_tt = (tail.T @ tail).toarray()
-    A_t1 = (tail.T @ Z1).tocsr()
+    Wc = _csc_dense(W)
+    del W
+    Z1 = _z(first, sw).tocsr()
+    Zs = [_z(b, sw, slab=True) for b in rest]
+    nt = sum(z.shape[1] for z in Zs) + Wc.shape[1]
+    A_t1 = sp.vstack([*(z.T @ Z1 for z in Zs), Wc.T @ Z1], format="csr")  # = tail' Z_1, row by row
+    del Z1
+    A_tt = _tail_gram(rest, sw, Zs, Wc, nt)
+    del Zs, Wc
     scalar_tail = all(b.ncols == 1 for b in rest)
-    S, targets = update_matrix(A_t1.T.tocsr(), first.nlevels, first.ncols, nt, both=not scalar_tail)
+    builder = UpdateBuilder(A_t1.T.tocsr(), first.nlevels, first.ncols, nt, both=not scalar_tail)
+    targets = builder.targets
     stages = _stages(A_tt, targets, [t.q for t in terms[1:]], [b.ncols for b in rest])
     dense_start = sum(s.l * s.p for s in stages)
-    S_eval, t_dense, t_stage, order = _route(S, targets, nt, stages, dense_start)
-    dropped = np.ones(targets.size, dtype=bool)
-    dropped[order] = False
-    S_rest, targets_rest, targets_eval = S[dropped], targets[dropped], targets[order]
-    del S  # S_eval and S_rest hold its rows once
+    order, t_dense, t_stage, dropped = _route(targets, nt, stages, dense_start)
+    rows = np.concatenate([order, dropped])
+    identity = bool(np.array_equal(rows, np.arange(rows.size)))
+    row_of = None
+    if not identity:
+        row_of = np.empty(rows.size, dtype=np.int64)
+        row_of[rows] = np.arange(rows.size)
+    S = builder.matrix(row_of)  # S_eval's rows, then the dropped ones: written once, in place
+    del builder, rows, row_of
+    S_eval, S_rest = rows_view(S, 0, order.size), rows_view(S, order.size, targets.size)
+    targets_eval, targets_rest = targets[order], targets[dropped]
+    del S
     lme4 = sorted(terms, key=lambda t: t.index)
     return Problem(
         n=design.nobs, p=design.X.shape[1],

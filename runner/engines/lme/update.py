@@ -6,12 +6,19 @@ first term's levels of products of two non-zeros of A_1t in the same level, so
 
     (A_t1 B A_1t)[targets[k]] = (S @ vec B)[k],   S[k, (level, a, b)] = A_1t[(level, a), r] A_1t[(level, b), s]
 
-for the tail position targets[k] = (r, s). Listing every pair of non-zeros within every
-level at once costs ~38 bytes a pair (33 million pairs, +1.2 GB, on a million rows of
-40,000 users crossed with 3,000 items). Here levels are taken in chunks of at most
-`max_pairs` pairs: pass 1 marks the target positions, pass 2 counts S's non-zeros per row,
-pass 3 writes values in place. No (row, column) of S repeats (a row of A_1t has each
-column once), so the result equals the all-at-once construction exactly.
+for the tail position targets[k] = (r, s). No (row, column) of S repeats (a row of A_1t has
+each column once): S has one non-zero per pair of A_1t entries in the same level.
+
+S is built a block of tail columns r at a time, so every row (r, s) is complete in the
+block holding r: A_t1's row r lists the levels that touch r, and for each of them the
+partners s are A_1t's entries of that level (for the lower triangle with one column per
+level, the prefix s <= r of the level's sorted row: no pair is listed to be dropped). The
+block's pairs come out ordered by r, level, s; one counting sort by row (scipy's COO -> CSR,
+in C, stable) puts them in S's row order with each row's levels ascending. Pass 1 lists
+the block's positions only (the targets and their non-zero counts: the caller routes rows
+before S is written); pass 2 writes values straight into each row's final place. At most
+`max_pairs` pairs and `max_cells` block positions (a local row lookup) are alive at once,
+on a million rows ~70 bytes a pair, against ~38 per pair for all pairs at once before.
 """
 
 from __future__ import annotations
@@ -19,109 +26,156 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-MAX_PAIRS = 2_000_000  # pairs alive at once (~80 MB of index arrays)
-MARKER_LIMIT = 50_000_000  # a boolean marker over the tail's nt x nt positions up to this size
+MAX_PAIRS = 1_000_000  # within-level pairs alive at once (~70 MB of index and value arrays)
+MAX_CELLS = 4_000_000  # tail positions (r, s) of one block: its row lookup (16 MB as int32)
 
 
-def ragged_pairs(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """All ordered pairs (e, f) of entries within each group of consecutive entries."""
-    starts = np.cumsum(counts) - counts
-    per_entry = np.repeat(counts, counts)  # group size, for each entry
-    entry_start = np.repeat(starts, counts)
-    e = np.repeat(np.arange(per_entry.size), per_entry)
-    offsets = np.repeat(np.cumsum(per_entry) - per_entry, per_entry)
-    f = np.repeat(entry_start, per_entry) + (np.arange(e.size) - offsets)
-    return e, f
+def _index_dtype(bound: int) -> type:
+    return np.int32 if bound < 2 ** 31 else np.int64
 
 
-def _spans(counts: np.ndarray, max_pairs: int) -> list[tuple[int, int]]:
-    """Consecutive level ranges holding at most ~max_pairs within-level pairs each."""
-    cum = np.cumsum(counts ** 2)
-    cuts = [0]
-    while cuts[-1] < counts.size:
-        base = cum[cuts[-1] - 1] if cuts[-1] else 0
-        cuts.append(max(int(np.searchsorted(cum, base + max_pairs, side="right")), cuts[-1] + 1))
-    cuts[-1] = counts.size
-    return list(zip(cuts[:-1], cuts[1:]))
+class UpdateBuilder:
+    """The within-level pairs of A_1t (rows (level, a), sorted columns), block by block of r.
 
+    `targets` (sorted flat tail positions r * nt + s) and `counts` (S's non-zeros in each
+    row) are known after construction (pass 1); `matrix` writes S (pass 2)."""
 
-class _Pairs:
-    """The within-level pairs of A_1t's non-zeros, one span of levels at a time."""
-
-    def __init__(self, A_1t: sp.csr_matrix, p1: int, both: bool) -> None:
-        self.indptr = A_1t.indptr
-        self.p1 = p1
-        self.both = both
-        self.r = A_1t.indices.astype(np.int64)
+    def __init__(self, A_1t: sp.csr_matrix, l1: int, p1: int, nt: int, both: bool,
+                 max_pairs: int = MAX_PAIRS, max_cells: int = MAX_CELLS) -> None:
+        A_1t = A_1t.tocsr()
+        A_1t.sort_indices()
+        self.l1, self.p1, self.nt, self.both = l1, p1, nt, both
+        ptr = A_1t.indptr.astype(np.int64)
+        self.s = A_1t.indices.astype(_index_dtype(nt), copy=False)  # the tail column of each entry
         self.v = A_1t.data
-        self.counts = (self.indptr[p1::p1] - self.indptr[0:-1:p1]).astype(np.int64)  # entries per level
+        # A_t1's rows (tail column r -> the A_1t rows touching it, ascending), with each entry's index in A_1t
+        pos = sp.csr_matrix((np.arange(self.s.size, dtype=np.int64), A_1t.indices, A_1t.indptr),
+                            shape=A_1t.shape).T.tocsr()
+        self.rptr = pos.indptr.astype(np.int64)
+        self.row = pos.indices.astype(np.int64)  # A_1t row (level, a) of each A_t1 entry
+        self.k = pos.data  # its index in A_1t
+        del pos
+        level_start = ptr[(self.row // p1) * p1]
+        if p1 == 1 and not both:
+            self.first, self.count = level_start, self.k - level_start + 1  # the prefix s <= r
+        else:
+            self.first, self.count = level_start, ptr[(self.row // p1) * p1 + p1] - level_start
+        self.filter = p1 > 1 and not both  # several rows per level: drop s > r after listing
+        self.rowid = np.repeat(np.arange(A_1t.shape[0]), np.diff(ptr)) if p1 > 1 else None
+        self.blocks = self._blocks(max_pairs, max_cells)
+        self._pass1()
 
-    def of(self, a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
-        e, f = ragged_pairs(self.counts[a:b])
-        e += self.indptr[a * self.p1]
-        f += self.indptr[a * self.p1]
-        if not self.both:  # the lower triangle only
-            keep = self.r[e] >= self.r[f]
-            e, f = e[keep], f[keep]
-        return e, f
+    def _blocks(self, max_pairs: int, max_cells: int) -> list[tuple[int, int]]:
+        """Consecutive ranges of r holding at most ~max_pairs pairs and max_cells positions."""
+        cum = np.concatenate([[0], np.cumsum(self.count)])[self.rptr]  # pairs before each r
+        width = max(1, max_cells // max(self.nt, 1))
+        out, r0 = [], 0
+        while r0 < self.nt:
+            r1 = int(np.searchsorted(cum, cum[r0] + max_pairs, side="right")) - 1
+            r1 = min(max(r1, r0 + 1), r0 + width, self.nt)
+            out.append((r0, r1))
+            r0 = r1
+        return out
 
-    def columns(self, e: np.ndarray, f: np.ndarray) -> np.ndarray:
-        """S's column (level, a, b) of each pair, from the rows (level, a) and (level, b) of A_1t."""
+    def _pairs(self, r0: int, r1: int, values: bool) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """The block's pairs in order (r, level, s): local position (r - r0) * nt + s, and with
+        `values` each pair's value A_1t[., r] * A_1t[., s] and column (level, a, b) of S."""
+        j0, j1 = int(self.rptr[r0]), int(self.rptr[r1])
+        cnt = self.count[j0:j1]  # pairs of each A_t1 entry (r, row (level, a)) of the block
+        f = np.repeat(self.first[j0:j1] - (np.cumsum(cnt) - cnt), cnt)
+        f += np.arange(f.size)  # the partner entry (s) of each pair
+        r_local = np.repeat(np.arange(r1 - r0, dtype=self.s.dtype), np.diff(self.rptr[r0:r1 + 1]))
+        sf = self.s[f]
+        key = np.repeat((r_local * self.nt).astype(_index_dtype((r1 - r0) * self.nt), copy=False), cnt)
+        keep = None
+        if self.filter:
+            keep = sf <= np.repeat(r_local + r0, cnt)
+            key, sf, f = key[keep], sf[keep], f[keep]
+        key += sf
+        del sf, r_local
+        if not values:
+            return key, None, None
+        val = np.repeat(self.v[self.k[j0:j1]], cnt)
+        row = self.row[j0:j1]
         p1 = self.p1
-        re = np.searchsorted(self.indptr, e, side="right") - 1
-        rf = np.searchsorted(self.indptr, f, side="right") - 1
-        return (re // p1) * (p1 * p1) + (re % p1) * p1 + (rf % p1)
+        if p1 == 1:
+            col = np.repeat(row.astype(_index_dtype(self.l1), copy=False), cnt)
+        else:
+            col = np.repeat((row // p1) * p1 * p1 + (row % p1) * p1, cnt)
+            if keep is not None:
+                val, col = val[keep], col[keep]
+            col += self.rowid[f] % p1
+            col = col.astype(_index_dtype(self.l1 * p1 * p1), copy=False)
+        val *= self.v[f]
+        return key, val, col
+
+    def _pass1(self) -> None:
+        """targets and counts, block by block (a local count over the block's positions)."""
+        targets, counts, ends = [], [], [0]
+        for r0, r1 in self.blocks:
+            key, _, _ = self._pairs(r0, r1, values=False)
+            cnt = np.bincount(key, minlength=(r1 - r0) * self.nt)
+            local = np.flatnonzero(cnt)
+            targets.append(local + r0 * self.nt)
+            counts.append(cnt[local])
+            ends.append(ends[-1] + local.size)
+        self.targets = np.concatenate(targets).astype(np.int64, copy=False)
+        self.counts = np.concatenate(counts).astype(np.int64, copy=False)
+        self.ends = ends  # targets[ends[i]:ends[i + 1]] are block i's
+
+    def matrix(self, row_of: np.ndarray | None = None) -> sp.csr_matrix:
+        """S with target i's pairs in row row_of[i] (None: row i), each row's columns ascending."""
+        n = self.targets.size
+        ncols = self.l1 * self.p1 * self.p1
+        sizes = self.counts if row_of is None else np.empty(n, dtype=np.int64)
+        if row_of is not None:
+            sizes[row_of] = self.counts
+        nnz = int(self.counts.sum())
+        idx = _index_dtype(max(nnz, ncols, n))
+        rptr = np.zeros(n + 1, dtype=idx)
+        np.cumsum(sizes, out=rptr[1:])
+        data = np.empty(nnz)
+        ind = np.empty(nnz, dtype=idx)
+        for (r0, r1), t0, t1 in zip(self.blocks, self.ends[:-1], self.ends[1:]):
+            if t1 == t0:
+                continue
+            key, val, col = self._pairs(r0, r1, values=True)
+            lookup = np.zeros((r1 - r0) * self.nt, dtype=_index_dtype(t1 - t0))
+            lookup[self.targets[t0:t1] - r0 * self.nt] = np.arange(t1 - t0)
+            rows = lookup[key]
+            del key, lookup
+            blk = sp.coo_matrix((val, (rows, col)), shape=(t1 - t0, ncols)).tocsr()  # stable by row
+            del val, rows, col
+            if row_of is None:
+                data[rptr[t0]:rptr[t1]] = blk.data
+                ind[rptr[t0]:rptr[t1]] = blk.indices
+            else:
+                lengths = np.diff(blk.indptr)
+                dest = np.repeat(rptr[row_of[t0:t1]].astype(np.int64) - blk.indptr[:-1], lengths)
+                dest += np.arange(blk.nnz)
+                data[dest] = blk.data
+                ind[dest] = blk.indices
+        S = sp.csr_matrix((data, ind, rptr), shape=(n, ncols))
+        S.has_sorted_indices = True
+        return S
 
 
-def update_matrix(A_1t: sp.csr_matrix, l1: int, p1: int, nt: int, both: bool,
-                  max_pairs: int = MAX_PAIRS) -> tuple[sp.csr_matrix, np.ndarray]:
+def update_matrix(A_1t: sp.csr_matrix, l1: int, p1: int, nt: int, both: bool, max_pairs: int = MAX_PAIRS,
+                  max_cells: int = MAX_CELLS) -> tuple[sp.csr_matrix, np.ndarray]:
     """S and targets with (S @ vec B)[k] = (A_t1 B A_1t)[targets[k]] on the lower
     triangle, or on both triangles when `both` (needed before a non-diagonal scaling)."""
-    A_1t = A_1t.tocsr()
-    A_1t.sort_indices()
-    pairs = _Pairs(A_1t, p1, both)
-    if nt * nt > MARKER_LIMIT:
-        return _all_at_once(pairs, l1, p1, nt)
-    spans = _spans(pairs.counts, max_pairs)
-    r = pairs.r
-    mark = np.zeros(nt * nt, dtype=bool)  # pass 1: which tail positions receive an update
-    for a, b in spans:
-        e, f = pairs.of(a, b)
-        mark[r[e] * nt + r[f]] = True
-    targets = np.flatnonzero(mark)
-    pos = np.cumsum(mark, dtype=np.int64) - 1
-    del mark
-    rowcount = np.zeros(targets.size, dtype=np.int64)  # pass 2: non-zeros per row of S
-    for a, b in spans:
-        e, f = pairs.of(a, b)
-        rowcount += np.bincount(pos[r[e] * nt + r[f]], minlength=targets.size)
-    rptr = np.concatenate([[0], np.cumsum(rowcount)])
-    del rowcount
-    data = np.empty(int(rptr[-1]))
-    ind = np.empty(int(rptr[-1]), dtype=np.int32 if l1 * p1 * p1 < 2 ** 31 else np.int64)
-    fill = rptr[:-1].copy()
-    for a, b in spans:  # pass 3: values written in place, each row's entries in level order
-        e, f = pairs.of(a, b)
-        row = pos[r[e] * nt + r[f]]
-        order = np.argsort(row, kind="stable")
-        row, col, val = row[order], pairs.columns(e, f)[order], (pairs.v[e] * pairs.v[f])[order]
-        starts = np.flatnonzero(np.concatenate([[True], row[1:] != row[:-1]]))
-        sizes = np.diff(np.concatenate([starts, [row.size]]))
-        where = fill[row] + (np.arange(row.size) - np.repeat(starts, sizes))
-        data[where] = val
-        ind[where] = col
-        fill[row[starts]] += sizes
-    S = sp.csr_matrix((data, ind, rptr), shape=(targets.size, l1 * p1 * p1))
-    S.has_sorted_indices = False
-    S.sort_indices()
-    return S, targets
+    builder = UpdateBuilder(A_1t, l1, p1, nt, both, max_pairs, max_cells)
+    return builder.matrix(), builder.targets
 
 
-def _all_at_once(pairs: _Pairs, l1: int, p1: int, nt: int) -> tuple[sp.csr_matrix, np.ndarray]:
-    """Every pair at once, targets by np.unique: for tails too wide for a position marker."""
-    e, f = pairs.of(0, pairs.counts.size)
-    targets, inv = np.unique(pairs.r[e] * nt + pairs.r[f], return_inverse=True)
-    S = sp.csr_matrix((pairs.v[e] * pairs.v[f], (inv.ravel(), pairs.columns(e, f))),
-                      shape=(targets.size, l1 * p1 * p1))
-    S.sum_duplicates()
-    return S, targets
+def rows_view(S: sp.csr_matrix, start: int, stop: int) -> sp.csr_matrix:
+    """Rows start..stop of S sharing S's data and index arrays (no copy of the non-zeros;
+    scipy's constructor would copy a slice much smaller than its base, so the arrays are set
+    on an empty matrix of the right shape)."""
+    a, b = int(S.indptr[start]), int(S.indptr[stop])
+    out = sp.csr_matrix((stop - start, S.shape[1]), dtype=S.dtype)
+    out.indptr = S.indptr[start:stop + 1] - S.indptr.dtype.type(a)
+    out.indices = S.indices[a:b]
+    out.data = S.data[a:b]
+    out.has_sorted_indices = S.has_sorted_indices
+    return out
