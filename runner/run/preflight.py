@@ -36,11 +36,13 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from runner.engines.lme.update import MARKER_LIMIT, MAX_PAIRS
+from runner.engines.lme.update import MAX_CELLS, MAX_PAIRS
 
 MB = 2 ** 20
 BASE_MB = 160.0  # a fitting process before its first fit: Python, numpy, scipy, pandas, runner (measured 150-165)
-PAIR_BYTES = 38.0  # peak bytes per within-level pair while the update matrix is built
+PAIR_BYTES = 70.0  # bytes per within-level pair of the block of pairs being listed (update.py)
+ENTRY_BYTES = 60.0  # bytes per non-zero of A_1t: the update builder's index arrays over them
+TARGET_BYTES = 28.0  # bytes per update target: position and count while S is written, S's row pointer
 SPARSE_BYTES = 24.0  # peak bytes per non-zero while Z_1 / the tail's columns are assembled
 S_BYTES = 12.0  # stored bytes per non-zero of a CSR matrix (float64 + int32 index)
 EVAL_COPIES = 3  # tail copies alive during an evaluation and the post-fit solve
@@ -202,13 +204,12 @@ def satterthwaite_evals(ntheta: int) -> int:
     return 1 + 2 * r * (k + k * (k - 1) // 2) + 2 * r * k + 2
 
 
-def _pairs_mb(pairs: float, nnz_s: float, nt: int, chunked: bool) -> float:
-    """Set-up memory of the update matrix: the engine lists within-level pairs a chunk of levels
-    at a time (runner/engines/lme/update.py), plus its position marker and index (9 bytes a tail
-    cell) and S's arrays while they are written and sorted; all pairs at once for very wide tails."""
-    if not chunked:
-        return PAIR_BYTES * pairs / MB
-    return PAIR_BYTES * min(pairs, float(MAX_PAIRS)) / MB + 9.0 * nt * nt / MB + 2 * S_BYTES * nnz_s / MB
+def _update_mb(pairs: float, nnz_s: float, entries: float, targets: float, nt: int) -> float:
+    """Set-up memory of the update matrix (runner/engines/lme/update.py): S itself, written in
+    place, its targets, the builder's index arrays over A_1t's entries, one block of at most
+    MAX_PAIRS within-level pairs and the block's row lookup over its tail positions."""
+    return (S_BYTES * nnz_s + TARGET_BYTES * targets + ENTRY_BYTES * entries
+            + PAIR_BYTES * min(pairs, float(MAX_PAIRS)) + 4.0 * min(float(MAX_CELLS), float(nt) * nt)) / MB
 
 
 def estimate_design(model: str, design: Any, method: str = "ML", fits: int = 1, inference_evals: int = 0) -> Estimate:
@@ -239,13 +240,13 @@ def estimate_design(model: str, design: Any, method: str = "ML", fits: int = 1, 
     random_cols = sum(b.ncols for b in blocks)
     sparse_mb = SPARSE_BYTES * n * (random_cols + p + 1) / MB
     a_tt = 8.0 * nt * nt / MB
-    chunked = nt * nt <= MARKER_LIMIT
-    pair_mb = _pairs_mb(pairs, nnz_s, nt, chunked)
-    s_mb = S_BYTES * nnz_s / MB
+    targets = min(nnz_s, float(nt) * nt if both else nt * (nt + 1) / 2.0)  # rows of S (an upper bound)
+    pair_mb = _update_mb(nnz_s, nnz_s, entries, targets, nt)
+    s_mb = (S_BYTES * nnz_s + 12.0 * targets) / MB  # S (kept once: S_eval + S_rest) and its targets
     a_t1 = S_BYTES * entries / MB
     stored = 8.0 * dense * nt / MB  # dense square and the rectangles below the stages
-    setup = sparse_mb + a_tt + a_t1 + max(pair_mb, 2 * s_mb)
-    evaluate = a_tt + a_t1 + s_mb + EVAL_COPIES * stored  # S kept once (S_eval + S_rest)
+    setup = a_tt + a_t1 + max(sparse_mb, pair_mb)
+    evaluate = a_tt + a_t1 + s_mb + EVAL_COPIES * stored
     memory = BASE_MB + design_mb + max(setup, evaluate)
 
     dense_terms = [b for b in rest if sum(x.nlevels * x.ncols for x in rest[:rest.index(b)]) >= staged]
@@ -256,7 +257,7 @@ def estimate_design(model: str, design: Any, method: str = "ML", fits: int = 1, 
         Part("update pairs", pair_mb,
              f"the update from {first.group} ({l1:,} levels, ~{entries / max(l1, 1):.0f} non-zero columns each) "
              f"enumerates {pairs:,.0f} pairs during set-up"
-             + (f", at most {MAX_PAIRS:,} at a time" if chunked else ""),
+             + f", at most {MAX_PAIRS:,} at a time",
              f"fewer {' and '.join(b.group for b in rest) or 'fixed-effect'} levels met by each {first.group}, or fewer "
              f"rows"),
         Part("dense tail", EVAL_COPIES * stored + a_tt,
