@@ -3,12 +3,20 @@
 Each case of tests/reference/cases.tsv is fitted from the same CSV by:
 
 - mixspec: the whole path from a DataFrame to a checked fit (design matrices, rank and
-  scale checks, optimization, convergence and singularity checks), in a fresh Python
+  scale checks, optimization, convergence and singularity checks, and the Fit's numbers:
+  Wald table, VarCorr, conditional modes and variances, fitted values), in a fresh Python
   process per case: one warm-up fit, then the median of `--repeats` timed fits; the
   process's peak resident memory is reported;
 - lme4: `lmer()` timed inside R (Rscript, when present), warm-up plus the median of
   `--repeats`, reading the same CSV with `stringsAsFactors = TRUE`;
-- mixedlm (PyPI, Rust backend; `pip install -e .[bench]`), when importable, likewise;
+- mixedlm (PyPI, Rust backend; `pip install -e .[bench]`), when importable, likewise:
+  `lmer()` and then the numbers mixspec's Fit already holds (`vcov()`, `VarCorr()`,
+  `ranef(condVar=True)`, `fitted()`, `residuals()`), which mixedlm computes lazily on
+  first request. Both Python tools get the same DataFrame: the CSV with its grouping
+  columns as categoricals (as R's read.csv(stringsAsFactors = TRUE) makes text columns),
+  converted before timing. mixspec also runs lme4's checkConv (finite-difference
+  gradient and Hessian, k(k+1) extra evaluations for k covariance parameters), which
+  mixedlm has no counterpart of: that stays in mixspec's time;
 - statsmodels MixedLM through `fit_design(..., engine="statsmodels")` for the cases it
   can express; a first fit slower than `--slow` seconds is reported alone (not repeated),
   and a run still going after `--timeout` seconds is stopped and marked.
@@ -53,8 +61,10 @@ MIXSPEC_CHILD = textwrap.dedent("""
     from runner.design.build import build_design
     from runner.engines import fit_design
     from runner.formula import parse_formula
-    formula, method, path, repeats = {formula!r}, {method!r}, {path!r}, {repeats}
+    formula, method, path, repeats, groups = {formula!r}, {method!r}, {path!r}, {repeats}, {groups!r}
     df = pd.read_csv(path)
+    for g in groups:  # the same DataFrame as the mixedlm child gets
+        df[g] = df[g].astype(str).astype("category")
     def fit():
         return fit_design(build_design(parse_formula(formula), df), method, formula_text=formula)
     f = fit()  # warm-up
@@ -78,7 +88,10 @@ MIXEDLM_CHILD = textwrap.dedent("""
     for g in groups:  # grouping factors as R's read.csv(stringsAsFactors = TRUE) makes them
         df[g] = df[g].astype(str).astype("category")
     def fit():
-        return mixedlm.lmer(formula, df, REML=(method == "REML"))
+        m = mixedlm.lmer(formula, df, REML=(method == "REML"))
+        # what mixspec's Fit holds when its fit returns (mixedlm computes these on request)
+        m.vcov(), m.VarCorr(), m.ranef(condVar=True), m.fitted(), m.residuals()
+        return m
     m = fit()
     times = []
     for _ in range(repeats):
@@ -213,7 +226,8 @@ def main() -> int:
             path = str(data_path(case["dataset"]))
             print(f"-- {cid}", file=sys.stderr, flush=True)
             fill = dict(root=str(ROOT), formula=formula, method=method, path=path, repeats=args.repeats)
-            mine = run_child([sys.executable, "-c", MIXSPEC_CHILD.format(**fill)], timeout=3600)
+            groups = grouping_columns(formula)
+            mine = run_child([sys.executable, "-c", MIXSPEC_CHILD.format(**fill, groups=groups)], timeout=3600)
             lme4 = None
             if rscript:
                 script = Path(tmp) / f"{cid}.R"
@@ -222,8 +236,8 @@ def main() -> int:
                 lme4 = run_child([rscript, "--vanilla", str(script)], timeout=3600)
             mlm = None
             if have_mixedlm:
-                mlm = run_child([sys.executable, "-c", MIXEDLM_CHILD.format(
-                    **fill, groups=grouping_columns(formula))], timeout=3600)
+                mlm = run_child([sys.executable, "-c", MIXEDLM_CHILD.format(**fill, groups=groups)],
+                                timeout=3600)
             sm = None
             if not args.no_statsmodels:
                 sm = run_child([sys.executable, "-c", STATSMODELS_CHILD.format(**fill, slow=args.slow)],
@@ -244,7 +258,10 @@ def main() -> int:
         "",
         f"Median of {args.repeats} fits after a warm-up, seconds, each tool on the same CSV; "
         "mixspec's time is the whole path from a DataFrame to a checked fit (design, "
-        "optimization, convergence and singularity checks); lme4's is `lmer()` timed inside R.",
+        "optimization, convergence and singularity checks, the Fit's tables); mixedlm's is "
+        "`lmer()` plus the same numbers (`vcov`, `VarCorr`, `ranef(condVar=True)`, `fitted`, "
+        "`residuals`) from the same DataFrame (grouping columns as categoricals); lme4's is "
+        "`lmer()` timed inside R.",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
         f"load average at the end {os.getloadavg()[0]:.2f}.",
         "",
