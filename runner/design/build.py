@@ -126,11 +126,11 @@ def _cbind_names(response: str) -> tuple[str, str]:
     return ("successes", "failures")
 
 
-def _fixed(mf: ModelFormula, frame: pd.DataFrame, state: State, learn: pd.DataFrame | None,
+def _fixed(terms: rterms.Terms, frame: pd.DataFrame, state: State, learn: pd.DataFrame | None,
            contrasts: dict[str, str] | None
            ) -> tuple[np.ndarray, list[FixedColumn], list[str], list[DesignWarning]]:
-    """X with rank-deficient columns dropped (named, lme4's rule) and the scale warning."""
-    terms = fixed_terms(mf)
+    """X with rank-deficient columns dropped (named, lme4's rule) and the scale warning;
+    `terms`: the fixed part's `fixed_terms`."""
     mm = _matrix(terms, frame, state, learn, contrasts, "fixed-effects model matrix")
     X, cols = mm.X, mm.columns
     warnings = [DesignWarning("design", w) for w in terms.warnings]
@@ -151,10 +151,10 @@ def _fixed(mf: ModelFormula, frame: pd.DataFrame, state: State, learn: pd.DataFr
     return np.ascontiguousarray(X), fixed, dropped, warnings
 
 
-def _offset(mf: ModelFormula, frame: pd.DataFrame, state: State, learn: pd.DataFrame | None) -> np.ndarray | None:
+def _offset(terms: rterms.Terms, frame: pd.DataFrame, state: State, learn: pd.DataFrame | None) -> np.ndarray | None:
     """The sum of the formula's offset() terms (R adds them all to the linear predictor)."""
     total = None
-    for node in fixed_terms(mf).offsets:
+    for node in terms.offsets:
         label = f"offset({rexpr.deparse(node)})"
         try:
             if learn is not None:
@@ -309,8 +309,9 @@ def _build_design(mf: ModelFormula, frame: pd.DataFrame, weights: str | None, of
         y, trials, success = _binomial_response(mf, frame)
     else:
         y = _response(mf, frame)
-    X, fixed, dropped, warnings = _fixed(mf, frame, state, learn_frame, contrasts)
-    off = _offset(mf, frame, state, learn_frame)
+    terms = fixed_terms(mf)  # parsed and expanded once per design
+    X, fixed, dropped, warnings = _fixed(terms, frame, state, learn_frame, contrasts)
+    off = _offset(terms, frame, state, learn_frame)
     if not glmm:
         _check_response_varies(mf.response, y if off is None else y - off, X)
     raw = [_block(t, frame, state, learn_frame, contrasts) for t in mf.random]

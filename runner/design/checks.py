@@ -25,7 +25,7 @@ def rank_keep(X: np.ndarray, tol: float = RANK_TOL) -> np.ndarray:
         x = X[:, j].astype(float)
         norm = float(np.linalg.norm(x))
         r = x.copy()
-        for _ in range(2):  # re-orthogonalize once: classical Gram-Schmidt twice is stable
+        for _ in range(2 if keep else 0):  # re-orthogonalize once: classical Gram-Schmidt twice is stable
             r -= basis @ (basis.T @ r)
         rnorm = float(np.linalg.norm(r))
         if norm == 0.0 or rnorm < tol * norm:
@@ -39,7 +39,7 @@ def scale_warning(X: np.ndarray, tol: float = SCALE_TOL) -> str | None:
     """lme4's checkScaleX message, or None: compares SDs of non-0/1 columns."""
     if X.shape[1] == 0:
         return None
-    binary = np.all(np.isin(X, (0.0, 1.0)), axis=0)
+    binary = np.all((X == 0.0) | (X == 1.0), axis=0)  # np.isin(X, (0, 1)), without its sort
     cont = X[:, ~binary]
     if cont.shape[1] == 0 or X.shape[0] < 2:
         return None
