@@ -23,6 +23,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from runner.design.model import Design, RandomBlock
+from runner.engines.lme.heap import release_freed
 from runner.engines.lme.templates import Template
 from runner.engines.lme.terms import ReTerm, whiten
 from runner.engines.lme.update import UpdateBuilder, rows_view
@@ -158,6 +159,8 @@ def _route(targets: np.ndarray, nt: int, stages: list[Stage], dense_start: int
     positions outside the dense square) are dropped. Returns the targets' order in S_eval
     (indices into `targets`), t_dense, t_stage and the dropped targets (ascending).
     """
+    if not stages and dense_start == 0:  # everything in the dense square, in order
+        return np.arange(targets.size), targets, [], np.zeros(0, dtype=np.int64)
     row, col = targets // nt, targets % nt
     keep_dense = (row >= dense_start) & (col >= dense_start)
     pieces = []
@@ -203,13 +206,16 @@ def _terms(design: Design) -> tuple[list[ReTerm], list[RandomBlock]]:
     return terms, [used[i] for i in order]
 
 
-def _csc_dense(W: np.ndarray) -> sp.csc_matrix:
-    """sp.csc_matrix(W) (zeros dropped, rows ascending) without its COO detour."""
-    Wf = np.asfortranarray(W)
-    nonzero = Wf != 0
-    indptr = np.concatenate([[0], np.cumsum(nonzero.sum(axis=0))])
-    indices = np.concatenate([np.flatnonzero(nonzero[:, j]) for j in range(W.shape[1])])
-    return sp.csc_matrix((Wf.T[nonzero.T], indices, indptr), shape=W.shape)
+def _csc_columns(columns: list[np.ndarray], n: int) -> sp.csc_matrix:
+    """The n x k CSC matrix of these columns, zeros dropped (as sp.csc_matrix of the dense
+    matrix stores it), built a column at a time: no dense copy of the whole matrix."""
+    data, indices = [], []
+    for col in columns:
+        nz = np.flatnonzero(col).astype(np.int32 if n < 2 ** 31 else np.int64)
+        indices.append(nz)
+        data.append(col[nz])
+    indptr = np.concatenate([[0], np.cumsum([d.size for d in data])])
+    return sp.csc_matrix((np.concatenate(data), np.concatenate(indices), indptr), shape=(n, len(columns)))
 
 
 def _tail_gram(rest: list[RandomBlock], sw: np.ndarray | None, Zs: list[sp.csc_matrix], Wc: sp.csc_matrix,
@@ -245,13 +251,12 @@ def build_problem(design: Design) -> Problem:
     """All Gram products of [Z_1 .. Z_k, X, y] with sqrt prior weights and offset applied."""
     sw = None if design.weights is None else np.sqrt(design.weights)
     y = design.y if design.offset is None else design.y - design.offset
-    W = np.column_stack([design.X, y])
-    if sw is not None:
-        W = W * sw[:, None]
+    release_freed(8.0 * design.nobs * (design.X.shape[1] + 1 + 2 * len(design.blocks)))  # data loading's garbage
     terms, blocks = _terms(design)
     first, rest = blocks[0], blocks[1:]
-    Wc = _csc_dense(W)
-    del W
+    columns = [*(design.X[:, j] for j in range(design.X.shape[1])), y]  # W = [X y]
+    Wc = _csc_columns([c if sw is None else c * sw for c in columns], design.nobs)
+    del columns, y
     Z1 = _z(first, sw).tocsr()
     Zs = [_z(b, sw, slab=True) for b in rest]
     nt = sum(z.shape[1] for z in Zs) + Wc.shape[1]
@@ -265,17 +270,22 @@ def build_problem(design: Design) -> Problem:
     stages = _stages(A_tt, targets, [t.q for t in terms[1:]], [b.ncols for b in rest])
     dense_start = sum(s.l * s.p for s in stages)
     order, t_dense, t_stage, dropped = _route(targets, nt, stages, dense_start)
-    rows = np.concatenate([order, dropped])
-    identity = bool(np.array_equal(rows, np.arange(rows.size)))
-    row_of = None
-    if not identity:
-        row_of = np.empty(rows.size, dtype=np.int64)
-        row_of[rows] = np.arange(rows.size)
-    S = builder.matrix(row_of)  # S_eval's rows, then the dropped ones: written once, in place
-    del builder, rows, row_of
-    S_eval, S_rest = rows_view(S, 0, order.size), rows_view(S, order.size, targets.size)
-    targets_eval, targets_rest = targets[order], targets[dropped]
+    n_dense, n_eval = t_dense.size, order.size
+    row_of = None  # S's rows in S_eval's order, then the dropped ones
+    if n_eval < targets.size or np.any(order != np.arange(n_eval)):
+        row_of = np.empty(targets.size, dtype=np.int64)
+        row_of[order] = np.arange(n_eval)
+        row_of[dropped] = np.arange(n_eval, targets.size)
+        targets_eval, targets_rest = targets[order], targets[dropped]
+    else:
+        targets_eval, targets_rest = targets, targets[:0].copy()
+    del order, dropped, t_dense, targets
+    S = builder.matrix(row_of)  # written once, in place
+    del builder, row_of
+    S_eval, S_rest = rows_view(S, 0, n_eval), rows_view(S, n_eval, S.shape[0])
+    t_dense = targets_eval[:n_dense]  # S_eval's first rows are the dense ones: one array, not two
     del S
+    release_freed(12.0 * (S_eval.nnz + S_rest.nnz))  # the builder's freed blocks, before the evaluations
     lme4 = sorted(terms, key=lambda t: t.index)
     return Problem(
         n=design.nobs, p=design.X.shape[1],

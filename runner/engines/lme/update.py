@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-MAX_PAIRS = 1_000_000  # within-level pairs alive at once (~70 MB of index and value arrays)
+MAX_PAIRS = 500_000  # within-level pairs alive at once (~35 MB of index and value arrays)
 MAX_CELLS = 4_000_000  # tail positions (r, s) of one block: its row lookup (16 MB as int32)
 
 
@@ -46,20 +46,23 @@ class UpdateBuilder:
         A_1t.sort_indices()
         self.l1, self.p1, self.nt, self.both = l1, p1, nt, both
         ptr = A_1t.indptr.astype(np.int64)
+        nnz = int(ptr[-1])
+        entry = _index_dtype(nnz + 1)  # indices into A_1t's entries
         self.s = A_1t.indices.astype(_index_dtype(nt), copy=False)  # the tail column of each entry
         self.v = A_1t.data
         # A_t1's rows (tail column r -> the A_1t rows touching it, ascending), with each entry's index in A_1t
-        pos = sp.csr_matrix((np.arange(self.s.size, dtype=np.int64), A_1t.indices, A_1t.indptr),
-                            shape=A_1t.shape).T.tocsr()
+        pos = sp.csr_matrix((np.arange(nnz, dtype=entry), A_1t.indices, A_1t.indptr), shape=A_1t.shape).T.tocsr()
         self.rptr = pos.indptr.astype(np.int64)
-        self.row = pos.indices.astype(np.int64)  # A_1t row (level, a) of each A_t1 entry
+        self.row = pos.indices.astype(_index_dtype(A_1t.shape[0]), copy=False)  # A_1t row (level, a) of each entry
         self.k = pos.data  # its index in A_1t
         del pos
-        level_start = ptr[(self.row // p1) * p1]
+        level_row = (self.row // p1) * p1
+        self.first = ptr[level_row].astype(entry)  # the level's first entry in A_1t
         if p1 == 1 and not both:
-            self.first, self.count = level_start, self.k - level_start + 1  # the prefix s <= r
+            self.count = self.k - self.first + 1  # the prefix s <= r
         else:
-            self.first, self.count = level_start, ptr[(self.row // p1) * p1 + p1] - level_start
+            self.count = (ptr[level_row + p1] - self.first).astype(entry)
+        del level_row
         self.filter = p1 > 1 and not both  # several rows per level: drop s > r after listing
         self.rowid = np.repeat(np.arange(A_1t.shape[0]), np.diff(ptr)) if p1 > 1 else None
         self.blocks = self._blocks(max_pairs, max_cells)
@@ -67,7 +70,7 @@ class UpdateBuilder:
 
     def _blocks(self, max_pairs: int, max_cells: int) -> list[tuple[int, int]]:
         """Consecutive ranges of r holding at most ~max_pairs pairs and max_cells positions."""
-        cum = np.concatenate([[0], np.cumsum(self.count)])[self.rptr]  # pairs before each r
+        cum = np.concatenate([[0], np.cumsum(self.count, dtype=np.int64)])[self.rptr]  # pairs before each r
         width = max(1, max_cells // max(self.nt, 1))
         out, r0 = [], 0
         while r0 < self.nt:
@@ -82,7 +85,7 @@ class UpdateBuilder:
         `values` each pair's value A_1t[., r] * A_1t[., s] and column (level, a, b) of S."""
         j0, j1 = int(self.rptr[r0]), int(self.rptr[r1])
         cnt = self.count[j0:j1]  # pairs of each A_t1 entry (r, row (level, a)) of the block
-        f = np.repeat(self.first[j0:j1] - (np.cumsum(cnt) - cnt), cnt)
+        f = np.repeat(self.first[j0:j1] - (np.cumsum(cnt, dtype=np.int64) - cnt), cnt)
         f += np.arange(f.size)  # the partner entry (s) of each pair
         r_local = np.repeat(np.arange(r1 - r0, dtype=self.s.dtype), np.diff(self.rptr[r0:r1 + 1]))
         sf = self.s[f]
@@ -112,28 +115,29 @@ class UpdateBuilder:
     def _pass1(self) -> None:
         """targets and counts, block by block (a local count over the block's positions)."""
         targets, counts, ends = [], [], [0]
+        flat = _index_dtype(self.nt * self.nt)  # int32 positions where nt^2 < 2^31 (half the memory)
         for r0, r1 in self.blocks:
             key, _, _ = self._pairs(r0, r1, values=False)
             cnt = np.bincount(key, minlength=(r1 - r0) * self.nt)
-            local = np.flatnonzero(cnt)
-            targets.append(local + r0 * self.nt)
-            counts.append(cnt[local])
+            local = np.flatnonzero(cnt).astype(flat)
+            targets.append(local + flat(r0 * self.nt))
+            counts.append(cnt[local].astype(_index_dtype(self.l1 * self.p1 * self.p1 + 1)))  # pairs a target
             ends.append(ends[-1] + local.size)
-        self.targets = np.concatenate(targets).astype(np.int64, copy=False)
-        self.counts = np.concatenate(counts).astype(np.int64, copy=False)
+        self.targets = np.concatenate(targets)
+        self.counts = np.concatenate(counts)
         self.ends = ends  # targets[ends[i]:ends[i + 1]] are block i's
 
     def matrix(self, row_of: np.ndarray | None = None) -> sp.csr_matrix:
         """S with target i's pairs in row row_of[i] (None: row i), each row's columns ascending."""
         n = self.targets.size
         ncols = self.l1 * self.p1 * self.p1
-        sizes = self.counts if row_of is None else np.empty(n, dtype=np.int64)
+        sizes = self.counts if row_of is None else np.empty(n, dtype=self.counts.dtype)
         if row_of is not None:
             sizes[row_of] = self.counts
-        nnz = int(self.counts.sum())
+        nnz = int(self.counts.sum(dtype=np.int64))
         idx = _index_dtype(max(nnz, ncols, n))
         rptr = np.zeros(n + 1, dtype=idx)
-        np.cumsum(sizes, out=rptr[1:])
+        np.cumsum(sizes, dtype=idx, out=rptr[1:])
         data = np.empty(nnz)
         ind = np.empty(nnz, dtype=idx)
         for (r0, r1), t0, t1 in zip(self.blocks, self.ends[:-1], self.ends[1:]):
