@@ -135,11 +135,18 @@ class _Plan:
     counts: np.ndarray  # rows per tail term and W (the scale vector's run lengths)
     ones: np.ndarray | None  # the scale vector when the tail has no random term (all ones)
     diag: slice  # flat positions of the tail's diagonal, rows dense_start..m
+    source: tuple[object, ...]  # the problem's A11, terms, nt and p it was made from
+
+    def made_from(self, problem: Problem) -> bool:
+        """Whether the problem still holds what the plan was made from (a copy of a problem
+        with another A11 or other terms gets a new plan)."""
+        a, terms, nt, p = self.source
+        return a is problem.A11 and terms is problem.terms and nt == problem.nt and p == problem.p
 
 
 def _plan(problem: Problem) -> _Plan:
     plan = problem.__dict__.get("_factor_plan")
-    if plan is None:
+    if plan is None or not plan.made_from(problem):
         A, p1 = problem.A11, problem.first.p
         if p1 == 1:
             gram1 = np.ascontiguousarray(A[:, 0, 0])
@@ -150,7 +157,8 @@ def _plan(problem: Problem) -> _Plan:
         m, nt, k = problem.m_rand, problem.nt, problem.dense_start
         plan = _Plan(p1=p1, gram1=gram1, m=m,
                      counts=np.array([*(t.q for t in problem.tail), problem.p + 1]),
-                     ones=np.ones(nt) if m == 0 else None, diag=slice(k * (nt + 1), m * (nt + 1), nt + 1))
+                     ones=np.ones(nt) if m == 0 else None, diag=slice(k * (nt + 1), m * (nt + 1), nt + 1),
+                     source=(A, problem.terms, nt, problem.p))
         problem.__dict__["_factor_plan"] = plan
     return plan
 
