@@ -53,6 +53,8 @@ CHEAP_FLOPS = 2e7  # below this estimated cost per evaluation, use L-BFGS-B
 EM_STEPS = 3  # EM steps before L-BFGS-B on the analytic gradient
 SCALE_FLOOR = 0.05  # smallest |theta| the variable scaling divides by
 EXACT_GTOL = 1e-4  # projected analytic gradient, scaled variables: theta within ~1e-6 relative
+EXACT_GAIN = 1e-8  # or a predicted Newton gain (criterion units) below this
+NOISE = 1e-12  # or below the criterion's rounding noise, relative
 
 EDGE_PROBE_BELOW = 1e-3  # a bounded component this small after the optimizer gets probed
 EDGE_PROBE_STEPS = (1e-3, 1e-2, 1e-1)
@@ -205,7 +207,12 @@ class _ScaledObjective:
         # a bounded component just above 0 sits where the criterion is flat (even in it):
         # there L-BFGS-B's own stop lets it reach the bound
         near_edge = np.any((self.lower == 0.0) & (theta > 0.0) & (theta < EDGE_PROBE_BELOW))
-        if np.max(np.abs(projected), initial=0.0) <= EXACT_GTOL and value <= self.best[0] and not near_edge:
+        # in these units the Hessian is about 2 I, so a Newton step would gain ~ |g|^2 / 4:
+        # below the criterion's rounding noise (~1e-12 of it: 4e-6 on a million rows) no
+        # line search can see progress
+        small = (np.max(np.abs(projected), initial=0.0) <= EXACT_GTOL
+                 or float(projected @ projected) / 4 <= max(EXACT_GAIN, NOISE * abs(value)))
+        if small and value <= self.best[0] and not near_edge:
             raise _Stationary
         return value, grad
 
@@ -221,7 +228,8 @@ def _lbfgsb_exact(fun: Criterion, start: np.ndarray, lower: np.ndarray, ftol: fl
     except _Stationary:
         assert objective.best is not None
         return OptimizeResult(x=objective.best[1], fun=objective.best[0], success=True, status=0,
-                              message=f"projected gradient within {EXACT_GTOL:g} (scaled)")
+                              message="stationary: the scaled projected gradient is within "
+                                      f"{EXACT_GTOL:g} or its Newton gain below the criterion's noise")
     res.x = res.x / scale
     return res
 
