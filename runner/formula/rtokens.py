@@ -17,6 +17,7 @@ _NUMBER = re.compile(r"(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?L?")
 _SPECIAL = re.compile(r"%[^%\n]*%")
 _OPS = ("**", "&&", "||", "==", "!=", "<=", ">=", "+", "-", "*", "/", "^", ":", "(", ")", ",", "=",
         "<", ">", "!", "&", "|", "~")
+_OP = re.compile("|".join(re.escape(o) for o in _OPS))  # the first of _OPS that matches, as a loop over them
 # R's reserved words that are constants when they stand alone.
 CONSTANTS = {"TRUE": True, "FALSE": False, "T": True, "F": False}
 LITERALS = frozenset({"TRUE", "FALSE", "NULL", "Inf", "NaN", "NA", "NA_integer_", "NA_real_", "NA_character_"})
@@ -77,7 +78,8 @@ def tokenize(text: str, base: int = 0, full_text: str | None = None, lenient: bo
             out.append(Token("op", m.group(), base + i))
             i = m.end()
         else:
-            op = next((o for o in _OPS if text.startswith(o, i)), c if lenient else None)
+            m = _OP.match(text, i)
+            op = m.group() if m is not None else c if lenient else None
             if op is None:
                 raise FormulaError(f"unexpected character {c!r}", shown, base + i)
             out.append(Token("op", "^" if op == "**" and not lenient else op, base + i))
