@@ -1,5 +1,5 @@
 """Pre-flight memory estimate: refusal above --max-memory (exit 2, nothing fitted), the
-estimate recorded beside the measured peak, the estimate within ~2x of a real peak, and
+estimate recorded beside the measured peak, on its safe side and close to it, and
 the estimate's structure (tail size, dense square, update non-zeros) equal to the engine's."""
 
 from __future__ import annotations
@@ -117,9 +117,10 @@ def test_refused_above_max_memory_exit_2_nothing_fitted(tmp_path):
     assert res.exit_code == 2 and "give a size such as 2GB" in res.output
 
 
-def test_estimate_beside_measured_peak_within_2x(tmp_path):
+def test_estimate_beside_measured_peak_safe_and_close(tmp_path):
     """A medium model (150,000 rows; the fit's own memory dominates the interpreter's), run in
-    a fresh process: results.json records the measured peak beside the estimate."""
+    a fresh process: results.json records the measured peak beside the estimate, which is on
+    the safe side and close (1M rows: 1,018 MB estimated, 953-988 MB measured)."""
     spec = write_spec(tmp_path, crossed_frame(150_000, 4_000, 800, 20))
     out = tmp_path / "out"
     proc = subprocess.run([sys.executable, "-m", "runner", "run", str(spec), "--out", str(out), "--jobs", "1",
@@ -130,8 +131,8 @@ def test_estimate_beside_measured_peak_within_2x(tmp_path):
     peak, estimate = timing["peak_mb"], timing["memory_estimate_mb"]
     assert peak is not None and estimate is not None
     print("estimate", estimate, "peak", peak)
-    assert estimate > 1.5 * preflight.BASE_MB  # the fit, not only the interpreter, counts in this estimate
-    assert 0.5 <= estimate / peak <= 2.0, (estimate, peak)
+    assert estimate > preflight.BASE_MB + 50  # the fit, not only the interpreter, counts in this estimate
+    assert 1.0 <= estimate / peak <= 1.35, (estimate, peak)
 
 
 def test_fewer_parallel_fits_when_the_largest_estimates_exceed_the_limit():

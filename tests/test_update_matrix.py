@@ -115,5 +115,7 @@ def test_rows_in_any_order_and_views(path, formula):
     k = order.size // 3
     head, rest_rows = rows_view(S, 0, k), rows_view(S, k, order.size)
     assert np.shares_memory(head.data, S.data) and np.shares_memory(rest_rows.indices, S.indices)
+    head.check_format(full_check=True)
+    rest_rows.check_format(full_check=True)
     same(head, targets[order[:k]], R[order[:k]], targets[order[:k]])
     same(rest_rows, targets[order[k:]], R[order[k:]], targets[order[k:]])

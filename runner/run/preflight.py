@@ -4,13 +4,18 @@ A model that would not fit in memory is refused (exit 2) with the estimate and w
 would shrink it, instead of the kernel killing a worker halfway through a run. The
 estimate follows what the `lme` engine builds (runner/engines/lme/structure.py):
 
-- the design arrays (y, X, each term's columns and level codes), held by the process;
+- the process before its fit (imports, what reading the data leaves resident), the
+  prepared frame and the design arrays (y, X, each term's columns and level codes);
 - the set-up's transients: Z_1 and the tail's sparse columns, the dense tail A_tt
-  (nt x nt), and the update matrix of the first term, whose construction enumerates
-  every pair of non-zeros within each of its levels (~38 bytes a pair), a chunk of
-  levels at a time (runner/engines/lme/update.py; all at once only for very wide tails);
-- per evaluation: the stored regions of the tail (dense square and the rectangles
-  below the nested "stages"), a few copies.
+  (nt x nt), and the update matrix S of the first term (one non-zero per pair of
+  non-zeros within a level), written in place while its pairs are listed a block of at
+  most MAX_PAIRS at a time (runner/engines/lme/update.py);
+- per evaluation, beside S and A_tt: the stored regions of the tail (dense square and
+  the rectangles below the nested "stages") a few times (the factor, the gradient's
+  inverse) and vectors over S's rows.
+
+The peak is the larger of set-up and evaluation (on the 1M-row benchmark the evaluation:
+set-up ~+440 MB, evaluation ~+620 MB over the data).
 
 Time: the set-up (rows, pairs) plus the criterion evaluations (the dense Cholesky's
 flops; ~40 + the convergence check's differences per fit, and the ML refit of a REML
@@ -18,10 +23,11 @@ model), plus lmerTest's Satterthwaite df when the model asks for them (the defau
 a second set-up and ~100 more evaluations, which on the 1M-row benchmark cost more
 than the fit itself.
 
-The constants are calibrated against peaks measured in a fresh process (VmHWM, see
-`measure_peak`) on the 1M-row benchmark (benchmarks/bench_scale.py) and on the
-students models; tests/test_preflight.py keeps the estimate within a factor of two of
-the measured peak. Times are a class ("seconds", "minutes", ...), not a promise.
+The constants are calibrated against peaks of `mixspec run` measured in a fresh process
+(VmHWM, see `measure_peak`) on the scale benchmark (benchmarks/bench_scale.py: 100k rows
+327 MB estimated / 314 MB measured, 1M rows 1,018 / 953-988 MB) and on the students
+models; tests/test_preflight.py keeps a 150k-row model's estimate between 1.0 and 1.35
+times its measured peak. Times are a class ("seconds", "minutes", ...), not a promise.
 """
 
 from __future__ import annotations
@@ -39,16 +45,21 @@ import numpy as np
 from runner.engines.lme.update import MAX_CELLS, MAX_PAIRS
 
 MB = 2 ** 20
-BASE_MB = 160.0  # a fitting process before its first fit: Python, numpy, scipy, pandas, runner (measured 150-165)
+BASE_MB = 240.0  # a `mixspec run` process before its first fit: its imports (~186 MB) and what reading
+# and preparing the data leaves resident beside the frame (~50 MB; measured 246 MB on 100k rows)
+DATA_BYTES = 6.0  # per row and design column: the prepared frame (factor codes, numbers)
+MARGIN = 1.05  # the data-dependent part is estimated 5% high: the estimate errs on the safe side
 PAIR_BYTES = 70.0  # bytes per within-level pair of the block of pairs being listed (update.py)
-ENTRY_BYTES = 60.0  # bytes per non-zero of A_1t: the update builder's index arrays over them
-TARGET_BYTES = 28.0  # bytes per update target: position and count while S is written, S's row pointer
+ENTRY_BYTES = 40.0  # bytes per non-zero of A_1t: the update builder's index arrays over them
+TARGET_BYTES = 16.0  # bytes per update target while S is written: its position, count and S's row pointer
 SPARSE_BYTES = 24.0  # peak bytes per non-zero while Z_1 / the tail's columns are assembled
 S_BYTES = 12.0  # stored bytes per non-zero of a CSR matrix (float64 + int32 index)
-EVAL_COPIES = 3  # tail copies alive during an evaluation and the post-fit solve
+KEPT_TARGET_BYTES = 8.0  # per update target kept for the fit: S's row pointer and its position (int32 each)
+EVAL_COPIES = 3  # tail-sized arrays alive at once in an evaluation with its gradient (factor, inverse, Q)
+EVAL_TARGET_BYTES = 24.0  # per update target in an evaluation: the update vector and its gathers
 FLOPS = 2.0e10  # dense Cholesky flop rate of one BLAS thread (InstEval: 0.52 GFlop in ~11 ms)
-PAIR_SECONDS = 2e-7  # set-up seconds per within-level pair (1M-row benchmark: 3.7-15.7 s for 33.6 M, by load)
-ROW_SECONDS = 3e-7  # set-up seconds per row and column (1M rows x 5 columns: Z, tail, Gram products 1.3 s)
+PAIR_SECONDS = 3e-8  # set-up seconds per within-level pair (1M-row benchmark: the update 0.6-0.9 s for 33.6 M)
+ROW_SECONDS = 6e-8  # set-up seconds per row and column (1M rows x 6 columns: Z, A_t1, A_tt 0.3-0.4 s)
 EVAL_SECONDS = 3e-4  # Python overhead of one criterion evaluation (students models: 0.1-1 ms)
 
 
@@ -218,8 +229,10 @@ def estimate_design(model: str, design: Any, method: str = "ML", fits: int = 1, 
     n, p = design.X.shape
     blocks = list(design.blocks)
     design_mb = _nbytes(design) / MB
+    data_mb = DATA_BYTES * n * (p + 1 + len(blocks)) / MB
     if not blocks:
-        return Estimate(model, BASE_MB + 2 * design_mb, [Part("design", design_mb, "design arrays", "fewer rows")])
+        return Estimate(model, BASE_MB + MARGIN * (data_mb + 2 * design_mb),
+                        [Part("design", design_mb, "design arrays", "fewer rows")])
     q = [b.nlevels * b.ncols for b in blocks]
     order = sorted(range(len(blocks)), key=lambda i: -q[i])
     first, rest = blocks[order[0]], [blocks[i] for i in order[1:]]
@@ -242,21 +255,21 @@ def estimate_design(model: str, design: Any, method: str = "ML", fits: int = 1, 
     a_tt = 8.0 * nt * nt / MB
     targets = min(nnz_s, float(nt) * nt if both else nt * (nt + 1) / 2.0)  # rows of S (an upper bound)
     pair_mb = _update_mb(nnz_s, nnz_s, entries, targets, nt)
-    s_mb = (S_BYTES * nnz_s + 12.0 * targets) / MB  # S (kept once: S_eval + S_rest) and its targets
+    s_mb = (S_BYTES * nnz_s + KEPT_TARGET_BYTES * targets) / MB  # S (kept once: S_eval + S_rest), targets
     a_t1 = S_BYTES * entries / MB
     stored = 8.0 * dense * nt / MB  # dense square and the rectangles below the stages
     setup = a_tt + a_t1 + max(sparse_mb, pair_mb)
-    evaluate = a_tt + a_t1 + s_mb + EVAL_COPIES * stored
-    memory = BASE_MB + design_mb + max(setup, evaluate)
+    evaluate = a_tt + a_t1 + s_mb + EVAL_COPIES * stored + EVAL_TARGET_BYTES * targets / MB
+    memory = BASE_MB + MARGIN * (data_mb + design_mb + max(setup, evaluate))
 
     dense_terms = [b for b in rest if sum(x.nlevels * x.ncols for x in rest[:rest.index(b)]) >= staged]
     names = " and ".join(f"{b.group} ({b.nlevels:,} level{'s' if b.nlevels != 1 else ''})" for b in dense_terms)
     parts = [
-        Part("design", design_mb, f"design arrays ({n:,} rows x {p + 1 + 2 * random_cols} columns)",
+        Part("design", design_mb + data_mb, f"data and design arrays ({n:,} rows x {p + 1 + 2 * random_cols} columns)",
              "fewer rows or columns"),
         Part("update pairs", pair_mb,
              f"the update from {first.group} ({l1:,} levels, ~{entries / max(l1, 1):.0f} non-zero columns each) "
-             f"enumerates {pairs:,.0f} pairs during set-up"
+             f"lists {nnz_s:,.0f} pairs during set-up"
              + f", at most {MAX_PAIRS:,} at a time",
              f"fewer {' and '.join(b.group for b in rest) or 'fixed-effect'} levels met by each {first.group}, or fewer "
              f"rows"),

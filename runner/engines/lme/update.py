@@ -30,15 +30,17 @@ MAX_PAIRS = 500_000  # within-level pairs alive at once (~35 MB of index and val
 MAX_CELLS = 4_000_000  # tail positions (r, s) of one block: its row lookup (16 MB as int32)
 
 
-def _index_dtype(bound: int) -> type:
+def _index_dtype(bound: int) -> type[np.signedinteger]:
+    """int32 for indices below 2^31 (half the memory of int64), else int64."""
     return np.int32 if bound < 2 ** 31 else np.int64
 
 
 class UpdateBuilder:
     """The within-level pairs of A_1t (rows (level, a), sorted columns), block by block of r.
 
-    `targets` (sorted flat tail positions r * nt + s) and `counts` (S's non-zeros in each
-    row) are known after construction (pass 1); `matrix` writes S (pass 2)."""
+    `targets` (sorted flat tail positions r * nt + s; int32 when nt^2 < 2^31) and `counts`
+    (S's non-zeros in each row) are known after construction (pass 1); `matrix` writes S
+    (pass 2)."""
 
     def __init__(self, A_1t: sp.csr_matrix, l1: int, p1: int, nt: int, both: bool,
                  max_pairs: int = MAX_PAIRS, max_cells: int = MAX_CELLS) -> None:
@@ -107,6 +109,7 @@ class UpdateBuilder:
             col = np.repeat((row // p1) * p1 * p1 + (row % p1) * p1, cnt)
             if keep is not None:
                 val, col = val[keep], col[keep]
+            assert self.rowid is not None
             col += self.rowid[f] % p1
             col = col.astype(_index_dtype(self.l1 * p1 * p1), copy=False)
         val *= self.v[f]
@@ -119,7 +122,7 @@ class UpdateBuilder:
         for r0, r1 in self.blocks:
             key, _, _ = self._pairs(r0, r1, values=False)
             cnt = np.bincount(key, minlength=(r1 - r0) * self.nt)
-            local = np.flatnonzero(cnt).astype(flat)
+            local: np.ndarray = np.flatnonzero(cnt).astype(flat)
             targets.append(local + flat(r0 * self.nt))
             counts.append(cnt[local].astype(_index_dtype(self.l1 * self.p1 * self.p1 + 1)))  # pairs a target
             ends.append(ends[-1] + local.size)
@@ -136,15 +139,15 @@ class UpdateBuilder:
             sizes[row_of] = self.counts
         nnz = int(self.counts.sum(dtype=np.int64))
         idx = _index_dtype(max(nnz, ncols, n))
-        rptr = np.zeros(n + 1, dtype=idx)
+        rptr: np.ndarray = np.zeros(n + 1, dtype=idx)
         np.cumsum(sizes, dtype=idx, out=rptr[1:])
         data = np.empty(nnz)
-        ind = np.empty(nnz, dtype=idx)
+        ind: np.ndarray = np.empty(nnz, dtype=idx)
         for (r0, r1), t0, t1 in zip(self.blocks, self.ends[:-1], self.ends[1:]):
             if t1 == t0:
                 continue
             key, val, col = self._pairs(r0, r1, values=True)
-            lookup = np.zeros((r1 - r0) * self.nt, dtype=_index_dtype(t1 - t0))
+            lookup: np.ndarray = np.zeros((r1 - r0) * self.nt, dtype=_index_dtype(t1 - t0))
             lookup[self.targets[t0:t1] - r0 * self.nt] = np.arange(t1 - t0)
             rows = lookup[key]
             del key, lookup
