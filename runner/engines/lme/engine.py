@@ -13,7 +13,7 @@ import numpy as np
 
 from runner.design.model import Design
 from runner.engines.common import (design_warnings, few_levels_warning, information_criteria, ngroups,
-                                   one_blas_thread, singular_warning)
+                                   one_blas_thread, singular_warning, blas_threads)
 from runner.engines.lme.convergence import ConvergenceCheck, is_singular
 from runner.engines.lme.criterion import Method
 from runner.engines.lme.factor import FactorError
@@ -52,6 +52,8 @@ class LmeEngine:
         # numpy's floating-point warnings about them would only be noise on stderr
         with one_blas_thread(), np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
             problem = build_problem(design)
+        with blas_threads(problem.nt - problem.dense_start), \
+                np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
             opt, check = find_optimum(problem, method)
         try:
             est = estimates_at(design, problem, opt.theta, method)
