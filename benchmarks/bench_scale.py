@@ -10,7 +10,8 @@ user in one of 50 regions), writes them as Parquet under benchmarks/out/scale/, 
   time and the run's own `run.timings` (fit seconds, peak MB, memory estimate); (2) the
   same steps called one by one, each step's seconds and peak resident memory (the
   kernel's VmHWM, reset before each step through /proc/self/clear_refs), and inside the
-  engine's set-up (`build_problem`) each array it builds: where the memory goes;
+  engine's set-up (`build_problem`) each of its steps ([X y] and Z, A_t1, A_tt, the
+  update matrix's two passes) with what it keeps: where the time and memory go;
 - with `mixedlm` (PyPI, Rust) when importable, and lme4 through Rscript with
   `--lme4-timeout` seconds (0 = skip; lme4 did not finish in 14 minutes on this model).
 
@@ -79,7 +80,7 @@ models:
 
 # One step at a time, each step's peak resident memory (VmHWM reset before it).
 MIXSPEC_STEPS = textwrap.dedent("""
-    import gc, json, sys, time
+    import gc, json, os, sys, time
     sys.path.insert(0, {root!r})
     path, formula, breakdown = {path!r}, {formula!r}, {breakdown!r}
 
@@ -114,36 +115,38 @@ MIXSPEC_STEPS = textwrap.dedent("""
     from runner.design.build import build_design
     from runner.engines import fit_design
     from runner.formula import parse_formula
+    from runner.data.sources import load_frame
+    from runner.spec.models import DataSpec
     steps.append({{"step": "imports", "seconds": 0.0, "rss_before_mb": 0.0, **{{"peak_mb": status()["VmHWM"],
                    "rss_after_mb": status()["VmRSS"]}}}})
-    df = step("read Parquet (pandas)", lambda: pd.read_parquet(path))
+    df = step("read Parquet (runner.data.load_frame)", lambda: load_frame(DataSpec(path=path), os.path.dirname(path)))
     frame_mb = float(df.memory_usage(deep=True).sum()) / 2**20
     design = step("build_design", lambda: build_design(parse_formula(formula), df))
+    del df
     design_mb = (design.X.nbytes + design.y.nbytes + sum(b.X.nbytes + b.codes.nbytes for b in design.blocks)) / 2**20
     arrays = {{}}
-    if breakdown:
+    if breakdown:  # build_problem's own steps, one by one (runner/engines/lme/structure.py)
         from runner.engines.lme import structure as st
-        from runner.engines.lme.update import update_matrix
-        blocks = design.blocks
-        q = [b.nlevels * b.ncols for b in blocks]
-        order = sorted(range(len(blocks)), key=lambda i: -q[i])
-        first, rest = blocks[order[0]], [blocks[i] for i in order[1:]]
-        W = np.column_stack([design.X, design.y])
-        Z1 = step("Z_1 (sparse, first term)", lambda: st._z(first, None))
-        tail = step("Z_tail (sparse hstack)", lambda: sp.hstack(
-            [*(st._z(b, None, slab=True) for b in rest), sp.csc_matrix(W)], format="csc"))
-        nt = tail.shape[1]
-        A_tt = step("A_tt dense (nt x nt)", lambda: (tail.T @ tail).toarray())
-        A_t1 = step("A_t1 (sparse)", lambda: (tail.T @ Z1).tocsr())
+        from runner.engines.lme.update import UpdateBuilder
+        terms, blocks = st._terms(design)
+        first, rest = blocks[0], blocks[1:]
+        Wc = step("[X y] as CSC", lambda: st._csc_columns([*(design.X[:, j] for j in range(design.X.shape[1])),
+                                                           design.y], design.nobs))
+        Z1, Zs = step("Z_1, Z_tail (sparse)", lambda: (st._z(first, None).tocsr(),
+                                                       [st._z(b, None, slab=True) for b in rest]))
+        nt = sum(z.shape[1] for z in Zs) + Wc.shape[1]
+        A_t1 = step("A_t1 = tail' Z_1 (sparse, a term at a time)", lambda: sp.vstack(
+            [*(z.T @ Z1 for z in Zs), Wc.T @ Z1], format="csr"))
+        A_tt = step("A_tt dense (bincounts, [X y] products)", lambda: st._tail_gram(rest, None, Zs, Wc, nt))
+        del Z1, Zs, Wc
         scalar_tail = all(b.ncols == 1 for b in rest)
-        S, targets = step("update matrix S (pairs per level)", lambda: update_matrix(
+        builder = step("update S, pass 1: targets and counts", lambda: UpdateBuilder(
             A_t1.T.tocsr(), first.nlevels, first.ncols, nt, both=not scalar_tail))
+        S = step("update S, pass 2: values in place", lambda: builder.matrix())
         arrays = {{"nt": nt, "A_tt_mb": A_tt.nbytes / 2**20, "S_nnz": int(S.nnz),
                    "S_mb": (S.data.nbytes + S.indices.nbytes + S.indptr.nbytes) / 2**20,
-                   "Z1_mb": (Z1.data.nbytes + Z1.indices.nbytes) / 2**20,
-                   "tail_mb": (tail.data.nbytes + tail.indices.nbytes) / 2**20,
-                   "A_t1_nnz": int(A_t1.nnz)}}
-        del Z1, tail, A_tt, A_t1, S, targets
+                   "targets": int(builder.targets.size), "A_t1_nnz": int(A_t1.nnz)}}
+        del A_tt, A_t1, S, builder
         from runner.engines.lme.structure import build_problem
         problem = step("build_problem (all of it)", lambda: build_problem(design))
         arrays["S_eval_nnz"] = int(problem.S_eval.nnz)
@@ -344,9 +347,9 @@ def report(args: argparse.Namespace, whole: dict, steps: dict | None, mlm: dict 
         a = steps.get("arrays", {})
         lines += ["", f"DataFrame {steps['frame_mb']:.0f} MB (deep), design arrays {steps['design_mb']:.0f} MB; "
                   + (f"dense tail {a['nt']:,} x {a['nt']:,} = {a['A_tt_mb']:.0f} MB per copy, update matrix S "
-                     f"{a['S_nnz']:,} non-zeros ({a['S_mb']:.0f} MB; S_eval {a['S_eval_nnz']:,} more), "
-                     f"Z_1 {a['Z1_mb']:.0f} MB, Z_tail {a['tail_mb']:.0f} MB, one evaluation "
-                     f"~{a['eval_gflop']:.1f} GFlop; {steps['evaluations']} evaluations." if a else "")]
+                     f"{a['S_nnz']:,} non-zeros in {a['targets']:,} rows ({a['S_mb']:.0f} MB), A_t1 "
+                     f"{a['A_t1_nnz']:,} non-zeros, one evaluation ~{a['eval_gflop']:.1f} GFlop; "
+                     f"{steps['evaluations']} evaluations." if a else "")]
     return "\n".join(lines) + "\n"
 
 
