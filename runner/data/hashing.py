@@ -44,8 +44,17 @@ def _column_bytes(series: pd.Series, kind: str) -> bytes:
     elif kind == "datetime":
         body = series.astype("datetime64[ns]").to_numpy().astype("<i8").tobytes()
     else:
-        body = "\x1f".join("" if m else str(v) for v, m in zip(series.tolist(), missing)).encode("utf-8")
+        body = _text_bytes(series, missing)
     return np.packbits(missing).tobytes() + body
+
+
+def _text_bytes(series: pd.Series, missing: np.ndarray) -> bytes:
+    """The values as text joined by US (\\x1f), "" for missing. Where every value is a str
+    (the common case) one C-level join, without a Python pass per row; otherwise str() of each."""
+    if pd.api.types.infer_dtype(series, skipna=True) == "string":
+        values = series.tolist() if not missing.any() else series.where(~missing, "").tolist()
+        return "\x1f".join(values).encode("utf-8")
+    return "\x1f".join("" if m else str(v) for v, m in zip(series.tolist(), missing)).encode("utf-8")
 
 
 def data_sha256(frame: pd.DataFrame) -> str:
