@@ -11,8 +11,10 @@ from scipy.linalg import solve_triangular
 
 from runner.design.model import Design
 from runner.engines.lme.factor import Factor, FactorError, factorize
+from runner.engines.lme.gradient import balances, criterion_gradient
 from runner.engines.lme.structure import Problem, build_problem
 from runner.fit import Fit
+from runner.vocab import Method
 
 
 class InferenceError(ArithmeticError):
@@ -88,6 +90,24 @@ def deviance_vp(problem: Problem, varpar: np.ndarray, reml: bool) -> float:
     if reml:
         dev += f.logdet_x - p * np.log(2 * np.pi * s2)
     return float(dev)
+
+
+def deviance_vp_gradient(problem: Problem, varpar: np.ndarray, reml: bool) -> np.ndarray | None:
+    """The gradient of `deviance_vp` over (theta, sigma), analytic (gradient.py: the same
+    Q_k with sigma^-2 for n'/r2; d/d sigma = 2 n'/sigma - 2 r2/sigma^3), or None where the
+    formula does not apply (a relative SD near 0, compound symmetry)."""
+    theta, sigma = np.asarray(varpar[:-1], dtype=float), float(varpar[-1])
+    f = factor_at(problem, theta)
+    method: Method = "REML" if reml else "ML"
+    try:
+        qs = balances(problem, f, method, sigma=sigma)
+        g = criterion_gradient(problem, f, method, whitened=False, Qs=qs)
+    except np.linalg.LinAlgError:
+        return None
+    if g is None:
+        return None
+    n_eff = problem.n - (problem.p if reml else 0)
+    return np.concatenate([g, [2.0 * n_eff / sigma - 2.0 * f.r2 / sigma ** 3]])
 
 
 def covbeta_vp(problem: Problem, varpar: np.ndarray) -> np.ndarray:

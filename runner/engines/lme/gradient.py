@@ -57,13 +57,15 @@ def template_derivatives(term: ReTerm, whitened: bool) -> list[np.ndarray] | Non
     return out
 
 
-def balances(problem: Problem, f: Factor, method: Method) -> list[np.ndarray]:
+def balances(problem: Problem, f: Factor, method: Method, sigma: float | None = None) -> list[np.ndarray]:
     """Q_k = l_k I - C_k - (n' / r2) U_k' U_k per term (internal order): zero at an interior
-    optimum, and the EM update's K_k = I - Q_k / l_k."""
+    optimum, and the EM update's K_k = I - Q_k / l_k. With `sigma` the weight n' / r2 (the
+    profiled sigma^-2) is sigma^-2 instead: lmerTest's deviance with sigma explicit."""
     n_eff = problem.n if method == "ML" else problem.n - problem.p
+    weight = n_eff / f.r2 if sigma is None else 1.0 / (sigma * sigma)
     blocks = inverse_blocks(problem, f, with_x=method == "REML")
     modes = spherical_modes(problem, f)
-    return [term.levels * np.eye(term.p) - C.sum(axis=0) - (n_eff / f.r2) * (U.T @ U)
+    return [term.levels * np.eye(term.p) - C.sum(axis=0) - weight * (U.T @ U)
             for term, C, U in zip(problem.terms, [blocks.first, *blocks.tail], [modes.u_first, *modes.u_tail])]
 
 

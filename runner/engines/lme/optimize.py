@@ -239,11 +239,11 @@ def minimize_theta(fun: Objective, start: np.ndarray, lower: np.ndarray, optimiz
     """One deterministic run over theta >= lower; `tol`: L-BFGS-B's (ftol, gtol) if not the defaults."""
     ftol, gtol = (LBFGS_FTOL, LBFGS_GTOL) if tol is None else tol
     bounds = Bounds(lower, np.full(lower.size, np.inf))
-    exact = optimizer is Optimizer.LBFGSB_EXACT and isinstance(fun, Criterion)
-    if scan and not exact:  # EM steps do the exact run's scan
+    exact = fun if optimizer is Optimizer.LBFGSB_EXACT and isinstance(fun, Criterion) else None
+    if scan and exact is None:  # EM steps do the exact run's scan
         start = scan_start(fun, start)
-    if exact:
-        res = _lbfgsb_exact(fun, em_start(fun, start), lower, ftol, gtol)
+    if exact is not None:
+        res = _lbfgsb_exact(exact, em_start(exact, start), lower, ftol, gtol)
         success = bool(res.success) or res.status == 2
     elif optimizer in (Optimizer.LBFGSB, Optimizer.LBFGSB_EXACT):
         res = minimize(fun, start, method="L-BFGS-B", bounds=bounds,

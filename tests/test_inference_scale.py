@@ -1,0 +1,72 @@
+"""Satterthwaite's derivatives on expensive models (satterthwaite.py's gradient route):
+central differences of the analytic gradient of lmerTest's deviance and of vcov(beta),
+against the numDeriv route lmerTest itself takes (Richardson, four levels), and the
+analytic gradient of that deviance against fourth-order differences."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import runner.inference.satterthwaite as sat
+from runner.design.build import build_design
+from runner.engines import fit_design
+from runner.formula import parse_formula
+from runner.inference.state import deviance_vp, deviance_vp_gradient, state_from_fit
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = "runner/data/examples"
+
+CASES = [
+    ("sleepstudy", "Reaction ~ Days + (Days | Subject)", "REML"),
+    ("sleepstudy", "Reaction ~ Days + (Days || Subject)", "ML"),
+    ("Penicillin", "diameter ~ 1 + (1 | plate) + (1 | sample)", "REML"),
+]
+
+
+def _state(name: str, formula: str, method: str):
+    design = build_design(parse_formula(formula), pd.read_csv(ROOT / EXAMPLES / f"{name}.csv"))
+    return state_from_fit(design, fit_design(design, method))
+
+
+@pytest.mark.parametrize(("name", "formula", "method"), CASES)
+def test_deviance_gradient_equals_differences(name: str, formula: str, method: str) -> None:
+    st = _state(name, formula, method)
+    x = st.varpar * 1.1
+    g = deviance_vp_gradient(st.problem, x, st.reml)
+    assert g is not None
+    fd = np.empty(x.size)
+    for j in range(x.size):
+        e = np.zeros(x.size)
+        e[j] = 1e-3 * abs(x[j])
+        f = [deviance_vp(st.problem, x + k * e, st.reml) for k in (2, 1, -1, -2)]
+        fd[j] = (-f[0] + 8 * f[1] - 8 * f[2] + f[3]) / (12 * e[j])
+    np.testing.assert_allclose(g, fd, rtol=1e-6, atol=1e-7 * np.max(np.abs(fd)))
+
+
+@pytest.mark.parametrize(("name", "formula", "method"), CASES)
+def test_gradient_route_gives_numderivs_df(name: str, formula: str, method: str, monkeypatch) -> None:
+    """The route large models take, forced on small ones: the same df and variances."""
+    st = _state(name, formula, method)
+    monkeypatch.setattr(sat, "_gradient_route", lambda state: False)
+    slow = sat.satterthwaite(st)
+    monkeypatch.setattr(sat, "_gradient_route", lambda state: True)
+    fast = sat.satterthwaite(st)
+    np.testing.assert_allclose(fast.vcov_varpar, slow.vcov_varpar, rtol=1e-5, atol=1e-9)
+    for l in np.eye(st.beta.size):
+        (v1, d1), (v2, d2) = fast.contrast(l), slow.contrast(l)
+        assert v1 == pytest.approx(v2, rel=1e-12)
+        assert d1 == pytest.approx(d2, rel=1e-5)
+
+
+def test_route_is_chosen_by_cost_and_distance_from_the_boundary() -> None:
+    st = _state("sleepstudy", "Reaction ~ Days + (Days | Subject)", "REML")
+    assert not sat._gradient_route(st)  # a cheap model: lmerTest's own numDeriv route
+    big = type("P", (), {"eval_flops": sat.GRADIENT_FLOPS, "lower": st.problem.lower})()
+    assert sat._gradient_route(type("S", (), {"problem": big, "theta": st.theta})())
+    edge = st.theta.copy()
+    edge[0] = sat.EDGE / 2
+    assert not sat._gradient_route(type("S", (), {"problem": big, "theta": edge})())
