@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from runner.design.blas import one_blas_thread
 from runner.design.checks import rank_keep, scale_warning
 from runner.design.glmm_response import GlmmResponseError, from_cbind, from_factor
 from runner.design.grouping import group_factor
@@ -288,12 +289,8 @@ def build_design(mf: ModelFormula, frame: pd.DataFrame, weights: str | None = No
     reads the response as glm does (factor, `cbind()`) and allows lme4's observation-level
     random effects (`(1|obs)`, for overdispersion).
 
-    Runs with one BLAS thread, as the engines' fits do: the rank check's dot products and
-    the response check's least squares on 10,000+ rows otherwise start OpenBLAS threads,
-    which on a shared 2-core machine made the students design 12 ms instead of 4.
+    Runs with one BLAS thread, as the engines' fits do (runner.design.blas says why).
     """
-    from runner.engines.common import one_blas_thread  # here: the engines import the design
-
     with one_blas_thread():
         return _build_design(mf, frame, weights, offset, learn_frame, contrasts, family)
 
