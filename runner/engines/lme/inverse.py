@@ -20,9 +20,12 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.linalg import lapack
 
-from runner.engines.lme.factor import Factor, sandwich
+from runner.engines.lme.factor import Factor, _scale_vector, sandwich
 from runner.engines.lme.sparse_ops import rmatvec
 from runner.engines.lme.structure import Problem
+
+
+CHUNK = 1 << 20  # update targets read at once
 
 
 @dataclass
@@ -75,21 +78,39 @@ def _first_blocks(problem: Problem, f: Factor, Pinv: np.ndarray) -> np.ndarray:
         Minv = np.linalg.inv(f.L11 @ np.swapaxes(f.L11, 1, 2))
     if not rows or not (problem.targets_eval.size or problem.targets_rest.size):
         return Minv
-    Q = np.zeros((nt, nt))
-    Q[:rows, :rows] = Pinv
-    sandwich(Q[:rows, :rows], problem, f.factors, transpose=False)
-    qe, qr = Q.reshape(-1)[problem.targets_eval], Q.reshape(-1)[problem.targets_rest]
-    del Q
     if problem.scalar_tail:  # lower triangle only: halve the diagonal, add the transpose
-        qe[problem.targets_eval // nt == problem.targets_eval % nt] *= 0.5
-        qr[problem.targets_rest // nt == problem.targets_rest % nt] *= 0.5
+        lam = _scale_vector(problem, f.factors)
+        qe = _scaled_at(Pinv, problem.targets_eval, nt, lam)
+        qr = _scaled_at(Pinv, problem.targets_rest, nt, lam)
         W = _s_transpose(problem, qe, qr).reshape(l1, p1, p1)
         Fq = W + np.swapaxes(W, 1, 2)
     else:
+        Q = np.zeros((nt, nt))
+        Q[:rows, :rows] = Pinv
+        sandwich(Q[:rows, :rows], problem, f.factors, transpose=False)
+        qe, qr = Q.reshape(-1)[problem.targets_eval], Q.reshape(-1)[problem.targets_rest]
+        del Q
         Fq = _s_transpose(problem, qe, qr).reshape(l1, p1, p1)
     if p1 == 1:
         return Minv + Minv * Minv * (T1[0, 0] ** 2) * Fq
     return Minv + Minv @ (T1.T @ Fq @ T1) @ Minv
+
+
+def _scaled_at(Pinv: np.ndarray, targets: np.ndarray, nt: int, lam: np.ndarray) -> np.ndarray:
+    """lam_r lam_s P^{-1}[r, s] at the lower-triangle tail positions r nt + s (0 past P's rows),
+    halved on the diagonal; read from P^{-1}'s own lower triangle a chunk at a time, so no
+    tail-sized scaled copy is made (75 MB on a million rows)."""
+    rows = Pinv.shape[0]
+    flat = np.ascontiguousarray(Pinv).reshape(-1)
+    out = np.zeros(targets.size)
+    for a in range(0, targets.size, CHUNK):
+        r, c = np.divmod(targets[a:a + CHUNK], nt)
+        inside = np.flatnonzero((r < rows) & (c < rows))
+        r, c = r[inside], c[inside]
+        v = flat[r * rows + c] * lam[r] * lam[c]
+        v[r == c] *= 0.5
+        out[a + inside] = v
+    return out
 
 
 def _s_transpose(problem: Problem, qe: np.ndarray, qr: np.ndarray) -> np.ndarray:
