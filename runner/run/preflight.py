@@ -15,7 +15,7 @@ estimate follows what the `lme` engine builds (runner/engines/lme/structure.py):
   inverse) and vectors over S's rows.
 
 The peak is the larger of set-up and evaluation (on the 1M-row benchmark the evaluation:
-set-up ~+440 MB, evaluation ~+620 MB over the data).
+set-up ~+430 MB, evaluation ~+620 MB over the data; on 5M rows the set-up).
 
 Time: the set-up (rows, pairs) plus the criterion evaluations (the dense Cholesky's
 flops; ~40 + the convergence check's differences per fit, and the ML refit of a REML
@@ -25,7 +25,8 @@ than the fit itself.
 
 The constants are calibrated against peaks of `mixspec run` measured in a fresh process
 (VmHWM, see `measure_peak`) on the scale benchmark (benchmarks/bench_scale.py: 100k rows
-327 MB estimated / 314 MB measured, 1M rows 1,018 / 953-988 MB) and on the students
+336 MB estimated / 314 MB measured, 1M rows 1,077 / 963-966 MB, 5M rows 2,699 / 2,512-2,534
+MB, where the set-up's S of 86 million non-zeros sets the peak) and on the students
 models; tests/test_preflight.py keeps a 150k-row model's estimate between 1.0 and 1.35
 times its measured peak. Times are a class ("seconds", "minutes", ...), not a promise.
 """
@@ -47,13 +48,15 @@ from runner.engines.lme.update import MAX_CELLS, MAX_PAIRS
 MB = 2 ** 20
 BASE_MB = 240.0  # a `mixspec run` process before its first fit: its imports (~186 MB) and what reading
 # and preparing the data leaves resident beside the frame (~50 MB; measured 246 MB on 100k rows)
-DATA_BYTES = 6.0  # per row and design column: the prepared frame (factor codes, numbers)
-MARGIN = 1.05  # the data-dependent part is estimated 5% high: the estimate errs on the safe side
+DATA_BYTES = 12.0  # per row and design column: the prepared frame (factor codes, numbers) and what reading
+# the rows leaves resident (5M rows x 5 columns: frame 116 MB, ~180 MB beside it)
+MARGIN = 1.08  # the data-dependent part is estimated 8% high: the estimate errs on the safe side
 PAIR_BYTES = 70.0  # bytes per within-level pair of the block of pairs being listed (update.py)
 ENTRY_BYTES = 40.0  # bytes per non-zero of A_1t: the update builder's index arrays over them
 TARGET_BYTES = 16.0  # bytes per update target while S is written: its position, count and S's row pointer
 SPARSE_BYTES = 24.0  # peak bytes per non-zero while Z_1 / the tail's columns are assembled
 S_BYTES = 12.0  # stored bytes per non-zero of a CSR matrix (float64 + int32 index)
+S_SETUP_BYTES = 13.5  # per non-zero of S while it is written (fragmentation, huge-page rounding; 5M rows)
 KEPT_TARGET_BYTES = 8.0  # per update target kept for the fit: S's row pointer and its position (int32 each)
 EVAL_COPIES = 3  # tail-sized arrays alive at once in an evaluation with its gradient (factor, inverse, Q)
 EVAL_TARGET_BYTES = 24.0  # per update target in an evaluation: the update vector and its gathers
@@ -219,7 +222,7 @@ def _update_mb(pairs: float, nnz_s: float, entries: float, targets: float, nt: i
     """Set-up memory of the update matrix (runner/engines/lme/update.py): S itself, written in
     place, its targets, the builder's index arrays over A_1t's entries, one block of at most
     MAX_PAIRS within-level pairs and the block's row lookup over its tail positions."""
-    return (S_BYTES * nnz_s + TARGET_BYTES * targets + ENTRY_BYTES * entries
+    return (S_SETUP_BYTES * nnz_s + TARGET_BYTES * targets + ENTRY_BYTES * entries
             + PAIR_BYTES * min(pairs, float(MAX_PAIRS)) + 4.0 * min(float(MAX_CELLS), float(nt) * nt)) / MB
 
 

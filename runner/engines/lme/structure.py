@@ -264,6 +264,7 @@ def build_problem(design: Design) -> Problem:
     del Z1
     A_tt = _tail_gram(rest, sw, Zs, Wc, nt)
     del Zs, Wc
+    release_freed(12.0 * design.nobs * (len(design.blocks) + design.X.shape[1] + 1))  # the Z's, before S
     scalar_tail = all(b.ncols == 1 for b in rest)
     builder = UpdateBuilder(A_t1.T.tocsr(), first.nlevels, first.ncols, nt, both=not scalar_tail)
     targets = builder.targets
@@ -280,6 +281,7 @@ def build_problem(design: Design) -> Problem:
     else:
         targets_eval, targets_rest = targets, targets[:0].copy()
     del order, dropped, t_dense, targets
+    release_freed(12.0 * builder.counts.sum(dtype=np.int64))  # pass 1's freed blocks, before S is allocated
     S = builder.matrix(row_of)  # written once, in place
     del builder, row_of
     S_eval, S_rest = rows_view(S, 0, n_eval), rows_view(S, n_eval, S.shape[0])

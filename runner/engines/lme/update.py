@@ -58,21 +58,26 @@ class UpdateBuilder:
         self.row = pos.indices.astype(_index_dtype(A_1t.shape[0]), copy=False)  # A_1t row (level, a) of each entry
         self.k = pos.data  # its index in A_1t
         del pos
-        level_row = (self.row // p1) * p1
-        self.first = ptr[level_row].astype(entry)  # the level's first entry in A_1t
-        if p1 == 1 and not both:
-            self.count = self.k - self.first + 1  # the prefix s <= r
-        else:
-            self.count = (ptr[level_row + p1] - self.first).astype(entry)
-        del level_row
+        self.ptr = ptr
         self.filter = p1 > 1 and not both  # several rows per level: drop s > r after listing
         self.rowid = np.repeat(np.arange(A_1t.shape[0]), np.diff(ptr)) if p1 > 1 else None
         self.blocks = self._blocks(max_pairs, max_cells)
         self._pass1()
 
+    def _partners(self, j0: int, j1: int) -> tuple[np.ndarray, np.ndarray]:
+        """For A_t1's entries j0..j1 (r, row (level, a)): the first A_1t entry of their level and
+        how many partners s they pair with (the level's entries, or its prefix s <= r)."""
+        level_row = (self.row[j0:j1] // self.p1) * self.p1
+        first = self.ptr[level_row]
+        if self.p1 == 1 and not self.both:
+            return first, self.k[j0:j1] - first + 1
+        return first, self.ptr[level_row + self.p1] - first
+
     def _blocks(self, max_pairs: int, max_cells: int) -> list[tuple[int, int]]:
         """Consecutive ranges of r holding at most ~max_pairs pairs and max_cells positions."""
-        cum = np.concatenate([[0], np.cumsum(self.count, dtype=np.int64)])[self.rptr]  # pairs before each r
+        count = self._partners(0, int(self.rptr[-1]))[1]
+        cum = np.concatenate([[0], np.cumsum(count, dtype=np.int64)])[self.rptr]  # pairs before each r
+        del count
         width = max(1, max_cells // max(self.nt, 1))
         out, r0 = [], 0
         while r0 < self.nt:
@@ -86,8 +91,8 @@ class UpdateBuilder:
         """The block's pairs in order (r, level, s): local position (r - r0) * nt + s, and with
         `values` each pair's value A_1t[., r] * A_1t[., s] and column (level, a, b) of S."""
         j0, j1 = int(self.rptr[r0]), int(self.rptr[r1])
-        cnt = self.count[j0:j1]  # pairs of each A_t1 entry (r, row (level, a)) of the block
-        f = np.repeat(self.first[j0:j1] - (np.cumsum(cnt, dtype=np.int64) - cnt), cnt)
+        first, cnt = self._partners(j0, j1)  # pairs of each A_t1 entry (r, row (level, a)) of the block
+        f = np.repeat(first - (np.cumsum(cnt, dtype=np.int64) - cnt), cnt)
         f += np.arange(f.size)  # the partner entry (s) of each pair
         r_local = np.repeat(np.arange(r1 - r0, dtype=self.s.dtype), np.diff(self.rptr[r0:r1 + 1]))
         sf = self.s[f]
