@@ -43,6 +43,7 @@ class Criterion:
         # whitened parameters or where nothing is whitened)
         self.exact = all(d is not None for d in self.derivatives)
         self.em = self.exact and (whitened or all(t.basis is None for t in problem.terms))
+        self._last: tuple[np.ndarray, tuple[float, np.ndarray, np.ndarray | None]] | None = None
 
     def __call__(self, theta: np.ndarray) -> float:
         return self._evaluate(theta)[0]
@@ -68,6 +69,9 @@ class Criterion:
         """The criterion, its gradient (analytic, or forward differences where that formula
         does not apply) and the EM step from theta (None where it does not apply)."""
         theta = np.asarray(theta, dtype=float)
+        if self._last is not None and np.array_equal(self._last[0], theta):
+            value, grad, em = self._last[1]  # the convergence check starts where the optimizer stopped
+            return value, grad.copy(), None if em is None else em.copy()
         value, f = self._evaluate(theta)
         grad = em = None
         if f is not None and self.exact:
@@ -84,4 +88,5 @@ class Criterion:
                 step = np.zeros(theta.size)
                 step[j] = DIFF_STEP
                 grad[j] = (self(theta + step) - value) / DIFF_STEP
+        self._last = (theta.copy(), (value, grad.copy(), None if em is None else em.copy()))
         return value, grad, em
