@@ -70,8 +70,8 @@ class Criterion:
         does not apply) and the EM step from theta (None where it does not apply)."""
         theta = np.asarray(theta, dtype=float)
         if self._last is not None and np.array_equal(self._last[0], theta):
-            value, grad, em = self._last[1]  # the convergence check starts where the optimizer stopped
-            return value, grad.copy(), None if em is None else em.copy()
+            kept_value, kept_grad, kept_em = self._last[1]  # the check starts where the optimizer stopped
+            return kept_value, kept_grad.copy(), None if kept_em is None else kept_em.copy()
         value, f = self._evaluate(theta)
         grad = em = None
         if f is not None and self.exact:
