@@ -219,10 +219,12 @@ def _csc_columns(columns: list[np.ndarray], n: int) -> sp.csc_matrix:
 
 
 def _tail_gram(rest: list[RandomBlock], sw: np.ndarray | None, Zs: list[sp.csc_matrix], Wc: sp.csc_matrix,
-               nt: int) -> np.ndarray:
+               nt: int, wcols: list[np.ndarray] | None = None) -> np.ndarray:
     """A_tt = tail' tail (dense nt x nt) block by block, equal bit for bit to the sparse product:
     the random terms' blocks by np.bincount over level pairs (each cell a sum over rows in row
-    order, as scipy's product sums them), the blocks with [X y] by sparse products."""
+    order, as scipy's product sums them; the zero products a bincount adds change no sum),
+    their blocks with the mostly non-zero columns of [X y] (`wcols`, as in Wc) by bincounts
+    too, and the other blocks with [X y] by sparse products (dummy columns: few non-zeros)."""
     A_tt = np.zeros((nt, nt))
     vals = [b.X if sw is None else b.X * sw[:, None] for b in rest]
     offs = np.cumsum([0, *(b.nlevels * b.ncols for b in rest)])
@@ -240,9 +242,16 @@ def _tail_gram(rest: list[RandomBlock], sw: np.ndarray | None, Zs: list[sp.csc_m
                     else:
                         A_tt[oi + a * li:oi + (a + 1) * li, oj + b * lj:oj + (b + 1) * lj] = cell.reshape(li, lj)
                         A_tt[oj + b * lj:oj + (b + 1) * lj, oi + a * li:oi + (a + 1) * li] = cell.reshape(li, lj).T
-        block = (Zs[i].T @ Wc).toarray()
-        A_tt[oi:offs[i + 1], offs[-1]:] = block
-        A_tt[offs[-1]:, oi:offs[i + 1]] = block.T
+        for k in range(Wc.shape[1]):
+            if wcols is not None and 2 * (Wc.indptr[k + 1] - Wc.indptr[k]) > Wc.shape[0]:  # mostly non-zero
+                for a in range(bi.ncols):
+                    cell = np.bincount(bi.codes, weights=vals[i][:, a] * wcols[k], minlength=li)
+                    A_tt[oi + a * li:oi + (a + 1) * li, offs[-1] + k] = cell
+                    A_tt[offs[-1] + k, oi + a * li:oi + (a + 1) * li] = cell
+            else:
+                cell = (Zs[i].T @ Wc[:, k]).toarray()[:, 0]
+                A_tt[oi:offs[i + 1], offs[-1] + k] = cell
+                A_tt[offs[-1] + k, oi:offs[i + 1]] = cell
     A_tt[offs[-1]:, offs[-1]:] = (Wc.T @ Wc).toarray()
     return A_tt
 
@@ -255,15 +264,17 @@ def build_problem(design: Design) -> Problem:
     terms, blocks = _terms(design)
     first, rest = blocks[0], blocks[1:]
     columns = [*(design.X[:, j] for j in range(design.X.shape[1])), y]  # W = [X y]
-    Wc = _csc_columns([c if sw is None else c * sw for c in columns], design.nobs)
-    del columns, y
+    if sw is not None:
+        columns = [c * sw for c in columns]
+    Wc = _csc_columns(columns, design.nobs)
+    del y
     Z1 = _z(first, sw).tocsr()
     Zs = [_z(b, sw, slab=True) for b in rest]
     nt = sum(z.shape[1] for z in Zs) + Wc.shape[1]
     A_t1 = sp.vstack([*(z.T @ Z1 for z in Zs), Wc.T @ Z1], format="csr")  # = tail' Z_1, row by row
     del Z1
-    A_tt = _tail_gram(rest, sw, Zs, Wc, nt)
-    del Zs, Wc
+    A_tt = _tail_gram(rest, sw, Zs, Wc, nt, columns)
+    del Zs, Wc, columns
     release_freed(12.0 * design.nobs * (len(design.blocks) + design.X.shape[1] + 1))  # the Z's, before S
     scalar_tail = all(b.ncols == 1 for b in rest)
     builder = UpdateBuilder(A_t1.T.tocsr(), first.nlevels, first.ncols, nt, both=not scalar_tail)
