@@ -295,7 +295,8 @@ def build_problem(design: Design) -> Problem:
     release_freed(12.0 * builder.counts.sum(dtype=np.int64))  # pass 1's freed blocks, before S is allocated
     S = builder.matrix(row_of)  # written once, in place
     del builder, row_of
-    S_eval, S_rest = rows_view(S, 0, n_eval), rows_view(S, n_eval, S.shape[0])
+    S_eval = S if n_eval == S.shape[0] else rows_view(S, 0, n_eval)
+    S_rest = rows_view(S, n_eval, S.shape[0])
     t_dense = targets_eval[:n_dense]  # S_eval's first rows are the dense ones: one array, not two
     del S
     release_freed(12.0 * (S_eval.nnz + S_rest.nnz))  # the builder's freed blocks, before the evaluations
