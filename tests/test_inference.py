@@ -144,8 +144,8 @@ def test_kenward_roger_failure_falls_back_to_satterthwaite(monkeypatch) -> None:
     design, fit = design_fit("sleepstudy_reml")
     out = apply_inference(design, fit, InferenceSettings(df="kenward-roger"))
     assert out.p_method == "satterthwaite"
-    assert any(w.message == "Unable to compute Kenward-Roger t-test: using Satterthwaite instead"
-               for w in out.warnings)
+    assert any(w.message == "Unable to compute Kenward-Roger t-test: using Satterthwaite instead "
+               "(singular information matrix)" for w in out.warnings)
     assert out.fixed_effects[1].std_error_adjusted is None
     assert rel(out.fixed_effects[1].df, REF["sleepstudy_reml"]["satterthwaite"][1]["df"]) < 1e-3
 
@@ -200,3 +200,18 @@ def test_kenward_roger_singular_and_nested(dataset, formula, ses, dfs, anova) ->
     if anova:
         row = out.anova[0]
         assert (row.num_df, row.den_df, row.F, row.p_value) == pytest.approx(anova, rel=1e-3)
+
+
+def test_kenward_roger_refuses_a_model_too_large_for_its_dense_products(monkeypatch) -> None:
+    """pbkrtest's q x q products: above MAX_RANDOM_EFFECTS the run says why and keeps
+    Satterthwaite, instead of allocating ~6 q^2 doubles (an out-of-memory kill at a million rows)."""
+    import runner.inference.kenward_roger as kr
+
+    monkeypatch.setattr(kr, "MAX_RANDOM_EFFECTS", 30)  # sleepstudy (Days | Subject): q = 36
+    design, fit = design_fit("sleepstudy_reml")
+    out = apply_inference(design, fit, InferenceSettings(df="kenward-roger"))
+    assert out.p_method == "satterthwaite"
+    messages = [w.message for w in out.warnings if w.code == "kenward_roger"]
+    assert len(messages) == 1 and "36 random effects (at most 30)" in messages[0]
+    assert "use inference: {df: satterthwaite}" in messages[0]
+

@@ -148,9 +148,9 @@ def _small_sample_df(design: Design, state: LmmState, settings: InferenceSetting
                 warnings.append(FitWarning(code="kenward_roger", message=(
                     "Kenward-Roger with prior weights is computed for the weighted model (residual variance "
                     "sigma^2 / w); pbkrtest ignores the weights there, so its numbers differ")))
-        except (InferenceError, np.linalg.LinAlgError, ArithmeticError):
+        except (InferenceError, np.linalg.LinAlgError, ArithmeticError) as exc:
             warnings.append(FitWarning(code="kenward_roger", message=(
-                "Unable to compute Kenward-Roger t-test: using Satterthwaite instead")))
+                f"Unable to compute Kenward-Roger t-test: using Satterthwaite instead ({exc})")))
     return sat, kr, p_method
 
 

@@ -22,6 +22,7 @@ from runner.inference import varpar
 from runner.inference.state import InferenceError, LmmState
 
 EIGEN_TOL = 1e-10
+MAX_RANDOM_EFFECTS = 10_000  # q: its dense q x q products need ~6 q^2 doubles and q^3/3 flops
 
 
 def _linear_basis(covariance: str, p: int) -> list[np.ndarray]:
@@ -249,6 +250,12 @@ def kenward_roger(state: LmmState) -> KenwardRoger:
     design = state.design
     if not state.reml:
         raise InferenceError("Kenward-Roger needs a REML fit")
+    q = sum(b.nlevels * b.ncols for b in design.blocks)
+    if q > MAX_RANDOM_EFFECTS:
+        raise InferenceError(
+            f"Kenward-Roger is not computed for {q:,} random effects (at most {MAX_RANDOM_EFFECTS:,}): "
+            f"pbkrtest's dense {q:,} x {q:,} products would need ~{6 * 8 * q * q / 2**30:,.1f} GB; "
+            "use inference: {df: satterthwaite}")
     sw = None if design.weights is None else np.sqrt(design.weights)
     X = design.X if sw is None else design.X * sw[:, None]
     Z, where = _z_matrix(state, sw)
