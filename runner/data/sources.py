@@ -24,10 +24,12 @@ from runner.data.errors import DataError
 from runner.data.files import (ENV_URL_VARS, allowed_url_envs, check_parquet, check_workbook, open_regular,
                                resolve_spec_file, unpack)
 from runner.data.sql import query_problem, read_duckdb, read_sqlite, spec_url_problem, table_query, url_file
+from runner.memory import small_pages
 from runner.spec.errors import SpecIssue
 from runner.spec.models import DataSpec, SqlSource
 from runner.spec.validation_issues import suggest
 
+LARGE_FILE_FACTOR = 8  # bytes in memory per byte of a data file, about (compressed Parquet: more)
 _READERS = {".csv": "csv", ".txt": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet",
             ".xlsx": "xlsx", ".xlsm": "xlsx"}
 
@@ -78,6 +80,7 @@ def _read_file(spec: DataSpec, base_dir: Path) -> pd.DataFrame:
                     ".parquet or .xlsx")
     kind, packing = found
     real = resolve_spec_file(spec.path, base_dir, "data.path")
+    small_pages(LARGE_FILE_FACTOR * os.path.getsize(real))  # a large file: no huge pages (runner/memory.py)
     with open_regular(real, "data.path", spec.path) as handle:
         source: Any = handle
         if packing is not None:

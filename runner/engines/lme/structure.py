@@ -23,7 +23,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from runner.design.model import Design, RandomBlock
-from runner.engines.lme.heap import release_freed
+from runner.memory import release_freed, small_pages
 from runner.engines.lme.templates import Template
 from runner.engines.lme.terms import ReTerm, whiten
 from runner.engines.lme.update import UpdateBuilder, rows_view
@@ -260,7 +260,9 @@ def build_problem(design: Design) -> Problem:
     """All Gram products of [Z_1 .. Z_k, X, y] with sqrt prior weights and offset applied."""
     sw = None if design.weights is None else np.sqrt(design.weights)
     y = design.y if design.offset is None else design.y - design.offset
-    release_freed(8.0 * design.nobs * (design.X.shape[1] + 1 + 2 * len(design.blocks)))  # data loading's garbage
+    setup_bytes = 8.0 * design.nobs * (design.X.shape[1] + 1 + 2 * len(design.blocks))
+    small_pages(setup_bytes)  # large set-ups: no huge pages from here on (runner/memory.py)
+    release_freed(setup_bytes)  # data loading's garbage
     terms, blocks = _terms(design)
     first, rest = blocks[0], blocks[1:]
     columns = [*(design.X[:, j] for j in range(design.X.shape[1])), y]  # W = [X y]
