@@ -25,8 +25,8 @@ than the fit itself.
 
 The constants are calibrated against peaks of `mixspec run` measured in a fresh process
 (VmHWM, see `measure_peak`) on the scale benchmark (benchmarks/bench_scale.py: 100k rows
-336 MB estimated / 314 MB measured, 1M rows 1,077 / 963-966 MB, 5M rows 2,699 / 2,512-2,534
-MB, where the set-up's S of 86 million non-zeros sets the peak) and on the students
+336 MB estimated / 312-316 MB measured, 1M rows 962 / 861-901 MB, 5M rows 2,610 / 2,420 MB,
+where the set-up's S of 86 million non-zeros sets the peak) and on the students
 models; tests/test_preflight.py keeps a 150k-row model's estimate between 1.0 and 1.35
 times its measured peak. Times are a class ("seconds", "minutes", ...), not a promise.
 """
@@ -56,10 +56,10 @@ ENTRY_BYTES = 40.0  # bytes per non-zero of A_1t: the update builder's index arr
 TARGET_BYTES = 16.0  # bytes per update target while S is written: its position, count and S's row pointer
 SPARSE_BYTES = 24.0  # peak bytes per non-zero while Z_1 / the tail's columns are assembled
 S_BYTES = 12.0  # stored bytes per non-zero of a CSR matrix (float64 + int32 index)
-S_SETUP_BYTES = 13.5  # per non-zero of S while it is written (fragmentation, huge-page rounding; 5M rows)
+S_SETUP_BYTES = 12.5  # per non-zero of S while it is written (its 12 bytes and the heap's slack; 5M rows)
 KEPT_TARGET_BYTES = 8.0  # per update target kept for the fit: S's row pointer and its position (int32 each)
-EVAL_COPIES = 3  # tail-sized arrays alive at once in an evaluation with its gradient (factor, inverse, Q)
-EVAL_TARGET_BYTES = 24.0  # per update target in an evaluation: the update vector and its gathers
+EVAL_COPIES = 2  # tail-sized arrays alive at once in an evaluation with its gradient (factor, inverse, Q)
+EVAL_TARGET_BYTES = 16.0  # per update target in an evaluation: the update vector and its gathers
 FLOPS = 2.0e10  # dense Cholesky flop rate of one BLAS thread (InstEval: 0.52 GFlop in ~11 ms)
 PAIR_SECONDS = 3e-8  # set-up seconds per within-level pair (1M-row benchmark: the update 0.6-0.9 s for 33.6 M)
 ROW_SECONDS = 6e-8  # set-up seconds per row and column (1M rows x 6 columns: Z, A_t1, A_tt 0.3-0.4 s)
