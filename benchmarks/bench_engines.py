@@ -21,6 +21,11 @@ Each case of tests/reference/cases.tsv is fitted from the same CSV by:
   can express; a first fit slower than `--slow` seconds is reported alone (not repeated),
   and a run still going after `--timeout` seconds is stopped and marked.
 
+Every child runs with one BLAS thread (`--blas-threads`; 0 keeps the libraries' default):
+mixspec limits its own fits to one, and on a shared machine a threaded OpenBLAS in the
+mixedlm child's numpy spins against the other processes (sleepstudy: 3 ms with one
+thread, 15-100 ms with two under a load of 2).
+
 Prints a Markdown table and writes it to benchmarks/out/engines.md. Not a test: times
 depend on the machine and on what else runs on it.
 
@@ -153,10 +158,21 @@ R_CHILD = textwrap.dedent("""
 """)
 
 
-def run_child(argv: list[str], timeout: float) -> dict:
+BLAS_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")
+
+
+def child_env(blas_threads: int) -> dict[str, str]:
+    """The children's environment: BLAS limited to `blas_threads` (0: as installed)."""
+    env = dict(os.environ)
+    if blas_threads > 0:
+        env.update({name: str(blas_threads) for name in BLAS_ENV})
+    return env
+
+
+def run_child(argv: list[str], timeout: float, env: dict[str, str] | None = None) -> dict:
     """Run a child and parse the JSON of its last output line ({"error": ...} on failure)."""
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
     except subprocess.TimeoutExpired:
         return {"timeout": timeout}
     lines = [ln for ln in proc.stdout.splitlines() if ln.strip().startswith("{")]
@@ -213,6 +229,8 @@ def main() -> int:
                         help="a statsmodels first fit slower than this is not repeated")
     parser.add_argument("--timeout", type=float, default=60.0, help="stop a statsmodels run after this")
     parser.add_argument("--out", default=str(OUT / "engines.md"), help="where to write the Markdown table")
+    parser.add_argument("--blas-threads", type=int, default=1,
+                        help="BLAS threads of every child (0: the libraries' default)")
     args, _ = parser.parse_known_args()  # run.py passes its arguments to every script
 
     with open(CASES_TSV, newline="") as fh:
@@ -225,6 +243,7 @@ def main() -> int:
         cases = [c for c in cases if c["id"] in wanted]
 
     rscript = None if args.no_lme4 else shutil.which("Rscript")
+    env = child_env(args.blas_threads)
     have_mixedlm = not args.no_mixedlm and mixedlm_available()
     rows = []
     with tempfile.TemporaryDirectory(prefix="mixspec-bench-") as tmp:
@@ -234,21 +253,22 @@ def main() -> int:
             print(f"-- {cid}", file=sys.stderr, flush=True)
             fill = dict(root=str(ROOT), formula=formula, method=method, path=path, repeats=args.repeats)
             groups = grouping_columns(formula)
-            mine = run_child([sys.executable, "-c", MIXSPEC_CHILD.format(**fill, groups=groups)], timeout=3600)
+            mine = run_child([sys.executable, "-c", MIXSPEC_CHILD.format(**fill, groups=groups)], timeout=3600,
+                             env=env)
             lme4 = None
             if rscript:
                 script = Path(tmp) / f"{cid}.R"
                 script.write_text(R_CHILD.format(path=path, formula=formula, repeats=args.repeats,
                                                  reml="TRUE" if method == "REML" else "FALSE"))
-                lme4 = run_child([rscript, "--vanilla", str(script)], timeout=3600)
+                lme4 = run_child([rscript, "--vanilla", str(script)], timeout=3600, env=env)
             mlm = None
             if have_mixedlm:
                 mlm = run_child([sys.executable, "-c", MIXEDLM_CHILD.format(**fill, groups=groups)],
-                                timeout=3600)
+                                timeout=3600, env=env)
             sm = None
             if not args.no_statsmodels:
                 sm = run_child([sys.executable, "-c", STATSMODELS_CHILD.format(**fill, slow=args.slow)],
-                               timeout=args.timeout)
+                               timeout=args.timeout, env=env)
             rows.append((case, mine, lme4, mlm, sm))
             print(f"   mixspec {fmt(mine, 3)}  lme4 {fmt(lme4)}  mixedlm {fmt(mlm)}  statsmodels {fmt(sm)}",
                   file=sys.stderr, flush=True)
@@ -268,7 +288,8 @@ def main() -> int:
         "optimization, convergence and singularity checks, the Fit's tables); mixedlm's is "
         "`lmer()` plus the same numbers (`vcov`, `VarCorr`, `ranef(condVar=True)`, `fitted`, "
         "`residuals`) from the same DataFrame (grouping columns as categoricals); lme4's is "
-        "`lmer()` timed inside R. In parentheses: the fastest of the timed runs.",
+        "`lmer()` timed inside R. In parentheses: the fastest of the timed runs. "
+        f"BLAS threads per child: {args.blas_threads or 'library default'}.",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
         f"load average at the end {os.getloadavg()[0]:.2f}.",
         "",
