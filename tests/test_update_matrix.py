@@ -119,3 +119,17 @@ def test_rows_in_any_order_and_views(path, formula):
     rest_rows.check_format(full_check=True)
     same(head, targets[order[:k]], R[order[:k]], targets[order[:k]])
     same(rest_rows, targets[order[k:]], R[order[k:]], targets[order[k:]])
+
+
+def test_int64_indices_as_for_wide_tails(monkeypatch):
+    """Tails wider than 46,340 columns (nt^2 >= 2^31) keep positions and indices in int64:
+    the same S as with int32, forced here on a small crossed design."""
+    import runner.engines.lme.update as update
+
+    design = build_design(parse_formula(CASES[4][1]), crossed())
+    first, rest, A_1t, nt = first_and_tail(design)
+    R, targets = reference(A_1t, first.nlevels, first.ncols, nt, False)
+    monkeypatch.setattr(update, "_index_dtype", lambda bound: np.int64)
+    S, t = update_matrix(A_1t, first.nlevels, first.ncols, nt, False, max_pairs=700, max_cells=5 * nt)
+    assert t.dtype == np.int64  # (scipy stores S's indices as int32 again when they fit)
+    same(S, t, R, targets)
