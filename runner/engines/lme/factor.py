@@ -19,6 +19,8 @@ from scipy.linalg import lapack
 
 from runner.engines.lme.structure import Problem, Stage
 
+UPDATE_CHUNK = 1 << 20  # update targets scattered at once
+
 
 @dataclass
 class Factor:
@@ -329,7 +331,8 @@ def factorize(problem: Problem, theta: np.ndarray, whitened: bool = False) -> Fa
     flat = C.reshape(-1)
     t_dense = problem.t_dense
     nd = t_dense.size
-    flat[t_dense] -= upd[:nd]
+    for a in range(0, nd, UPDATE_CHUNK):  # in chunks: no nd-sized gathered temporaries at the peak
+        flat[t_dense[a:a + UPDATE_CHUNK]] -= upd[a:min(a + UPDATE_CHUNK, nd)]
     if stages:
         diags = _stage_diagonals(problem, factors, upd[nd:])
         for st in stages:
