@@ -18,10 +18,10 @@ The peak is the larger of set-up and evaluation (on the 1M-row benchmark the eva
 set-up ~+430 MB, evaluation ~+620 MB over the data; on 5M rows the set-up).
 
 Time: the set-up (rows, pairs) plus the criterion evaluations (the dense Cholesky's
-flops; ~40 + the convergence check's differences per fit, and the ML refit of a REML
-model), plus lmerTest's Satterthwaite df when the model asks for them (the default):
-a second set-up and ~100 more evaluations, which on the 1M-row benchmark cost more
-than the fit itself.
+flops; EM steps, L-BFGS-B on the analytic gradient and the convergence check, each
+gradient ~3 evaluations; and the ML refit of a REML model), plus lmerTest's Satterthwaite
+df when the model asks for them (the default): a second set-up and 8 (ntheta + 1)
+evaluation-equivalents on an expensive model (~115 evaluations on a cheap one).
 
 The constants are calibrated against peaks of `mixspec run` measured in a fresh process
 (VmHWM, see `measure_peak`) on the scale benchmark (benchmarks/bench_scale.py: 100k rows
@@ -64,6 +64,8 @@ FLOPS = 2.0e10  # dense Cholesky flop rate of one BLAS thread (InstEval: 0.52 GF
 PAIR_SECONDS = 3e-8  # set-up seconds per within-level pair (1M-row benchmark: the update 0.6-0.9 s for 33.6 M)
 ROW_SECONDS = 6e-8  # set-up seconds per row and column (1M rows x 6 columns: Z, A_t1, A_tt 0.3-0.4 s)
 EVAL_SECONDS = 3e-4  # Python overhead of one criterion evaluation (students models: 0.1-1 ms)
+GRADIENT_COST = 3.0  # one analytic gradient and its evaluation, in evaluations
+GRADIENT_FLOPS = 2e7  # from this cost of an evaluation Satterthwaite differentiates the gradient
 
 
 @dataclass(frozen=True)
@@ -211,11 +213,22 @@ def _nbytes(design: Any) -> int:
     return total
 
 
-def satterthwaite_evals(ntheta: int) -> int:
-    """Deviance evaluations of lmerTest's Satterthwaite df as runner/inference does them: numDeriv's
-    Richardson (r = 4) Hessian over theta and sigma, then the Jacobian (115 on the 1M-row benchmark)."""
+def satterthwaite_evals(ntheta: int, flops: float = 0.0) -> float:
+    """Evaluation-equivalents of lmerTest's Satterthwaite df as runner/inference does them: on an
+    expensive model (GRADIENT_FLOPS) central differences of the analytic gradient and of vcov(beta)
+    (2k gradients and 2k evaluations, k = ntheta + 1), else numDeriv's Richardson (r = 4) Hessian
+    over theta and sigma, then the Jacobian (115 evaluations for three theta)."""
     k, r = ntheta + 1, 4
+    if flops >= GRADIENT_FLOPS:
+        return 2 * k * GRADIENT_COST + 2 * k
     return 1 + 2 * r * (k + k * (k - 1) // 2) + 2 * r * k + 2
+
+
+def fit_evals(ntheta: int) -> float:
+    """Evaluation-equivalents of one fit (engines/lme/optimize.py): three EM steps, ~8 L-BFGS-B
+    iterations on the analytic gradient and the convergence check's ntheta + 1 gradients, a
+    gradient costing GRADIENT_COST evaluations (the dense block's dpotri is twice its Cholesky)."""
+    return GRADIENT_COST * (3 + 8 + ntheta + 1)
 
 
 def _update_mb(pairs: float, nnz_s: float, entries: float, targets: float, nt: int) -> float:
@@ -226,9 +239,10 @@ def _update_mb(pairs: float, nnz_s: float, entries: float, targets: float, nt: i
             + PAIR_BYTES * min(pairs, float(MAX_PAIRS)) + 4.0 * min(float(MAX_CELLS), float(nt) * nt)) / MB
 
 
-def estimate_design(model: str, design: Any, method: str = "ML", fits: int = 1, inference_evals: int = 0) -> Estimate:
+def estimate_design(model: str, design: Any, method: str = "ML", fits: int = 1, satterthwaite: bool = False
+                    ) -> Estimate:
     """The estimate of one model from its design (lme engine; `fits`: primary + ML refit;
-    `inference_evals`: criterion evaluations of the inference step, which sets the problem up again)."""
+    `satterthwaite`: the inference step's df, which sets the problem up again and evaluates)."""
     n, p = design.X.shape
     blocks = list(design.blocks)
     design_mb = _nbytes(design) / MB
@@ -286,7 +300,9 @@ def estimate_design(model: str, design: Any, method: str = "ML", fits: int = 1, 
         Part("sparse columns", sparse_mb, f"the sparse random-effect columns ({n:,} rows)", "fewer rows"),
     ]
     flops = dense ** 3 / 3 + 2 * nnz_s + 4 * dense * nt + l1 * p1 ** 3
-    seconds = _seconds(blocks, n, random_cols + p + 1, pairs, flops, fits, inference_evals)
+    ntheta = sum(len(b.column_names) * (len(b.column_names) + 1) // 2 for b in blocks)
+    inference_evals = satterthwaite_evals(ntheta, flops) if satterthwaite else 0.0
+    seconds = _seconds(ntheta, n, random_cols + p + 1, pairs, flops, fits, inference_evals)
     return Estimate(model, memory, parts, seconds=seconds, nt=nt, dense=dense, pairs=int(pairs))
 
 
@@ -304,12 +320,11 @@ def _staged_columns(c1: np.ndarray, l1: int, rest: list[Any]) -> int:
     return staged
 
 
-def _seconds(blocks: list[Any], n: int, columns: int, pairs: float, flops: float, fits: int,
-             inference_evals: int) -> float:
+def _seconds(ntheta: int, n: int, columns: int, pairs: float, flops: float, fits: int,
+             inference_evals: float) -> float:
     """Fit time: set-up per row-column cell and pair, then the criterion evaluations (and the
     inference step's own set-up and evaluations)."""
-    ntheta = sum(len(b.column_names) * (len(b.column_names) + 1) // 2 for b in blocks)
-    evals = 40 + 6 * ntheta + 2 * ntheta ** 2
+    evals = fit_evals(ntheta)
     setup_s = ROW_SECONDS * n * columns + PAIR_SECONDS * pairs
     per_eval = flops / FLOPS + EVAL_SECONDS
     seconds = fits * (setup_s + evals * per_eval)
@@ -324,11 +339,10 @@ def estimate_plan(plan: Any) -> dict[str, Estimate]:
     for name, m in plan.models.items():
         if m.design is None or m.engine not in ("lme", "auto"):
             continue
-        ntheta = sum(len(b.column_names) * (len(b.column_names) + 1) // 2 for b in m.design.blocks)
-        extra = satterthwaite_evals(ntheta) if getattr(m.inference, "df", None) == "satterthwaite" else 0
+        sat = getattr(m.inference, "df", None) == "satterthwaite"
         try:
             out[name] = estimate_design(name, m.design, m.method, fits=2 if m.method == "REML" else 1,
-                                        inference_evals=extra)
+                                        satterthwaite=sat)
         except Exception:  # an estimate is advice; a design it cannot read is fitted as before
             continue
     return out
