@@ -62,14 +62,17 @@ class Criterion:
 
     def value_and_gradient(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
         """The criterion and its gradient (the form scipy's `jac=True` takes)."""
-        value, grad, _ = self.first_order(theta)
+        value, grad, _ = self.first_order(theta, em_step_wanted=False)
         return value, grad
 
-    def first_order(self, theta: np.ndarray) -> tuple[float, np.ndarray, np.ndarray | None]:
+    def first_order(self, theta: np.ndarray, em_step_wanted: bool = True
+                    ) -> tuple[float, np.ndarray, np.ndarray | None]:
         """The criterion, its gradient (analytic, or forward differences where that formula
-        does not apply) and the EM step from theta (None where it does not apply)."""
+        does not apply) and the EM step from theta (None where it does not apply or is not
+        wanted: only the EM start uses it)."""
         theta = np.asarray(theta, dtype=float)
-        if self._last is not None and np.array_equal(self._last[0], theta):
+        if self._last is not None and np.array_equal(self._last[0], theta) and (
+                self._last[1][2] is not None or not em_step_wanted or not self.em):
             kept_value, kept_grad, kept_em = self._last[1]  # the check starts where the optimizer stopped
             return kept_value, kept_grad.copy(), None if kept_em is None else kept_em.copy()
         value, f = self._evaluate(theta)
@@ -78,7 +81,7 @@ class Criterion:
             try:
                 Qs = balances(self.problem, f, self.method)
                 grad = criterion_gradient(self.problem, f, self.method, self.whitened, Qs, self.derivatives)
-                if self.em:
+                if self.em and em_step_wanted:
                     em = em_step(self.problem, f, theta, Qs)
             except np.linalg.LinAlgError:
                 grad = em = None
