@@ -33,27 +33,26 @@ from runner.vocab import Method
 MIN_SINGULAR = 1e-4  # smallest singular value of T_k for which the formula is used
 
 
-def template_derivatives(term: ReTerm, whitened: bool) -> list[np.ndarray] | None:
-    """dT/dtheta_j for each of the term's parameters, on the problem's columns (the
-    working factor is R T(theta) where the problem whitened the term and theta is lme4's)."""
+def template_derivatives(term: ReTerm, whitened: bool) -> np.ndarray | None:
+    """dT/dtheta_j for each of the term's parameters, stacked (ntheta_k, p, p), on the problem's
+    columns (the working factor is R T(theta) where the problem whitened the term and theta is
+    lme4's)."""
     tpl = term.template
     p = tpl.p
     if tpl.covariance == "compound_symmetry":
         return None
     if p == 1 or tpl.covariance == "identity":
-        out = [np.eye(p)]
+        out = np.eye(p)[None, :, :]
     elif tpl.covariance == "diagonal":
-        out = [np.diag(np.eye(p)[j]) for j in range(p)]
+        out = np.stack([np.diag(np.eye(p)[j]) for j in range(p)])
     elif tpl.covariance == "unstructured":
-        out = []
-        for r, c in zip(*tpl.tri()):
-            E = np.zeros((p, p))
-            E[r, c] = 1.0
-            out.append(E)
+        r, c = tpl.tri()
+        out = np.zeros((r.size, p, p))
+        out[np.arange(r.size), r, c] = 1.0
     else:
         return None
     if not whitened and term.basis is not None:
-        out = [term.basis @ E for E in out]
+        out = np.einsum("ab,kbc->kac", term.basis, out)
     return out
 
 
@@ -71,7 +70,7 @@ def balances(problem: Problem, f: Factor, method: Method, sigma: float | None = 
 
 def criterion_gradient(problem: Problem, f: Factor, method: Method, whitened: bool,
                        Qs: list[np.ndarray] | None = None,
-                       derivs: list[list[np.ndarray] | None] | None = None) -> np.ndarray | None:
+                       derivs: list[np.ndarray | None] | None = None) -> np.ndarray | None:
     """d criterion / d theta at the factor's theta (phi when `whitened`), or None where the
     formula does not apply (see the module's docstring). `Qs`: `balances`, and `derivs`:
     `template_derivatives` per term, if at hand."""
@@ -79,17 +78,31 @@ def criterion_gradient(problem: Problem, f: Factor, method: Method, whitened: bo
         derivs = [template_derivatives(t, whitened) for t in problem.terms]
     if any(d is None for d in derivs):
         return None
-    for T in f.factors:
-        smallest = abs(T[0, 0]) if T.shape[0] == 1 else np.linalg.svd(T, compute_uv=False).min()
-        if not smallest > MIN_SINGULAR:
-            return None
+    if not all(_invertible(T) for T in f.factors):
+        return None
     Qs = balances(problem, f, method) if Qs is None else Qs
     grad = np.zeros(sum(t.template.ntheta for t in problem.terms))
     for term, T, Q, dTs in zip(problem.terms, f.factors, Qs, derivs):
+        assert dTs is not None  # checked above
+        if T.shape[0] == 1:
+            grad[term.theta] = 2.0 * Q[0, 0] / T[0, 0] * dTs[:, 0, 0]
+            continue
         QTi = Q @ np.linalg.inv(T)
-        for j, dT in zip(range(term.theta.start, term.theta.stop), dTs or []):
-            grad[j] = 2.0 * float(np.sum(QTi * dT.T))  # tr(Q T^{-1} dT)
+        grad[term.theta] = 2.0 * np.einsum("ij,kji->k", QTi, dTs)  # tr(Q T^{-1} dT_k)
     return grad
+
+
+def _invertible(T: np.ndarray) -> bool:
+    """T's smallest singular value exceeds MIN_SINGULAR (for 2 x 2 through the bound
+    |det T| / ||T||_F, which never exceeds it: no SVD per evaluation)."""
+    if T.shape[0] == 1:
+        return bool(abs(T[0, 0]) > MIN_SINGULAR)
+    if T.shape[0] == 2:
+        det = T[0, 0] * T[1, 1] - T[0, 1] * T[1, 0]
+        norm = float(np.sqrt(np.sum(T * T)))
+        if norm > 0 and abs(det) / norm > MIN_SINGULAR:
+            return True
+    return bool(np.linalg.svd(T, compute_uv=False).min() > MIN_SINGULAR)
 
 
 def em_step(problem: Problem, f: Factor, theta: np.ndarray, Qs: list[np.ndarray]) -> np.ndarray | None:

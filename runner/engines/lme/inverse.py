@@ -72,16 +72,13 @@ def _first_blocks(problem: Problem, f: Factor, Pinv: np.ndarray) -> np.ndarray:
     nt, rows = problem.nt, Pinv.shape[0]
     l1, p1 = problem.first.levels, problem.first.p
     T1 = f.factors[0]
-    if p1 == 1:
-        Minv = 1.0 / (f.L11 * f.L11)
-    else:
-        Minv = np.linalg.inv(f.L11 @ np.swapaxes(f.L11, 1, 2))
+    Minv = level_inverse(f)
     if not rows or not (problem.targets_eval.size or problem.targets_rest.size):
         return Minv
     if problem.scalar_tail:  # lower triangle only: halve the diagonal, add the transpose
         lam = _scale_vector(problem, f.factors)
-        qe = _scaled_at(Pinv, problem.targets_eval, nt, lam)
-        qr = _scaled_at(Pinv, problem.targets_rest, nt, lam)
+        qe = _scaled_at(problem, Pinv, problem.targets_eval, lam)
+        qr = _scaled_at(problem, Pinv, problem.targets_rest, lam)
         W = _s_transpose(problem, qe, qr).reshape(l1, p1, p1)
         Fq = W + np.swapaxes(W, 1, 2)
     else:
@@ -96,15 +93,56 @@ def _first_blocks(problem: Problem, f: Factor, Pinv: np.ndarray) -> np.ndarray:
     return Minv + Minv @ (T1.T @ Fq @ T1) @ Minv
 
 
-def _scaled_at(Pinv: np.ndarray, targets: np.ndarray, nt: int, lam: np.ndarray) -> np.ndarray:
+def level_inverse(f: Factor) -> np.ndarray:
+    """M_c^{-1} per level of the first term, (l1, p1, p1), from its factor L11 (kept on the
+    factor: the gradient's inverse blocks and the modes both need it)."""
+    kept = f.__dict__.get("_level_inverse")
+    if kept is not None:
+        return kept
+    L = f.L11
+    if L.shape[1] == 1:
+        Minv = 1.0 / (L * L)
+    elif L.shape[1] == 2:  # closed form: L = [[a, 0], [b, c]], (L L')^{-1} = L^{-T} L^{-1}
+        a, b, c = L[:, 0, 0], L[:, 1, 0], L[:, 1, 1]
+        i11 = 1.0 / (c * c)
+        i01 = -b / (a * c * c)
+        Minv = np.empty_like(L)
+        Minv[:, 0, 0] = 1.0 / (a * a) + (b * b) * i11 / (a * a)
+        Minv[:, 0, 1] = Minv[:, 1, 0] = i01
+        Minv[:, 1, 1] = i11
+    else:
+        Minv = np.linalg.inv(L @ np.swapaxes(L, 1, 2))
+    f.__dict__["_level_inverse"] = Minv
+    return Minv
+
+
+def _target_plan(problem: Problem, targets: np.ndarray, rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(which targets lie within P's rows, their rows, their columns) for a small target list,
+    kept per problem and row count (a large list is read in chunks instead, see `_scaled_at`)."""
+    key = ("_target_plan", targets.ctypes.data, targets.size, rows)
+    plans = problem.__dict__.setdefault("_inverse_plans", {})
+    if key not in plans:
+        r, c = np.divmod(targets.astype(np.int64), problem.nt)
+        inside = np.flatnonzero((r < rows) & (c < rows))
+        plans[key] = (inside, r[inside], c[inside])
+    return plans[key]
+
+
+def _scaled_at(problem: Problem, Pinv: np.ndarray, targets: np.ndarray, lam: np.ndarray) -> np.ndarray:
     """lam_r lam_s P^{-1}[r, s] at the lower-triangle tail positions r nt + s (0 past P's rows),
-    halved on the diagonal; read from P^{-1}'s own lower triangle a chunk at a time, so no
-    tail-sized scaled copy is made (75 MB on a million rows)."""
-    rows = Pinv.shape[0]
+    halved on the diagonal; read from P^{-1}'s own lower triangle (a large list a chunk at a
+    time, so no tail-sized scaled copy is made: 75 MB on a million rows)."""
+    rows, nt = Pinv.shape[0], problem.nt
     flat = np.ascontiguousarray(Pinv).reshape(-1)
     out = np.zeros(targets.size)
+    if targets.size <= CHUNK:
+        inside, r, c = _target_plan(problem, targets, rows)
+        v = flat[r * rows + c] * lam[r] * lam[c]
+        v[r == c] *= 0.5
+        out[inside] = v
+        return out
     for a in range(0, targets.size, CHUNK):
-        r, c = np.divmod(targets[a:a + CHUNK], nt)
+        r, c = np.divmod(targets[a:a + CHUNK].astype(np.int64), nt)
         inside = np.flatnonzero((r < rows) & (c < rows))
         r, c = r[inside], c[inside]
         v = flat[r * rows + c] * lam[r] * lam[c]

@@ -14,7 +14,7 @@ import numpy as np
 from scipy.linalg import solve_triangular
 
 from runner.engines.lme.factor import Factor
-from runner.engines.lme.inverse import inverse_blocks
+from runner.engines.lme.inverse import inverse_blocks, level_inverse
 from runner.engines.lme.sparse_ops import rmatvec
 from runner.engines.lme.structure import Problem
 
@@ -60,10 +60,11 @@ def spherical_modes(problem: Problem, f: Factor) -> Modes:
     resid1 = -rmatvec(problem.A_t1, v)  # Z_1'(y - Z_t b_t - X beta), level-major (l1 * p1)
     l1, p1 = problem.first.levels, problem.first.p
     rhs = resid1.reshape(l1, p1) @ f.factors[0]  # rows: T1' r_c
+    Minv = level_inverse(f)
     if p1 == 1:
-        u1 = rhs / (f.L11[:, :, 0] ** 2)
+        u1 = rhs * Minv[:, :, 0]
     else:
-        u1 = np.einsum("cab,cb->ca", np.linalg.inv(f.L11 @ np.swapaxes(f.L11, 1, 2)), rhs)
+        u1 = np.einsum("cab,cb->ca", Minv, rhs)
     return Modes(u_first=u1, u_tail=u_tail, beta=beta)
 
 

@@ -9,10 +9,22 @@ valid factor for every t1, t2 >= 0 (correlation t1^2 / (t1^2 + t2^2) >= 0).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
 from runner.covariance import Covariance, lower_triangle, nparams, sd_like, sdcor_names, theta_names
+
+
+@lru_cache(maxsize=64)
+def _tri(p: int) -> tuple[np.ndarray, np.ndarray]:
+    """`Template.tri` per p, made once (the gradient and EM step read it per evaluation)."""
+    pairs = lower_triangle(p)
+    rows = np.asarray([i for i, _ in pairs], dtype=int)
+    cols = np.asarray([j for _, j in pairs], dtype=int)
+    rows.flags.writeable = False
+    cols.flags.writeable = False
+    return rows, cols
 
 
 @dataclass(frozen=True)
@@ -30,8 +42,7 @@ class Template:
 
     def tri(self) -> tuple[np.ndarray, np.ndarray]:
         """Row and column indices of the lower triangle by column (lme4's order of theta)."""
-        pairs = lower_triangle(self.p)
-        return np.asarray([i for i, _ in pairs], dtype=int), np.asarray([j for _, j in pairs], dtype=int)
+        return _tri(self.p)
 
     def lower(self) -> np.ndarray:
         """Lower bounds: 0 for SD-like components, -inf for off-diagonal factor entries."""
