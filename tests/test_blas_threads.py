@@ -48,3 +48,10 @@ def test_unusable_values_mean_one_thread(monkeypatch, value: str) -> None:
     with threadpool_limits(limits=2):
         with blas_threads(DENSE_THREADED * 5):
             assert _threads() == 1
+
+
+def test_pool_workers_get_their_share_of_the_cores_as_ceiling(monkeypatch) -> None:
+    import runner.run.tasks as tasks
+
+    monkeypatch.setattr(tasks.os, "cpu_count", lambda: 8)
+    assert [tasks.worker_blas_threads(w) for w in (1, 2, 3, 8, 16)] == [8, 4, 2, 1, 1]

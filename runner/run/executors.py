@@ -14,7 +14,8 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
-from runner.run.tasks import FitTask, TaskResult, execute_task, execute_task_single_thread, limit_blas_threads
+from runner.run.tasks import (FitTask, TaskResult, execute_task, execute_task_single_thread, limit_blas_threads,
+                              worker_blas_threads)
 
 EXECUTORS = ("local", "processes", "dask")
 # `local` starts a process pool only when the fits have at least this many rows in all: a pool
@@ -54,9 +55,10 @@ def _terminate(pool: ProcessPoolExecutor) -> None:
 
 
 def run_processes(tasks: list[FitTask], jobs: int, on_result: OnResult) -> None:
-    """A process pool of `jobs` workers, one BLAS thread each."""
-    pool = ProcessPoolExecutor(max_workers=max(1, min(jobs, len(tasks))), mp_context=_pool_context(),
-                               initializer=limit_blas_threads)
+    """A process pool of `jobs` workers, each with its share of the cores as its BLAS ceiling."""
+    workers = max(1, min(jobs, len(tasks)))
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context(),
+                               initializer=limit_blas_threads, initargs=(worker_blas_threads(workers),))
     futures = {}
     broken = False
     try:

@@ -125,13 +125,21 @@ def _execute(task: FitTask) -> TaskResult:
     return TaskResult(task.id, fit, None, time.perf_counter() - t0, verify=verify)
 
 
-def limit_blas_threads() -> None:
-    """One BLAS thread per worker: with N workers on N cores, more threads only oversubscribe."""
+def limit_blas_threads(threads: int = 1) -> None:
+    """A worker's BLAS threads: one, or its share of the cores when the pool has fewer workers
+    than cores (with N workers on N cores, more threads only oversubscribe). A ceiling only:
+    fits use one unless MIXSPEC_BLAS_THREADS asks for more (runner.engines.common.blas_threads)."""
+    threads = max(1, int(threads))
     for name in BLAS_ENV:
-        os.environ[name] = "1"
+        os.environ[name] = str(threads)
     from threadpoolctl import threadpool_limits
 
-    threadpool_limits(limits=1)  # a dependency; with no BLAS found it limits nothing
+    threadpool_limits(limits=threads)  # a dependency; with no BLAS found it limits nothing
+
+
+def worker_blas_threads(workers: int) -> int:
+    """The cores per worker of a pool of `workers` processes (the BLAS ceiling of each)."""
+    return max(1, (os.cpu_count() or 1) // max(1, workers))
 
 
 def execute_task_single_thread(task: FitTask) -> TaskResult:
