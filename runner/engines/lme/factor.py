@@ -165,7 +165,7 @@ def _plan(problem: Problem) -> _Plan:
     return plan
 
 
-def _scale_vector(problem: Problem, factors: list[np.ndarray]) -> np.ndarray:
+def scale_vector(problem: Problem, factors: list[np.ndarray]) -> np.ndarray:
     """The diagonal part of Lambda_t: t_i for 1-column terms, 1 for wider terms and W."""
     values = [T[0, 0] if T.shape[0] == 1 else 1.0 for T in factors[1:]]
     return np.repeat(np.array([*values, 1.0]), [*(t.q for t in problem.tail), problem.p + 1])
@@ -179,7 +179,7 @@ def sandwich(C: np.ndarray, problem: Problem, factors: list[np.ndarray], transpo
     random rows); wider terms are in slab layout, where Lambda_i = T_i (x) I.
     """
     nt = C.shape[0]
-    lam = _scale_vector(problem, factors)[:nt]
+    lam = scale_vector(problem, factors)[:nt]
     C *= lam[:, None]
     C *= lam[None, :]
     if problem.scalar_tail:
@@ -300,7 +300,7 @@ def _stage_diagonals(problem: Problem, factors: list[np.ndarray], upd: np.ndarra
 
 
 def _lambda_diagonal(problem: Problem, plan: _Plan, factors: list[np.ndarray]) -> np.ndarray:
-    """`_scale_vector` with the run lengths kept in the plan (all ones when the tail has no
+    """`scale_vector` with the run lengths kept in the plan (all ones when the tail has no
     random term)."""
     if plan.ones is not None:
         return plan.ones

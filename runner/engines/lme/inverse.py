@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.linalg import lapack
 
-from runner.engines.lme.factor import Factor, _scale_vector, sandwich
+from runner.engines.lme.factor import Factor, scale_vector, sandwich
 from runner.engines.lme.sparse_ops import rmatvec
 from runner.engines.lme.structure import Problem
 
@@ -76,7 +76,7 @@ def _first_blocks(problem: Problem, f: Factor, Pinv: np.ndarray) -> np.ndarray:
     if not rows or not (problem.targets_eval.size or problem.targets_rest.size):
         return Minv
     if problem.scalar_tail:  # lower triangle only: halve the diagonal, add the transpose
-        lam = _scale_vector(problem, f.factors)
+        lam = scale_vector(problem, f.factors)
         qe = _scaled_at(problem, Pinv, problem.targets_eval, lam)
         qr = _scaled_at(problem, Pinv, problem.targets_rest, lam)
         W = _s_transpose(problem, qe, qr).reshape(l1, p1, p1)
