@@ -300,9 +300,7 @@ def estimate_design(model: str, design: Any, method: str = "ML", fits: int = 1, 
         Part("sparse columns", sparse_mb, f"the sparse random-effect columns ({n:,} rows)", "fewer rows"),
     ]
     flops = dense ** 3 / 3 + 2 * nnz_s + 4 * dense * nt + l1 * p1 ** 3
-    ntheta = sum(len(b.column_names) * (len(b.column_names) + 1) // 2 for b in blocks)
-    inference_evals = satterthwaite_evals(ntheta, flops) if satterthwaite else 0.0
-    seconds = _seconds(ntheta, n, random_cols + p + 1, pairs, flops, fits, inference_evals)
+    seconds = _seconds(blocks, n, random_cols + p + 1, pairs, flops, fits, satterthwaite)
     return Estimate(model, memory, parts, seconds=seconds, nt=nt, dense=dense, pairs=int(pairs))
 
 
@@ -320,10 +318,12 @@ def _staged_columns(c1: np.ndarray, l1: int, rest: list[Any]) -> int:
     return staged
 
 
-def _seconds(ntheta: int, n: int, columns: int, pairs: float, flops: float, fits: int,
-             inference_evals: float) -> float:
+def _seconds(blocks: list[Any], n: int, columns: int, pairs: float, flops: float, fits: int,
+             satterthwaite: bool) -> float:
     """Fit time: set-up per row-column cell and pair, then the criterion evaluations (and the
     inference step's own set-up and evaluations)."""
+    ntheta = sum(len(b.column_names) * (len(b.column_names) + 1) // 2 for b in blocks)
+    inference_evals = satterthwaite_evals(ntheta, flops) if satterthwaite else 0.0
     evals = fit_evals(ntheta)
     setup_s = ROW_SECONDS * n * columns + PAIR_SECONDS * pairs
     per_eval = flops / FLOPS + EVAL_SECONDS
