@@ -137,19 +137,17 @@ def write_sidecars(fit: Fit, spec_out: Path, model: str, row_ids: np.ndarray | N
             fits.insert(1 + j, str(name), columns[name].to_numpy())
     rel = f"fits/{model}.parquet"
     write_parquet(fits, spec_out / rel)
-    recs: dict[str, list[Any]] = {"id": [], "group": [], "level": [], "column": [], "mode": [], "cond_sd": []}
-    for blk in arrays.ranef:
-        modes = np.asarray(blk.modes, float).reshape(len(blk.levels), len(blk.columns))
-        sds = np.asarray(blk.cond_sd, float).reshape(len(blk.levels), len(blk.columns))
-        for i, level in enumerate(blk.levels):
-            for j, col in enumerate(blk.columns):
-                recs["id"].append(blk.id)
-                recs["group"].append(blk.group)
-                recs["level"].append(str(level))
-                recs["column"].append(col)
-                recs["mode"].append(float(modes[i, j]))
-                recs["cond_sd"].append(float(sds[i, j]))
-    write_parquet(pd.DataFrame(recs), spec_out / f"fits/{model}_ranef.parquet")
+    parts = []
+    for blk in arrays.ranef:  # one row per (level, column), levels outer, as lme4's ranef lists them
+        nl, nc = len(blk.levels), len(blk.columns)
+        parts.append(pd.DataFrame({
+            "id": np.full(nl * nc, blk.id, dtype=object), "group": np.full(nl * nc, blk.group, dtype=object),
+            "level": np.repeat(np.array([str(v) for v in blk.levels], dtype=object), nc),
+            "column": np.tile(np.array(list(blk.columns), dtype=object), nl),
+            "mode": np.asarray(blk.modes, float).reshape(-1), "cond_sd": np.asarray(blk.cond_sd, float).reshape(-1)}))
+    columns = ["id", "group", "level", "column", "mode", "cond_sd"]
+    ranef = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame({c: [] for c in columns})
+    write_parquet(ranef, spec_out / f"fits/{model}_ranef.parquet")
     return rel
 
 
