@@ -70,3 +70,25 @@ def test_route_is_chosen_by_cost_and_distance_from_the_boundary() -> None:
     edge = st.theta.copy()
     edge[0] = sat.EDGE / 2
     assert not sat._gradient_route(type("S", (), {"problem": big, "theta": edge})())
+
+
+def test_inference_takes_over_the_problem_its_fit_built_once() -> None:
+    """The engine hands its Problem to the inference step of the same design (a million rows:
+    no second ~1 s set-up); once, and never to another design."""
+    import runner.engines.lme.structure as structure
+
+    frame = pd.read_csv(ROOT / EXAMPLES / "sleepstudy.csv")
+    design = build_design(parse_formula("Reaction ~ Days + (Days | Subject)"), frame)
+    fit = fit_design(design, "REML")
+    kept = structure._HANDOVER.get("problem")
+    assert kept is not None
+    st = state_from_fit(design, fit)
+    assert st.problem is kept and not structure._HANDOVER
+    again = state_from_fit(design, fit)  # taken once: built anew, with the same numbers
+    assert again.problem is not kept
+    np.testing.assert_array_equal(again.problem.A_tt, kept.A_tt)
+    np.testing.assert_allclose(again.vcov, st.vcov, rtol=0, atol=0)
+    other = build_design(parse_formula("Reaction ~ Days + (Days | Subject)"), frame)
+    fit_design(design, "REML")
+    kept_again = structure._HANDOVER["problem"]
+    assert state_from_fit(other, fit).problem is not kept_again  # another design object: built for it

@@ -12,7 +12,7 @@ from scipy.linalg import solve_triangular
 from runner.design.model import Design
 from runner.engines.lme.factor import Factor, FactorError, factorize
 from runner.engines.lme.gradient import balances, criterion_gradient
-from runner.engines.lme.structure import Problem, build_problem
+from runner.engines.lme.structure import Problem, take_over
 from runner.fit import Fit
 from runner.vocab import Method
 
@@ -66,7 +66,7 @@ def beta_at(problem: Problem, f: Factor) -> np.ndarray:
 def state_at(design: Design, theta: np.ndarray, sigma: float, reml: bool,
              problem: Problem | None = None) -> LmmState:
     """The state at given estimates (theta in lme4's parameterization, sigma)."""
-    problem = build_problem(design) if problem is None else problem
+    problem = take_over(design) if problem is None else problem
     theta = np.atleast_1d(np.asarray(theta, dtype=float))
     f = factor_at(problem, theta)
     beta = beta_at(problem, f)

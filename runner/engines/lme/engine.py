@@ -19,7 +19,7 @@ from runner.engines.lme.criterion import Method
 from runner.engines.lme.factor import FactorError
 from runner.engines.lme.optimize import find_optimum
 from runner.engines.lme.results import estimates_at
-from runner.engines.lme.structure import Problem, build_problem
+from runner.engines.lme.structure import Problem, build_problem, hand_over
 from runner.fit import Convergence, Fit, FitWarning
 
 
@@ -50,6 +50,7 @@ class LmeEngine:
         t0 = time.perf_counter()
         # trial points with overflow are rejected by the criterion (a large finite value);
         # numpy's floating-point warnings about them would only be noise on stderr
+        hand_over(design, None)  # free a problem kept from an earlier fit before building this one
         with one_blas_thread(), np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
             problem = build_problem(design)
         with blas_threads(problem.nt - problem.dense_start), \
@@ -64,6 +65,7 @@ class LmeEngine:
         npar = problem.p + theta.size + 1
         aic, bic = information_criteria(est.objective, npar, problem.n)
         converged = opt.success and check.ok
+        hand_over(design, problem)  # the inference step of this fit starts from it
         return Fit(
             engine="lme", method=method, formula=formula_text, nobs=problem.n, npar=npar, ngroups=ngroups(design),
             theta=[float(t) for t in theta], theta_names=theta_names(problem), sigma=float(np.sqrt(est.sigma2)),
