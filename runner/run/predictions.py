@@ -163,8 +163,8 @@ def sidecar_columns(m: ModelPlan, prepared: PreparedData, id_columns: list[str])
     """The fitted rows' id columns and grouping columns, for fits/<model>.parquet."""
     if m.design is None:
         return None
-    frame = prepared.frame_for(m.name)
+    frame, rows = prepared.frame, prepared.masks[m.name]  # the model's rows, only the columns kept
     groups = [g for t in m.resolved.formula.random for g in t.group]
     keep = list(dict.fromkeys(c for c in [*id_columns, *groups] if c in frame.columns and c not in
                               ("row", "fitted", "residuals")))
-    return pd.DataFrame({c: _plain(frame[c]).to_numpy() for c in keep}) if keep else None
+    return pd.DataFrame({c: _plain(frame[c][rows]).to_numpy() for c in keep}) if keep else None
