@@ -12,6 +12,7 @@ from scipy.linalg import solve_triangular
 from runner.design.model import Design
 from runner.engines.lme.factor import Factor, FactorError, factorize
 from runner.engines.lme.gradient import balances, criterion_gradient
+from runner.engines.lme.solve import tail_solution
 from runner.engines.lme.structure import Problem, take_over
 from runner.fit import Fit
 from runner.vocab import Method
@@ -57,10 +58,8 @@ def unscaled_vcov(problem: Problem, f: Factor) -> np.ndarray:
 
 def beta_at(problem: Problem, f: Factor) -> np.ndarray:
     """beta at its conditional optimum given theta (the tail's last row)."""
-    m, p, nt = problem.m_rand, problem.p, problem.nt
-    L = np.tril(f.Ltail)
-    x = solve_triangular(L[: nt - 1, : nt - 1], L[nt - 1, : nt - 1], lower=True, trans="T")
-    return x[m:m + p]
+    m, p = problem.m_rand, problem.p
+    return tail_solution(f.Ltail)[m:m + p]
 
 
 def state_at(design: Design, theta: np.ndarray, sigma: float, reml: bool,

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.linalg import solve_triangular
+from scipy.linalg import lapack, solve_triangular
 
 from runner.engines.lme.factor import Factor
 from runner.engines.lme.inverse import inverse_blocks, level_inverse
@@ -41,17 +41,30 @@ class Modes:
     beta: np.ndarray
 
 
+def tail_solution(L: np.ndarray) -> np.ndarray:
+    """[u_t; beta] = L_a^{-T} ell from the tail factor L = [[L_a, 0], [ell', r]] (lower triangle
+    valid). Solved as L' z = e_last on the whole factor: z = [-L_a^{-T} ell / r; 1 / r], so
+    the result is -r z_a. L' of the C-ordered factor is Fortran-ordered, so LAPACK reads it
+    in place (a solve on the leading block would copy it: 75 MB on a million rows)."""
+    nt = L.shape[0]
+    e = np.zeros(nt)
+    e[-1] = 1.0
+    z, info = lapack.dtrtrs(L.T, e, lower=0, trans=0)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"dtrtrs info {info}")
+    return -L[nt - 1, nt - 1] * z[:-1]
+
+
 def spherical_modes(problem: Problem, f: Factor) -> Modes:
     """u and beta at the factor's theta (the gradient needs u; `solve` maps it to b)."""
-    m, p, nt = problem.m_rand, problem.p, problem.nt
+    m, p = problem.m_rand, problem.p
     L = f.Ltail
     # The tail's factor ends with y's row: with A = L_a L_a' the tail before y and c its
     # column of y, [[A, c], [c', y'y]] = [[L_a, 0], [ell', r]] [[L_a', ell], [0, r]] gives
     # c = L_a ell, so the penalized least-squares solution [u_t; beta] = A^{-1} c is
     # L_a^{-T} ell: one triangular solve with the transpose (and r^2 = y'y - c' A^{-1} c,
     # the penalized RSS, is factor.py's last pivot). Only the lower triangle is read.
-    ell = L[nt - 1, : nt - 1]
-    x = solve_triangular(L[: nt - 1, : nt - 1], ell, lower=True, trans="T", check_finite=False)
+    x = tail_solution(L)
     u_t, beta = x[:m], x[m:m + p]
     u_tail = _tail_blocks(u_t, problem)
     bt_eval = [uu @ T.T for uu, T in zip(u_tail, f.factors[1:])]  # b_t on the problem's columns
