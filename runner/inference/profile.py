@@ -120,11 +120,22 @@ class _Profiler:
         return float(np.sign(offset) * np.sqrt(max(dev - self.dev_min, 0.0)))
 
 
-def _root(zeta: Callable[[float], float], x0: float, target: float, step: float, limit: float | None
+def _root(zeta_fresh: Callable[[float], float], x0: float, target: float, step: float, limit: float | None
           ) -> tuple[float | None, bool]:
     """The x on the side of `target` where zeta(x) = target, stepping out from x0 by
     doubling `step`; (None, False) if not reached before `limit` (a bound) or 40 steps;
-    (limit, True) when the bound itself is inside the interval."""
+    (limit, True) when the bound itself is inside the interval.
+
+    zeta is memoized: its inner minimization starts from the last point's optimum, so a second
+    evaluation at the same x can land elsewhere, and brentq must see the values that
+    bracketed the root."""
+    seen: dict[float, float] = {}
+
+    def zeta(x: float) -> float:
+        if x not in seen:
+            seen[x] = zeta_fresh(x)
+        return seen[x]
+
     a = x0
     for _ in range(40):
         b = x0 + step
