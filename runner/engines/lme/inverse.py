@@ -26,6 +26,7 @@ from runner.engines.lme.structure import Problem
 
 
 CHUNK = 1 << 20  # update targets read at once
+SMALL_TARGETS = 1 << 16  # target lists this short keep their (row, column) plan per problem
 
 
 @dataclass
@@ -117,8 +118,9 @@ def level_inverse(f: Factor) -> np.ndarray:
 
 
 def _target_plan(problem: Problem, targets: np.ndarray, rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(which targets lie within P's rows, their rows, their columns) for a small target list,
-    kept per problem and row count (a large list is read in chunks instead, see `_scaled_at`)."""
+    """(which targets lie within P's rows, their rows, their columns) for a short target list,
+    kept per problem and row count (at most ~1.5 MB each; a longer list is read in chunks
+    instead, see `_scaled_at`)."""
     key = ("_target_plan", targets.ctypes.data, targets.size, rows)
     plans = problem.__dict__.setdefault("_inverse_plans", {})
     if key not in plans:
@@ -135,7 +137,7 @@ def _scaled_at(problem: Problem, Pinv: np.ndarray, targets: np.ndarray, lam: np.
     rows, nt = Pinv.shape[0], problem.nt
     flat = np.ascontiguousarray(Pinv).reshape(-1)
     out = np.zeros(targets.size)
-    if targets.size <= CHUNK:
+    if targets.size <= SMALL_TARGETS:
         inside, r, c = _target_plan(problem, targets, rows)
         v = flat[r * rows + c] * lam[r] * lam[c]
         v[r == c] *= 0.5
