@@ -7,10 +7,11 @@ contrasts as lmerTest's contestMD with get_Fstat_ddf. All evaluations go through
 blocked Cholesky: cost ~ (2 r k^2) factorizations for k variance parameters.
 
 Where one evaluation is expensive (a large dense block: InstEval, a million rows), H is
-central differences of the analytic gradient of the deviance (2k gradients, each about
-three evaluations) and J central differences of vcov(beta) (2k evaluations), without
-Richardson's four levels: ~8k evaluations instead of ~2 r k^2 + 2 r k, agreeing with the
-numDeriv route to about 1e-6 in the df (tests/test_inference_scale.py).
+central differences of the analytic gradient of the deviance and J central differences of
+vcov(beta), both from the same 2k factorizations (each with its gradient, about three
+evaluations' work), without Richardson's four levels: ~6k evaluations instead of
+~2 r k^2 + 2 r k, agreeing with the numDeriv route to about 1e-6 in the df
+(tests/test_inference_scale.py).
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ import numpy as np
 from runner.distributions import t_sf
 
 from runner.inference import numderiv
-from runner.inference.state import LmmState, covbeta_vp, deviance_vp, deviance_vp_gradient
+from runner.inference.state import (LmmState, covbeta_vp, deviance_vp, deviance_vp_gradient_at, factor_at,
+                                    unscaled_vcov)
 
 TOL = 1e-8
 GRADIENT_FLOPS = 2e7  # from this cost of one evaluation (Problem.eval_flops): the gradient route
@@ -113,38 +115,34 @@ def _steps(x: np.ndarray) -> np.ndarray:
     return STEP * np.maximum(np.abs(x), EDGE)
 
 
-def _hessian_from_gradient(state: LmmState) -> np.ndarray | None:
-    """Central differences of the analytic gradient, symmetrized; None if a gradient fails."""
+def _from_gradient(state: LmmState) -> tuple[np.ndarray, np.ndarray] | None:
+    """H (symmetrized) and J by central differences at x +- h_i e_i: each point's one
+    factorization gives both the deviance's analytic gradient and vcov(beta). None if a
+    gradient does not apply there."""
     x, h = state.varpar, _steps(state.varpar)
-    rows = []
+    rows, cols = [], []
     for i in range(x.size):
         e = np.zeros(x.size)
         e[i] = h[i]
-        plus = deviance_vp_gradient(state.problem, x + e, state.reml)
-        minus = deviance_vp_gradient(state.problem, x - e, state.reml)
-        if plus is None or minus is None:
-            return None
-        rows.append((plus - minus) / (2 * h[i]))
+        ends = []
+        for v in (x + e, x - e):
+            f = factor_at(state.problem, v[:-1])
+            g = deviance_vp_gradient_at(state.problem, f, v, state.reml)
+            if g is None:
+                return None
+            ends.append((g, float(v[-1]) ** 2 * unscaled_vcov(state.problem, f)))
+        (g_plus, c_plus), (g_minus, c_minus) = ends
+        rows.append((g_plus - g_minus) / (2 * h[i]))
+        cols.append((c_plus - c_minus).ravel() / (2 * h[i]))
     H = np.asarray(rows)
-    return (H + H.T) / 2
-
-
-def _jacobian_central(state: LmmState) -> np.ndarray:
-    """(p*p, k) central differences of vcov(beta) in varpar."""
-    x, h = state.varpar, _steps(state.varpar)
-    cols = []
-    for i in range(x.size):
-        e = np.zeros(x.size)
-        e[i] = h[i]
-        cols.append((covbeta_vp(state.problem, x + e) - covbeta_vp(state.problem, x - e)).ravel() / (2 * h[i]))
-    return np.asarray(cols).T
+    return (H + H.T) / 2, np.asarray(cols).T
 
 
 def satterthwaite(state: LmmState) -> Satterthwaite:
     problem, x = state.problem, state.varpar
-    H = _hessian_from_gradient(state) if _gradient_route(state) else None
-    if H is not None:
-        J = _jacobian_central(state)
+    found = _from_gradient(state) if _gradient_route(state) else None
+    if found is not None:
+        H, J = found
     else:
         H = numderiv.hessian(lambda v: deviance_vp(problem, v, state.reml), x)
         J = numderiv.jacobian(lambda v: covbeta_vp(problem, v).ravel(), x)  # (p*p, k)

@@ -95,8 +95,12 @@ def deviance_vp_gradient(problem: Problem, varpar: np.ndarray, reml: bool) -> np
     """The gradient of `deviance_vp` over (theta, sigma), analytic (gradient.py: the same
     Q_k with sigma^-2 for n'/r2; d/d sigma = 2 n'/sigma - 2 r2/sigma^3), or None where the
     formula does not apply (a relative SD near 0, compound symmetry)."""
-    theta, sigma = np.asarray(varpar[:-1], dtype=float), float(varpar[-1])
-    f = factor_at(problem, theta)
+    return deviance_vp_gradient_at(problem, factor_at(problem, np.asarray(varpar[:-1], dtype=float)), varpar, reml)
+
+
+def deviance_vp_gradient_at(problem: Problem, f: Factor, varpar: np.ndarray, reml: bool) -> np.ndarray | None:
+    """`deviance_vp_gradient` from the factor at varpar's theta (shared with vcov(beta) there)."""
+    sigma = float(varpar[-1])
     method: Method = "REML" if reml else "ML"
     try:
         qs = balances(problem, f, method, sigma=sigma)

@@ -20,8 +20,8 @@ set-up ~+430 MB, evaluation ~+620 MB over the data; on 5M rows the set-up).
 Time: the set-up (rows, pairs) plus the criterion evaluations (the dense Cholesky's
 flops; EM steps, L-BFGS-B on the analytic gradient and the convergence check, each
 gradient ~3 evaluations; and the ML refit of a REML model), plus lmerTest's Satterthwaite
-df when the model asks for them (the default): a second set-up and 8 (ntheta + 1)
-evaluation-equivalents on an expensive model (~115 evaluations on a cheap one).
+df when the model asks for them (the default): 6 (ntheta + 1) evaluation-equivalents on
+an expensive model (~115 evaluations on a cheap one).
 
 The constants are calibrated against peaks of `mixspec run` measured in a fresh process
 (VmHWM, see `measure_peak`) on the scale benchmark (benchmarks/bench_scale.py: 100k rows
@@ -216,11 +216,11 @@ def _nbytes(design: Any) -> int:
 def satterthwaite_evals(ntheta: int, flops: float = 0.0) -> float:
     """Evaluation-equivalents of lmerTest's Satterthwaite df as runner/inference does them: on an
     expensive model (GRADIENT_FLOPS) central differences of the analytic gradient and of vcov(beta)
-    (2k gradients and 2k evaluations, k = ntheta + 1), else numDeriv's Richardson (r = 4) Hessian
+    from the same 2k factorizations (k = ntheta + 1), else numDeriv's Richardson (r = 4) Hessian
     over theta and sigma, then the Jacobian (115 evaluations for three theta)."""
     k, r = ntheta + 1, 4
     if flops >= GRADIENT_FLOPS:
-        return 2 * k * GRADIENT_COST + 2 * k
+        return 2 * k * GRADIENT_COST
     return 1 + 2 * r * (k + k * (k - 1) // 2) + 2 * r * k + 2
 
 
@@ -328,8 +328,8 @@ def _seconds(blocks: list[Any], n: int, columns: int, pairs: float, flops: float
     setup_s = ROW_SECONDS * n * columns + PAIR_SECONDS * pairs
     per_eval = flops / FLOPS + EVAL_SECONDS
     seconds = fits * (setup_s + evals * per_eval)
-    if inference_evals:
-        seconds += setup_s + inference_evals * per_eval
+    if inference_evals:  # on the fit's own problem (handed over, not set up again)
+        seconds += inference_evals * per_eval
     return seconds
 
 
