@@ -65,7 +65,7 @@ def test_gradient_route_gives_numderivs_df(name: str, formula: str, method: str,
 def test_route_is_chosen_by_cost_and_distance_from_the_boundary() -> None:
     st = _state("sleepstudy", "Reaction ~ Days + (Days | Subject)", "REML")
     assert not sat._gradient_route(st)  # a cheap model: lmerTest's own numDeriv route
-    big = type("P", (), {"eval_flops": sat.GRADIENT_FLOPS, "lower": st.problem.lower})()
+    big = type("P", (), {"expensive": True, "lower": st.problem.lower})()
     assert sat._gradient_route(type("S", (), {"problem": big, "theta": st.theta})())
     edge = st.theta.copy()
     edge[0] = sat.EDGE / 2

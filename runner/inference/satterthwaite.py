@@ -26,8 +26,7 @@ from runner.inference.state import (LmmState, covbeta_vp, deviance_vp, deviance_
                                     unscaled_vcov)
 
 TOL = 1e-8
-GRADIENT_FLOPS = 2e7  # from this cost of one evaluation (Problem.eval_flops): the gradient route
-STEP = 1e-4  # its central-difference step, relative to |varpar_i| (numDeriv's first level)
+STEP = 1e-4  # the gradient route's central-difference step, relative to |varpar_i| (numDeriv's first level)
 EDGE = 1e-3  # ...used only where every SD-like theta is at least this far from 0
 
 
@@ -108,7 +107,7 @@ def _gradient_route(state: LmmState) -> bool:
     """Deterministic: the model is expensive and off the boundary (where the gradient holds)."""
     problem = state.problem
     sd_like = problem.lower == 0.0
-    return bool(problem.eval_flops >= GRADIENT_FLOPS and np.all(state.theta[sd_like] >= EDGE))
+    return bool(problem.expensive and np.all(state.theta[sd_like] >= EDGE))
 
 
 def _steps(x: np.ndarray) -> np.ndarray:

@@ -43,6 +43,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from runner.engines.lme.structure import EXPENSIVE_FLOPS
 from runner.engines.lme.update import MAX_CELLS, MAX_PAIRS
 
 MB = 2 ** 20
@@ -65,7 +66,6 @@ PAIR_SECONDS = 3e-8  # set-up seconds per within-level pair (1M-row benchmark: t
 ROW_SECONDS = 6e-8  # set-up seconds per row and column (1M rows x 6 columns: Z, A_t1, A_tt 0.3-0.4 s)
 EVAL_SECONDS = 3e-4  # Python overhead of one criterion evaluation (students models: 0.1-1 ms)
 GRADIENT_COST = 3.0  # one analytic gradient and its evaluation, in evaluations
-GRADIENT_FLOPS = 2e7  # from this cost of an evaluation Satterthwaite differentiates the gradient
 
 
 @dataclass(frozen=True)
@@ -215,11 +215,11 @@ def _nbytes(design: Any) -> int:
 
 def satterthwaite_evals(ntheta: int, flops: float = 0.0) -> float:
     """Evaluation-equivalents of lmerTest's Satterthwaite df as runner/inference does them: on an
-    expensive model (GRADIENT_FLOPS) central differences of the analytic gradient and of vcov(beta)
+    expensive model (EXPENSIVE_FLOPS) central differences of the analytic gradient and of vcov(beta)
     from the same 2k factorizations (k = ntheta + 1), else numDeriv's Richardson (r = 4) Hessian
     over theta and sigma, then the Jacobian (115 evaluations for three theta)."""
     k, r = ntheta + 1, 4
-    if flops >= GRADIENT_FLOPS:
+    if flops >= EXPENSIVE_FLOPS:
         return 2 * k * GRADIENT_COST
     return 1 + 2 * r * (k + k * (k - 1) // 2) + 2 * r * k + 2
 

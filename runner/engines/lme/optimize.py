@@ -50,7 +50,6 @@ MAX_EVALUATIONS = 20000
 FD_STEP = 3e-6  # forward-difference step for L-BFGS-B (the whitened parameters are O(1))
 LBFGS_FTOL = 1e-12  # relative reduction of the criterion per iteration
 LBFGS_GTOL = 1e-5  # projected gradient
-CHEAP_FLOPS = 2e7  # below this estimated cost per evaluation, use L-BFGS-B
 EM_STEPS = 3  # EM steps before L-BFGS-B on the analytic gradient
 SCALE_FLOOR = 0.05  # smallest |theta| the variable scaling divides by
 EXACT_GTOL = 1e-4  # projected analytic gradient, scaled variables: theta within ~1e-6 relative
@@ -107,7 +106,7 @@ def choose_optimizer(problem: Problem) -> Optimizer:
     from 1 ms fits to InstEval. Otherwise by the cost of one evaluation (deterministic)."""
     if all(template_derivatives(t, True) is not None for t in problem.terms):
         return Optimizer.LBFGSB_EXACT
-    return Optimizer.LBFGSB if problem.eval_flops < CHEAP_FLOPS else Optimizer.COBYQA
+    return Optimizer.COBYQA if problem.expensive else Optimizer.LBFGSB
 
 
 def _boundary(fun: Objective, theta: np.ndarray, value: float, lower: np.ndarray) -> tuple[np.ndarray, float]:
@@ -324,7 +323,7 @@ def _check(crit_phi: Criterion, problem: Problem, opt: Optimum) -> tuple[Converg
     which on millions of rows (~1e-12 of a criterion of 1e7) makes deriv12's difference
     gradient fail a converged fit. The same number of evaluations' work (k + 1 gradients)."""
     singular = is_singular(phi_to_theta(problem, opt.theta), problem.lower)
-    if problem.eval_flops >= CHEAP_FLOPS and crit_phi.exact and not singular and opt.theta.size:
+    if problem.expensive and crit_phi.exact and not singular and opt.theta.size:
         return _analytic_check(crit_phi, opt.theta, problem.lower), singular
     return check_convergence(crit_phi, opt.theta, opt.value, problem.lower, singular), singular
 

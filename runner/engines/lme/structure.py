@@ -30,6 +30,8 @@ from runner.engines.lme.templates import Template
 from runner.engines.lme.terms import ReTerm, whiten
 from runner.engines.lme.update import UpdateBuilder, rows_view
 
+EXPENSIVE_FLOPS = 2e7  # estimated work of one evaluation from which a model counts as expensive
+
 
 @dataclass
 class Stage:
@@ -90,6 +92,12 @@ class Problem:
     @property
     def m_rand(self) -> int:
         return int(sum(t.q for t in self.tail))
+
+    @property
+    def expensive(self) -> bool:
+        """One evaluation costs EXPENSIVE_FLOPS or more: derivatives come from the analytic
+        gradient (the convergence check, Satterthwaite), not from differences of the criterion."""
+        return self.eval_flops >= EXPENSIVE_FLOPS
 
     @property
     def eval_flops(self) -> float:
