@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from runner.vocab import Method
+from runner.engines.lme.dense import DenseFactor, dense_balances, dense_factorize, use_dense
 from runner.engines.lme.factor import Factor, FactorError, factorize
 from runner.engines.lme.gradient import balances, criterion_gradient, em_step, template_derivatives
 from runner.engines.lme.structure import Problem
@@ -22,7 +23,7 @@ FAILED = 1e30
 DIFF_STEP = 3e-6  # forward-difference step where the analytic gradient does not apply
 
 
-def objective_from(problem: Problem, f: Factor, method: Method) -> float:
+def objective_from(problem: Problem, f: Factor | DenseFactor, method: Method) -> float:
     n, p = problem.n, problem.p
     if method == "ML":
         return f.logdet_z + n * (1.0 + np.log(2.0 * np.pi * f.r2 / n)) - problem.ldw
@@ -44,17 +45,20 @@ class Criterion:
         self.exact = all(d is not None for d in self.derivatives)
         self.em = self.exact and (whitened or all(t.basis is None for t in problem.terms))
         self._last: tuple[np.ndarray, tuple[float, np.ndarray, np.ndarray | None]] | None = None
+        # small models: one dense matrix per evaluation (dense.py), the same criterion
+        self.dense = use_dense(problem)
 
     def __call__(self, theta: np.ndarray) -> float:
         return self._evaluate(theta)[0]
 
-    def _evaluate(self, theta: np.ndarray) -> tuple[float, Factor | None]:
+    def _evaluate(self, theta: np.ndarray) -> tuple[float, Factor | DenseFactor | None]:
         self.evaluations += 1
         theta = np.asarray(theta, dtype=float)
         if not np.all(np.isfinite(theta)):
             return FAILED, None
         try:
-            f = factorize(self.problem, theta, self.whitened)
+            f: Factor | DenseFactor = (dense_factorize if self.dense else factorize)(
+                self.problem, theta, self.whitened)
         except (FactorError, np.linalg.LinAlgError):
             return FAILED, None
         value = objective_from(self.problem, f, self.method)
@@ -79,7 +83,8 @@ class Criterion:
         grad = em = None
         if f is not None and self.exact:
             try:
-                Qs = balances(self.problem, f, self.method)
+                Qs = (dense_balances(self.problem, f, self.method) if isinstance(f, DenseFactor)
+                      else balances(self.problem, f, self.method))
                 grad = criterion_gradient(self.problem, f, self.method, self.whitened, Qs, self.derivatives)
                 if self.em and em_step_wanted:
                     em = em_step(self.problem, f, theta, Qs)

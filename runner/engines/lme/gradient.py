@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from runner.engines.lme.dense import DenseFactor
 from runner.engines.lme.factor import Factor
 from runner.engines.lme.inverse import inverse_blocks
 from runner.engines.lme.solve import spherical_modes
@@ -68,7 +69,7 @@ def balances(problem: Problem, f: Factor, method: Method, sigma: float | None = 
             for term, C, U in zip(problem.terms, [blocks.first, *blocks.tail], [modes.u_first, *modes.u_tail])]
 
 
-def criterion_gradient(problem: Problem, f: Factor, method: Method, whitened: bool,
+def criterion_gradient(problem: Problem, f: Factor | DenseFactor, method: Method, whitened: bool,
                        Qs: list[np.ndarray] | None = None,
                        derivs: list[np.ndarray | None] | None = None) -> np.ndarray | None:
     """d criterion / d theta at the factor's theta (phi when `whitened`), or None where the
@@ -105,7 +106,7 @@ def _invertible(T: np.ndarray) -> bool:
     return bool(np.linalg.svd(T, compute_uv=False).min() > MIN_SINGULAR)
 
 
-def em_step(problem: Problem, f: Factor, theta: np.ndarray, Qs: list[np.ndarray]) -> np.ndarray | None:
+def em_step(problem: Problem, f: Factor | DenseFactor, theta: np.ndarray, Qs: list[np.ndarray]) -> np.ndarray | None:
     """One EM step from theta (the optimizer's phi): Sigma_k <- (sum_c b_c b_c' + sigma^2 sum_c
     Var(b_c | y)) / l_k, which in spherical terms is T_k <- T_k chol(K_k), K_k = I - Q_k / l_k
     (positive semi-definite: (C_k + (n'/r2) U_k'U_k) / l_k). EM moves fast from a far start
