@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from runner.vocab import Method
-from runner.engines.lme.dense import DenseFactor, dense_balances, dense_factorize, use_dense
+from runner.engines.lme.dense import DenseFactor, dense_factorize, use_dense
 from runner.engines.lme.factor import Factor, FactorError, factorize
 from runner.engines.lme.gradient import balances, criterion_gradient, em_step, template_derivatives
 from runner.engines.lme.structure import Problem
@@ -83,8 +83,7 @@ class Criterion:
         grad = em = None
         if f is not None and self.exact:
             try:
-                Qs = (dense_balances(self.problem, f, self.method) if isinstance(f, DenseFactor)
-                      else balances(self.problem, f, self.method))
+                Qs = balances(self.problem, f, self.method)
                 grad = criterion_gradient(self.problem, f, self.method, self.whitened, Qs, self.derivatives)
                 if self.em and em_step_wanted:
                     em = em_step(self.problem, f, theta, Qs)

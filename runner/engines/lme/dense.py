@@ -159,13 +159,15 @@ def dense_factorize(problem: Problem, theta: np.ndarray, whitened: bool = False)
                        logdet_x=2.0 * float(logs[q:].sum()), r2=float(r * r))
 
 
-def dense_balances(problem: Problem, f: DenseFactor, method: Method) -> list[np.ndarray]:
-    """gradient.balances from the dense factor: Q_k = l_k I - C_k - (n' / r2) U_k' U_k."""
+def dense_balances(problem: Problem, f: DenseFactor, method: Method, sigma: float | None = None
+                   ) -> list[np.ndarray]:
+    """gradient.balances from the dense factor: Q_k = l_k I - C_k - (n' / r2) U_k' U_k (with
+    `sigma`, the weight 1 / sigma^2 instead of n' / r2)."""
     sysm = system(problem)
     q, p = sysm.q, sysm.p
     rows = q + p if method == "REML" else q
     n_eff = problem.n if method == "ML" else problem.n - p
-    weight = n_eff / f.r2
+    weight = n_eff / f.r2 if sigma is None else 1.0 / (sigma * sigma)
     inv, info = lapack.dpotri(f.U[:rows, :rows], lower=0)  # upper triangle of (U_a' U_a)^{-1}
     if info != 0:
         raise np.linalg.LinAlgError(f"dpotri info {info}")

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from runner.engines.lme.dense import DenseFactor
+from runner.engines.lme.dense import DenseFactor, dense_balances
 from runner.engines.lme.factor import Factor
 from runner.engines.lme.inverse import inverse_blocks
 from runner.engines.lme.solve import spherical_modes
@@ -57,10 +57,13 @@ def template_derivatives(term: ReTerm, whitened: bool) -> np.ndarray | None:
     return out
 
 
-def balances(problem: Problem, f: Factor, method: Method, sigma: float | None = None) -> list[np.ndarray]:
+def balances(problem: Problem, f: Factor | DenseFactor, method: Method, sigma: float | None = None
+             ) -> list[np.ndarray]:
     """Q_k = l_k I - C_k - (n' / r2) U_k' U_k per term (internal order): zero at an interior
     optimum, and the EM update's K_k = I - Q_k / l_k. With `sigma` the weight n' / r2 (the
     profiled sigma^-2) is sigma^-2 instead: lmerTest's deviance with sigma explicit."""
+    if isinstance(f, DenseFactor):
+        return dense_balances(problem, f, method, sigma)
     n_eff = problem.n if method == "ML" else problem.n - problem.p
     weight = n_eff / f.r2 if sigma is None else 1.0 / (sigma * sigma)
     blocks = inverse_blocks(problem, f, with_x=method == "REML")
