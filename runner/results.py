@@ -42,7 +42,8 @@ class SpecInfo(_Strict):
 
 class DataInfo(_Strict):
     source: str  # human description with credentials redacted, e.g. "example: students"
-    sha256: str
+    sha256: str  # of the columns loaded (`columns`), in the source's order, before the filter
+    columns: list[str] = Field(default_factory=list)  # the columns the spec uses, loaded and hashed; no others are read
     rows: int  # rows loaded
     rows_used: int  # rows after filter and NA handling (na: common); per model see ModelRecord.nobs
     dropped: dict[str, int] = Field(default_factory=dict)  # reason -> rows, e.g. {"filter": 3, "missing": 2}

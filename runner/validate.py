@@ -14,7 +14,7 @@ from pathlib import Path
 from runner.data.errors import DataError
 from runner.data.model_checks import count_levels
 from runner.data.prepare import PreparedData, prepare
-from runner.data.sources import load_frame
+from runner.data.sources import read_source
 from runner.design.build import DesignError, design_for
 from runner.design.model import Design
 from runner.spec.errors import IssueError, SpecError, SpecIssue, ordered_issues
@@ -93,11 +93,19 @@ def _with_design_issues(loaded: LoadedSpec, exc: DataError, build_designs: bool,
     return located
 
 
+def _prepared(loaded: LoadedSpec) -> PreparedData:
+    """The spec's data, read with only the columns it uses (`runner.data.columns`), prepared."""
+    from runner.data.columns import used_columns
+
+    source = read_source(loaded.spec.data, loaded.base_dir, used_columns(loaded.spec.data, loaded.models))
+    return prepare(source.frame, loaded.spec.data, loaded.models, source.columns)
+
+
 def _data_issues(loaded: LoadedSpec, build_designs: bool) -> list[SpecIssue]:
     """Every data, column and design error of the models `loaded` holds: what validate lists
     beside the spec's own errors when the spec itself is invalid."""
     try:
-        data = prepare(load_frame(loaded.spec.data, loaded.base_dir), loaded.spec.data, loaded.models)
+        data = _prepared(loaded)
     except DataError as exc:
         return _with_design_issues(loaded, exc, build_designs, errors_only=True)
     return _build_designs(loaded, data)[1] if build_designs else []
@@ -111,8 +119,7 @@ def validate_spec(path: str | Path, *, build_designs: bool = True) -> ValidatedS
         more = _data_issues(exc.partial, build_designs) if exc.partial is not None else []
         raise SpecError(ordered_issues([*exc.issues, *more])) from None
     try:
-        frame = load_frame(loaded.spec.data, loaded.base_dir)
-        data = prepare(frame, loaded.spec.data, loaded.models)
+        data = _prepared(loaded)
     except DataError as exc:
         raise DataError(ordered_issues(_with_design_issues(loaded, exc, build_designs, errors_only=False))) from None
     warnings = [loaded.locate(w) for w in [*loaded.warnings, *data.warnings]]

@@ -315,11 +315,14 @@ def test_weights_must_be_positive_and_finite():
 
 def test_sha256_pin_mismatch():
     df = frame_small()
-    digest = data_sha256(df)
-    prepare(df, DataSpec(path="d.csv", sha256=digest), {})
+    models = {"a": model("a", "y ~ x + (1|g)")}
+    digest = data_sha256(df[["y", "x", "g"]])  # the pin covers the columns the models use, in the frame's order
+    assert prepare(df, DataSpec(path="d.csv", sha256=digest), models).sha256 == digest
     with pytest.raises(DataError) as info:
-        prepare(df, DataSpec(path="d.csv", sha256="0" * 64), {})
-    assert info.value.issues[0].path == "data.sha256" and digest in info.value.issues[0].message
+        prepare(df, DataSpec(path="d.csv", sha256="0" * 64), models)
+    message = info.value.issues[0].message
+    assert info.value.issues[0].path == "data.sha256" and digest in message
+    assert "covers the columns the spec uses, in the source's order (y, x, g)" in message
 
 
 def test_pastes_crossed_labels_warning():

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from runner.data.columns import filter_columns, used_columns
 from runner.data.errors import DataError
 from runner.data.factors import FactorInfo, center, factorize
 from runner.data.filter import SYNTAX as FILTER_SYNTAX
@@ -39,13 +40,15 @@ if TYPE_CHECKING:
 
 __all__ = ["FactorInfo", "PreparedData", "prepare"]
 
+MAX_SHOWN_COLUMNS = 30  # listed in a pin mismatch
+
 
 @dataclass
 class PreparedData:
     """The prepared frame plus which rows each model uses and why others were dropped."""
 
     frame: pd.DataFrame  # after filter, factor conversion and centring; NA rows kept for per_model
-    sha256: str  # of the loaded frame, before filtering
+    sha256: str  # of the loaded frame (the columns the spec uses, in source order), before filtering
     na: str
     rows: int  # rows loaded
     rows_after_filter: int
@@ -58,6 +61,8 @@ class PreparedData:
     centered: dict[str, dict[str, float | None]] = field(default_factory=dict)
     warnings: list[SpecIssue] = field(default_factory=list)
     source_rows: np.ndarray | None = None  # 0-based row in the loaded source of each row of `frame`
+    columns: list[str] = field(default_factory=list)  # the columns loaded and hashed, in source order
+    source_columns: list[str] = field(default_factory=list)  # every column of the source (did-you-mean)
 
     def frame_for(self, model_name: str) -> pd.DataFrame:
         """The rows `model_name` uses, with levels unused in those rows dropped."""
@@ -83,12 +88,14 @@ class PreparedData:
 # ----------------------------------------------------------------------------- steps
 
 
-def _usable_models(data_spec: DataSpec, models: dict[str, ResolvedModel], columns: list[str],
+def _usable_models(data_spec: DataSpec, models: dict[str, ResolvedModel], loaded: list[str], columns: list[str],
                    issues: list[SpecIssue]) -> dict[str, ResolvedModel]:
-    """The models whose columns are all in the data; each missing column is an issue at its key."""
+    """The models whose columns are all in the data loaded; each missing column is an issue at its
+    key, with did-you-mean over `columns` (all the source's, read or not)."""
     usable: dict[str, ResolvedModel] = {}
+    present = set(loaded)
     for name, model in models.items():
-        missing = sorted(c for c in model_columns(model) if c not in columns)
+        missing = sorted(c for c in model_columns(model) if c not in present)
         for col in missing:
             where = model_path(model)
             if col in (model.weights, model.offset) and col not in required_variables(model.formula):
@@ -101,19 +108,25 @@ def _usable_models(data_spec: DataSpec, models: dict[str, ResolvedModel], column
             usable[name] = model
     for section in ("categorical", "center"):
         for col in getattr(data_spec, section):
-            if col not in columns:
+            if col not in present:
                 issues.append(issue(f"data.{section}.{col}", f"column {col!r} not in the data{close_columns(col, columns)}"))
     return usable
 
 
-def _apply_filter(frame: pd.DataFrame, text: str, issues: list[SpecIssue]) -> pd.DataFrame | None:
+def _apply_filter(frame: pd.DataFrame, text: str, issues: list[SpecIssue],
+                  source_columns: list[str]) -> pd.DataFrame | None:
     """mixspec's own filter grammar (runner.data.filter), never pandas query or eval: a bad
-    filter is a spec error at its operator or column, with did-you-mean and the valid syntax."""
+    filter is a spec error at its operator or column, with did-you-mean (over all the source's
+    columns, read or not) and the valid syntax."""
     try:
         keep = filter_rows(frame, text)
     except FilterError as exc:
         message = exc.message  # an unknown column gets did-you-mean instead of the syntax
-        if not message.startswith("unknown column"):
+        if message.startswith("unknown column"):
+            name = next((n for n, at in filter_columns(text) if at == exc.offset), None)
+            if name is not None:
+                message = f"unknown column {name!r} in filter{close_columns(name, source_columns)}"
+        else:
             message = f"{message}; {FILTER_SYNTAX}"
         issues.append(issue("data.filter", message, offset=exc.offset))
         return None
@@ -193,21 +206,45 @@ def _check_models(work: pd.DataFrame, usable: dict[str, ResolvedModel], masks: d
 # ----------------------------------------------------------------------------- main
 
 
-def prepare(frame: pd.DataFrame, data_spec: DataSpec, models: dict[str, ResolvedModel]) -> PreparedData:
-    """Apply the spec's data options and check every model; raise DataError listing all problems."""
+def _pin_issue(digest: str, pin: str, columns: list[str]) -> SpecIssue:
+    """A pin that does not match, saying what the hash covers: a new model or filter naming
+    another column moves it as surely as a changed value."""
+    shown = ", ".join(columns[:MAX_SHOWN_COLUMNS]) + (f", ... ({len(columns)} in all)"
+                                                       if len(columns) > MAX_SHOWN_COLUMNS else "")
+    return issue("data.sha256", f"the data changed: its sha256 is {digest}, the spec pins {pin}. The hash "
+                 f"covers the columns the spec uses, in the source's order ({shown or 'none'}): their names, "
+                 "types, values and row order; a model, filter or data option naming another column moves it too")
+
+
+def _used_part(frame: pd.DataFrame, data_spec: DataSpec, models: dict[str, ResolvedModel]) -> pd.DataFrame:
+    """`frame` cut to the columns the spec uses, in its own order (a source is usually loaded with
+    just those already; a DataFrame given to the API is not)."""
+    used = set(used_columns(data_spec, models))
+    keep = [c for c in frame.columns if c in used]
+    return frame if len(keep) == frame.shape[1] else frame.loc[:, keep]
+
+
+def prepare(frame: pd.DataFrame, data_spec: DataSpec, models: dict[str, ResolvedModel],
+            source_columns: list[str] | None = None) -> PreparedData:
+    """Apply the spec's data options and check every model; raise DataError listing all problems.
+
+    Only the columns the spec uses are kept and hashed (`runner.data.columns`);
+    `source_columns` (default: `frame`'s) are all the source's, for did-you-mean.
+    """
     issues: list[SpecIssue] = []
     warnings: list[SpecIssue] = []
+    all_columns = [str(c) for c in (frame.columns if source_columns is None else source_columns)]
+    frame = _used_part(frame, data_spec, models)
     digest = data_sha256(frame)
     if data_spec.sha256 is not None and data_spec.sha256 != digest:
-        issues.append(issue("data.sha256", f"the data changed: its sha256 is {digest}, the spec pins "
-                            f"{data_spec.sha256}"))
+        issues.append(_pin_issue(digest, data_spec.sha256, [str(c) for c in frame.columns]))
     rows = len(frame)
-    usable = _usable_models(data_spec, models, list(frame.columns), issues)
+    usable = _usable_models(data_spec, models, [str(c) for c in frame.columns], all_columns, issues)
 
     work = frame.copy()
     source_rows = np.arange(rows)
     if data_spec.filter:
-        filtered = _apply_filter(work, data_spec.filter, issues)
+        filtered = _apply_filter(work, data_spec.filter, issues, all_columns)
         if filtered is None:
             raise DataError(issues)
         source_rows = filtered.index.to_numpy()
@@ -227,7 +264,8 @@ def prepare(frame: pd.DataFrame, data_spec: DataSpec, models: dict[str, Resolved
     prepared = PreparedData(frame=work, sha256=digest, na=data_spec.na, rows=rows, rows_after_filter=rows_after_filter,
                             rows_used=rows_used, dropped=dropped, missing_by_column=missing_by_column, masks=masks,
                             factors=factors, grouping=grouping, centered=centered, warnings=warnings,
-                            source_rows=source_rows)
+                            source_rows=source_rows, columns=[str(c) for c in frame.columns],
+                            source_columns=all_columns)
     if any(i.severity == "error" for i in issues):
         raise DataError(ordered_issues([*issues, *warnings]), partial=prepared)
     return prepared

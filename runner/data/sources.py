@@ -14,6 +14,10 @@ import importlib.resources
 import io
 import os
 import re
+from collections import Counter
+from collections.abc import Iterable
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -71,8 +75,24 @@ def _file_kind(name: str) -> tuple[str, str | None] | None:
     return (kind, None) if kind else None
 
 
-def _read_file(spec: DataSpec, base_dir: Path) -> pd.DataFrame:
-    """A data file inside the repository (or an allowed folder), read within the size limits."""
+def _wanted(names: list[str], columns: AbstractSet[str] | None) -> list[str] | None:
+    """The source's columns to read, in its order; None: all of them (nothing asked, every column
+    asked, or none of the asked columns there: then the checks that follow name what is missing)."""
+    if columns is None:
+        return None
+    keep = [n for n in names if n in columns]
+    return keep if keep and len(keep) < len(names) else None
+
+
+def _project(frame: pd.DataFrame, columns: AbstractSet[str] | None) -> pd.DataFrame:
+    """A source read whole (workbook, database, example, simulation) cut to the columns asked for."""
+    keep = _wanted([str(c) for c in frame.columns], columns)
+    return frame if keep is None else frame.loc[:, [str(c) in set(keep) for c in frame.columns]]
+
+
+def _read_file(spec: DataSpec, base_dir: Path, columns: AbstractSet[str] | None) -> tuple[pd.DataFrame, list[str]]:
+    """A data file inside the repository (or an allowed folder), read within the size limits:
+    (the columns asked for, or all, in the file's order; every column name the file has)."""
     assert spec.path is not None
     found = _file_kind(spec.path)
     if found is None:
@@ -91,28 +111,48 @@ def _read_file(spec: DataSpec, base_dir: Path) -> pd.DataFrame:
             check_parquet(handle, "data.path", spec.path)
         try:
             if kind in ("csv", "tsv"):
-                return pd.read_csv(source, sep="\t" if kind == "tsv" else ",")
+                return _read_csv(source, "\t" if kind == "tsv" else ",", columns)
             if kind == "parquet":
-                return _read_parquet(source)
-            return _read_workbook(source, spec)
+                return _read_parquet(source, columns)
+            frame = _read_workbook(source, spec)
+            return _project(frame, columns), [str(c) for c in frame.columns]
         except DataError:
             raise
         except Exception as exc:  # every reader has its own errors (a corrupt file must not be a traceback)
             raise _fail("data.path", f"cannot read {spec.path} as {kind}: {_reason(exc)}") from None
 
 
-def _read_parquet(source: Any) -> pd.DataFrame:
-    """pd.read_parquet with Arrow's buffers from the C allocator (malloc) rather than Arrow's own
-    pool, which keeps freed memory (the decoder's pages, and the loaded frame's text once it is
-    converted to factors) resident for the rest of the process, and decoded on this thread (the
-    reader's worker threads leave freed memory in per-thread heaps): on the 1M-row benchmark
-    ~65 + ~20 MB less resident during the fit, for ~0.1 s more reading."""
-    import pyarrow as pa
+def _read_csv(source: Any, sep: str, columns: AbstractSet[str] | None) -> tuple[pd.DataFrame, list[str]]:
+    """The header first (every name, for did-you-mean), then only the columns asked for (`usecols`):
+    the parser still scans each line, but converts and keeps only those columns."""
+    names = [str(c) for c in pd.read_csv(source, sep=sep, nrows=0).columns]
+    source.seek(0)
+    keep = _wanted(names, columns)
+    return pd.read_csv(source, sep=sep, usecols=keep), names
 
+
+def _read_parquet(source: Any, columns: AbstractSet[str] | None) -> tuple[pd.DataFrame, list[str]]:
+    """pd.read_parquet of only the columns asked for (Arrow's projection: the other columns' pages
+    are never read or decoded), with every column name from the schema (pandas' index columns
+    are not data: they are dropped as before).
+
+    Arrow's buffers come from the C allocator (malloc) rather than Arrow's own pool, which
+    keeps freed memory (the decoder's pages, and the loaded frame's text once it is
+    converted to factors) resident for the rest of the process, and are decoded on this
+    thread (the reader's worker threads leave freed memory in per-thread heaps): on the
+    1M-row benchmark ~65 + ~20 MB less resident during the fit, for ~0.1 s more reading."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pq.ParquetFile(source).schema_arrow
+    source.seek(0)
+    index = {c for c in (schema.pandas_metadata or {}).get("index_columns", []) if isinstance(c, str)}
+    names = [n for n in schema.names if n not in index]
+    keep = _wanted(names, columns)
     previous = pa.default_memory_pool()
     pa.set_memory_pool(pa.system_memory_pool())
     try:
-        return pd.read_parquet(source, use_threads=False)
+        return pd.read_parquet(source, columns=keep, use_threads=False), names
     finally:
         pa.set_memory_pool(previous)
 
@@ -246,41 +286,67 @@ def _read_sqlalchemy(sql: SqlSource, url: Any, query: str) -> pd.DataFrame:
         engine.dispose()
 
 
-def load_frame(data_spec: DataSpec, base_dir: str | Path) -> pd.DataFrame:
-    """The source's rows as loaded (before filter, NA handling or factor conversion)."""
+@dataclass(frozen=True)
+class SourceFrame:
+    """A source's rows as loaded, and every column name it has (for did-you-mean on a misspelled
+    column that was therefore not read)."""
+
+    frame: pd.DataFrame  # the columns asked for that the source has (or all), in the source's order
+    columns: list[str]  # all the source's columns, in its order
+
+
+def read_source(data_spec: DataSpec, base_dir: str | Path, columns: Iterable[str] | None = None) -> SourceFrame:
+    """The source's rows as loaded (before filter, NA handling or factor conversion), with only
+    `columns` where given (`runner.data.columns.used_columns`; names the source lacks are skipped):
+    CSV and Parquet read no other column, the other sources drop them after reading."""
     base = Path(base_dir)
+    wanted = None if columns is None else frozenset(columns)
     kind = data_spec.source_kind
     if kind == "path":
-        frame = _read_file(data_spec, base)
-    elif kind == "sql":
-        frame = _read_sql(data_spec, base)
-    elif kind == "example":
-        frame = load_example(data_spec.example or "")
+        frame, names = _read_file(data_spec, base, wanted)
     else:
-        from runner.data.simulate import simulate_students
+        if kind == "sql":
+            frame = _read_sql(data_spec, base)
+        elif kind == "example":
+            frame = load_example(data_spec.example or "")
+        else:
+            from runner.data.simulate import simulate_students
 
-        assert data_spec.simulate is not None
-        frame = simulate_students(data_spec.simulate)
-    if frame.shape[1] == 0 or frame.shape[0] == 0:
-        raise _fail(f"data.{kind}", f"the data has no {'columns' if frame.shape[1] == 0 else 'rows'}")
+            assert data_spec.simulate is not None
+            frame = simulate_students(data_spec.simulate)
+        frame.columns = [str(c) for c in frame.columns]
+        names = list(frame.columns)
+        frame = _project(frame, wanted)
+    if not names or frame.shape[0] == 0:
+        raise _fail(f"data.{kind}", f"the data has no {'columns' if not names else 'rows'}")
     frame.columns = [str(c) for c in frame.columns]
-    _check_text(frame, f"data.{kind}")
-    duplicated = sorted({c for c in frame.columns if list(frame.columns).count(c) > 1})
-    if duplicated:
-        raise _fail(f"data.{kind}", f"duplicate column names: {', '.join(duplicated)}")
-    return frame.reset_index(drop=True)
+    _check_names(names, f"data.{kind}")
+    _check_values(frame, f"data.{kind}")
+    return SourceFrame(frame.reset_index(drop=True), names)
+
+
+def load_frame(data_spec: DataSpec, base_dir: str | Path, columns: Iterable[str] | None = None) -> pd.DataFrame:
+    """The source's rows as loaded, all columns or only `columns` (see `read_source`)."""
+    return read_source(data_spec, base_dir, columns).frame
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
-def _check_text(frame: pd.DataFrame, key: str) -> None:
-    """No control characters in column names (they reach terminals, YAML and reports) and no NUL
-    bytes in text values: both are errors naming the place, shown escaped."""
-    for i, name in enumerate(frame.columns):
+def _check_names(names: list[str], key: str) -> None:
+    """No control characters in any column name of the source, read or not (names reach terminals,
+    YAML, reports and did-you-mean), and no name twice."""
+    for i, name in enumerate(names):
         if _CONTROL.search(name):
             raise _fail(key, f"column {i + 1}'s name {name[:60]!r} contains a control character "
                         "(a NUL, newline, escape...): rename it in the data")
+    duplicated = sorted({c for c, n in Counter(names).items() if n > 1})
+    if duplicated:
+        raise _fail(key, f"duplicate column names: {', '.join(duplicated)}")
+
+
+def _check_values(frame: pd.DataFrame, key: str) -> None:
+    """No NUL bytes in the text values read: an error naming the place, shown escaped."""
     for name in frame.columns:
         column = frame[name]
         if column.dtype != object and not pd.api.types.is_string_dtype(column.dtype):

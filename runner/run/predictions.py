@@ -49,24 +49,29 @@ def _id_issues(loaded: LoadedSpec, columns: list[str], ids: list[str], where: st
             for i, c in enumerate(ids) if c not in columns]
 
 
-def _new_rows(loaded: LoadedSpec, p: PredictSpec) -> tuple[pd.DataFrame | None, np.ndarray, list[SpecIssue]]:
+def _new_rows(loaded: LoadedSpec, p: PredictSpec
+              ) -> tuple[pd.DataFrame | None, np.ndarray, list[SpecIssue], list[str]]:
+    """The new rows (only the columns a prediction may read), their source rows, problems, and
+    every column of the source (for did-you-mean)."""
+    from runner.data.columns import predict_columns
     from runner.data.errors import DataError
     from runner.data.filter import FilterError, filter_rows
-    from runner.data.sources import load_frame
+    from runner.data.sources import read_source
 
     try:
-        frame = load_frame(p.data, loaded.base_dir)
+        source = read_source(p.data, loaded.base_dir, predict_columns(p, loaded.spec.data, loaded.models))
     except DataError as exc:
         return None, np.zeros(0, int), [loaded.issue(f"predict.{i.path}" if i.path else "predict.data", i.message)
-                                        for i in exc.issues]
+                                        for i in exc.issues], []
+    frame, columns = source.frame, source.columns
     rows = np.arange(len(frame))
     if p.data.filter:
         try:
             keep = np.asarray(filter_rows(frame, p.data.filter), dtype=bool)
         except FilterError as exc:
-            return None, rows, [loaded.issue(("predict", "data", "filter"), str(exc))]
+            return None, rows, [loaded.issue(("predict", "data", "filter"), str(exc))], columns
         frame, rows = frame.loc[keep].reset_index(drop=True), rows[keep]
-    return frame, rows, []
+    return frame, rows, [], columns
 
 
 def plan_predictions(loaded: LoadedSpec, prepared: PreparedData, models: dict[str, ModelPlan]
@@ -76,7 +81,7 @@ def plan_predictions(loaded: LoadedSpec, prepared: PreparedData, models: dict[st
 
     spec = loaded.spec
     ids = list(getattr(spec.data, "id_columns", None) or [])
-    issues = _id_issues(loaded, list(prepared.frame.columns), ids, "data.id_columns")
+    issues = _id_issues(loaded, list(prepared.source_columns or prepared.frame.columns), ids, "data.id_columns")
     p = getattr(spec, "predict", None)
     if p is None:
         return None, issues
@@ -84,12 +89,12 @@ def plan_predictions(loaded: LoadedSpec, prepared: PreparedData, models: dict[st
     for i, n in enumerate(names):
         if n not in models:
             issues.append(loaded.issue(("predict", "models", i), f"unknown model {n!r}{_suggest(n, list(models))}"))
-    frame, rows, more = _new_rows(loaded, p)
+    frame, rows, more, source_columns = _new_rows(loaded, p)
     issues += more
     if frame is None:
         return None, issues
     own_ids = list(p.data.id_columns or [])
-    issues += _id_issues(loaded, list(frame.columns), own_ids, "predict.data.id_columns")
+    issues += _id_issues(loaded, source_columns, own_ids, "predict.data.id_columns")
     for n in names:
         if n not in models:
             continue
@@ -97,7 +102,7 @@ def plan_predictions(loaded: LoadedSpec, prepared: PreparedData, models: dict[st
         need = (required_variables(rm.formula) - response_variables(rm.formula)) | ({rm.offset} if rm.offset else set())
         for col in sorted(c for c in need if c not in frame.columns):
             issues.append(loaded.issue(("predict", "data"), f"model {n}: column {col!r} not in the new data"
-                                       f"{_suggest(col, frame.columns)}"))
+                                       f"{_suggest(col, source_columns)}"))
     id_columns = own_ids or [c for c in ids if c in frame.columns]
     return PredictPlan(frame=frame, rows=rows, models=[n for n in names if n in models],
                        random_effects=p.random_effects, new_levels=p.new_levels, formats=list(p.formats),

@@ -243,8 +243,8 @@ def build_record(plan: SpecPlan, results: dict[str, TaskResult], models: dict[st
     return ResultsRecord(
         spec=SpecInfo(name=plan.name, title=spec.title, path=str(loaded.file), sha256=loaded.sha256,
                       report=ReportOptions(**spec.report.model_dump())),
-        data=DataInfo(source=describe_source(spec.data), sha256=prepared.sha256, rows=prepared.rows,
-                      rows_used=prepared.rows_used, dropped=dict(prepared.dropped), na=prepared.na),
+        data=DataInfo(source=describe_source(spec.data), sha256=prepared.sha256, columns=list(prepared.columns),
+                      rows=prepared.rows, rows_used=prepared.rows_used, dropped=dict(prepared.dropped), na=prepared.na),
         environment=environment(Path(loaded.path).resolve().parent),
         factors=factors,
         models=models,
