@@ -121,3 +121,23 @@ def test_dense_fit_reaches_lme4_and_blocked_optimum(case: str, dataset: str, for
     assert dense.objective == pytest.approx(ref["objective"], abs=1e-6)
     assert dense.objective == pytest.approx(blocked.objective, abs=1e-8)
     np.testing.assert_allclose(dense.theta, blocked.theta, atol=2e-5)
+
+
+@pytest.mark.parametrize("dataset,formula", CASES)
+def test_dense_solution_equals_blocked(dataset: str, formula: str) -> None:
+    """beta, (R_X'R_X)^{-1}, modes and conditional variances at a theta from both factors."""
+    from runner.engines.lme.dense import dense_solution
+    from runner.engines.lme.factor import raw_factors
+    from runner.engines.lme.solve import solve
+
+    _, problem = _problem(dataset, formula, weighted=True)
+    theta = next(_points(problem, np.random.default_rng(3), 1))
+    raw = raw_factors(problem, theta)
+    blocked = solve(problem, factorize(problem, theta), raw)
+    dense = dense_solution(problem, dense_factorize(problem, theta), raw)
+    np.testing.assert_allclose(dense.beta, blocked.beta, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(dense.vcov_unscaled, blocked.vcov_unscaled, rtol=1e-10, atol=1e-14)
+    for a, b in zip(dense.modes, blocked.modes):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9)
+    for a, b in zip(dense.cond_var, blocked.cond_var):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-13)

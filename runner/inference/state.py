@@ -10,6 +10,7 @@ import numpy as np
 from scipy.linalg import solve_triangular
 
 from runner.design.model import Design
+from runner.engines.lme.dense import DenseFactor, dense_beta, dense_factorize, dense_vcov_unscaled, use_dense
 from runner.engines.lme.factor import Factor, FactorError, factorize
 from runner.engines.lme.gradient import balances, criterion_gradient
 from runner.engines.lme.solve import tail_solution
@@ -41,23 +42,28 @@ class LmmState:
         return [c.lme4_name for c in self.design.fixed]
 
 
-def factor_at(problem: Problem, theta: np.ndarray) -> Factor:
+def factor_at(problem: Problem, theta: np.ndarray) -> Factor | DenseFactor:
+    """The factor at theta: dense for a small model (dense.py), blocked otherwise."""
     try:
-        return factorize(problem, np.asarray(theta, dtype=float))
+        return (dense_factorize if use_dense(problem) else factorize)(problem, np.asarray(theta, dtype=float))
     except (FactorError, np.linalg.LinAlgError) as exc:
         raise InferenceError(f"the factorization failed at theta = {np.round(theta, 6).tolist()}: {exc}") from exc
 
 
-def unscaled_vcov(problem: Problem, f: Factor) -> np.ndarray:
+def unscaled_vcov(problem: Problem, f: Factor | DenseFactor) -> np.ndarray:
     """(R_X' R_X)^{-1} from the tail factor's X block."""
+    if isinstance(f, DenseFactor):
+        return dense_vcov_unscaled(problem, f)
     m, p = problem.m_rand, problem.p
     Lxx = np.tril(f.Ltail[m:m + p, m:m + p])
     inv = solve_triangular(Lxx, np.eye(p), lower=True)
     return inv.T @ inv
 
 
-def beta_at(problem: Problem, f: Factor) -> np.ndarray:
+def beta_at(problem: Problem, f: Factor | DenseFactor) -> np.ndarray:
     """beta at its conditional optimum given theta (the tail's last row)."""
+    if isinstance(f, DenseFactor):
+        return dense_beta(problem, f)
     m, p = problem.m_rand, problem.p
     return tail_solution(f.Ltail)[m:m + p]
 
@@ -98,7 +104,7 @@ def deviance_vp_gradient(problem: Problem, varpar: np.ndarray, reml: bool) -> np
     return deviance_vp_gradient_at(problem, factor_at(problem, np.asarray(varpar[:-1], dtype=float)), varpar, reml)
 
 
-def deviance_vp_gradient_at(problem: Problem, f: Factor, varpar: np.ndarray, reml: bool) -> np.ndarray | None:
+def deviance_vp_gradient_at(problem: Problem, f: Factor | DenseFactor, varpar: np.ndarray, reml: bool) -> np.ndarray | None:
     """`deviance_vp_gradient` from the factor at varpar's theta (shared with vcov(beta) there)."""
     sigma = float(varpar[-1])
     method: Method = "REML" if reml else "ML"

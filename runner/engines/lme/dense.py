@@ -24,6 +24,7 @@ import numpy as np
 from scipy.linalg import lapack
 
 from runner.engines.lme.factor import FactorError, working_factors
+from runner.engines.lme.solve import Solution
 from runner.engines.lme.structure import Problem
 from runner.vocab import Method
 
@@ -172,19 +173,56 @@ def dense_balances(problem: Problem, f: DenseFactor, method: Method, sigma: floa
     if info != 0:
         raise np.linalg.LinAlgError(f"dpotri info {info}")
     flat = inv.T.reshape(-1)  # Fortran-ordered: its transpose is a C-ordered view
-    # the penalized least-squares solution [u; beta] = U_a^{-1} (U_a^{-T} c) is U_a^{-1} ell with
-    # ell U's last column above its last pivot r; as a solve on the whole U: U z = e_last gives
-    # z = [-U_a^{-1} ell / r; 1 / r] (the same trick as solve.tail_solution)
-    N = f.U.shape[0]
-    e = np.zeros(N)
-    e[-1] = 1.0
-    z, info = lapack.dtrtrs(f.U, e, lower=0, trans=0)
-    if info != 0:
-        raise np.linalg.LinAlgError(f"dtrtrs info {info}")
-    u = -f.U[N - 1, N - 1] * z[:q]
+    u = _modes(f, q)[0]
     out = []
     for term, cols, reads in zip(problem.terms, sysm.columns, sysm.block_reads[method]):
         C = flat[reads].sum(axis=0)
         Uk = u[cols]
         out.append(term.levels * np.eye(term.p) - C - weight * (Uk.T @ Uk))
     return out
+
+
+def _modes(f: DenseFactor, q: int) -> tuple[np.ndarray, np.ndarray]:
+    """(u, beta): the penalized least-squares solution [u; beta] = U_a^{-1} ell, where ell is U's
+    last column above its last pivot r. As a solve on the whole U: U z = e_last gives
+    z = [-U_a^{-1} ell / r; 1 / r] (the same trick as solve.tail_solution)."""
+    N = f.U.shape[0]
+    e = np.zeros(N)
+    e[-1] = 1.0
+    z, info = lapack.dtrtrs(f.U, e, lower=0, trans=0)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"dtrtrs info {info}")
+    x = -f.U[N - 1, N - 1] * z[:-1]
+    return x[:q], x[q:]
+
+
+def dense_vcov_unscaled(problem: Problem, f: DenseFactor) -> np.ndarray:
+    """(R_X' R_X)^{-1}: R_X is U's X block (A's Schur complement over X is R_X' R_X)."""
+    q, p = problem.first.q + problem.m_rand, problem.p
+    inv, info = lapack.dpotri(f.U[q:q + p, q:q + p], lower=0)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"dpotri info {info}")
+    return np.triu(inv) + np.triu(inv, 1).T
+
+
+def dense_beta(problem: Problem, f: DenseFactor) -> np.ndarray:
+    """beta at its conditional optimum given theta."""
+    return _modes(f, problem.first.q + problem.m_rand)[1]
+
+
+def dense_solution(problem: Problem, f: DenseFactor, raw: list[np.ndarray]) -> Solution:
+    """solve.solve from the dense factor: beta, (R_X' R_X)^{-1}, the modes b = T u on the terms'
+    own columns (`raw`: lme4's factors, factor.raw_factors) and the conditional variances
+    (the diagonal of T V_c T' per level, V_c the level block of (L_ZZ L_ZZ')^{-1})."""
+    sysm = system(problem)
+    u, beta = _modes(f, sysm.q)
+    inv, info = lapack.dpotri(f.U[:sysm.q, :sysm.q], lower=0)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"dpotri info {info}")
+    flat = inv.T.reshape(-1)
+    modes, cond_var = [], []
+    for cols, reads, T in zip(sysm.columns, sysm.block_reads["ML"], raw):
+        modes.append(u[cols] @ T.T)
+        blocks = flat[reads]  # (levels, p, p)
+        cond_var.append(np.einsum("ab,cbd,ad->ca", T, blocks, T))
+    return Solution(beta=beta, vcov_unscaled=dense_vcov_unscaled(problem, f), modes=modes, cond_var=cond_var)

@@ -13,6 +13,7 @@ import numpy as np
 from runner.design.model import Design
 from runner.engines.common import one_blas_thread, varcorr_rows, wald_rows
 from runner.engines.lme.criterion import Method, objective_from
+from runner.engines.lme.dense import dense_factorize, dense_solution, use_dense
 from runner.engines.lme.factor import factorize, raw_factors
 from runner.engines.lme.solve import Solution, solve
 from runner.engines.lme.structure import Problem
@@ -35,11 +36,16 @@ def estimates_at(design: Design, problem: Problem, theta: np.ndarray, method: Me
     """beta, sigma, variance components, modes and conditional SDs at theta (raises
     factor.FactorError where the factorization fails)."""
     with one_blas_thread(), np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
-        f = factorize(problem, theta)
-        objective = float(objective_from(problem, f, method))
         raw = raw_factors(problem, theta)
-        sol = solve(problem, f, raw)
-    s2 = sigma2(problem, f.r2, method)
+        if use_dense(problem):  # the same numbers from the small model's dense factor
+            fd = dense_factorize(problem, theta)
+            objective, r2 = float(objective_from(problem, fd, method)), fd.r2
+            sol = dense_solution(problem, fd, raw)
+        else:
+            f = factorize(problem, theta)
+            objective, r2 = float(objective_from(problem, f, method)), f.r2
+            sol = solve(problem, f, raw)
+    s2 = sigma2(problem, r2, method)
     lme4 = np.argsort([t.index for t in problem.terms])  # internal position of each lme4 term
     return Estimates(
         objective=objective, sigma2=s2, solution=sol, fixed_effects=fixed_effects(design, sol, s2),
