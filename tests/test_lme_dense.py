@@ -141,3 +141,23 @@ def test_dense_solution_equals_blocked(dataset: str, formula: str) -> None:
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9)
     for a, b in zip(dense.cond_var, blocked.cond_var):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-13)
+
+
+@pytest.mark.parametrize("dataset,formula", CASES)
+def test_small_gram_equals_sparse_build(dataset: str, formula: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A small model's Gram blocks from one dense W'W equal the sparse build's, and the update
+    structure it defers is built on the first blocked factorization, with the same criterion."""
+    import runner.engines.lme.structure as structure
+
+    design, small = _problem(dataset, formula, weighted=True)
+    assert small.update_pending
+    monkeypatch.setattr(structure, "DENSE_BUILD_CELLS", 0)
+    sparse = build_problem(design)
+    assert not sparse.update_pending
+    np.testing.assert_allclose(small.A11, sparse.A11, rtol=1e-13, atol=1e-9)
+    np.testing.assert_allclose(small.A_t1.toarray(), sparse.A_t1.toarray(), rtol=1e-13, atol=1e-9)
+    np.testing.assert_allclose(small.A_tt, sparse.A_tt, rtol=1e-13, atol=1e-9)
+    theta = next(_points(small, np.random.default_rng(5), 1))
+    a = objective_from(small, factorize(small, theta), "REML")
+    assert not small.update_pending and small.S_eval.nnz == sparse.S_eval.nnz
+    assert a == pytest.approx(objective_from(sparse, factorize(sparse, theta), "REML"), rel=1e-12)

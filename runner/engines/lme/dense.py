@@ -25,15 +25,8 @@ from scipy.linalg import lapack
 
 from runner.engines.lme.factor import FactorError, working_factors
 from runner.engines.lme.solve import Solution
-from runner.engines.lme.structure import Problem
+from runner.engines.lme.structure import Problem, small_model
 from runner.vocab import Method
-
-# the largest system (q + p + 1 rows) evaluated densely: a scalar-only model costs N^3 / 3
-# for the factor and 2 N^3 / 3 for the gradient's inverse (plus two N^3 products for wider
-# terms), against ~40 + 60 numpy calls (~100 us) of the blocked route
-DENSE_MAX_SCALAR = 120
-DENSE_MAX = 72
-
 
 @dataclass
 class DenseSystem:
@@ -73,8 +66,7 @@ def dense_size(problem: Problem) -> int:
 def use_dense(problem: Problem) -> bool:
     """Whether the criterion evaluates this problem densely (small enough that numpy's per-call
     cost dominates the blocked route)."""
-    scalar = all(t.p == 1 for t in problem.terms)
-    return dense_size(problem) <= (DENSE_MAX_SCALAR if scalar else DENSE_MAX)
+    return small_model(problem.terms, problem.nt)
 
 
 def _term_columns(problem: Problem) -> list[np.ndarray]:

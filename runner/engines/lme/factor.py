@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.linalg import lapack
 
-from runner.engines.lme.structure import Problem, Stage
+from runner.engines.lme.structure import Problem, Stage, ensure_update_structure
 
 UPDATE_CHUNK = 1 << 20  # update targets scattered at once
 
@@ -310,6 +310,7 @@ def _lambda_diagonal(problem: Problem, plan: _Plan, factors: list[np.ndarray]) -
 
 def factorize(problem: Problem, theta: np.ndarray, whitened: bool = False) -> Factor:
     """The blocked Cholesky factor at theta (raises FactorError if not positive definite)."""
+    ensure_update_structure(problem)
     plan = _plan(problem)
     factors = working_factors(problem, theta, whitened)
     L11, B, logdet1 = _first_block(problem, factors[0])

@@ -31,6 +31,17 @@ from runner.engines.lme.terms import ReTerm, whiten
 from runner.engines.lme.update import UpdateBuilder, rows_view
 
 EXPENSIVE_FLOPS = 2e7  # estimated work of one evaluation from which a model counts as expensive
+# the largest system (q + p + 1 rows) the criterion evaluates densely (dense.py): a scalar-only
+# model costs N^3 / 3 for the factor and 2 N^3 / 3 for the gradient's inverse (plus two N^3
+# products for wider terms), against ~40 + 60 numpy calls (~100 us) of the blocked route
+DENSE_MAX_SCALAR = 120
+DENSE_MAX = 72
+
+
+def small_model(terms: list[ReTerm], nt: int) -> bool:
+    """Whether the model's criterion is evaluated densely: q + p + 1 = first.q + nt rows."""
+    scalar = all(t.p == 1 for t in terms)
+    return terms[0].q + nt <= (DENSE_MAX_SCALAR if scalar else DENSE_MAX)
 
 
 @dataclass
@@ -75,6 +86,7 @@ class Problem:
     targets_eval: np.ndarray
     S_rest: sp.csr_matrix
     targets_rest: np.ndarray
+    update_pending: bool = False  # a small model deferred the update structure (ensure_update_structure)
 
     @property
     def first(self) -> ReTerm:
@@ -102,6 +114,8 @@ class Problem:
     @property
     def eval_flops(self) -> float:
         """A deterministic estimate of one evaluation's work (picks the optimizer)."""
+        if self.update_pending:  # a small model, evaluated densely (dense.py)
+            return float((self.first.q + self.nt) ** 3)
         k = self.dense_start
         rects = sum((self.nt - st.start - st.l * st.p) * st.l * st.p for st in self.stages)
         return float((self.nt - k) ** 3 / 3 + 2 * self.S_eval.nnz + 4 * (rects + (self.nt - k) ** 2)
@@ -266,32 +280,45 @@ def _tail_gram(rest: list[RandomBlock], sw: np.ndarray | None, Zs: list[sp.csc_m
     return A_tt
 
 
-def build_problem(design: Design) -> Problem:
-    """All Gram products of [Z_1 .. Z_k, X, y] with sqrt prior weights and offset applied."""
-    sw = None if design.weights is None else np.sqrt(design.weights)
-    y = design.y if design.offset is None else design.y - design.offset
-    setup_bytes = 8.0 * design.nobs * (design.X.shape[1] + 1 + 2 * len(design.blocks))
-    small_pages(setup_bytes)  # large set-ups: no huge pages from here on (runner/memory.py)
-    release_freed(setup_bytes)  # data loading's garbage
-    terms, blocks = _terms(design)
-    first, rest = blocks[0], blocks[1:]
-    columns = [*(design.X[:, j] for j in range(design.X.shape[1])), y]  # W = [X y]
+DENSE_BUILD_CELLS = 2_000_000  # a small model's [Z X y] up to this many cells is built dense
+
+
+def _small_gram(design: Design, terms: list[ReTerm], blocks: list[RandomBlock], sw: np.ndarray | None,
+                y: np.ndarray) -> tuple[np.ndarray, sp.csr_matrix, np.ndarray]:
+    """(A11, A_t1, A_tt) of a small model from its dense [Z_1 Z_t X y] (W'W: one product instead
+    of a dozen sparse constructions, which cost a textbook model ~0.5 ms). Z_1 level-major,
+    the tail's terms in slab layout, as `_z` lays them out."""
+    n = design.nobs
+    widths = [b.nlevels * b.ncols for b in blocks]
+    q1, p = widths[0], design.X.shape[1]
+    N = sum(widths) + p + 1
+    W = np.zeros((n, N))
+    rows = np.arange(n)[:, None]
+    offset = 0
+    for i, b in enumerate(blocks):
+        a = np.arange(b.ncols)[None, :]
+        cols = b.codes[:, None] * b.ncols + a if i == 0 else a * b.nlevels + b.codes[:, None]
+        W[rows, offset + cols] = b.X
+        offset += widths[i]
+    W[:, offset:offset + p] = design.X
+    W[:, -1] = y
     if sw is not None:
-        columns = [c * sw for c in columns]
-    Wc = _csc_columns(columns, design.nobs)
-    del y
-    Z1 = _z(first, sw).tocsr()
-    Zs = [_z(b, sw, slab=True) for b in rest]
-    nt = sum(z.shape[1] for z in Zs) + Wc.shape[1]
-    A_t1 = sp.vstack([*(z.T @ Z1 for z in Zs), Wc.T @ Z1], format="csr")  # = tail' Z_1, row by row
-    del Z1
-    A_tt = _tail_gram(rest, sw, Zs, Wc, nt, columns)
-    del Zs, Wc, columns
-    release_freed(12.0 * design.nobs * (len(design.blocks) + design.X.shape[1] + 1))  # the Z's, before S
-    scalar_tail = all(b.ncols == 1 for b in rest)
-    builder = UpdateBuilder(A_t1.T.tocsr(), first.nlevels, first.ncols, nt, both=not scalar_tail)
+        W *= sw[:, None]
+    G = W.T @ W
+    first = terms[0]
+    c = np.arange(q1).reshape(first.levels, first.p)
+    A11 = G[c[:, :, None], c[:, None, :]]
+    return A11, sp.csr_matrix(G[q1:, :q1]), np.ascontiguousarray(G[q1:, q1:])
+
+
+def _update_structure(A_t1: sp.csr_matrix, A_tt: np.ndarray, terms: list[ReTerm], scalar_tail: bool
+                      ) -> dict[str, Any]:
+    """The blocked evaluation's fixed pattern (factor.py): the update matrix S of the first
+    term's elimination, the nested stages and where each update target is stored."""
+    first, nt = terms[0], A_tt.shape[0]
+    builder = UpdateBuilder(A_t1.T.tocsr(), first.levels, first.p, nt, both=not scalar_tail)
     targets = builder.targets
-    stages = _stages(A_tt, targets, [t.q for t in terms[1:]], [b.ncols for b in rest])
+    stages = _stages(A_tt, targets, [t.q for t in terms[1:]], [t.p for t in terms[1:]])
     dense_start = sum(s.l * s.p for s in stages)
     order, t_dense, t_stage, dropped = _route(targets, nt, stages, dense_start)
     n_dense, n_eval = t_dense.size, order.size
@@ -312,16 +339,65 @@ def build_problem(design: Design) -> Problem:
     t_dense = targets_eval[:n_dense]  # S_eval's first rows are the dense ones: one array, not two
     del S
     release_freed(12.0 * (S_eval.nnz + S_rest.nnz))  # the builder's freed blocks, before the evaluations
+    return dict(stages=stages, dense_start=dense_start, S_eval=S_eval, t_dense=t_dense,
+                stage_diag=[A_tt[st.rows, st.cols] for st in stages], t_stage=t_stage,
+                targets_eval=targets_eval, S_rest=S_rest, targets_rest=targets_rest)
+
+
+def _pending_structure(first: ReTerm) -> dict[str, Any]:
+    """Placeholders until `ensure_update_structure` (a small model's fit never needs it)."""
+    empty = np.zeros(0, dtype=np.int64)
+    S = sp.csr_matrix((0, first.levels * first.p * first.p))
+    return dict(stages=[], dense_start=0, S_eval=S, t_dense=empty, stage_diag=[], t_stage=[],
+                targets_eval=empty, S_rest=S, targets_rest=empty, update_pending=True)
+
+
+def ensure_update_structure(problem: Problem) -> None:
+    """Build the blocked evaluation's pattern of a problem that deferred it (factor.py calls this:
+    small models evaluate densely, and only a caller of the blocked route pays for it)."""
+    if problem.update_pending:
+        for name, value in _update_structure(problem.A_t1, problem.A_tt, problem.terms,
+                                             problem.scalar_tail).items():
+            setattr(problem, name, value)
+        problem.update_pending = False
+
+
+def build_problem(design: Design) -> Problem:
+    """All Gram products of [Z_1 .. Z_k, X, y] with sqrt prior weights and offset applied."""
+    sw = None if design.weights is None else np.sqrt(design.weights)
+    y = design.y if design.offset is None else design.y - design.offset
+    setup_bytes = 8.0 * design.nobs * (design.X.shape[1] + 1 + 2 * len(design.blocks))
+    small_pages(setup_bytes)  # large set-ups: no huge pages from here on (runner/memory.py)
+    release_freed(setup_bytes)  # data loading's garbage
+    terms, blocks = _terms(design)
+    first, rest = blocks[0], blocks[1:]
+    scalar_tail = all(b.ncols == 1 for b in rest)
+    nt = sum(b.nlevels * b.ncols for b in rest) + design.X.shape[1] + 1
+    if small_model(terms, nt) and design.nobs * (terms[0].q + nt) <= DENSE_BUILD_CELLS:
+        A11, A_t1, A_tt = _small_gram(design, terms, blocks, sw, y)
+        structure = _pending_structure(terms[0])
+    else:
+        columns = [*(design.X[:, j] for j in range(design.X.shape[1])), y]  # W = [X y]
+        if sw is not None:
+            columns = [c * sw for c in columns]
+        Wc = _csc_columns(columns, design.nobs)
+        del y
+        Z1 = _z(first, sw).tocsr()
+        Zs = [_z(b, sw, slab=True) for b in rest]
+        A_t1 = sp.vstack([*(z.T @ Z1 for z in Zs), Wc.T @ Z1], format="csr")  # = tail' Z_1, row by row
+        del Z1
+        A_tt = np.ascontiguousarray(_tail_gram(rest, sw, Zs, Wc, nt, columns))
+        del Zs, Wc, columns
+        release_freed(12.0 * design.nobs * (len(design.blocks) + design.X.shape[1] + 1))  # the Z's, before S
+        A11 = _block_diag_gram(first, sw)
+        structure = _update_structure(A_t1, A_tt, terms, scalar_tail)
     lme4 = sorted(terms, key=lambda t: t.index)
     return Problem(
         n=design.nobs, p=design.X.shape[1],
         ldw=0.0 if design.weights is None else float(np.sum(np.log(design.weights))),
         terms=terms, lower=np.concatenate([t.template.lower() for t in lme4]),
         start=np.concatenate([t.template.start() for t in lme4]),
-        A11=_block_diag_gram(first, sw), nt=nt, A_tt=np.ascontiguousarray(A_tt), A_t1=A_t1,
-        scalar_tail=scalar_tail, stages=stages, dense_start=dense_start,
-        S_eval=S_eval, t_dense=t_dense, stage_diag=[A_tt[st.rows, st.cols] for st in stages], t_stage=t_stage,
-        targets_eval=targets_eval, S_rest=S_rest, targets_rest=targets_rest)
+        A11=A11, nt=nt, A_tt=A_tt, A_t1=A_t1, scalar_tail=scalar_tail, **structure)
 
 
 # The problem of the design the engine fitted last, handed once to the inference step of the
