@@ -3,7 +3,10 @@
 The same table read from CSV, Parquet or a database hashes the same (dtypes are
 reduced to their kind: integer, float, bool, string, datetime), while any change of a
 column name, a value or the row order changes the hash. Used for `sha256:` pins and
-the results record.
+the results record, over the columns the spec uses in the source's order
+(`runner.data.columns`; `runner.data.prepare` cuts the frame to them): the hash covers
+what the results depend on, so fixing a column no model reads leaves a pin alone, and a
+spec that uses every column hashes the whole table as before.
 """
 
 from __future__ import annotations

@@ -6,6 +6,12 @@ repository and read within size limits (`runner.data.files`), SQL runs read-only
 hardened connections (`runner.data.sql`). Database credentials come only from an
 environment variable the person running mixspec allows, and never appear in a
 message: passwords are redacted everywhere here.
+
+Only the columns a spec uses are kept (`read_source(..., columns)`, from
+`runner.data.columns.used_columns`): CSV is read with `usecols` after its header,
+Parquet with Arrow's column projection after its schema, so other columns are never
+converted or held; workbooks, databases, examples and simulations drop them after
+reading. Every column name of the source is still returned, for did-you-mean.
 """
 
 from __future__ import annotations

@@ -132,7 +132,9 @@ class DataSpec(Strict):
         default_factory=dict, description="Columns to treat as factors, with reference levels")
     center: dict[str, float | Literal["mean"] | CenterSpec] = Field(
         default_factory=dict, description="Columns to centre: a number, 'mean', or {center, scale}")
-    sha256: str | None = Field(None, description="Pin: fail if the loaded data's hash differs")
+    sha256: str | None = Field(None, description="Pin: fail if the loaded data's hash differs. The hash covers "
+                               "the columns the spec uses (models, weights, offset, filter, categorical, center, "
+                               "id_columns), in the source's order: results.json data.columns lists them")
     id_columns: list[str] = Field(default_factory=list, description="Columns that identify a row; carried "
                                   "into fits/<model>.parquet and predictions/<model>.parquet to join them back")
 
