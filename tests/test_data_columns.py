@@ -199,3 +199,27 @@ def test_misspelt_columns_get_did_you_mean_over_unread_columns(tmp_path, fmt):
     assert filtered.startswith("unknown column 'extra_7' in filter; did you mean 'extra_17' or 'extra_07'")
     result = invoke_cli(tmp_path, "validate", str(spec))
     assert result.exit_code == 2 and "did you mean 'extra_17' or 'extra_07'" in result.output
+
+
+# ----------------------------------------------------------------------------- predictions
+
+
+def test_predict_reads_only_what_it_needs_and_suggests_from_every_column(tmp_path):
+    wide = wide_sleepstudy()
+    write(wide, tmp_path, "parquet")
+    new = wide.assign(row_id=[f"r{i}" for i in range(len(wide))])
+    new.drop(columns="Reaction").to_parquet(tmp_path / "new.parquet", index=False)
+    predict = "\npredict:\n  data: {path: new.parquet, id_columns: [row_id], filter: \"extra_02 > -100\"}\n"
+    out = run_quiet(write_spec(tmp_path, "wide", spec_text("wide.parquet") + predict), tmp_path)
+    assert out.exit_code == 0, out.errors
+    got = pd.read_parquet(tmp_path / "out" / "wide" / "predictions" / "intercept.parquet")
+    fits = pd.read_parquet(tmp_path / "out" / "wide" / "fits" / "intercept.parquet")
+    assert list(got.columns) == ["row", "row_id", "Subject", "prediction"] and list(got["row_id"]) == list(new["row_id"])
+    np.testing.assert_allclose(got["prediction"], fits["fitted"], rtol=1e-10)  # the same rows: the fitted values
+
+    for typo, message in (("filter: \"extra_2 > 0\"", "unknown column 'extra_2' in filter; did you mean 'extra_12' or "
+                           "'extra_02'"),
+                          ("id_columns: [rowid]", "id column 'rowid' not in the data; did you mean 'row_id'?")):
+        spec = spec_text("wide.parquet") + f"\npredict:\n  data: {{path: new.parquet, {typo}}}\n"
+        out = run_quiet(write_spec(tmp_path, "typo", spec), tmp_path)
+        assert out.exit_code == 2 and message in " ".join(out.errors), out.errors

@@ -47,6 +47,18 @@ def filter_columns(text: str | None) -> list[tuple[str, int]]:
     return [(str(n.value), n.pos) for n in _column_nodes(tree)]
 
 
+def filter_message(text: str, exc: FilterError, source_columns: list[str]) -> str:
+    """A filter error's message; for an unknown column, with did-you-mean over every column of the
+    source (the frame the filter ran on holds only the columns read)."""
+    from runner.data.filter import close_columns
+
+    if exc.message.startswith("unknown column"):
+        name = next((n for n, at in filter_columns(text) if at == exc.offset), None)
+        if name is not None:
+            return f"unknown column {name!r} in filter{close_columns(name, source_columns)}"
+    return exc.message
+
+
 def used_columns(data_spec: DataSpec, models: Mapping[str, ResolvedModel]) -> list[str]:
     """The columns of the source the spec uses (sorted): the models' variables, weights and offsets,
     and the columns named by `data.filter`, `data.categorical`, `data.center` and `data.id_columns`."""
@@ -72,4 +84,4 @@ def predict_columns(predict: PredictSpec, data_spec: DataSpec, models: Mapping[s
     return sorted(names)
 
 
-__all__ = ["filter_columns", "predict_columns", "used_columns"]
+__all__ = ["filter_columns", "filter_message", "predict_columns", "used_columns"]

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from runner.data.columns import filter_columns, used_columns
+from runner.data.columns import filter_message, used_columns
 from runner.data.errors import DataError
 from runner.data.factors import FactorInfo, center, factorize
 from runner.data.filter import SYNTAX as FILTER_SYNTAX
@@ -121,12 +121,8 @@ def _apply_filter(frame: pd.DataFrame, text: str, issues: list[SpecIssue],
     try:
         keep = filter_rows(frame, text)
     except FilterError as exc:
-        message = exc.message  # an unknown column gets did-you-mean instead of the syntax
-        if message.startswith("unknown column"):
-            name = next((n for n, at in filter_columns(text) if at == exc.offset), None)
-            if name is not None:
-                message = f"unknown column {name!r} in filter{close_columns(name, source_columns)}"
-        else:
+        message = filter_message(text, exc, source_columns)  # an unknown column gets did-you-mean instead of the syntax
+        if not message.startswith("unknown column"):
             message = f"{message}; {FILTER_SYNTAX}"
         issues.append(issue("data.filter", message, offset=exc.offset))
         return None

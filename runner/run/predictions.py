@@ -53,7 +53,7 @@ def _new_rows(loaded: LoadedSpec, p: PredictSpec
               ) -> tuple[pd.DataFrame | None, np.ndarray, list[SpecIssue], list[str]]:
     """The new rows (only the columns a prediction may read), their source rows, problems, and
     every column of the source (for did-you-mean)."""
-    from runner.data.columns import predict_columns
+    from runner.data.columns import filter_message, predict_columns
     from runner.data.errors import DataError
     from runner.data.filter import FilterError, filter_rows
     from runner.data.sources import read_source
@@ -69,7 +69,8 @@ def _new_rows(loaded: LoadedSpec, p: PredictSpec
         try:
             keep = np.asarray(filter_rows(frame, p.data.filter), dtype=bool)
         except FilterError as exc:
-            return None, rows, [loaded.issue(("predict", "data", "filter"), str(exc))], columns
+            message = filter_message(p.data.filter, exc, columns)
+            return None, rows, [loaded.issue(("predict", "data", "filter"), message)], columns
         frame, rows = frame.loc[keep].reset_index(drop=True), rows[keep]
     return frame, rows, [], columns
 
