@@ -81,6 +81,9 @@ def test_used_columns_names_every_key_that_names_a_column():
     assert used_columns(spec, models) == sorted(
         ["y", "x", "z", "u", "v", "s", "a", "b", "c", "d", "n", "w", "o", "y2", "t", "f", "r", "g",
          "odd name", "h", "k", "m", "cat", "cen", "row_id"])
+    # R's constants are read from the data when it has such a column (R looks in the data first)
+    assert used_columns(DataSpec(path="d.csv"), {"c": model("c", "y ~ T + I(pi * x) + (1|g)")}) == \
+        ["T", "g", "pi", "x", "y"]
     assert filter_columns("age >= 9 & sex == 'F'") == [("age", 0), ("sex", 11)]
     assert filter_columns("age >=") == [] and filter_columns(None) == []  # its error is reported where applied
     predict = PredictSpec(data=DataSpec(path="new.csv", filter="q > 0", id_columns=["pid"]), models=["b"])
@@ -133,6 +136,19 @@ def test_other_sources_keep_only_the_used_columns(tmp_path):
     assert list(example.frame.columns) == ["Days", "Subject"] and example.columns == ["Reaction", "Days", "Subject"]
     simulated = read_source(DataSpec(simulate={"provinces": 1, "schools": 1}), tmp_path, ["test_score", "age"])
     assert list(simulated.frame.columns) == ["age", "test_score"] and len(simulated.columns) == 7
+
+
+def test_a_column_named_like_a_constant_is_still_read(tmp_path):
+    sleep = wide_sleepstudy().rename(columns={"Days": "T"})  # R's T is TRUE unless the data has a T
+    sleep.to_csv(tmp_path / "t.csv", index=False)
+    spec = write_spec(tmp_path, "t", spec_text("t.csv", formula="Reaction ~ T + (1|Subject)"))
+    out = run_quiet(spec, tmp_path)
+    assert out.exit_code == 0, out.errors
+    saved = json.loads(out.results_path.read_text())
+    ref = json.loads((REF / "sleepstudy_intercept_ml.json").read_text())
+    assert saved["data"]["columns"] == ["Subject", "Reaction", "T"]
+    fixed = {f["term"]: f["estimate"] for f in saved["models"]["intercept"]["fixed_effects"]}
+    assert fixed["T"] == pytest.approx(ref["fixed_effects"][1]["estimate"], rel=1e-6)  # lme4's Days slope
 
 
 def test_a_spec_using_every_column_keeps_the_whole_frame_hash(tmp_path):

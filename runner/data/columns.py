@@ -15,6 +15,7 @@ source's columns.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
@@ -59,12 +60,22 @@ def filter_message(text: str, exc: FilterError, source_columns: list[str]) -> st
     return exc.message
 
 
+# R's constants a formula may name; a column of that name is read instead (R looks in the data
+# first, and so does runner.formula.evaluate), so such a column is loaded when the source has it
+_CONSTANT_NAMES = re.compile(r"(?<![\w.])(TRUE|FALSE|T|F|pi)(?![\w.])")
+
+
+def _formula_columns(model: ResolvedModel) -> set[str]:
+    """The model's columns (`model_columns`), and any constant name it writes (`T`, `pi`...)."""
+    return model_columns(model) | set(_CONSTANT_NAMES.findall(model.formula_text or ""))
+
+
 def used_columns(data_spec: DataSpec, models: Mapping[str, ResolvedModel]) -> list[str]:
     """The columns of the source the spec uses (sorted): the models' variables, weights and offsets,
     and the columns named by `data.filter`, `data.categorical`, `data.center` and `data.id_columns`."""
     names: set[str] = set()
     for model in models.values():
-        names |= model_columns(model)
+        names |= _formula_columns(model)
     names |= {name for name, _ in filter_columns(data_spec.filter)}
     names |= set(data_spec.categorical) | set(data_spec.center) | set(data_spec.id_columns or [])
     return sorted(names)
@@ -77,7 +88,7 @@ def predict_columns(predict: PredictSpec, data_spec: DataSpec, models: Mapping[s
     chosen = [models[n] for n in (predict.models or list(models)) if n in models]
     names: set[str] = set()
     for model in chosen:
-        names |= required_variables(model.formula)
+        names |= required_variables(model.formula) | _formula_columns(model)
         names |= {model.offset} if model.offset else set()
     names |= {name for name, _ in filter_columns(predict.data.filter)}
     names |= set(predict.data.id_columns or []) | set(data_spec.id_columns or [])
