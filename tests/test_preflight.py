@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from runner.cli import app
 from runner.design.build import build_design
-from runner.engines.lme.structure import build_problem
+from runner.engines.lme.structure import build_problem, ensure_update_structure
 from runner.formula import parse_formula
 from runner.run import preflight
 from runner.run.preflight import estimate_design, parse_size, resolve_limit
@@ -88,6 +88,7 @@ def test_structure_matches_the_engine(case):
     design = build_design(parse_formula(formula), df)
     e = estimate_design("m", design)
     problem = build_problem(design)
+    ensure_update_structure(problem)  # small models defer it (their criterion is evaluated densely)
     assert e.nt == problem.nt
     assert e.dense == problem.nt - problem.dense_start
     # every non-zero of the update matrix is a pair the estimate counted (exact without zero columns)

@@ -356,9 +356,12 @@ def ensure_update_structure(problem: Problem) -> None:
     """Build the blocked evaluation's pattern of a problem that deferred it (factor.py calls this:
     small models evaluate densely, and only a caller of the blocked route pays for it)."""
     if problem.update_pending:
-        for name, value in _update_structure(problem.A_t1, problem.A_tt, problem.terms,
-                                             problem.scalar_tail).items():
-            setattr(problem, name, value)
+        built = _update_structure(problem.A_t1, problem.A_tt, problem.terms, problem.scalar_tail)
+        problem.stages, problem.dense_start = built["stages"], built["dense_start"]
+        problem.S_eval, problem.t_dense = built["S_eval"], built["t_dense"]
+        problem.stage_diag, problem.t_stage = built["stage_diag"], built["t_stage"]
+        problem.targets_eval, problem.S_rest = built["targets_eval"], built["S_rest"]
+        problem.targets_rest = built["targets_rest"]
         problem.update_pending = False
 
 
