@@ -23,6 +23,7 @@ from runner.data.errors import DataError
 from runner.data.hashing import data_sha256
 from runner.data.sources import load_example, read_source
 from runner.formula import parse_formula, render
+from runner.report.html import provenance
 from runner.spec.load import ResolvedModel
 from runner.spec.models import DataSpec, PredictSpec
 from runner.validate import validate_spec
@@ -117,6 +118,7 @@ def test_run_records_the_columns_and_one_hash_for_parquet_csv_and_a_dataframe(tm
         saved = json.loads(out.results_path.read_text())
         assert saved["data"]["columns"] == USED and saved["data"]["rows"] == 180
         assert saved["models"]["intercept"]["aic"] == pytest.approx(ref["aic"], abs=1e-3)  # lme4's fit
+        assert ("data columns", "Subject, Reaction, Days (the columns read and hashed)") in provenance(out.record)
         digests.add(saved["data"]["sha256"])
     api_digest = prepare_model("Reaction ~ Days + (1|Subject)", wide, method="ML")[1].sha256  # all 23 given
     assert digests == {data_sha256(wide[USED]), api_digest}

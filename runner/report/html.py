@@ -159,6 +159,7 @@ def provenance(record: ResultsRecord) -> list[tuple[str, str]]:
         ("spec sha256", s.sha256),
         ("data source", d.source),
         ("data sha256", d.sha256),
+        *([("data columns", f"{', '.join(d.columns)} (the columns read and hashed)")] if d.columns else []),
         ("rows", f"{fmt_int(d.rows)} loaded, {fmt_int(d.rows_used)} used"),
         ("rows dropped", dropped),
         ("missing values", d.na),
