@@ -154,6 +154,7 @@ def _read_parquet(source: Any, columns: AbstractSet[str] | None) -> tuple[pd.Dat
     source.seek(0)
     index = {c for c in (schema.pandas_metadata or {}).get("index_columns", []) if isinstance(c, str)}
     names = [n for n in schema.names if n not in index]
+    _check_names(names, "data.path")  # before Arrow meets a name twice
     keep = _wanted(names, columns)
     previous = pa.default_memory_pool()
     pa.set_memory_pool(pa.system_memory_pool())
