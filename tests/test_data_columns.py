@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from runner.api.fitting import prepare_model
@@ -169,9 +171,6 @@ def test_unread_columns_are_not_checked_but_every_name_is(tmp_path):
     wide.to_parquet(tmp_path / "wide.parquet", index=False)
     with pytest.raises(DataError, match="column 6's name 'extra\\\\x1b05' contains a control character"):
         validate_spec(write_spec(tmp_path, "wide", spec_text("wide.parquet")), build_designs=False)
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     table = pa.Table.from_pandas(wide_sleepstudy(), preserve_index=False)
     pq.write_table(table.rename_columns([*table.column_names[:-1], "extra_00"]), tmp_path / "wide.parquet")
     for columns in (None, USED):  # an unread column named twice is still refused, before Arrow reads
