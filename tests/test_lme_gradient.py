@@ -127,3 +127,29 @@ def test_analytic_convergence_check_agrees_with_deriv12_on_insteval() -> None:
     # forward differences of the gradient (step 1e-4 on a theta of 0.09): ~1e-3 relative error
     assert analytic.hessian_min_eigenvalue == pytest.approx(fd.hessian_min_eigenvalue, rel=5e-3)
     assert analytic.max_abs_gradient == pytest.approx(fd.max_abs_gradient, rel=0.05, abs=1e-5)
+
+
+@pytest.mark.parametrize("method", ["REML", "ML"])
+def test_post_fit_numbers_from_the_optimizers_last_factor_equal_a_fresh_factorization(method) -> None:
+    """On an expensive model without whitened terms the optimizer keeps its last factor (and,
+    under ML, the gradient's inverse blocks) for the post-fit numbers: they must equal, bit
+    for bit, those of a new factorization at the same theta, which the fit used before."""
+    from runner.engines.common import one_blas_thread
+    from runner.engines.lme.optimize import find_optimum
+    from runner.engines.lme.results import estimates_at
+
+    frame = pd.read_csv(ROOT / "tests" / "data" / "InstEval.csv.gz")
+    design = build_design(parse_formula("y ~ service + (1 | s) + (1 | d) + (1 | dept:service)"), frame)
+    problem = build_problem(design)
+    assert problem.expensive
+    with one_blas_thread():  # as the engine runs it (estimates_at always uses one thread)
+        opt, check = find_optimum(problem, method)
+    assert check.ok and opt.precomputed is not None
+    kept = estimates_at(design, problem, opt.theta, method, opt.precomputed)
+    fresh = estimates_at(design, problem, opt.theta, method)
+    assert kept.objective == fresh.objective and kept.sigma2 == fresh.sigma2
+    assert kept.fixed_effects == fresh.fixed_effects and kept.random_effects == fresh.random_effects
+    for a, b in zip(kept.arrays.ranef, fresh.arrays.ranef):
+        np.testing.assert_array_equal(a.modes, b.modes)
+        np.testing.assert_array_equal(a.cond_sd, b.cond_sd)
+    np.testing.assert_array_equal(kept.arrays.fitted, fresh.arrays.fitted)

@@ -57,7 +57,7 @@ class LmeEngine:
                 np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
             opt, check = find_optimum(problem, method)
         try:
-            est = estimates_at(design, problem, opt.theta, method)
+            est = estimates_at(design, problem, opt.theta, method, opt.precomputed)
         except (FactorError, np.linalg.LinAlgError) as exc:
             raise LmeFitError(f"the factorization failed at the optimum: {exc}") from exc
         theta = opt.theta

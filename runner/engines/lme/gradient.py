@@ -25,8 +25,8 @@ import numpy as np
 
 from runner.engines.lme.dense import DenseFactor, dense_balances
 from runner.engines.lme.factor import Factor
-from runner.engines.lme.inverse import inverse_blocks
-from runner.engines.lme.solve import spherical_modes
+from runner.engines.lme.inverse import InverseBlocks, inverse_blocks
+from runner.engines.lme.solve import Modes, spherical_modes
 from runner.engines.lme.structure import Problem
 from runner.engines.lme.terms import ReTerm
 from runner.vocab import Method
@@ -64,10 +64,15 @@ def balances(problem: Problem, f: Factor | DenseFactor, method: Method, sigma: f
     profiled sigma^-2) is sigma^-2 instead: lmerTest's deviance with sigma explicit."""
     if isinstance(f, DenseFactor):
         return dense_balances(problem, f, method, sigma)
+    blocks = inverse_blocks(problem, f, with_x=method == "REML")
+    return balances_from(problem, f, method, blocks, spherical_modes(problem, f), sigma)
+
+
+def balances_from(problem: Problem, f: Factor, method: Method, blocks: InverseBlocks, modes: Modes,
+                  sigma: float | None = None) -> list[np.ndarray]:
+    """`balances` from the inverse blocks (over [Z X] for REML) and spherical modes at hand."""
     n_eff = problem.n if method == "ML" else problem.n - problem.p
     weight = n_eff / f.r2 if sigma is None else 1.0 / (sigma * sigma)
-    blocks = inverse_blocks(problem, f, with_x=method == "REML")
-    modes = spherical_modes(problem, f)
     return [term.levels * np.eye(term.p) - C.sum(axis=0) - weight * (U.T @ U)
             for term, C, U in zip(problem.terms, [blocks.first, *blocks.tail], [modes.u_first, *modes.u_tail])]
 

@@ -42,6 +42,7 @@ from runner.engines.lme.criterion import Criterion, Method
 from runner.engines.lme.factor import phi_to_theta, theta_to_phi
 from runner.engines.lme.gradient import template_derivatives
 from runner.engines.lme.structure import Problem
+from runner.engines.lme.results import Precomputed, precompute_at
 
 BOUNDARY_TOL = 1e-5
 INITIAL_RADIUS = 0.2
@@ -90,6 +91,7 @@ class Optimum:
     optimizer: Optimizer  # of the first run: restarts use the same one
     steps: tuple[Step, ...] = ()
     evaluations: int = 0  # of the criterion, in all runs and checks (set by find_optimum)
+    precomputed: Precomputed | None = None  # the post-fit solution at theta, where the last factor gave it
 
     @property
     def label(self) -> str:
@@ -351,6 +353,8 @@ def _singular_override(check: ConvergenceCheck) -> ConvergenceCheck:
 def find_optimum(problem: Problem, method: Method) -> tuple[Optimum, ConvergenceCheck]:
     """The optimum in lme4's theta (with the evaluations it took) and lme4's convergence check."""
     crit_phi = Criterion(problem, method, whitened=True)
+    # phi is lme4's theta where no term is whitened: the last factor can serve the post-fit
+    crit_phi.keep = problem.expensive and not crit_phi.dense and all(t.basis is None for t in problem.terms)
     lower = problem.lower
     opt = minimize_theta(crit_phi, problem.start, lower, choose_optimizer(problem))
     off_edge = probe_edges(crit_phi, opt.theta, opt.value, lower)
@@ -358,6 +362,10 @@ def find_optimum(problem: Problem, method: Method) -> tuple[Optimum, Convergence
         opt = restart_if_lower(crit_phi, opt, [off_edge], lower, Step.EDGE_RESTART)
     if _degenerate_pivots(problem, opt.theta).size:
         opt = _leave_degenerate_face(problem, method, crit_phi, opt)
+    kept = crit_phi.take_kept(opt.theta)  # before the check's evaluations drop it
+    precomputed = None if kept is None else precompute_at(problem, kept, method)
+    del kept
+    crit_phi.keep = False
     check, singular = _check(crit_phi, problem, opt)
     if not (check.ok and opt.success) and opt.optimizer in (Optimizer.LBFGSB, Optimizer.LBFGSB_EXACT):
         polished = polish_with_cobyqa(crit_phi, opt, lower)
@@ -366,4 +374,7 @@ def find_optimum(problem: Problem, method: Method) -> tuple[Optimum, Convergence
             check, singular = _check(crit_phi, problem, opt)
     if singular and not check.ok:
         check = _singular_override(check)
-    return replace(opt, theta=phi_to_theta(problem, opt.theta), evaluations=crit_phi.evaluations), check
+    theta = phi_to_theta(problem, opt.theta)
+    if precomputed is not None and not np.array_equal(precomputed.theta, theta):
+        precomputed = None  # a polish moved the optimum
+    return replace(opt, theta=theta, evaluations=crit_phi.evaluations, precomputed=precomputed), check

@@ -12,7 +12,7 @@ import numpy as np
 
 from runner.design.model import Design
 from runner.engines.common import one_blas_thread, varcorr_rows, wald_rows
-from runner.engines.lme.criterion import Method, objective_from
+from runner.engines.lme.criterion import KeptPoint, Method, objective_from
 from runner.engines.lme.dense import dense_factorize, dense_solution, use_dense
 from runner.engines.lme.factor import factorize, raw_factors
 from runner.engines.lme.solve import Solution, solve
@@ -32,12 +32,34 @@ class Estimates:
     arrays: FitArrays
 
 
-def estimates_at(design: Design, problem: Problem, theta: np.ndarray, method: Method) -> Estimates:
+@dataclass
+class Precomputed:
+    """The criterion and the solution at the optimum from the optimizer's last factor."""
+
+    theta: np.ndarray
+    objective: float
+    r2: float
+    solution: Solution
+
+
+def precompute_at(problem: Problem, kept: KeptPoint, method: Method) -> Precomputed:
+    """`estimates_at`'s numerical part from a factor the criterion kept (criterion.KeptPoint: its
+    theta is lme4's, no term whitened), so the optimum is not factored and inverted again."""
+    f = kept.factor
+    sol = solve(problem, f, raw_factors(problem, kept.theta), kept.modes, kept.blocks)
+    return Precomputed(theta=kept.theta, objective=float(objective_from(problem, f, method)), r2=f.r2, solution=sol)
+
+
+def estimates_at(design: Design, problem: Problem, theta: np.ndarray, method: Method,
+                 precomputed: Precomputed | None = None) -> Estimates:
     """beta, sigma, variance components, modes and conditional SDs at theta (raises
-    factor.FactorError where the factorization fails)."""
+    factor.FactorError where the factorization fails); `precomputed` at the same theta
+    (`precompute_at`) spares the factorization."""
     with one_blas_thread(), np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
         raw = raw_factors(problem, theta)
-        if use_dense(problem):  # the same numbers from the small model's dense factor
+        if precomputed is not None and np.array_equal(precomputed.theta, theta):
+            objective, r2, sol = precomputed.objective, precomputed.r2, precomputed.solution
+        elif use_dense(problem):  # the same numbers from the small model's dense factor
             fd = dense_factorize(problem, theta)
             objective, r2 = float(objective_from(problem, fd, method)), fd.r2
             sol = dense_solution(problem, fd, raw)

@@ -14,7 +14,7 @@ import numpy as np
 from scipy.linalg import lapack, solve_triangular
 
 from runner.engines.lme.factor import Factor
-from runner.engines.lme.inverse import inverse_blocks, level_inverse
+from runner.engines.lme.inverse import InverseBlocks, inverse_blocks, level_inverse
 from runner.engines.lme.sparse_ops import rmatvec
 from runner.engines.lme.structure import Problem
 
@@ -81,7 +81,8 @@ def spherical_modes(problem: Problem, f: Factor) -> Modes:
     return Modes(u_first=u1, u_tail=u_tail, beta=beta)
 
 
-def solve(problem: Problem, f: Factor, raw: list[np.ndarray]) -> Solution:
+def solve(problem: Problem, f: Factor, raw: list[np.ndarray], modes: Modes | None = None,
+          blocks: InverseBlocks | None = None) -> Solution:
     """`raw`: lme4's factors T_i(theta) (factor.raw_factors). The spherical modes u come
     from the evaluation's factors on the problem's columns; b = T_i u maps them back to the
     terms' own columns (where the problem whitened a term, its columns are X R^{-1} and its
@@ -93,7 +94,7 @@ def solve(problem: Problem, f: Factor, raw: list[np.ndarray]) -> Solution:
     Lxx = np.tril(f.Ltail[m:m + p, m:m + p])
     Lxx_inv = solve_triangular(Lxx, np.eye(p), lower=True)
     vcov = Lxx_inv.T @ Lxx_inv
-    blocks = inverse_blocks(problem, f, with_x=False)
+    blocks = inverse_blocks(problem, f, with_x=False) if blocks is None else blocks
     var1 = _diagonal_of(raw[0], blocks.first)
     var_t = [_diagonal_of(T, blk) for T, blk in zip(raw[1:], blocks.tail)]
     return Solution(beta=modes.beta, vcov_unscaled=vcov, modes=[b1, *b_tail], cond_var=[var1, *var_t])
