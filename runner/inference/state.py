@@ -55,6 +55,7 @@ def unscaled_vcov(problem: Problem, f: Factor | DenseFactor) -> np.ndarray:
     if isinstance(f, DenseFactor):
         return dense_vcov_unscaled(problem, f)
     m, p = problem.m_rand, problem.p
+    f.require_intact(m)
     Lxx = np.tril(f.Ltail[m:m + p, m:m + p])
     inv = solve_triangular(Lxx, np.eye(p), lower=True)
     return inv.T @ inv
@@ -65,6 +66,7 @@ def beta_at(problem: Problem, f: Factor | DenseFactor) -> np.ndarray:
     if isinstance(f, DenseFactor):
         return dense_beta(problem, f)
     m, p = problem.m_rand, problem.p
+    f.require_intact()
     return tail_solution(f.Ltail)[m:m + p]
 
 

@@ -108,12 +108,15 @@ class Criterion:
         if f is not None and self.exact:
             try:
                 if self.keep and isinstance(f, Factor):
-                    blocks = inverse_blocks(self.problem, f, with_x=self.method == "REML")
+                    ml = self.method == "ML"
                     modes = spherical_modes(self.problem, f)
+                    # ML's blocks are the post-fit's too, so its inverse may overwrite the factor's
+                    # random rows (the post-fit still reads the X block after them); REML's may not
+                    blocks = inverse_blocks(self.problem, f, with_x=not ml, consume=ml)
                     Qs = balances_from(self.problem, f, self.method, blocks, modes)
-                    self.kept = KeptPoint(theta.copy(), f, modes, blocks if self.method == "ML" else None)
+                    self.kept = KeptPoint(theta.copy(), f, modes, blocks if ml else None)
                 else:
-                    Qs = balances(self.problem, f, self.method)
+                    Qs = balances(self.problem, f, self.method, consume=True)  # f is dropped after this
                 grad = criterion_gradient(self.problem, f, self.method, self.whitened, Qs, self.derivatives)
                 if self.em and em_step_wanted:
                     em = em_step(self.problem, f, theta, Qs)

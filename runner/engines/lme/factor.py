@@ -33,6 +33,15 @@ class Factor:
     logdet_z: float  # log |L_ZZ|^2
     logdet_x: float  # log |R_X|^2
     r2: float  # penalized weighted residual sum of squares
+    # leading rows of Ltail overwritten by the inverse (inverse.tail_inverse with consume): the
+    # solves that read the factor check this first
+    inverted_rows: int = 0
+
+    def require_intact(self, from_row: int = 0) -> None:
+        """Raise if a caller about to read the tail factor's rows from `from_row` on would read
+        an inverse written over them."""
+        if self.inverted_rows > from_row:
+            raise RuntimeError("the tail factor was inverted in place: its solves must come first")
 
 
 class FactorError(ArithmeticError):

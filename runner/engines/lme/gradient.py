@@ -57,15 +57,17 @@ def template_derivatives(term: ReTerm, whitened: bool) -> np.ndarray | None:
     return out
 
 
-def balances(problem: Problem, f: Factor | DenseFactor, method: Method, sigma: float | None = None
-             ) -> list[np.ndarray]:
+def balances(problem: Problem, f: Factor | DenseFactor, method: Method, sigma: float | None = None,
+             consume: bool = False) -> list[np.ndarray]:
     """Q_k = l_k I - C_k - (n' / r2) U_k' U_k per term (internal order): zero at an interior
     optimum, and the EM update's K_k = I - Q_k / l_k. With `sigma` the weight n' / r2 (the
-    profiled sigma^-2) is sigma^-2 instead: lmerTest's deviance with sigma explicit."""
+    profiled sigma^-2) is sigma^-2 instead: lmerTest's deviance with sigma explicit. `consume`:
+    the factor serves no solve afterwards (inverse.tail_inverse may overwrite it)."""
     if isinstance(f, DenseFactor):
         return dense_balances(problem, f, method, sigma)
-    blocks = inverse_blocks(problem, f, with_x=method == "REML")
-    return balances_from(problem, f, method, blocks, spherical_modes(problem, f), sigma)
+    modes = spherical_modes(problem, f)  # before the inverse: with `consume` it overwrites the factor
+    blocks = inverse_blocks(problem, f, with_x=method == "REML", consume=consume)
+    return balances_from(problem, f, method, blocks, modes, sigma)
 
 
 def balances_from(problem: Problem, f: Factor, method: Method, blocks: InverseBlocks, modes: Modes,

@@ -21,6 +21,7 @@ import numpy as np
 from scipy.linalg import lapack
 
 from runner.engines.lme.factor import Factor, scale_vector, sandwich
+from runner.engines.lme.lapack_inplace import invert_leading_block
 from runner.engines.lme.sparse_ops import rmatvec
 from runner.engines.lme.structure import Problem
 
@@ -37,11 +38,17 @@ class InverseBlocks:
     tail: list[np.ndarray]  # per tail term: (l, p, p)
 
 
-def tail_inverse(f: Factor, rows: int, symmetric: bool = True) -> np.ndarray:
+def tail_inverse(f: Factor, rows: int, symmetric: bool = True, consume: bool = False) -> np.ndarray:
     """The inverse of L L' for the tail factor's leading `rows` rows: whole, or (not
-    `symmetric`) with only its lower triangle valid."""
+    `symmetric`) with only its lower triangle valid. With `consume` (and not `symmetric`) it
+    is written over the factor's leading block (lapack_inplace: no copy, no second tail-sized
+    array) and returned as a view of it; the factor then serves no solve (Factor.inverted_rows)."""
     if rows == 0:
         return np.zeros((0, 0))
+    if consume and not symmetric:
+        invert_leading_block(f.Ltail, rows)
+        f.inverted_rows = rows
+        return f.Ltail[:rows, :rows]
     # f.Ltail is C-ordered with its lower triangle valid: its transpose is the Fortran-ordered
     # upper factor U = L', so dpotri(upper) inverts U'U = L L'; the result's upper triangle
     # is valid, so its transpose (C-ordered) holds the inverse in its lower triangle
@@ -53,6 +60,17 @@ def tail_inverse(f: Factor, rows: int, symmetric: bool = True) -> np.ndarray:
         upper = np.triu_indices(rows, 1)
         lower[upper] = inv[upper]
     return lower
+
+
+def _flat(Pinv: np.ndarray) -> tuple[np.ndarray, int]:
+    """A flat view of P^{-1}'s memory and its row stride in elements: P^{-1} may be the leading
+    block of the larger tail factor (tail_inverse with consume), read in place."""
+    rows = Pinv.shape[0]
+    if Pinv.flags.c_contiguous:
+        return Pinv.reshape(-1), rows
+    stride = Pinv.strides[0] // Pinv.itemsize
+    assert Pinv.strides[1] == Pinv.itemsize and stride >= rows
+    return np.lib.stride_tricks.as_strided(Pinv, shape=((rows - 1) * stride + rows,), strides=(Pinv.itemsize,)), stride
 
 
 def _tail_blocks(problem: Problem, Pinv: np.ndarray) -> list[np.ndarray]:
@@ -135,11 +153,11 @@ def _scaled_at(problem: Problem, Pinv: np.ndarray, targets: np.ndarray, lam: np.
     halved on the diagonal; read from P^{-1}'s own lower triangle (a large list a chunk at a
     time, so no tail-sized scaled copy is made: 75 MB on a million rows)."""
     rows, nt = Pinv.shape[0], problem.nt
-    flat = np.ascontiguousarray(Pinv).reshape(-1)
+    flat, stride = _flat(Pinv)
     out = np.zeros(targets.size)
     if targets.size <= SMALL_TARGETS:
         inside, r, c = _target_plan(problem, targets, rows)
-        v = flat[r * rows + c] * lam[r] * lam[c]
+        v = flat[r * stride + c] * lam[r] * lam[c]
         v[r == c] *= 0.5
         out[inside] = v
         return out
@@ -147,7 +165,7 @@ def _scaled_at(problem: Problem, Pinv: np.ndarray, targets: np.ndarray, lam: np.
         r, c = np.divmod(targets[a:a + CHUNK].astype(np.int64), nt)
         inside = np.flatnonzero((r < rows) & (c < rows))
         r, c = r[inside], c[inside]
-        v = flat[r * rows + c] * lam[r] * lam[c]
+        v = flat[r * stride + c] * lam[r] * lam[c]
         v[r == c] *= 0.5
         out[a + inside] = v
     return out
@@ -161,11 +179,12 @@ def _s_transpose(problem: Problem, qe: np.ndarray, qr: np.ndarray) -> np.ndarray
     return out
 
 
-def inverse_blocks(problem: Problem, f: Factor, with_x: bool) -> InverseBlocks:
+def inverse_blocks(problem: Problem, f: Factor, with_x: bool, consume: bool = False) -> InverseBlocks:
     """Level blocks of M^{-1} over the random part (with_x False: (L_ZZ L_ZZ')^{-1}) or over
-    [Z X] (with_x True: the REML system)."""
+    [Z X] (with_x True: the REML system). `consume`: the factor is not needed for solves
+    afterwards (a scalar tail is then inverted in place, tail_inverse)."""
     rows = problem.m_rand + (problem.p if with_x else 0)
     # a diagonal Lambda_t keeps the lower triangle's entries apart, and the update targets
     # of a scalar tail are lower-triangle positions: the triangle is all that is read
-    Pinv = tail_inverse(f, rows, symmetric=not problem.scalar_tail)
+    Pinv = tail_inverse(f, rows, symmetric=not problem.scalar_tail, consume=consume)
     return InverseBlocks(first=_first_blocks(problem, f, Pinv), tail=_tail_blocks(problem, Pinv))

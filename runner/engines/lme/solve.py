@@ -58,6 +58,7 @@ def tail_solution(L: np.ndarray) -> np.ndarray:
 def spherical_modes(problem: Problem, f: Factor) -> Modes:
     """u and beta at the factor's theta (the gradient needs u; `solve` maps it to b)."""
     m, p = problem.m_rand, problem.p
+    f.require_intact()
     L = f.Ltail
     # The tail's factor ends with y's row: with A = L_a L_a' the tail before y and c its
     # column of y, [[A, c], [c', y'y]] = [[L_a, 0], [ell', r]] [[L_a', ell], [0, r]] gives
@@ -86,11 +87,13 @@ def solve(problem: Problem, f: Factor, raw: list[np.ndarray], modes: Modes | Non
     """`raw`: lme4's factors T_i(theta) (factor.raw_factors). The spherical modes u come
     from the evaluation's factors on the problem's columns; b = T_i u maps them back to the
     terms' own columns (where the problem whitened a term, its columns are X R^{-1} and its
-    factor R T, so the same u gives b = T u)."""
+    factor R T, so the same u gives b = T u). `modes` and `blocks` (inverse_blocks over [Z]):
+    the evaluation's own where it kept them (criterion.KeptPoint), else computed here."""
     m, p = problem.m_rand, problem.p
-    modes = spherical_modes(problem, f)
+    modes = spherical_modes(problem, f) if modes is None else modes
     b1 = modes.u_first @ raw[0].T
     b_tail = [uu @ T.T for uu, T in zip(modes.u_tail, raw[1:])]
+    f.require_intact(m)  # the X block (a kept ML factor's inverse covers the rows before it)
     Lxx = np.tril(f.Ltail[m:m + p, m:m + p])
     Lxx_inv = solve_triangular(Lxx, np.eye(p), lower=True)
     vcov = Lxx_inv.T @ Lxx_inv
