@@ -36,8 +36,9 @@ def test_leading_block_inverted_in_place_rest_untouched() -> None:
 
 @pytest.mark.parametrize("method", ["ML", "REML"])
 def test_consumed_inverse_gives_the_same_blocks_and_guards_the_factor(method: str) -> None:
-    """InstEval's scalar tail: the blocks from the in-place inverse equal the copying route's
-    bit for bit, and a solve on the consumed factor is refused, not silently wrong."""
+    """InstEval's scalar tail: the blocks from the in-place inverse (read by pair classes) equal
+    the copying route's bit for bit (the same LAPACK inverse, the same products in the same
+    order), and a solve on the consumed factor is refused, not silently wrong."""
     frame = pd.read_csv(ROOT / "tests" / "data" / "InstEval.csv.gz")
     problem = build_problem(build_design(parse_formula("y ~ service + (1 | s) + (1 | d) + (1 | dept:service)"), frame))
     assert problem.scalar_tail

@@ -28,6 +28,7 @@ from runner.engines.lme.structure import Problem
 
 CHUNK = 1 << 20  # update targets read at once
 SMALL_TARGETS = 1 << 16  # target lists this short keep their (row, column) plan per problem
+MAX_CLASSED_TERMS = 64  # scalar tails with fewer terms read P^{-1} in place by pair classes
 
 
 @dataclass
@@ -94,7 +95,13 @@ def _first_blocks(problem: Problem, f: Factor, Pinv: np.ndarray) -> np.ndarray:
     Minv = level_inverse(f)
     if not rows or not (problem.targets_eval.size or problem.targets_rest.size):
         return Minv
-    if problem.scalar_tail:  # lower triangle only: halve the diagonal, add the transpose
+    if problem.scalar_tail and f.inverted_rows == rows and len(problem.tail) < MAX_CLASSED_TERMS:
+        # P^{-1} lies in the factor's own memory, so a target's flat index is its position
+        qe = _scaled_in_place(problem, f, problem.targets_eval, rows)
+        qr = _scaled_in_place(problem, f, problem.targets_rest, rows)
+        W = _s_transpose(problem, qe, qr).reshape(l1, p1, p1)
+        Fq = W + np.swapaxes(W, 1, 2)
+    elif problem.scalar_tail:  # lower triangle only: halve the diagonal, add the transpose
         lam = scale_vector(problem, f.factors)
         qe = _scaled_at(problem, Pinv, problem.targets_eval, lam)
         qr = _scaled_at(problem, Pinv, problem.targets_rest, lam)
@@ -168,6 +175,47 @@ def _scaled_at(problem: Problem, Pinv: np.ndarray, targets: np.ndarray, lam: np.
         v = flat[r * stride + c] * lam[r] * lam[c]
         v[r == c] *= 0.5
         out[a + inside] = v
+    return out
+
+
+def _pair_classes(problem: Problem, targets: np.ndarray) -> np.ndarray:
+    """Per target (lower-triangle tail position r nt + c of a scalar tail) the class of its pair,
+    (class(r) n + class(c)) 2 + [r == c], where a row's class is its tail term, then X's rows,
+    then y's: lam_r lam_s and the halving of the diagonal depend on nothing else. Kept per
+    problem (one byte per target where the classes fit, else two)."""
+    key = ("_pair_classes", targets.ctypes.data, targets.size)
+    kept = problem.__dict__.setdefault("_inverse_plans", {})
+    if key not in kept:
+        nt, K = problem.nt, len(problem.tail)
+        n = K + 2
+        row_class = np.repeat(np.arange(n), [*(t.q for t in problem.tail), problem.p, 1])
+        out = np.empty(targets.size, dtype=np.uint8 if 2 * n * n <= 256 else np.uint16)
+        for a in range(0, targets.size, CHUNK):
+            r, c = np.divmod(targets[a:a + CHUNK].astype(np.int64), nt)
+            out[a:a + CHUNK] = (row_class[r] * n + row_class[c]) * 2 + (r == c)
+        kept[key] = out
+    return kept[key]
+
+
+def _scaled_in_place(problem: Problem, f: Factor, targets: np.ndarray, rows: int) -> np.ndarray:
+    """`_scaled_at` where P^{-1} was written over the factor's leading `rows` rows: the value at a
+    target is the factor buffer's entry at the target's own flat index, times a factor looked
+    up by its pair class (`_pair_classes`): lam_r lam_s, halved on the diagonal, 0 for rows
+    past P's (the factor's X or y rows there are finite and multiplied by 0)."""
+    K = len(problem.tail)
+    n = K + 2
+    lam = np.array([*(T[0, 0] for T in f.factors[1:]), 1.0 if rows > problem.m_rand else 0.0, 0.0])
+    code = np.arange(2 * n * n)
+    row_factor = lam[code // 2 // n]
+    col_factor = lam[code // 2 % n] * np.where(code % 2 == 1, 0.5, 1.0)  # exact: a power of 2
+    classes = _pair_classes(problem, targets)
+    flat = f.Ltail.reshape(-1)
+    out = np.empty(targets.size)
+    for a in range(0, targets.size, CHUNK):  # (v lam_r) lam_s, as `_scaled_at` multiplies
+        b = min(a + CHUNK, targets.size)
+        cls = classes[a:b]
+        np.multiply(flat[targets[a:b]], row_factor[cls], out=out[a:b])
+        out[a:b] *= col_factor[cls]
     return out
 
 
