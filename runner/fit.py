@@ -124,6 +124,10 @@ class FitArrays:
     residuals: np.ndarray
     ranef: list[RanefBlock] = field(default_factory=list)
     vcov: np.ndarray | None = None  # vcov(beta) where the engine has it at hand (GLMMs: 2 H^-1 or R_X)
+    # the lme engine's (R_X' R_X)^{-1} and the theta it and the fixed effects were computed at:
+    # inference starts from them while the Fit's theta is still that one (inference/state.py)
+    vcov_unscaled: np.ndarray | None = None
+    theta: np.ndarray | None = None
 
 
 class FitFields(BaseModel):

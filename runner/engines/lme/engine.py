@@ -66,9 +66,11 @@ class LmeEngine:
         aic, bic = information_criteria(est.objective, npar, problem.n)
         converged = opt.success and check.ok
         hand_over(design, problem)  # the inference step of this fit starts from it
+        sigma = float(np.sqrt(est.sigma2))
+        est.arrays.vcov_unscaled, est.arrays.theta = est.solution.vcov_unscaled, theta.copy()  # for inference
         return Fit(
             engine="lme", method=method, formula=formula_text, nobs=problem.n, npar=npar, ngroups=ngroups(design),
-            theta=[float(t) for t in theta], theta_names=theta_names(problem), sigma=float(np.sqrt(est.sigma2)),
+            theta=[float(t) for t in theta], theta_names=theta_names(problem), sigma=sigma,
             loglik=-est.objective / 2, objective=est.objective, aic=aic, bic=bic,
             p_method="wald-z", ci_method="wald",
             fixed_effects=est.fixed_effects, random_effects=est.random_effects,
