@@ -207,9 +207,13 @@ def _peak_children_mb() -> float:
     return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
 
-def run_mixspec_cli(spec: Path, out: Path) -> dict:
-    """`mixspec run` of the spec, the whole run; the run's own record of the fit."""
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+def run_mixspec_cli(spec: Path, out: Path, blas_threads: int = 1) -> dict:
+    """`mixspec run` of the spec, the whole run; the run's own record of the fit. With
+    `blas_threads` > 1 the child may use that many (OpenBLAS's pool is sized by
+    OPENBLAS_NUM_THREADS when it loads: set to 1, MIXSPEC_BLAS_THREADS could not raise it)."""
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": str(blas_threads)}
+    if blas_threads > 1:
+        env["MIXSPEC_BLAS_THREADS"] = str(blas_threads)
     res = _child([str(ROOT / ".venv" / "bin" / "mixspec"), "run", str(spec), "--no-cache", "-q", "-j", "1",
                   "--out", str(out)], timeout=None, env=env)
     results = out / spec.stem / "results.json"
@@ -243,6 +247,9 @@ def main() -> int:
     p.add_argument("--df", default="none", choices=["none", "satterthwaite"],
                    help="the run's denominator df (none: the fit alone, as mixedlm and lme4's lmer() do; "
                         "satterthwaite: mixspec's default, ~100 more criterion evaluations)")
+    p.add_argument("--blas-threads", type=int, default=1,
+                   help="BLAS threads of the mixspec run (default 1, as mixspec fits by default; mixedlm is "
+                        "single-threaded); 2 measures MIXSPEC_BLAS_THREADS=2 on an idle machine")
     p.add_argument("--out", default=str(OUT / "scale.md"))
     args, _ = p.parse_known_args()  # run.py passes its arguments to every script
 
@@ -260,7 +267,7 @@ def main() -> int:
     spec.write_text(SPEC.format(name=name, rows=args.rows, data=data.name, formula=FORMULA, df=args.df))
 
     print("-- mixspec run (whole run)", file=sys.stderr, flush=True)
-    whole = run_mixspec_cli(spec, folder / "reports")
+    whole = run_mixspec_cli(spec, folder / "reports", args.blas_threads)
     whole["peak_mb_children"] = _peak_children_mb()
     print(json.dumps({k: v for k, v in whole.items() if k != "stderr_tail"}), file=sys.stderr, flush=True)
     steps = None
@@ -310,7 +317,7 @@ def report(args: argparse.Namespace, whole: dict, steps: dict | None, mlm: dict 
         f"users in {args.regions} regions",
         "",
         f"`{FORMULA}`, ML, `inference: {{df: {args.df}}}`, simulated (seed {args.seed}), Parquet with string "
-        "identifiers. "
+        f"identifiers. BLAS threads of the mixspec run: {args.blas_threads}. "
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
         f"load average at the end {os.getloadavg()[0]:.2f}.",
         "",
