@@ -207,13 +207,16 @@ def _peak_children_mb() -> float:
     return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
 
-def run_mixspec_cli(spec: Path, out: Path, blas_threads: int = 1) -> dict:
+def run_mixspec_cli(spec: Path, out: Path, blas_threads: int = 1, serial: bool = False) -> dict:
     """`mixspec run` of the spec, the whole run; the run's own record of the fit. With
     `blas_threads` > 1 the child may use that many (OpenBLAS's pool is sized by
     OPENBLAS_NUM_THREADS when it loads: set to 1, MIXSPEC_BLAS_THREADS could not raise it)."""
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": str(blas_threads)}
+    env = dict(os.environ)
+    env.pop("OPENBLAS_NUM_THREADS", None)  # mixspec's own default: one BLAS thread per evaluation
     if blas_threads > 1:
-        env["MIXSPEC_BLAS_THREADS"] = str(blas_threads)
+        env["OPENBLAS_NUM_THREADS"] = env["MIXSPEC_BLAS_THREADS"] = str(blas_threads)
+    elif serial:
+        env["OPENBLAS_NUM_THREADS"] = "1"  # a one-core ceiling: no two evaluations at once either
     res = _child([str(ROOT / ".venv" / "bin" / "mixspec"), "run", str(spec), "--no-cache", "-q", "-j", "1",
                   "--out", str(out)], timeout=None, env=env)
     results = out / spec.stem / "results.json"
@@ -250,6 +253,8 @@ def main() -> int:
     p.add_argument("--blas-threads", type=int, default=1,
                    help="BLAS threads of the mixspec run (default 1, as mixspec fits by default; mixedlm is "
                         "single-threaded); 2 measures MIXSPEC_BLAS_THREADS=2 on an idle machine")
+    p.add_argument("--serial", action="store_true",
+                   help="one core for mixspec: no two independent evaluations at once (engines/lme/parallel.py)")
     p.add_argument("--out", default=str(OUT / "scale.md"))
     args, _ = p.parse_known_args()  # run.py passes its arguments to every script
 
@@ -267,7 +272,7 @@ def main() -> int:
     spec.write_text(SPEC.format(name=name, rows=args.rows, data=data.name, formula=FORMULA, df=args.df))
 
     print("-- mixspec run (whole run)", file=sys.stderr, flush=True)
-    whole = run_mixspec_cli(spec, folder / "reports", args.blas_threads)
+    whole = run_mixspec_cli(spec, folder / "reports", args.blas_threads, args.serial)
     whole["peak_mb_children"] = _peak_children_mb()
     print(json.dumps({k: v for k, v in whole.items() if k != "stderr_tail"}), file=sys.stderr, flush=True)
     steps = None
@@ -317,7 +322,9 @@ def report(args: argparse.Namespace, whole: dict, steps: dict | None, mlm: dict 
         f"users in {args.regions} regions",
         "",
         f"`{FORMULA}`, ML, `inference: {{df: {args.df}}}`, simulated (seed {args.seed}), Parquet with string "
-        f"identifiers. BLAS threads of the mixspec run: {args.blas_threads}. "
+        f"identifiers. mixspec run: {args.blas_threads} BLAS thread(s) per evaluation, "
+        f"{'one evaluation at a time' if args.serial or args.blas_threads > 1 else 'independent evaluations two at a time'}"
+        "; mixedlm is single-threaded. "
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
         f"load average at the end {os.getloadavg()[0]:.2f}.",
         "",

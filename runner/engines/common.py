@@ -23,15 +23,33 @@ _CONTROLLER: Any = None
 DENSE_THREADED = 1000  # rows of the dense block from which BLAS may use more than one thread
 
 
+_CEILING = 1  # BLAS threads the process may use (its pool size when the controller was made)
+
+
 def _controller() -> Any:
     """threadpoolctl's controller, made once: scanning the loaded libraries costs ~1 ms, as
-    much as a small fit's criterion."""
-    global _CONTROLLER
+    much as a small fit's criterion. Made outside any limit, it also records the process's
+    BLAS ceiling (OPENBLAS_NUM_THREADS, a pool worker's share of the cores, else the cores)."""
+    global _CONTROLLER, _CEILING
     if _CONTROLLER is None:
         from threadpoolctl import ThreadpoolController
 
         _CONTROLLER = ThreadpoolController()
+        _CEILING = max([int(lib.get("num_threads") or 1) for lib in _CONTROLLER.info()], default=1)
     return _CONTROLLER
+
+
+def evaluation_workers() -> int:
+    """How many independent criterion evaluations of an expensive model may run at once, each on
+    one BLAS thread (the convergence check's and Satterthwaite's difference points): two where
+    the process may use two cores and BLAS itself is not threaded (MIXSPEC_BLAS_THREADS), else
+    one. Unlike a threaded BLAS this is deterministic (each evaluation is single-threaded, the
+    same bits as one after the other) and degrades gracefully beside a busy process."""
+    _controller()
+    wanted = os.environ.get("MIXSPEC_BLAS_THREADS", "").strip()
+    if wanted.isdigit() and int(wanted) > 1:
+        return 1
+    return 2 if _CEILING >= 2 else 1
 
 
 def one_blas_thread() -> AbstractContextManager[Any]:

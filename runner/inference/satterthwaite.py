@@ -22,6 +22,7 @@ import numpy as np
 from runner.distributions import t_sf
 
 from runner.inference import numderiv
+from runner.engines.lme.parallel import map_evaluations
 from runner.inference.state import (LmmState, covbeta_vp, deviance_vp, deviance_vp_gradient_at, factor_at,
                                     unscaled_vcov)
 
@@ -119,20 +120,27 @@ def _from_gradient(state: LmmState) -> tuple[np.ndarray, np.ndarray] | None:
     factorization gives both the deviance's analytic gradient and vcov(beta). None if a
     gradient does not apply there."""
     x, h = state.varpar, _steps(state.varpar)
-    rows, cols = [], []
+    points = []
     for i in range(x.size):
         e = np.zeros(x.size)
         e[i] = h[i]
-        ends = []
-        for v in (x + e, x - e):
-            f = factor_at(state.problem, v[:-1])
-            g = deviance_vp_gradient_at(state.problem, f, v, state.reml)
-            if g is None:
-                return None
-            ends.append((g, float(v[-1]) ** 2 * unscaled_vcov(state.problem, f)))
-        (g_plus, c_plus), (g_minus, c_minus) = ends
-        rows.append((g_plus - g_minus) / (2 * h[i]))
-        cols.append((c_plus - c_minus).ravel() / (2 * h[i]))
+        points += [x + e, x - e]
+
+    def at(v: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        f = factor_at(state.problem, v[:-1])
+        c = float(v[-1]) ** 2 * unscaled_vcov(state.problem, f)  # first: the gradient's inverse consumes f
+        g = deviance_vp_gradient_at(state.problem, f, v, state.reml, consume=True)
+        return None if g is None else (g, c)
+
+    ends = map_evaluations(at, points)  # independent points, two at a time (engines/lme/parallel.py)
+    if any(end is None for end in ends):
+        return None
+    rows, cols = [], []
+    for i in range(x.size):
+        plus, minus = ends[2 * i], ends[2 * i + 1]
+        assert plus is not None and minus is not None
+        rows.append((plus[0] - minus[0]) / (2 * h[i]))
+        cols.append((plus[1] - minus[1]).ravel() / (2 * h[i]))
     H = np.asarray(rows)
     return (H + H.T) / 2, np.asarray(cols).T
 

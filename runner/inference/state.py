@@ -118,12 +118,14 @@ def deviance_vp_gradient(problem: Problem, varpar: np.ndarray, reml: bool) -> np
     return deviance_vp_gradient_at(problem, factor_at(problem, np.asarray(varpar[:-1], dtype=float)), varpar, reml)
 
 
-def deviance_vp_gradient_at(problem: Problem, f: Factor | DenseFactor, varpar: np.ndarray, reml: bool) -> np.ndarray | None:
-    """`deviance_vp_gradient` from the factor at varpar's theta (shared with vcov(beta) there)."""
+def deviance_vp_gradient_at(problem: Problem, f: Factor | DenseFactor, varpar: np.ndarray, reml: bool,
+                            consume: bool = False) -> np.ndarray | None:
+    """`deviance_vp_gradient` from the factor at varpar's theta (shared with vcov(beta) there;
+    with `consume` the inverse may overwrite the factor, so read vcov(beta) first)."""
     sigma = float(varpar[-1])
     method: Method = "REML" if reml else "ML"
     try:
-        qs = balances(problem, f, method, sigma=sigma)
+        qs = balances(problem, f, method, sigma=sigma, consume=consume)
         g = criterion_gradient(problem, f, method, whitened=False, Qs=qs)
     except np.linalg.LinAlgError:
         return None

@@ -20,6 +20,7 @@ from runner.engines.lme.dense import DenseFactor, dense_factorize, use_dense
 from runner.engines.lme.factor import Factor, FactorError, factorize
 from runner.engines.lme.gradient import balances, balances_from, criterion_gradient, em_step, template_derivatives
 from runner.engines.lme.inverse import InverseBlocks, inverse_blocks
+from runner.engines.lme.parallel import map_evaluations
 from runner.engines.lme.solve import Modes, spherical_modes
 from runner.engines.lme.structure import Problem
 
@@ -135,3 +136,28 @@ class Criterion:
         """The kept point if it is at theta (handed over once), else None."""
         kept, self.kept = self.kept, None
         return kept if kept is not None and np.array_equal(kept.theta, theta) else None
+
+    def gradients_at(self, points: list[np.ndarray]) -> list[tuple[float, np.ndarray]]:
+        """`value_and_gradient` at each point. For an expensive blocked model the points are
+        evaluated two at a time (parallel.py: the same bits as one after the other); a point
+        where the analytic gradient does not apply takes the serial route (differences)."""
+        if not (self.problem.expensive and self.exact and not self.dense) or len(points) < 2:
+            return [self.value_and_gradient(p) for p in points]
+        self.kept = None
+        found = map_evaluations(self._independent_first_order, [np.asarray(p, dtype=float) for p in points])
+        self.evaluations += sum(r is not None for r in found)
+        return [r if r is not None else self.value_and_gradient(p) for p, r in zip(points, found)]
+
+    def _independent_first_order(self, theta: np.ndarray) -> tuple[float, np.ndarray] | None:
+        """The criterion and its analytic gradient at theta without touching this object's state
+        (safe on a worker thread); None where either fails."""
+        try:
+            f = factorize(self.problem, theta, self.whitened)
+            value = objective_from(self.problem, f, self.method)
+            if not np.isfinite(value):
+                return None
+            Qs = balances(self.problem, f, self.method, consume=True)
+            grad = criterion_gradient(self.problem, f, self.method, self.whitened, Qs, self.derivatives)
+        except (FactorError, np.linalg.LinAlgError):
+            return None
+        return None if grad is None else (float(value), grad)
