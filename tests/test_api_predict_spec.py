@@ -74,6 +74,8 @@ def test_fit_sidecar_rows_join_the_source(run: tuple[Path, pd.DataFrame]) -> Non
     joined = fits.merge(source.reset_index(names="source_row"), left_on="row", right_on="source_row",
                         suffixes=("", "_src"))
     assert (joined["obs_id"] == joined["obs_id_src"]).all()
+    # the grouping factor is written as the source held it (decoded from its codes by Arrow)
+    assert fits["Subject"].dtype == source["Subject"].dtype and (joined["Subject"] == joined["Subject_src"]).all()
     np.testing.assert_allclose(joined["fitted"] + joined["residuals"], joined["Reaction"], rtol=1e-12)
     ranef = pd.read_parquet(out / "fits" / "slopes_ranef.parquet")
     assert set(ranef["level"]) == {str(s) for s in source["Subject"].unique()}

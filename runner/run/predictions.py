@@ -173,4 +173,5 @@ def sidecar_columns(m: ModelPlan, prepared: PreparedData, id_columns: list[str])
     groups = [g for t in m.resolved.formula.random for g in t.group]
     keep = list(dict.fromkeys(c for c in [*id_columns, *groups] if c in frame.columns and c not in
                               ("row", "fitted", "residuals")))
-    return pd.DataFrame({c: _plain(frame[c][rows]).to_numpy() for c in keep}) if keep else None
+    # factors stay categorical: the sidecar writer decodes them (record._plain_arrow)
+    return pd.DataFrame({c: frame[c][rows].reset_index(drop=True) for c in keep}) if keep else None
