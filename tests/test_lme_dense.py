@@ -161,3 +161,21 @@ def test_small_gram_equals_sparse_build(dataset: str, formula: str, monkeypatch:
     a = objective_from(small, factorize(small, theta), "REML")
     assert not small.update_pending and small.S_eval.nnz == sparse.S_eval.nnz
     assert a == pytest.approx(objective_from(sparse, factorize(sparse, theta), "REML"), rel=1e-12)
+
+
+def test_model_without_fixed_effects(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`y ~ 0 + (1 | g)` (p = 0) through both routes: lme4 1.1-31 gives REML criterion 370.0789,
+    theta 30.86147, sigma 49.5101 (lmer(Yield ~ 0 + (1|Batch), Dyestuff))."""
+    df = pd.read_csv(EXAMPLES / "Dyestuff.csv")
+    formula = "Yield ~ 0 + (1 | Batch)"
+    fits = [fit_design(build_design(parse_formula(formula), df), "REML")]
+    import runner.engines.lme.results as results_module
+
+    monkeypatch.setattr(criterion_module, "use_dense", lambda problem: False)
+    monkeypatch.setattr(results_module, "use_dense", lambda problem: False)
+    fits.append(fit_design(build_design(parse_formula(formula), df), "REML"))
+    for fit in fits:
+        assert fit.converged and fit.fixed_effects == []
+        assert fit.objective == pytest.approx(370.0789, abs=1e-4)
+        assert fit.theta[0] == pytest.approx(30.86147, rel=1e-5)
+        assert fit.sigma == pytest.approx(49.5101, rel=1e-5)

@@ -191,6 +191,8 @@ def _modes(f: DenseFactor, q: int) -> tuple[np.ndarray, np.ndarray]:
 def dense_vcov_unscaled(problem: Problem, f: DenseFactor) -> np.ndarray:
     """(R_X' R_X)^{-1}: R_X is U's X block (A's Schur complement over X is R_X' R_X)."""
     q, p = problem.first.q + problem.m_rand, problem.p
+    if p == 0:  # no fixed effects (y ~ 0 + (1 | g))
+        return np.zeros((0, 0))
     inv, info = lapack.dpotri(f.U[q:q + p, q:q + p], lower=0)
     if info != 0:
         raise np.linalg.LinAlgError(f"dpotri info {info}")

@@ -367,7 +367,7 @@ def factorize(problem: Problem, theta: np.ndarray, whitened: bool = False) -> Fa
     # last pivot r has r^2 = y'y - c' A^{-1} c, the penalized weighted RSS at the
     # conditional optimum of [u; beta] (solve.py recovers that optimum from y's row)
     r = d[m + p]
-    if not (d[: m + p].min() > 0 and np.isfinite(r)):
+    if not ((m + p == 0 or d[: m + p].min() > 0) and np.isfinite(r)):
         raise FactorError("non-positive pivot")
     logs = np.log(d[: m + p])
     return Factor(
