@@ -3,7 +3,8 @@
 `find_optimum(problem, method)` owns it, in this order:
 
 1. `minimize_theta`: a bounded scipy optimizer (BSD) from lme4's start halved while the
-   criterion improves (`scan_start`), chosen by the cost of one evaluation
+   criterion improves (`scan_start`; an expensive model with scalar terms starts at ANOVA's
+   moments instead, start.py), chosen by the cost of one evaluation
    (`Problem.eval_flops`, deterministic):
    - cheap (about a millisecond or less): L-BFGS-B on forward-difference gradients (step
      FD_STEP on the whitened parameters). Its overhead per evaluation is microseconds where
@@ -43,6 +44,7 @@ from runner.engines.lme.factor import phi_to_theta, theta_to_phi
 from runner.engines.lme.gradient import template_derivatives
 from runner.engines.lme.structure import Problem
 from runner.engines.lme.results import Precomputed, precompute_at
+from runner.engines.lme.start import moment_start
 
 BOUNDARY_TOL = 1e-5
 INITIAL_RADIUS = 0.2
@@ -52,6 +54,7 @@ FD_STEP = 3e-6  # forward-difference step for L-BFGS-B (the whitened parameters 
 LBFGS_FTOL = 1e-12  # relative reduction of the criterion per iteration
 LBFGS_GTOL = 1e-5  # projected gradient
 EM_STEPS = 3  # EM steps before L-BFGS-B on the analytic gradient
+MOMENT_EM_STEPS = 2  # from a moment start (start.py), which lands about where one EM step would
 SCALE_FLOOR = 0.05  # smallest |theta| the variable scaling divides by
 EXACT_GTOL = 1e-4  # projected analytic gradient, scaled variables: theta within ~1e-6 relative
 EXACT_GAIN = 1e-8  # or a predicted Newton gain (criterion units) below this
@@ -153,12 +156,12 @@ def probe_edges(fun: Objective, theta: np.ndarray, value: float, lower: np.ndarr
     return best
 
 
-def em_start(fun: Criterion, start: np.ndarray) -> np.ndarray:
+def em_start(fun: Criterion, start: np.ndarray, steps: int = EM_STEPS) -> np.ndarray:
     """EM_STEPS EM steps from start (each costs what a gradient does), stopping where one
     does not improve the criterion: EM covers the long way from lme4's start in a few
     steps, where a quasi-Newton method probes the boundary and backtracks."""
     x, best, best_value = start, start, np.inf
-    for _ in range(EM_STEPS):
+    for _ in range(steps):
         value, _, em = fun.first_order(x)
         if not value < best_value:
             return best
@@ -237,15 +240,16 @@ def _lbfgsb_exact(fun: Criterion, start: np.ndarray, lower: np.ndarray, ftol: fl
 
 
 def minimize_theta(fun: Objective, start: np.ndarray, lower: np.ndarray, optimizer: Optimizer,
-                   scan: bool = True, tol: tuple[float, float] | None = None) -> Optimum:
-    """One deterministic run over theta >= lower; `tol`: L-BFGS-B's (ftol, gtol) if not the defaults."""
+                   scan: bool = True, tol: tuple[float, float] | None = None, em_steps: int = EM_STEPS) -> Optimum:
+    """One deterministic run over theta >= lower; `tol`: L-BFGS-B's (ftol, gtol) if not the
+    defaults; `em_steps`: EM steps before the exact L-BFGS-B run."""
     ftol, gtol = (LBFGS_FTOL, LBFGS_GTOL) if tol is None else tol
     bounds = Bounds(lower, np.full(lower.size, np.inf))
     exact = fun if optimizer is Optimizer.LBFGSB_EXACT and isinstance(fun, Criterion) else None
     if scan and exact is None:  # EM steps do the exact run's scan
         start = scan_start(fun, start)
     if exact is not None:
-        res = _lbfgsb_exact(exact, em_start(exact, start), lower, ftol, gtol)
+        res = _lbfgsb_exact(exact, em_start(exact, start, em_steps), lower, ftol, gtol)
         success = bool(res.success) or res.status == 2
     elif optimizer in (Optimizer.LBFGSB, Optimizer.LBFGSB_EXACT):
         res = minimize(fun, start, method="L-BFGS-B", bounds=bounds,
@@ -352,7 +356,14 @@ def find_optimum(problem: Problem, method: Method) -> tuple[Optimum, Convergence
     # phi is lme4's theta where no term is whitened: the last factor can serve the post-fit
     crit_phi.keep = problem.expensive and not crit_phi.dense and all(t.basis is None for t in problem.terms)
     lower = problem.lower
-    opt = minimize_theta(crit_phi, problem.start, lower, choose_optimizer(problem))
+    optimizer = choose_optimizer(problem)
+    # an expensive model with scalar terms starts at ANOVA's moments (start.py), with one EM
+    # step fewer: on the benchmarks never more evaluations than from lme4's start, often 1-2 fewer
+    moments = moment_start(problem) if problem.expensive and optimizer is Optimizer.LBFGSB_EXACT else None
+    if moments is not None:
+        opt = minimize_theta(crit_phi, moments, lower, optimizer, em_steps=MOMENT_EM_STEPS)
+    else:
+        opt = minimize_theta(crit_phi, problem.start, lower, optimizer)
     off_edge = probe_edges(crit_phi, opt.theta, opt.value, lower)
     if off_edge is not None:  # the optimizer stopped on a flat edge: restart off it
         opt = restart_if_lower(crit_phi, opt, [off_edge], lower, Step.EDGE_RESTART)
