@@ -11,9 +11,10 @@ terms in slab layout, then W = [X y]) is kept dense, and one evaluation is
 whose pivots give log|L_ZZ|^2, log|R_X|^2 and r^2 exactly as the blocked factor's do (the
 same matrix, factored in another order: the values agree to rounding). The gradient's
 balances Q_k (gradient.py) come from one dpotri of U's leading block (M^{-1} over [Z] for
-ML, [Z X] for REML) and one triangular solve for the spherical modes. Only the criterion
-uses this path (the optimizer and lme4's convergence check, where the per-call overhead
-repeats); the post-fit numbers come from the blocked factor once.
+ML, [Z X] for REML) and one triangular solve for the spherical modes. The optimizer, lme4's
+convergence check, the post-fit numbers (`dense_solution`) and inference's factor all use it
+for such a model; the blocked update structure is then never built (structure.py) unless a
+caller asks for a blocked factorization.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from runner.engines.lme.factor import FactorError, working_factors
 from runner.engines.lme.solve import Solution
 from runner.engines.lme.structure import Problem, small_model
 from runner.vocab import Method
+
 
 @dataclass
 class DenseSystem:
