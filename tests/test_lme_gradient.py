@@ -184,3 +184,33 @@ def test_moment_start_applies_to_scalar_terms_only() -> None:
     assert not scalar.update_pending and moment_start(scalar) is not None
     slope = build_problem(build_design(parse_formula("test_score ~ age + (age | classroom) + (1 | school)"), students))
     assert not slope.update_pending and moment_start(slope) is None  # a vector-valued (whitened) term
+
+
+def test_newton_step_on_the_checks_hessian_finishes_a_fit_stopped_short() -> None:
+    """Where lme4's gradient test fails at a positive definite Hessian (a quasi-Newton run that
+    stopped on rounding noise), one Newton step on the analytic check's own gradient and
+    Hessian reaches the optimum: InstEval from a point 1% off lme4's theta in two (find_optimum
+    allows NEWTON_STEPS), the second on the first's Hessian."""
+    from runner.engines.common import one_blas_thread
+    from runner.engines.lme.optimize import Optimum, Step, _analytic_derivatives, _newton_step
+    from runner.engines.lme.convergence import judge
+
+    ref = json.loads((ROOT / "tests" / "reference" / "insteval_crossed.json").read_text())
+    frame = pd.read_csv(ROOT / "tests" / "data" / "InstEval.csv.gz")
+    problem = build_problem(build_design(parse_formula(ref["formula"]), frame))
+    crit = Criterion(problem, "REML", whitened=True)
+    x = np.asarray(ref["theta"]) * 1.01
+    with one_blas_thread():
+        value = crit(x)
+        derivatives = _analytic_derivatives(crit, x)
+        before = judge(*derivatives, x, problem.lower)
+        opt = Optimum(theta=x, value=value, success=True, message="", optimizer=Optimizer.LBFGSB_EXACT)
+        first = _newton_step(crit, problem, "REML", opt, derivatives, keep=True)
+        assert first is not None and not first[1].ok  # 1% off: max|grad| 0.65 -> 0.011
+        stepped = _newton_step(crit, problem, "REML", first[0], first[3], keep=True)  # the Hessian kept
+    assert not before.ok and before.hessian_min_eigenvalue > 0
+    assert stepped is not None
+    moved, check, precomputed, _ = stepped
+    assert check.ok and moved.steps == (Step.NEWTON_STEP, Step.NEWTON_STEP)
+    assert moved.value < value and moved.value == pytest.approx(ref["objective"], abs=1e-5)
+    assert precomputed is not None and np.array_equal(precomputed.theta, moved.theta)

@@ -55,6 +55,7 @@ LBFGS_FTOL = 1e-12  # relative reduction of the criterion per iteration
 LBFGS_GTOL = 1e-5  # projected gradient
 EM_STEPS = 3  # EM steps before L-BFGS-B on the analytic gradient
 MOMENT_EM_STEPS = 2  # from a moment start (start.py), which lands about where one EM step would
+NEWTON_STEPS = 2  # Newton steps on the analytic check's Hessian where its gradient test fails
 SCALE_FLOOR = 0.05  # smallest |theta| the variable scaling divides by
 EXACT_GTOL = 1e-4  # projected analytic gradient, scaled variables: theta within ~1e-6 relative
 EXACT_GAIN = 1e-8  # or a predicted Newton gain (criterion units) below this
@@ -83,6 +84,7 @@ class Step(Enum):
     FACE_RESTART = "restarted off a degenerate face"
     FACE_POLISH = "polished in lme4's parameters"
     COBYQA_POLISH = "then COBYQA (scipy)"
+    NEWTON_STEP = "then a Newton step on the check's Hessian"
 
 
 @dataclass
@@ -320,25 +322,61 @@ def _leave_degenerate_face(problem: Problem, method: Method, crit_phi: Criterion
                    optimizer=opt.optimizer, steps=(*opt.steps, Step.FACE_POLISH))
 
 
-def _check(crit_phi: Criterion, problem: Problem, opt: Optimum) -> tuple[ConvergenceCheck, bool]:
+Derivatives = tuple[np.ndarray, np.ndarray]  # the analytic check's gradient and Hessian at the optimum
+
+
+def _check(crit_phi: Criterion, problem: Problem, opt: Optimum
+           ) -> tuple[ConvergenceCheck, bool, Derivatives | None]:
     """lme4's checkConv at the optimum, and whether the fit is singular (lme4's isSingular).
 
     On expensive models (the analytic gradient applies, the fit is not singular) its gradient
     is the analytic one and its Hessian forward differences of that gradient (step DELTA, as
     deriv12's): lme4's test on the same quantities, without the criterion's rounding noise,
     which on millions of rows (~1e-12 of a criterion of 1e7) makes deriv12's difference
-    gradient fail a converged fit. The same number of evaluations' work (k + 1 gradients)."""
+    gradient fail a converged fit. The same number of evaluations' work (k + 1 gradients).
+    The analytic route also returns its gradient and Hessian (for `_newton_step`)."""
     singular = is_singular(phi_to_theta(problem, opt.theta), problem.lower)
     if problem.expensive and crit_phi.exact and not singular and opt.theta.size:
-        return _analytic_check(crit_phi, opt.theta, problem.lower), singular
-    return check_convergence(crit_phi, opt.theta, opt.value, problem.lower, singular), singular
+        g, H = _analytic_derivatives(crit_phi, opt.theta)
+        return judge(g, H, opt.theta, problem.lower), singular, (g, H)
+    return check_convergence(crit_phi, opt.theta, opt.value, problem.lower, singular), singular, None
 
 
-def _analytic_check(crit_phi: Criterion, x: np.ndarray, lower: np.ndarray) -> ConvergenceCheck:
+def _analytic_derivatives(crit_phi: Criterion, x: np.ndarray) -> Derivatives:
+    """The analytic gradient at x and the Hessian as forward differences of it (symmetrized)."""
     _, g = crit_phi.value_and_gradient(x)
     points = [x + CHECK_DELTA * e for e in np.eye(x.size)]  # independent: two at a time (parallel.py)
     H = np.asarray([(gi - g) / CHECK_DELTA for _, gi in crit_phi.gradients_at(points)])
-    return judge(g, (H + H.T) / 2, x, lower)
+    return g, (H + H.T) / 2
+
+
+def _analytic_check(crit_phi: Criterion, x: np.ndarray, lower: np.ndarray) -> ConvergenceCheck:
+    g, H = _analytic_derivatives(crit_phi, x)
+    return judge(g, H, x, lower)
+
+
+def _newton_step(crit_phi: Criterion, problem: Problem, method: Method, opt: Optimum, derivatives: Derivatives,
+                 keep: bool) -> tuple[Optimum, ConvergenceCheck, Precomputed | None, Derivatives] | None:
+    """One Newton step x - H^{-1} g on the analytic check's own gradient and Hessian, where lme4's
+    gradient test failed at a positive definite Hessian: on tens of millions of rows the
+    quasi-Newton run stops where its line search can no longer see progress in the criterion
+    (rounding noise), which can be short of lme4's tolerance on the scaled gradient; the
+    gradient itself stays exact there. Kept if the criterion is not worse beyond its noise,
+    and judged with the new gradient and the same Hessian (from a point 1e-4 away)."""
+    g, H = derivatives
+    try:
+        x = np.maximum(opt.theta - np.linalg.solve(H, g), problem.lower)
+    except np.linalg.LinAlgError:
+        return None
+    crit_phi.keep = keep
+    value, g_new = crit_phi.value_and_gradient(x)
+    kept = crit_phi.take_kept(x)
+    crit_phi.keep = False
+    if not value <= opt.value + max(EXACT_GAIN, NOISE * abs(opt.value)):
+        return None
+    check = judge(g_new, H, x, problem.lower)
+    moved = replace(opt, theta=x, value=float(value), steps=(*opt.steps, Step.NEWTON_STEP))
+    return moved, check, None if kept is None else precompute_at(problem, kept, method), (g_new, H)
 
 
 def _singular_override(check: ConvergenceCheck) -> ConvergenceCheck:
@@ -354,7 +392,8 @@ def find_optimum(problem: Problem, method: Method) -> tuple[Optimum, Convergence
     """The optimum in lme4's theta (with the evaluations it took) and lme4's convergence check."""
     crit_phi = Criterion(problem, method, whitened=True)
     # phi is lme4's theta where no term is whitened: the last factor can serve the post-fit
-    crit_phi.keep = problem.expensive and not crit_phi.dense and all(t.basis is None for t in problem.terms)
+    keep = problem.expensive and not crit_phi.dense and all(t.basis is None for t in problem.terms)
+    crit_phi.keep = keep
     lower = problem.lower
     optimizer = choose_optimizer(problem)
     # an expensive model with scalar terms starts at ANOVA's moments (start.py), with one EM
@@ -373,12 +412,19 @@ def find_optimum(problem: Problem, method: Method) -> tuple[Optimum, Convergence
     precomputed = None if kept is None else precompute_at(problem, kept, method)
     del kept
     crit_phi.keep = False
-    check, singular = _check(crit_phi, problem, opt)
+    check, singular, derivatives = _check(crit_phi, problem, opt)
+    for _ in range(NEWTON_STEPS):
+        if check.ok or derivatives is None or not (check.hessian_min_eigenvalue or 0.0) > 0:
+            break
+        stepped = _newton_step(crit_phi, problem, method, opt, derivatives, keep)
+        if stepped is None:
+            break
+        opt, check, precomputed, derivatives = stepped
     if not (check.ok and opt.success) and opt.optimizer in (Optimizer.LBFGSB, Optimizer.LBFGSB_EXACT):
         polished = polish_with_cobyqa(crit_phi, opt, lower)
         if polished is not opt:
             opt = polished
-            check, singular = _check(crit_phi, problem, opt)
+            check, singular, _ = _check(crit_phi, problem, opt)
     if singular and not check.ok:
         check = _singular_override(check)
     theta = phi_to_theta(problem, opt.theta)
