@@ -59,7 +59,10 @@ SPARSE_BYTES = 24.0  # peak bytes per non-zero while Z_1 / the tail's columns ar
 S_BYTES = 12.0  # stored bytes per non-zero of a CSR matrix (float64 + int32 index)
 S_SETUP_BYTES = 12.5  # per non-zero of S while it is written (its 12 bytes and the heap's slack; 5M rows)
 KEPT_TARGET_BYTES = 8.0  # per update target kept for the fit: S's row pointer and its position (int32 each)
-EVAL_COPIES = 2  # tail-sized arrays alive at once in an evaluation with its gradient (factor, inverse, Q)
+# tail-sized arrays alive at once while evaluating: an evaluation with its gradient holds the factor
+# and its inverse (a scalar tail inverts in place: one), and the convergence check's and
+# Satterthwaite's evaluations run two at a time (engines/lme/parallel.py)
+EVAL_COPIES = 2
 EVAL_TARGET_BYTES = 16.0  # per update target in an evaluation: the update vector and its gathers
 FLOPS = 2.0e10  # dense Cholesky flop rate of one BLAS thread (InstEval: 0.52 GFlop in ~11 ms)
 PAIR_SECONDS = 3e-8  # set-up seconds per within-level pair (1M-row benchmark: the update 0.6-0.9 s for 33.6 M)
