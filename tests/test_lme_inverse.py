@@ -56,3 +56,28 @@ def test_consumed_inverse_gives_the_same_blocks_and_guards_the_factor(method: st
     Q_consumed = balances(problem, factorize(problem, theta), method, consume=True)
     for a, b in zip(Q_consumed, Q_copy):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("formula", ["y ~ x + (1 | a) + (0 + x | a) + (1 | c)",  # a slope nested in its intercept
+                                     "y ~ x + (x || a) + (1 | c) + (1 | f)"])
+@pytest.mark.parametrize("with_x", [False, True])
+@pytest.mark.parametrize("consume", [False, True])
+def test_staged_inverse_equals_the_dense_one(formula: str, with_x: bool, consume: bool, monkeypatch) -> None:
+    """A scalar tail led by one scalar stage (a term nested in the first) is inverted block by
+    block (inverse._staged_inverse: the stage's diagonal, the rectangle below it, the dense
+    square) instead of densely over the whole leading block: the same level blocks to rounding."""
+    import runner.engines.lme.inverse as inverse
+    from test_lme_engine import synthetic
+
+    from runner.engines.lme.structure import ensure_update_structure
+
+    problem = build_problem(build_design(parse_formula(formula), synthetic(400, 3)))
+    ensure_update_structure(problem)  # a model this small defers it (its criterion is evaluated densely)
+    theta = problem.start * 0.7
+    assert inverse._staged_applies(problem) and problem.stages[0].l == 40
+    staged = inverse_blocks(problem, factorize(problem, theta), with_x=with_x, consume=consume)
+    monkeypatch.setattr(inverse, "_staged_applies", lambda problem: False)
+    dense = inverse_blocks(problem, factorize(problem, theta), with_x=with_x)
+    np.testing.assert_allclose(staged.first, dense.first, rtol=1e-12, atol=1e-15)
+    for a, b in zip(staged.tail, dense.tail):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)

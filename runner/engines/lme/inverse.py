@@ -87,18 +87,19 @@ def _tail_blocks(problem: Problem, Pinv: np.ndarray) -> list[np.ndarray]:
     return out
 
 
-def _first_blocks(problem: Problem, f: Factor, Pinv: np.ndarray) -> np.ndarray:
-    """The first term's (l1, p1, p1) level blocks of M^{-1}."""
+def _first_blocks(problem: Problem, f: Factor, Pinv: np.ndarray, buffer: np.ndarray | None = None) -> np.ndarray:
+    """The first term's (l1, p1, p1) level blocks of M^{-1}; `buffer`: the nt x nt array whose
+    leading block Pinv is (an in-place or staged inverse), read at the targets' own positions."""
     nt, rows = problem.nt, Pinv.shape[0]
     l1, p1 = problem.first.levels, problem.first.p
     T1 = f.factors[0]
     Minv = level_inverse(f)
     if not rows or not (problem.targets_eval.size or problem.targets_rest.size):
         return Minv
-    if problem.scalar_tail and f.inverted_rows == rows and len(problem.tail) < MAX_CLASSED_TERMS:
-        # P^{-1} lies in the factor's own memory, so a target's flat index is its position
-        qe = _scaled_in_place(problem, f, problem.targets_eval, rows)
-        qr = _scaled_in_place(problem, f, problem.targets_rest, rows)
+    if buffer is not None:
+        # P^{-1} lies in an nt-strided buffer, so a target's flat index is its position
+        qe = _scaled_in_place(problem, f, buffer, problem.targets_eval, rows)
+        qr = _scaled_in_place(problem, f, buffer, problem.targets_rest, rows)
         W = _s_transpose(problem, qe, qr).reshape(l1, p1, p1)
         Fq = W + np.swapaxes(W, 1, 2)
     elif problem.scalar_tail:  # lower triangle only: halve the diagonal, add the transpose
@@ -197,7 +198,7 @@ def _pair_classes(problem: Problem, targets: np.ndarray) -> np.ndarray:
     return kept[key]
 
 
-def _scaled_in_place(problem: Problem, f: Factor, targets: np.ndarray, rows: int) -> np.ndarray:
+def _scaled_in_place(problem: Problem, f: Factor, buffer: np.ndarray, targets: np.ndarray, rows: int) -> np.ndarray:
     """`_scaled_at` where P^{-1} was written over the factor's leading `rows` rows: the value at a
     target is the factor buffer's entry at the target's own flat index, times a factor looked
     up by its pair class (`_pair_classes`): lam_r lam_s, halved on the diagonal, 0 for rows
@@ -209,7 +210,7 @@ def _scaled_in_place(problem: Problem, f: Factor, targets: np.ndarray, rows: int
     row_factor = lam[code // 2 // n]
     col_factor = lam[code // 2 % n] * np.where(code % 2 == 1, 0.5, 1.0)  # exact: a power of 2
     classes = _pair_classes(problem, targets)
-    flat = f.Ltail.reshape(-1)
+    flat = buffer.reshape(-1)
     out = np.empty(targets.size)
     for a in range(0, targets.size, CHUNK):  # (v lam_r) lam_s, as `_scaled_at` multiplies
         b = min(a + CHUNK, targets.size)
@@ -232,7 +233,64 @@ def inverse_blocks(problem: Problem, f: Factor, with_x: bool, consume: bool = Fa
     [Z X] (with_x True: the REML system). `consume`: the factor is not needed for solves
     afterwards (a scalar tail is then inverted in place, tail_inverse)."""
     rows = problem.m_rand + (problem.p if with_x else 0)
+    if rows and _staged_applies(problem):
+        buffer = f.Ltail if consume else np.zeros((problem.nt, problem.nt))  # untouched pages stay unmapped
+        _staged_inverse(problem, f, rows, buffer)
+        if consume:
+            f.inverted_rows = rows
+        Pinv = buffer[:rows, :rows]
+        return InverseBlocks(first=_first_blocks(problem, f, Pinv, buffer), tail=_tail_blocks(problem, Pinv))
     # a diagonal Lambda_t keeps the lower triangle's entries apart, and the update targets
     # of a scalar tail are lower-triangle positions: the triangle is all that is read
     Pinv = tail_inverse(f, rows, symmetric=not problem.scalar_tail, consume=consume)
-    return InverseBlocks(first=_first_blocks(problem, f, Pinv), tail=_tail_blocks(problem, Pinv))
+    in_place = problem.scalar_tail and f.inverted_rows == rows and len(problem.tail) < MAX_CLASSED_TERMS
+    return InverseBlocks(first=_first_blocks(problem, f, Pinv, f.Ltail if in_place else None),
+                         tail=_tail_blocks(problem, Pinv))
+
+
+def _staged_applies(problem: Problem) -> bool:
+    """A scalar tail whose one scalar stage (a term nested in the first) is read at its diagonal
+    only: the first term's levels each touch one level of it, so no update target lies off
+    the stage's diagonal (checked once per problem)."""
+    if not (problem.scalar_tail and len(problem.stages) == 1 and problem.stages[0].p == 1
+            and len(problem.tail) < MAX_CLASSED_TERMS):
+        return False
+    plans = problem.__dict__.setdefault("_inverse_plans", {})
+    key = ("_stage_diagonal_only", problem.targets_eval.ctypes.data, problem.targets_rest.ctypes.data)
+    if key not in plans:
+        k, nt = problem.stages[0].l, problem.nt
+        ok = True
+        for targets in (problem.targets_eval, problem.targets_rest):
+            for a in range(0, targets.size, CHUNK):
+                r, c = np.divmod(targets[a:a + CHUNK].astype(np.int64), nt)
+                ok = ok and not np.any((r < k) & (c < k) & (r != c))
+        plans[key] = ok
+    return bool(plans[key])
+
+
+def _staged_inverse(problem: Problem, f: Factor, rows: int, buffer: np.ndarray) -> None:
+    """The parts of (L_a L_a')^{-1} the gradient reads, for a tail whose leading k rows are one
+    scalar stage: with L_a = [[D, 0], [R, L22]] (D the stage's diagonal pivots, R the rectangle
+    below it, L22 the dense factor after it) and K = R D^{-1},
+
+        P22^{-1} = (L22 L22')^{-1},  P21^{-1} = -P22^{-1} K,  diag P11^{-1} = d^-2 + colsum(K * P22^{-1} K)
+
+    written into `buffer` where the factor keeps those blocks (the dense square, the rectangle,
+    the stage's diagonal). A dense inverse of the whole leading block would cost (k + m)^3 and
+    touch all of the k x k stage block: 15 GB for (x || user) on 40,000 users."""
+    C, k = f.Ltail, problem.stages[0].l
+    d = np.diagonal(C)[:k].copy()  # the stage's pivots (one column per level)
+    m2 = rows - k
+    diag = 1.0 / (d * d)
+    if m2 > 0:
+        K = C[k:rows, :k] / d  # R D^{-1}, read before the buffer (maybe the factor) is written
+        if buffer is not C:
+            buffer[k:rows, k:rows] = C[k:rows, k:rows]
+        invert_leading_block(buffer, m2, start=k)
+        lower = np.tril(buffer[k:rows, k:rows])
+        P22 = lower + np.tril(lower, -1).T
+        P21 = P22 @ K
+        P21 *= -1.0
+        diag -= np.einsum("ij,ij->j", K, P21)
+        buffer[k:rows, :k] = P21
+    buffer[np.arange(k), np.arange(k)] = diag

@@ -34,16 +34,19 @@ def _dpotri() -> Any:
     return _DPOTRI
 
 
-def invert_leading_block(L: np.ndarray, rows: int) -> None:
-    """In place: the lower triangle of L's leading rows x rows block (a C-ordered lower Cholesky
-    factor) becomes that of (L_a L_a')^{-1}; rows past it are untouched.
+def invert_leading_block(L: np.ndarray, rows: int, start: int = 0) -> None:
+    """In place: the lower triangle of the rows x rows diagonal block of L from row `start` (a
+    C-ordered lower Cholesky factor of that block) becomes that of (L_a L_a')^{-1}; nothing
+    else is touched.
 
     The C-ordered lower triangle is the upper triangle of the Fortran-ordered transpose that
     LAPACK sees, with leading dimension L.shape[1]."""
-    if not (L.flags.c_contiguous and L.dtype == np.float64 and L.ndim == 2 and 0 < rows <= L.shape[0]):
-        raise ValueError("invert_leading_block needs a C-contiguous float64 matrix")
+    if not (L.flags.c_contiguous and L.dtype == np.float64 and L.ndim == 2 and 0 < rows
+            and 0 <= start and start + rows <= min(L.shape)):
+        raise ValueError("invert_leading_block needs a C-contiguous float64 matrix and a block inside it")
     n, lda, info = ctypes.c_int(rows), ctypes.c_int(L.shape[1]), ctypes.c_int(0)
-    _dpotri()(b"U", ctypes.byref(n), L.ctypes.data_as(ctypes.POINTER(ctypes.c_double)), ctypes.byref(lda),
+    first = L.ctypes.data + L.itemsize * start * (L.shape[1] + 1)
+    _dpotri()(b"U", ctypes.byref(n), ctypes.cast(first, ctypes.POINTER(ctypes.c_double)), ctypes.byref(lda),
               ctypes.byref(info))
     if info.value != 0:
         raise np.linalg.LinAlgError(f"dpotri info {info.value}")
