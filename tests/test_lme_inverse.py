@@ -81,3 +81,32 @@ def test_staged_inverse_equals_the_dense_one(formula: str, with_x: bool, consume
     np.testing.assert_allclose(staged.first, dense.first, rtol=1e-12, atol=1e-15)
     for a, b in zip(staged.tail, dense.tail):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
+
+
+def test_sparse_rectangle_gram_equals_the_dense_product(monkeypatch) -> None:
+    """The rectangle below a stage multiplied as a sparse matrix (factor._row_gram, for stages
+    with many levels each touching few dense rows) gives the dense product's factor to rounding."""
+    import runner.engines.lme.factor as factor_module
+    from runner.engines.lme.criterion import objective_from
+    from runner.engines.lme.structure import ensure_update_structure
+    from test_lme_engine import synthetic
+
+    problem = build_problem(build_design(parse_formula("y ~ x + (x || a) + (1 | c) + (1 | f)"), synthetic(400, 3)))
+    ensure_update_structure(problem)
+    theta = problem.start * 0.7
+    dense = factorize(problem, theta)
+    calls = []
+    original = factor_module._row_gram
+
+    def counted(G):
+        calls.append(np.count_nonzero(G) / G.size)
+        return original(G)
+
+    monkeypatch.setattr(factor_module, "SPARSE_GRAM_FLOPS", 0.0)
+    monkeypatch.setattr(factor_module, "SPARSE_GRAM_DENSITY", 1.01)  # every rectangle through the sparse route
+    monkeypatch.setattr(factor_module, "_row_gram", counted)
+    sparse = factorize(problem, theta)
+    assert calls  # the staged route was taken
+    for method in ("ML", "REML"):
+        assert objective_from(problem, sparse, method) == pytest.approx(objective_from(problem, dense, method), rel=1e-13)
+    np.testing.assert_allclose(np.tril(sparse.Ltail), np.tril(dense.Ltail), rtol=1e-10, atol=1e-12)
