@@ -116,9 +116,9 @@ class Criterion:
                     blocks = inverse_blocks(self.problem, f, with_x=not ml, consume=ml)
                     Qs = balances_from(self.problem, f, self.method, blocks, modes)
                     self.kept = KeptPoint(theta.copy(), f, modes, blocks if ml else None)
+                    grad = criterion_gradient(self.problem, f, self.method, self.whitened, Qs, self.derivatives)
                 else:
-                    Qs = balances(self.problem, f, self.method, consume=True)  # f is dropped after this
-                grad = criterion_gradient(self.problem, f, self.method, self.whitened, Qs, self.derivatives)
+                    Qs, grad = self._exact_gradient(f)
                 if self.em and em_step_wanted:
                     em = em_step(self.problem, f, theta, Qs)
             except np.linalg.LinAlgError:
@@ -156,8 +156,13 @@ class Criterion:
             value = objective_from(self.problem, f, self.method)
             if not np.isfinite(value):
                 return None
-            Qs = balances(self.problem, f, self.method, consume=True)
-            grad = criterion_gradient(self.problem, f, self.method, self.whitened, Qs, self.derivatives)
+            grad = self._exact_gradient(f)[1]
         except (FactorError, np.linalg.LinAlgError):
             return None
         return None if grad is None else (float(value), grad)
+
+    def _exact_gradient(self, f: Factor | DenseFactor) -> tuple[list[np.ndarray], np.ndarray | None]:
+        """The balances Q_k and the analytic gradient (None where it does not apply) from a factor
+        nothing reads afterwards (its inverse may overwrite it)."""
+        Qs = balances(self.problem, f, self.method, consume=True)
+        return Qs, criterion_gradient(self.problem, f, self.method, self.whitened, Qs, self.derivatives)

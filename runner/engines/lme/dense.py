@@ -25,7 +25,7 @@ import numpy as np
 from scipy.linalg import lapack
 
 from runner.engines.lme.factor import FactorError, working_factors
-from runner.engines.lme.solve import Solution
+from runner.engines.lme.solve import Solution, tail_solution
 from runner.engines.lme.structure import Problem, small_model
 from runner.vocab import Method
 
@@ -177,16 +177,9 @@ def dense_balances(problem: Problem, f: DenseFactor, method: Method, sigma: floa
 
 
 def _modes(f: DenseFactor, q: int) -> tuple[np.ndarray, np.ndarray]:
-    """(u, beta): the penalized least-squares solution [u; beta] = U_a^{-1} ell, where ell is U's
-    last column above its last pivot r. As a solve on the whole U: U z = e_last gives
-    z = [-U_a^{-1} ell / r; 1 / r] (the same trick as solve.tail_solution)."""
-    N = f.U.shape[0]
-    e = np.zeros(N)
-    e[-1] = 1.0
-    z, info = lapack.dtrtrs(f.U, e, lower=0, trans=0)
-    if info != 0:
-        raise np.linalg.LinAlgError(f"dtrtrs info {info}")
-    x = -f.U[N - 1, N - 1] * z[:-1]
+    """(u, beta): the penalized least-squares solution, by solve.tail_solution on U' (the
+    C-ordered lower factor it takes, a view: no copy)."""
+    x = tail_solution(f.U.T)
     return x[:q], x[q:]
 
 

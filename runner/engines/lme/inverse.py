@@ -15,6 +15,7 @@ sparse product over S's rows.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -156,6 +157,14 @@ def _target_plan(problem: Problem, targets: np.ndarray, rows: int) -> tuple[np.n
     return plans[key]
 
 
+def _rows_columns(targets: np.ndarray, nt: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """(first index, rows, columns) of flat tail positions r nt + c, CHUNK at a time (no
+    targets-sized int64 temporaries at once)."""
+    for a in range(0, targets.size, CHUNK):
+        r, c = np.divmod(targets[a:a + CHUNK].astype(np.int64), nt)
+        yield a, r, c
+
+
 def _scaled_at(problem: Problem, Pinv: np.ndarray, targets: np.ndarray, lam: np.ndarray) -> np.ndarray:
     """lam_r lam_s P^{-1}[r, s] at the lower-triangle tail positions r nt + s (0 past P's rows),
     halved on the diagonal; read from P^{-1}'s own lower triangle (a large list a chunk at a
@@ -169,8 +178,7 @@ def _scaled_at(problem: Problem, Pinv: np.ndarray, targets: np.ndarray, lam: np.
         v[r == c] *= 0.5
         out[inside] = v
         return out
-    for a in range(0, targets.size, CHUNK):
-        r, c = np.divmod(targets[a:a + CHUNK].astype(np.int64), nt)
+    for a, r, c in _rows_columns(targets, nt):
         inside = np.flatnonzero((r < rows) & (c < rows))
         r, c = r[inside], c[inside]
         v = flat[r * stride + c] * lam[r] * lam[c]
@@ -191,8 +199,7 @@ def _pair_classes(problem: Problem, targets: np.ndarray) -> np.ndarray:
         n = K + 2
         row_class = np.repeat(np.arange(n), [*(t.q for t in problem.tail), problem.p, 1])
         out = np.empty(targets.size, dtype=np.uint8 if 2 * n * n <= 256 else np.uint16)
-        for a in range(0, targets.size, CHUNK):
-            r, c = np.divmod(targets[a:a + CHUNK].astype(np.int64), nt)
+        for a, r, c in _rows_columns(targets, nt):
             out[a:a + CHUNK] = (row_class[r] * n + row_class[c]) * 2 + (r == c)
         kept[key] = out
     return kept[key]
@@ -261,8 +268,7 @@ def _staged_applies(problem: Problem) -> bool:
         k, nt = problem.stages[0].l, problem.nt
         ok = True
         for targets in (problem.targets_eval, problem.targets_rest):
-            for a in range(0, targets.size, CHUNK):
-                r, c = np.divmod(targets[a:a + CHUNK].astype(np.int64), nt)
+            for _, r, c in _rows_columns(targets, nt):
                 ok = ok and not np.any((r < k) & (c < k) & (r != c))
         plans[key] = ok
     return bool(plans[key])

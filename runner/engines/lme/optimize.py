@@ -190,6 +190,11 @@ def variable_scales(problem: Problem, theta: np.ndarray) -> np.ndarray:
     return scale
 
 
+def noise_floor(value: float) -> float:
+    """The smallest change of the criterion at `value` that is not rounding noise."""
+    return max(EXACT_GAIN, NOISE * abs(value))
+
+
 class _Stationary(Exception):
     """Raised inside the objective where the projected gradient is within EXACT_GTOL."""
 
@@ -218,7 +223,7 @@ class _ScaledObjective:
         # below the criterion's rounding noise (~1e-12 of it: 4e-6 on a million rows) no
         # line search can see progress
         small = (np.max(np.abs(projected), initial=0.0) <= EXACT_GTOL
-                 or float(projected @ projected) / 4 <= max(EXACT_GAIN, NOISE * abs(value)))
+                 or float(projected @ projected) / 4 <= noise_floor(value))
         if small and value <= self.best[0] and not near_edge:
             raise _Stationary
         return value, grad
@@ -372,7 +377,7 @@ def _newton_step(crit_phi: Criterion, problem: Problem, method: Method, opt: Opt
     value, g_new = crit_phi.value_and_gradient(x)
     kept = crit_phi.take_kept(x)
     crit_phi.keep = False
-    if not value <= opt.value + max(EXACT_GAIN, NOISE * abs(opt.value)):
+    if not value <= opt.value + noise_floor(opt.value):
         return None
     check = judge(g_new, H, x, problem.lower)
     moved = replace(opt, theta=x, value=float(value), steps=(*opt.steps, Step.NEWTON_STEP))

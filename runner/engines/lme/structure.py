@@ -127,12 +127,15 @@ def _z(block: RandomBlock, sw: np.ndarray | None, slab: bool = False) -> sp.csc_
     ("slab": all levels of column 0, then of column 1) where Lambda_i = T_i (x) I."""
     n, p = block.X.shape
     vals = block.X if sw is None else block.X * sw[:, None]
-    if slab:
-        cols = np.arange(p)[None, :] * block.nlevels + block.codes[:, None]
-    else:
-        cols = block.codes[:, None] * p + np.arange(p)[None, :]
+    cols = _z_columns(block, slab)
     rows = np.repeat(np.arange(n), p)
     return sp.csc_matrix((vals.ravel(), (rows, cols.ravel())), shape=(n, block.nlevels * p))
+
+
+def _z_columns(block: RandomBlock, slab: bool) -> np.ndarray:
+    """(n, p): the column of Z_i each row's value of each term column lands in (`_z`'s layouts)."""
+    a = np.arange(block.X.shape[1])[None, :]
+    return a * block.nlevels + block.codes[:, None] if slab else block.codes[:, None] * block.X.shape[1] + a
 
 
 def _block_diag_gram(block: RandomBlock, sw: np.ndarray | None) -> np.ndarray:
@@ -296,9 +299,7 @@ def _small_gram(design: Design, terms: list[ReTerm], blocks: list[RandomBlock], 
     rows = np.arange(n)[:, None]
     offset = 0
     for i, b in enumerate(blocks):
-        a = np.arange(b.ncols)[None, :]
-        cols = b.codes[:, None] * b.ncols + a if i == 0 else a * b.nlevels + b.codes[:, None]
-        W[rows, offset + cols] = b.X
+        W[rows, offset + _z_columns(b, slab=i > 0)] = b.X
         offset += widths[i]
     W[:, offset:offset + p] = design.X
     W[:, -1] = y
